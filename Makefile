@@ -1,0 +1,85 @@
+# sluice -- build, test, bench. `make test` and `make run` install missing
+# Debian packages themselves (scripts/deps.sh).
+
+CC      ?= gcc
+PKGS    := luajit rdkafka libevent libevent_pthreads libcurl
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wstrict-prototypes -MMD -MP \
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+BUILD   ?= build
+
+CORE_SRCS := $(filter-out core/main.c,$(wildcard core/*.c))
+CORE_OBJS := $(patsubst core/%.c,$(BUILD)/obj/%.o,$(CORE_SRCS))
+TEST_SRCS := $(wildcard core/tests/*_test.c)
+TEST_BINS := $(patsubst core/tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
+BENCH_SRCS := $(wildcard core/bench/*_bench.c)
+BENCH_BINS := $(patsubst core/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
+
+DEPS_STAMP := $(BUILD)/.deps-ok
+
+.PHONY: all deps test unit spec integration asan lint bench run demo fuzz clean
+
+all: sluice
+
+# Installs what is missing when a header or tool is not there.
+deps: $(DEPS_STAMP)
+$(DEPS_STAMP): scripts/deps.sh
+	@./scripts/deps.sh
+	@mkdir -p $(BUILD) && touch $@
+
+$(BUILD)/obj/%.o: core/%.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/libsluice.a: $(CORE_OBJS)
+	ar rcs $@ $^
+
+sluice: $(BUILD)/obj/main.o $(BUILD)/libsluice.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: core/tests/%.c $(BUILD)/libsluice.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Icore $(LDFLAGS) -o $@ $< $(BUILD)/libsluice.a $(LDLIBS)
+
+$(BUILD)/bench/%: core/bench/%.c $(BUILD)/libsluice.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Icore $(LDFLAGS) -o $@ $< $(BUILD)/libsluice.a $(LDLIBS)
+
+# Every C test, busted spec and integration spec; ends with "N passed, N failed".
+test: sluice $(TEST_BINS)
+	@./scripts/test.sh all
+
+unit: $(TEST_BINS)
+	@./scripts/test.sh unit
+
+spec: | $(DEPS_STAMP)
+	@./scripts/test.sh spec
+
+integration: sluice
+	@./scripts/test.sh integration
+
+# The whole suite under AddressSanitizer and UndefinedBehaviorSanitizer.
+asan:
+	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+	    LDFLAGS="-fsanitize=address,undefined" sluice-asan
+sluice-asan: $(BUILD)/obj/main.o $(BUILD)/libsluice.a $(TEST_BINS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $(BUILD)/sluice $(BUILD)/obj/main.o $(BUILD)/libsluice.a $(LDLIBS)
+	SLUICE_BIN=$(abspath $(BUILD)/sluice) SLUICE_TEST_BUILD=$(BUILD) \
+	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 ./scripts/test.sh all
+
+lint: | $(DEPS_STAMP)
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	    --suppress=missingIncludeSystem core
+	luacheck lua spec config
+
+bench: sluice $(BENCH_BINS)
+	@./scripts/bench.sh
+
+run: sluice
+	./sluice run -c config/recommendations.lua
+
+clean:
+	rm -rf build build-asan sluice
+
+-include $(wildcard $(BUILD)/obj/*.d $(BUILD)/tests/*.d $(BUILD)/bench/*.d)

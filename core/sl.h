@@ -1,0 +1,56 @@
+/* sl.h -- definitions shared by every unit of the sluice core.
+ *
+ * Return codes, logging and checked allocation. Uses nothing but libc. */
+#ifndef SL_H
+#define SL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdarg.h>
+
+#define SL_OK 0    /* The operation succeeded. */
+#define SL_ERR -1  /* The operation failed; details are in the caller's buffer. */
+
+#define SL_ERRLEN 512 /* Size of the error buffers callers pass to units. */
+
+enum sl_log_level { SL_LOG_DEBUG, SL_LOG_INFO, SL_LOG_WARN, SL_LOG_ERROR };
+
+/* Logs one line to stderr: time, level, unit, message. Never fails. */
+void sl_log(enum sl_log_level level, const char *unit, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Sets the lowest level that sl_log prints (default SL_LOG_INFO). */
+void sl_log_set_level(enum sl_log_level level);
+
+/* Checked allocation: on failure these log and abort, so callers never see
+ * NULL (as Redis zmalloc's out-of-memory handler). */
+void *sl_malloc(size_t n);
+void *sl_calloc(size_t n, size_t size);
+void *sl_realloc(void *p, size_t n);
+char *sl_strdup(const char *s);
+char *sl_strndup(const char *s, size_t n);
+
+/* Wall-clock and monotonic time in milliseconds. */
+int64_t sl_now_ms(void);
+int64_t sl_mono_ms(void);
+
+/* Growable byte buffer. A zeroed struct is an empty buffer; sl_buf_free
+ * releases it. */
+struct sl_buf {
+    char *data;   /* NUL-terminated when len > 0 or after sl_buf_cstr */
+    size_t len;   /* bytes used */
+    size_t cap;   /* bytes allocated */
+};
+void sl_buf_add(struct sl_buf *b, const void *p, size_t n);
+void sl_buf_addc(struct sl_buf *b, char c);
+void sl_buf_adds(struct sl_buf *b, const char *s);
+void sl_buf_printf(struct sl_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+const char *sl_buf_cstr(struct sl_buf *b);
+void sl_buf_reset(struct sl_buf *b);
+void sl_buf_free(struct sl_buf *b);
+
+/* snprintf into an error buffer of size n; NULL buf is allowed. */
+void sl_errf(char *buf, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif

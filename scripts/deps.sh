@@ -1,0 +1,23 @@
+#!/bin/sh
+# Installs the Debian packages sluice needs to build and test, skipping those
+# already present. Run as root (or with sudo available). Idempotent.
+set -eu
+
+PKGS="pkg-config libluajit-5.1-dev luajit librdkafka-dev libevent-dev
+libcurl4-openssl-dev lua-cjson lua-busted lua-check kcat wrk curl cppcheck
+clang libclang-rt-14-dev"
+
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+        || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+echo "deps.sh: installing:$missing" >&2
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >&2 || true
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >&2
