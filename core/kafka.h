@@ -29,8 +29,10 @@ struct sl_kafka_conf {
 /* ==================== Producer ==================== */
 
 /* Called once per produced record when the broker acknowledged it (err ==
- * NULL) or it failed for good (err names the reason). Runs on the loop. */
-typedef void sl_kafka_delivery_fn(void *opaque, const char *err);
+ * NULL; partition and offset say where it landed) or it failed for good (err
+ * names the reason; offset -1). Runs on the loop. */
+typedef void sl_kafka_delivery_fn(void *opaque, const char *err,
+                                  int32_t partition, int64_t offset);
 
 /* Creates a producer (acks=all, idempotent) whose delivery reports are served
  * on base. Returns NULL and fills err on failure. */
