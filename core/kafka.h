@@ -66,4 +66,68 @@ size_t sl_kafka_producer_flush(struct sl_kafka_producer *p, int timeout_ms);
 /* The librdkafka handle, for units that need more (metadata, offsets). */
 struct rd_kafka_s *sl_kafka_producer_handle(struct sl_kafka_producer *p);
 
+/* ==================== Consumer ==================== */
+
+/* One consumed record. The message stays owned by the consumer's caller:
+ * record_fn receives it and must pass it to sl_kafka_record_free. */
+struct sl_kafka_record {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    int64_t timestamp;   /* ms, -1 if none */
+    const void *key;     /* may be NULL */
+    size_t keylen;
+    const void *value;   /* may be NULL (tombstone) */
+    size_t len;
+    void *msg;           /* the rd_kafka_message_t behind it */
+};
+
+/* Hands one record to the application; ownership of rec moves to it. */
+typedef void sl_kafka_record_fn(void *arg, struct sl_kafka_record *rec);
+/* Partitions assigned (assigned = true) or about to be revoked. For a
+ * revoke, the callee must finish or give up in-flight work of those
+ * partitions and store their offsets before it returns; the consumer then
+ * commits synchronously. parts is an rd_kafka_topic_partition_list_t. */
+typedef void sl_kafka_rebalance_fn(void *arg, bool assigned, void *parts);
+
+struct sl_kafka_consumer_conf {
+    struct sl_kafka_conf kafka;
+    const char *group;
+    const char *const *topics;
+    size_t ntopics;
+    size_t batch;                 /* records drained per loop wake-up */
+    sl_kafka_record_fn *on_record;
+    sl_kafka_rebalance_fn *on_rebalance; /* may be NULL */
+    void *arg;
+};
+
+/* Creates a consumer in group conf->group subscribed to conf->topics, with
+ * auto offset store off: offsets are stored by sl_kafka_consumer_store and
+ * committed every auto.commit.interval.ms and on close. Records reach
+ * on_record from the loop. */
+struct sl_kafka_consumer *sl_kafka_consumer_create(struct event_base *base,
+        const struct sl_kafka_consumer_conf *conf, char *err, size_t errlen);
+/* Leaves the group (commits stored offsets) and frees everything. Blocks
+ * for the leave. NULL does nothing. */
+void sl_kafka_consumer_destroy(struct sl_kafka_consumer *c);
+
+void sl_kafka_record_free(struct sl_kafka_record *rec);
+
+/* Stores next_offset (last done + 1) as the partition's commit position. */
+int sl_kafka_consumer_store(struct sl_kafka_consumer *c, const char *topic,
+                            int32_t partition, int64_t next_offset);
+/* Commits stored offsets now; sync blocks until the broker answered. */
+int sl_kafka_consumer_commit(struct sl_kafka_consumer *c, bool sync);
+
+/* Pauses or resumes fetching of every assigned partition (back-pressure). */
+void sl_kafka_consumer_pause(struct sl_kafka_consumer *c, bool pause);
+bool sl_kafka_consumer_paused(const struct sl_kafka_consumer *c);
+
+struct rd_kafka_s *sl_kafka_consumer_handle(struct sl_kafka_consumer *c);
+
+/* Applies conf->props to a librdkafka configuration; err names the bad
+ * property. Shared by every handle sluice creates. */
+int sl_kafka_conf_apply(void *rd_conf, const struct sl_kafka_conf *conf,
+                        char *err, size_t errlen);
+
 #endif

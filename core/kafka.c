@@ -1,0 +1,413 @@
+/* kafka.c -- Kafka producer and consumer driven by the libevent loop
+ * (see kafka.h).
+ *
+ * librdkafka writes one byte to a pipe when a queue goes from empty to
+ * non-empty; the loop reads it and drains the queue. When a drain stops
+ * early for fairness, it re-arms its own event, or consumption would stall. */
+#define _GNU_SOURCE
+#include "kafka.h"
+#include "sl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <librdkafka/rdkafka.h>
+
+#define SL_KAFKA_DRAIN_MAX 256 /* Events served per wake-up by default. */
+
+/* ==================== Queue wake-ups ==================== */
+
+struct qwake {
+    int fds[2];            /* pipe: librdkafka writes [1], the loop reads [0] */
+    struct event *ev;      /* persistent read event on fds[0] */
+};
+
+static int qwake_open(struct qwake *w, struct event_base *base,
+                      rd_kafka_queue_t *q, event_callback_fn cb, void *arg,
+                      char *err, size_t errlen) {
+    w->fds[0] = w->fds[1] = -1;
+    w->ev = NULL;
+    if (pipe2(w->fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+        sl_errf(err, errlen, "pipe: %s", strerror(errno));
+        return SL_ERR;
+    }
+    w->ev = event_new(base, w->fds[0], EV_READ | EV_PERSIST, cb, arg);
+    if (!w->ev || event_add(w->ev, NULL) != 0) {
+        sl_errf(err, errlen, "cannot add queue event to the loop");
+        return SL_ERR;
+    }
+    rd_kafka_queue_io_event_enable(q, w->fds[1], "1", 1);
+    return SL_OK;
+}
+
+static void qwake_drain_pipe(struct qwake *w) {
+    char buf[256];
+    while (read(w->fds[0], buf, sizeof(buf)) > 0) {}
+}
+
+static void qwake_close(struct qwake *w, rd_kafka_queue_t *q) {
+    if (q) rd_kafka_queue_io_event_enable(q, -1, NULL, 0);
+    if (w->ev) event_free(w->ev);
+    if (w->fds[0] >= 0) close(w->fds[0]);
+    if (w->fds[1] >= 0) close(w->fds[1]);
+    w->ev = NULL;
+    w->fds[0] = w->fds[1] = -1;
+}
+
+int sl_kafka_conf_apply(void *rd_conf, const struct sl_kafka_conf *conf,
+                        char *err, size_t errlen) {
+    char rerr[256];
+    if (conf->brokers &&
+        rd_kafka_conf_set(rd_conf, "bootstrap.servers", conf->brokers, rerr,
+                          sizeof(rerr)) != RD_KAFKA_CONF_OK) {
+        sl_errf(err, errlen, "bootstrap.servers: %s", rerr);
+        return SL_ERR;
+    }
+    for (size_t i = 0; i < conf->nprops; i++) {
+        if (rd_kafka_conf_set(rd_conf, conf->props[i].name, conf->props[i].value,
+                              rerr, sizeof(rerr)) != RD_KAFKA_CONF_OK) {
+            sl_errf(err, errlen, "kafka property %s: %s", conf->props[i].name, rerr);
+            return SL_ERR;
+        }
+    }
+    return SL_OK;
+}
+
+static int conf_set(rd_kafka_conf_t *c, const char *k, const char *v,
+                    char *err, size_t errlen) {
+    char rerr[256];
+    if (rd_kafka_conf_set(c, k, v, rerr, sizeof(rerr)) != RD_KAFKA_CONF_OK) {
+        sl_errf(err, errlen, "%s: %s", k, rerr);
+        return SL_ERR;
+    }
+    return SL_OK;
+}
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac,
+                   const char *buf) {
+    (void)rk;
+    sl_log(level <= 3 ? SL_LOG_ERROR : level <= 4 ? SL_LOG_WARN : SL_LOG_DEBUG,
+           "kafka", "%s: %s", fac, buf);
+}
+
+/* ==================== Producer ==================== */
+
+struct sl_kafka_producer {
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *q;     /* main queue: delivery reports, errors, stats */
+    struct qwake wake;
+    size_t inflight;         /* produced, not yet reported */
+    bool up;                 /* a broker is reachable, as far as we know */
+};
+
+struct produce_op {
+    sl_kafka_delivery_fn *cb;
+    void *opaque;
+};
+
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *arg) {
+    struct sl_kafka_producer *p = arg;
+    struct produce_op *op = m->_private;
+    (void)rk;
+    p->inflight--;
+    if (!m->err) p->up = true;
+    if (op) {
+        if (m->err) op->cb(op->opaque, rd_kafka_err2str(m->err), m->partition, -1);
+        else op->cb(op->opaque, NULL, m->partition, m->offset);
+        free(op);
+    }
+}
+
+static void producer_error_cb(rd_kafka_t *rk, int err, const char *reason,
+                              void *arg) {
+    struct sl_kafka_producer *p = arg;
+    (void)rk;
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) p->up = false;
+    sl_log(SL_LOG_WARN, "kafka", "producer: %s", reason);
+}
+
+/* Statistics arrive every second; a broker in state UP means we are up. */
+static int producer_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *arg) {
+    struct sl_kafka_producer *p = arg;
+    (void)rk; (void)len;
+    p->up = strstr(json, "\"state\":\"UP\"") != NULL;
+    return 0;
+}
+
+static void producer_wake(evutil_socket_t fd, short what, void *arg) {
+    struct sl_kafka_producer *p = arg;
+    (void)fd; (void)what;
+    qwake_drain_pipe(&p->wake);
+    while (rd_kafka_poll(p->rk, 0) > 0) {}
+}
+
+struct sl_kafka_producer *sl_kafka_producer_create(struct event_base *base,
+        const struct sl_kafka_conf *conf, char *err, size_t errlen) {
+    struct sl_kafka_producer *p = sl_calloc(1, sizeof(*p));
+    rd_kafka_conf_t *rc = rd_kafka_conf_new();
+    char rerr[512];
+
+    p->up = true;
+    p->wake.fds[0] = p->wake.fds[1] = -1;
+    if (conf_set(rc, "enable.idempotence", "true", err, errlen) ||
+        conf_set(rc, "partitioner", "murmur2_random", err, errlen) ||
+        conf_set(rc, "linger.ms", "2", err, errlen) ||
+        conf_set(rc, "statistics.interval.ms", "1000", err, errlen) ||
+        sl_kafka_conf_apply(rc, conf, err, errlen))
+        goto fail;
+    rd_kafka_conf_set_opaque(rc, p);
+    rd_kafka_conf_set_dr_msg_cb(rc, dr_msg_cb);
+    rd_kafka_conf_set_error_cb(rc, producer_error_cb);
+    rd_kafka_conf_set_stats_cb(rc, producer_stats_cb);
+    rd_kafka_conf_set_log_cb(rc, log_cb);
+    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, rc, rerr, sizeof(rerr));
+    if (!p->rk) {
+        sl_errf(err, errlen, "kafka producer: %s", rerr);
+        goto fail;
+    }
+    rc = NULL; /* Configuration is now owned, and freed, by the rd_kafka_t. */
+    p->q = rd_kafka_queue_get_main(p->rk);
+    if (qwake_open(&p->wake, base, p->q, producer_wake, p, err, errlen)) goto fail;
+    return p;
+fail:
+    if (rc) rd_kafka_conf_destroy(rc);
+    sl_kafka_producer_destroy(p);
+    return NULL;
+}
+
+void sl_kafka_producer_destroy(struct sl_kafka_producer *p) {
+    if (!p) return;
+    if (p->rk) {
+        rd_kafka_flush(p->rk, 5000);
+        /* Reports still queued are served so their ops are freed. */
+        while (rd_kafka_poll(p->rk, 0) > 0) {}
+    }
+    qwake_close(&p->wake, p->q);
+    if (p->q) rd_kafka_queue_destroy(p->q);
+    if (p->rk) rd_kafka_destroy(p->rk);
+    free(p);
+}
+
+int sl_kafka_produce(struct sl_kafka_producer *p, const char *topic,
+                     int32_t partition, const void *key, size_t keylen,
+                     const void *value, size_t vallen, int64_t ts_ms,
+                     sl_kafka_delivery_fn *cb, void *opaque,
+                     char *err, size_t errlen) {
+    struct produce_op *op = NULL;
+    rd_kafka_resp_err_t e;
+
+    if (cb) {
+        op = sl_malloc(sizeof(*op));
+        op->cb = cb;
+        op->opaque = opaque;
+    }
+    e = rd_kafka_producev(p->rk,
+            RD_KAFKA_V_TOPIC(topic),
+            RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_KEY(key, key ? keylen : 0),
+            RD_KAFKA_V_VALUE((void *)value, vallen),
+            RD_KAFKA_V_TIMESTAMP(ts_ms),
+            RD_KAFKA_V_OPAQUE(op),
+            RD_KAFKA_V_END);
+    if (e) {
+        free(op);
+        sl_errf(err, errlen, "produce to %s: %s", topic, rd_kafka_err2str(e));
+        return SL_ERR;
+    }
+    p->inflight++;
+    return SL_OK;
+}
+
+size_t sl_kafka_producer_inflight(const struct sl_kafka_producer *p) {
+    return p->inflight;
+}
+
+bool sl_kafka_producer_up(const struct sl_kafka_producer *p) { return p->up; }
+
+size_t sl_kafka_producer_flush(struct sl_kafka_producer *p, int timeout_ms) {
+    int64_t end = sl_mono_ms() + timeout_ms;
+    while (p->inflight > 0 && sl_mono_ms() < end) {
+        rd_kafka_poll(p->rk, 50);
+    }
+    return p->inflight;
+}
+
+struct rd_kafka_s *sl_kafka_producer_handle(struct sl_kafka_producer *p) {
+    return p->rk;
+}
+
+/* ==================== Consumer ==================== */
+
+struct sl_kafka_consumer {
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *q;       /* consumer queue; the main queue forwards here */
+    struct qwake wake;
+    struct sl_kafka_consumer_conf conf;
+    bool paused;
+};
+
+static void pause_assigned(struct sl_kafka_consumer *c, bool pause) {
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(c->rk, &parts) || !parts) return;
+    if (parts->cnt > 0) {
+        if (pause) rd_kafka_pause_partitions(c->rk, parts);
+        else rd_kafka_resume_partitions(c->rk, parts);
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
+                         rd_kafka_topic_partition_list_t *parts, void *arg) {
+    struct sl_kafka_consumer *c = arg;
+    if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        sl_log(SL_LOG_INFO, "kafka", "assigned %d partition(s)", parts->cnt);
+        if (c->conf.on_rebalance) c->conf.on_rebalance(c->conf.arg, true, parts);
+        rd_kafka_assign(rk, parts);
+        if (c->paused && parts->cnt > 0) rd_kafka_pause_partitions(rk, parts);
+    } else {
+        sl_log(SL_LOG_INFO, "kafka", "revoking %d partition(s)", parts->cnt);
+        if (c->conf.on_rebalance) c->conf.on_rebalance(c->conf.arg, false, parts);
+        rd_kafka_commit(rk, NULL, 0);
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+static void consumer_error(struct sl_kafka_consumer *c, rd_kafka_message_t *m) {
+    (void)c;
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) return;
+    sl_log(SL_LOG_WARN, "kafka", "consumer: %s", rd_kafka_message_errstr(m));
+}
+
+static void consumer_wake(evutil_socket_t fd, short what, void *arg) {
+    struct sl_kafka_consumer *c = arg;
+    size_t n = 0, batch = c->conf.batch ? c->conf.batch : SL_KAFKA_DRAIN_MAX;
+    (void)fd; (void)what;
+
+    qwake_drain_pipe(&c->wake);
+    while (n < batch) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 0);
+        if (!m) return;           /* empty: the next non-empty write wakes us */
+        n++;
+        if (m->err) {
+            consumer_error(c, m);
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        struct sl_kafka_record *rec = sl_malloc(sizeof(*rec));
+        rd_kafka_timestamp_type_t tstype;
+        rec->topic = rd_kafka_topic_name(m->rkt);
+        rec->partition = m->partition;
+        rec->offset = m->offset;
+        rec->timestamp = rd_kafka_message_timestamp(m, &tstype);
+        rec->key = m->key;
+        rec->keylen = m->key_len;
+        rec->value = m->payload;
+        rec->len = m->len;
+        rec->msg = m;
+        c->conf.on_record(c->conf.arg, rec);   /* rec is now owned by the callee */
+    }
+    /* Stopped early for fairness: the queue may still hold records and will
+     * not write to the pipe again, so wake ourselves. */
+    event_active(c->wake.ev, EV_READ, 0);
+}
+
+void sl_kafka_record_free(struct sl_kafka_record *rec) {
+    if (!rec) return;
+    rd_kafka_message_destroy(rec->msg);
+    free(rec);
+}
+
+struct sl_kafka_consumer *sl_kafka_consumer_create(struct event_base *base,
+        const struct sl_kafka_consumer_conf *conf, char *err, size_t errlen) {
+    struct sl_kafka_consumer *c = sl_calloc(1, sizeof(*c));
+    rd_kafka_conf_t *rc = rd_kafka_conf_new();
+    rd_kafka_topic_partition_list_t *topics = NULL;
+    rd_kafka_resp_err_t e;
+    char rerr[512];
+
+    if (!conf->on_record || !conf->group || conf->ntopics == 0) {
+        sl_errf(err, errlen, "consumer needs a group, topics and a record handler");
+        goto fail;
+    }
+    c->conf = *conf;
+    c->wake.fds[0] = c->wake.fds[1] = -1;
+    if (conf_set(rc, "group.id", conf->group, err, errlen) ||
+        conf_set(rc, "enable.auto.offset.store", "false", err, errlen) ||
+        conf_set(rc, "enable.auto.commit", "true", err, errlen) ||
+        conf_set(rc, "auto.commit.interval.ms", "1000", err, errlen) ||
+        conf_set(rc, "auto.offset.reset", "earliest", err, errlen) ||
+        conf_set(rc, "queued.max.messages.kbytes", "262144", err, errlen) ||
+        sl_kafka_conf_apply(rc, &conf->kafka, err, errlen))
+        goto fail;
+    rd_kafka_conf_set_opaque(rc, c);
+    rd_kafka_conf_set_rebalance_cb(rc, rebalance_cb);
+    rd_kafka_conf_set_log_cb(rc, log_cb);
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, rc, rerr, sizeof(rerr));
+    if (!c->rk) {
+        sl_errf(err, errlen, "kafka consumer: %s", rerr);
+        goto fail;
+    }
+    rc = NULL; /* Configuration is now owned, and freed, by the rd_kafka_t. */
+    rd_kafka_poll_set_consumer(c->rk);
+    c->q = rd_kafka_queue_get_consumer(c->rk);
+    if (qwake_open(&c->wake, base, c->q, consumer_wake, c, err, errlen)) goto fail;
+
+    topics = rd_kafka_topic_partition_list_new((int)conf->ntopics);
+    for (size_t i = 0; i < conf->ntopics; i++)
+        rd_kafka_topic_partition_list_add(topics, conf->topics[i], RD_KAFKA_PARTITION_UA);
+    e = rd_kafka_subscribe(c->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (e) {
+        sl_errf(err, errlen, "subscribe: %s", rd_kafka_err2str(e));
+        goto fail;
+    }
+    /* Records may already be queued before the first pipe write. */
+    event_active(c->wake.ev, EV_READ, 0);
+    return c;
+fail:
+    if (rc) rd_kafka_conf_destroy(rc);
+    sl_kafka_consumer_destroy(c);
+    return NULL;
+}
+
+void sl_kafka_consumer_destroy(struct sl_kafka_consumer *c) {
+    if (!c) return;
+    qwake_close(&c->wake, c->q);
+    if (c->rk) rd_kafka_consumer_close(c->rk);
+    if (c->q) rd_kafka_queue_destroy(c->q);
+    if (c->rk) rd_kafka_destroy(c->rk);
+    free(c);
+}
+
+int sl_kafka_consumer_store(struct sl_kafka_consumer *c, const char *topic,
+                            int32_t partition, int64_t next_offset) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, partition)->offset = next_offset;
+    rd_kafka_resp_err_t e = rd_kafka_offsets_store(c->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    return e ? SL_ERR : SL_OK;
+}
+
+int sl_kafka_consumer_commit(struct sl_kafka_consumer *c, bool sync) {
+    rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, NULL, sync ? 0 : 1);
+    return (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET) ? SL_ERR : SL_OK;
+}
+
+void sl_kafka_consumer_pause(struct sl_kafka_consumer *c, bool pause) {
+    if (c->paused == pause) return;
+    c->paused = pause;
+    pause_assigned(c, pause);
+}
+
+bool sl_kafka_consumer_paused(const struct sl_kafka_consumer *c) {
+    return c->paused;
+}
+
+struct rd_kafka_s *sl_kafka_consumer_handle(struct sl_kafka_consumer *c) {
+    return c->rk;
+}
