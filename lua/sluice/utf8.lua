@@ -16,7 +16,8 @@ function M.valid(s)
     local k = find(s, "[\128-\255]", i)
     if not k then return true end
     local c = byte(s, k)
-    local n, lo, hi = 0, 0x80, 0xBF         -- continuation bytes; range of the second
+    local n                                 -- continuation bytes
+    local lo, hi = 0x80, 0xBF               -- range of the second byte
     if c >= 0xC2 and c <= 0xDF then n = 1
     elseif c >= 0xE0 and c <= 0xEF then n = 2
     elseif c >= 0xF0 and c <= 0xF4 then n = 3
