@@ -1,0 +1,848 @@
+/* json.c -- faithful JSON codec between JSON text and LuaJIT values.
+ *
+ * The decoder is a recursive descent parser that builds Lua values directly:
+ * the members of an open container wait on the Lua stack and are moved into a
+ * table created with the exact size once the container closes, so a table is
+ * never rehashed while it fills. It runs under lua_pcall, so an out-of-memory
+ * error inside the Lua API cannot escape to a caller outside pcall. The
+ * encoder uses only Lua API calls that cannot raise. See json.h for the
+ * mapping between JSON and Lua. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* strtod_l, newlocale, uselocale */
+#endif
+#include <assert.h>
+#include <locale.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#include "json.h"
+
+#define JSON_CHUNK_SHALLOW 64   /* Members of a container held on the stack before a flush, depth <= 16. */
+#define JSON_CHUNK_DEEP 8       /* The same below depth 16, so 256 levels fit LUAI_MAXCSTACK (8000). */
+#define JSON_SHALLOW_DEPTH 16   /* Deepest level that uses JSON_CHUNK_SHALLOW. */
+#define JSON_SCRATCH_INLINE 512 /* Bytes of unescaped string kept on the C stack before going to the heap. */
+#define JSON_NUM_MAX 64         /* Longest number text parsed on the C stack; longer goes to the heap. */
+#define JSON_SPARSE_SLACK 64    /* An array may have max index <= 2 * count + this; beyond, it is an error. */
+
+static char array_mt_key;  /* Registry key: the shared array metatable. */
+static char decoder_key;   /* Registry key: the protected decoder closure. */
+
+static locale_t c_locale;  /* "C" numeric locale for strtod_l and number printing. */
+static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
+
+static void c_locale_create(void) {
+    c_locale = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+    assert(c_locale);
+}
+
+/* ==================== Shared scanning ==================== */
+
+#define ONES  0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+/* Returns the first byte in [p, end) that a JSON string cannot hold as is:
+ * '"', '\\', a control character (< 0x20) or a non-ASCII byte. Returns end
+ * when there is none. Reads 8 bytes at a time; the lowest flagged byte of a
+ * word is always a true match (borrows only spill upwards). */
+static inline const unsigned char *scan_plain(const unsigned char *p, const unsigned char *end) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (end - p >= 8) {
+        uint64_t v, q, bs, hit;
+        memcpy(&v, p, 8);
+        q = v ^ (ONES * '"');
+        bs = v ^ (ONES * '\\');
+        hit = (((q - ONES) & ~q) | ((bs - ONES) & ~bs) | ((v - ONES * 0x20) & ~v) | v) & HIGHS;
+        if (hit) return p + (__builtin_ctzll(hit) >> 3);
+        p += 8;
+    }
+#endif
+    while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\') p++;
+    return p;
+}
+
+/* Returns the length (2..4) of the valid UTF-8 sequence at p (RFC 3629: no
+ * overlongs, no surrogates, nothing above U+10FFFF), or 0 if it is invalid
+ * or truncated at end. p[0] must be >= 0x80. */
+static inline int utf8_len(const unsigned char *p, const unsigned char *end) {
+    unsigned c = p[0];
+    size_t avail = (size_t)(end - p);
+    unsigned lo = 0x80, hi = 0xBF;
+
+    if (c < 0xC2) return 0;
+    if (c < 0xE0) return (avail >= 2 && (p[1] & 0xC0) == 0x80) ? 2 : 0;
+    if (c < 0xF0) {
+        if (avail < 3) return 0;
+        if (c == 0xE0) lo = 0xA0;
+        else if (c == 0xED) hi = 0x9F;
+        if (p[1] < lo || p[1] > hi || (p[2] & 0xC0) != 0x80) return 0;
+        return 3;
+    }
+    if (c < 0xF5) {
+        if (avail < 4) return 0;
+        if (c == 0xF0) lo = 0x90;
+        else if (c == 0xF4) hi = 0x8F;
+        if (p[1] < lo || p[1] > hi || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80) return 0;
+        return 4;
+    }
+    return 0;
+}
+
+/* ==================== Decoder ==================== */
+
+struct dec {
+    lua_State *L;
+    const unsigned char *start;  /* input start, for error offsets */
+    const unsigned char *p;      /* next byte to read */
+    const unsigned char *end;    /* one past the last input byte */
+    int mt_idx;                  /* stack (pseudo-)index of the array metatable */
+    int failed;                  /* set once err holds a message */
+    char *err;                   /* caller's error buffer */
+    size_t errlen;
+    char *scratch;               /* unescaped string being built */
+    size_t scap;                 /* its capacity */
+    char inline_scratch[JSON_SCRATCH_INLINE];
+};
+
+static int dec_fail_at(struct dec *d, const unsigned char *at, const char *what) {
+    if (!d->failed) {
+        size_t off = (size_t)(at - d->start);
+        if (at >= d->end)
+            sl_errf(d->err, d->errlen, "json: %s: unexpected end of input at byte %zu", what, off);
+        else if (*at >= 0x20 && *at < 0x7f)
+            sl_errf(d->err, d->errlen, "json: %s: unexpected '%c' at byte %zu", what, *at, off);
+        else
+            sl_errf(d->err, d->errlen, "json: %s: unexpected byte 0x%02x at byte %zu", what, *at, off);
+        d->failed = 1;
+    }
+    return -1;
+}
+
+static int dec_fail_msg(struct dec *d, const unsigned char *at, const char *what) {
+    if (!d->failed) {
+        sl_errf(d->err, d->errlen, "json: %s at byte %zu", what, (size_t)(at - d->start));
+        d->failed = 1;
+    }
+    return -1;
+}
+
+static inline void skip_ws(struct dec *d) {
+    const unsigned char *p = d->p, *end = d->end;
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+    d->p = p;
+}
+
+/* Makes room for need bytes of unescaped string. */
+static void scratch_reserve(struct dec *d, size_t need) {
+    size_t cap;
+    if (need <= d->scap) return;
+    cap = d->scap * 2;
+    while (cap < need) cap *= 2;
+    if (d->scratch == d->inline_scratch) {
+        char *n = sl_malloc(cap);
+        memcpy(n, d->scratch, d->scap);
+        d->scratch = n;
+    } else {
+        d->scratch = sl_realloc(d->scratch, cap);
+    }
+    d->scap = cap;
+}
+
+static inline int hex4(const unsigned char *p, unsigned *out) {
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= c - '0';
+        else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
+        else return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Decodes the escape at d->p (the backslash) and appends its UTF-8 to the
+ * scratch at *len. */
+static int dec_escape(struct dec *d, size_t *len) {
+    const unsigned char *p = d->p, *end = d->end;
+    unsigned cp, lo;
+    char *o;
+
+    if (end - p < 2) return dec_fail_at(d, end, "bad string escape");
+    scratch_reserve(d, *len + 4);
+    o = d->scratch + *len;
+    switch (p[1]) {
+    case '"': *o = '"'; break;
+    case '\\': *o = '\\'; break;
+    case '/': *o = '/'; break;
+    case 'b': *o = '\b'; break;
+    case 'f': *o = '\f'; break;
+    case 'n': *o = '\n'; break;
+    case 'r': *o = '\r'; break;
+    case 't': *o = '\t'; break;
+    case 'u':
+        if (end - p < 6 || hex4(p + 2, &cp) < 0)
+            return dec_fail_msg(d, p, "bad \\u escape (four hex digits expected)");
+        p += 6;
+        if (cp >= 0xDC00 && cp <= 0xDFFF)
+            return dec_fail_msg(d, p - 6, "lone low surrogate in \\u escape");
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+            if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &lo) < 0 ||
+                lo < 0xDC00 || lo > 0xDFFF)
+                return dec_fail_msg(d, p - 6, "high surrogate not followed by a low surrogate");
+            p += 6;
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        }
+        if (cp < 0x80) {
+            o[0] = (char)cp;
+            *len += 1;
+        } else if (cp < 0x800) {
+            o[0] = (char)(0xC0 | (cp >> 6));
+            o[1] = (char)(0x80 | (cp & 0x3F));
+            *len += 2;
+        } else if (cp < 0x10000) {
+            o[0] = (char)(0xE0 | (cp >> 12));
+            o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+            o[2] = (char)(0x80 | (cp & 0x3F));
+            *len += 3;
+        } else {
+            o[0] = (char)(0xF0 | (cp >> 18));
+            o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+            o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+            o[3] = (char)(0x80 | (cp & 0x3F));
+            *len += 4;
+        }
+        d->p = p;
+        return 0;
+    default:
+        return dec_fail_at(d, p + 1, "bad string escape");
+    }
+    *len += 1;
+    d->p = p + 2;
+    return 0;
+}
+
+/* Parses the string at d->p (the opening quote) and pushes it. A string
+ * without escapes is pushed straight from the input. */
+static int dec_string(struct dec *d) {
+    const unsigned char *begin = d->p + 1, *p = begin, *end = d->end;
+    size_t len;
+    int n;
+
+    for (;;) {                               /* fast path: no escapes */
+        p = scan_plain(p, end);
+        if (p >= end) return dec_fail_at(d, p, "unterminated string");
+        if (*p == '"') {
+            lua_pushlstring(d->L, (const char *)begin, (size_t)(p - begin));
+            d->p = p + 1;
+            return 0;
+        }
+        if (*p == '\\') break;
+        if (*p < 0x20) return dec_fail_at(d, p, "control character in string");
+        if (!(n = utf8_len(p, end))) return dec_fail_msg(d, p, "invalid UTF-8 in string");
+        p += n;
+    }
+
+    len = (size_t)(p - begin);               /* slow path: unescape into scratch */
+    scratch_reserve(d, len + 16);
+    memcpy(d->scratch, begin, len);
+    for (;;) {
+        if (*p == '\\') {
+            d->p = p;
+            if (dec_escape(d, &len) < 0) return -1;
+            p = d->p;
+        } else if (*p == '"') {
+            lua_pushlstring(d->L, d->scratch, len);
+            d->p = p + 1;
+            return 0;
+        } else if (*p < 0x20) {
+            return dec_fail_at(d, p, "control character in string");
+        } else {                             /* a run of plain bytes or UTF-8 */
+            const unsigned char *run = p;
+            for (;;) {
+                p = scan_plain(p, end);
+                if (p >= end || *p < 0x80) break;
+                if (!(n = utf8_len(p, end))) return dec_fail_msg(d, p, "invalid UTF-8 in string");
+                p += n;
+            }
+            scratch_reserve(d, len + (size_t)(p - run));
+            memcpy(d->scratch + len, run, (size_t)(p - run));
+            len += (size_t)(p - run);
+        }
+        if (p >= end) return dec_fail_at(d, p, "unterminated string");
+    }
+}
+
+static const double pow10_exact[] = {  /* every power of ten a double holds exactly */
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+};
+
+/* Parses the number at d->p (RFC 8259 grammar) and pushes it. Numbers with at
+ * most 19 significant digits, a mantissa <= 2^53 and a small exponent are
+ * converted exactly by one correctly rounded operation; others go through
+ * strtod_l in the C locale. */
+static int dec_number(struct dec *d) {
+    const unsigned char *p = d->p, *end = d->end, *num = p;
+    uint64_t m = 0;
+    int ndig = 0, exact = 1, neg = 0;
+    long exp10 = 0, e = 0;
+    double v;
+
+    if (*p == '-') { neg = 1; p++; }
+    if (p >= end || *p < '0' || *p > '9') return dec_fail_at(d, p, "bad number");
+    if (*p == '0') {
+        p++;
+    } else {
+        for (; p < end && *p >= '0' && *p <= '9'; p++) {
+            if (ndig < 19) { m = m * 10 + (*p - '0'); ndig++; }
+            else { exp10++; exact = 0; }
+        }
+    }
+    if (p < end && *p == '.') {
+        p++;
+        if (p >= end || *p < '0' || *p > '9') return dec_fail_at(d, p, "bad number (digit expected after '.')");
+        for (; p < end && *p >= '0' && *p <= '9'; p++) {
+            if (ndig < 19) {
+                m = m * 10 + (*p - '0');
+                if (m) ndig++;
+                exp10--;
+            } else if (*p != '0') {
+                exact = 0;
+            }
+        }
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        int eneg = 0;
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) { eneg = *p == '-'; p++; }
+        if (p >= end || *p < '0' || *p > '9') return dec_fail_at(d, p, "bad number (digit expected in exponent)");
+        for (; p < end && *p >= '0' && *p <= '9'; p++)
+            if (e < 100000) e = e * 10 + (*p - '0');
+        exp10 += eneg ? -e : e;
+    }
+
+    if (exact && m <= (1ULL << 53) && exp10 >= -22 && exp10 <= 22) {
+        v = (double)m;
+        if (exp10 < 0) v /= pow10_exact[-exp10];
+        else if (exp10 > 0) v *= pow10_exact[exp10];
+        if (neg) v = -v;
+    } else {
+        char local[JSON_NUM_MAX], *buf = local;
+        size_t n = (size_t)(p - num);
+        pthread_once(&c_locale_once, c_locale_create);
+        if (n >= sizeof(local)) buf = sl_malloc(n + 1);
+        memcpy(buf, num, n);
+        buf[n] = '\0';
+        v = strtod_l(buf, NULL, c_locale);
+        if (buf != local) free(buf);
+        if (!isfinite(v)) return dec_fail_msg(d, num, "number out of range");
+    }
+    lua_pushnumber(d->L, v);
+    d->p = p;
+    return 0;
+}
+
+static int dec_value(struct dec *d, int depth);
+
+/* Stack slots one member may need: key, value, and a flush's table + 2 copies. */
+#define DEC_SLOTS 6
+
+static inline int dec_chunk(int depth) {
+    return depth <= JSON_SHALLOW_DEPTH ? JSON_CHUNK_SHALLOW : JSON_CHUNK_DEEP;
+}
+
+/* Moves the npairs key/value pairs waiting above the object's slot at base
+ * into its table (created at base by the first flush). */
+static void obj_flush(lua_State *L, int base, int *made, int npairs) {
+    int first = base + *made, t;
+    if (!*made) {
+        lua_createtable(L, 0, npairs);                /* pairs.. t */
+        t = lua_gettop(L);
+    } else {
+        t = base;                                     /* t pairs.. */
+    }
+    for (int i = 0; i < npairs; i++) {
+        lua_pushvalue(L, first + 2 * i);
+        lua_pushvalue(L, first + 2 * i + 1);
+        lua_rawset(L, t);                             /* in input order: the last duplicate wins */
+    }
+    if (!*made) {
+        lua_replace(L, base);                         /* t pairs(stale).. */
+        *made = 1;
+    }
+    lua_settop(L, base);                              /* t */
+}
+
+static int dec_object(struct dec *d, int depth) {
+    lua_State *L = d->L;
+    int base = lua_gettop(L) + 1, made = 0, pending = 0, chunk = dec_chunk(depth);
+
+    if (depth > SL_JSON_MAX_DEPTH) return dec_fail_msg(d, d->p, "nesting deeper than 256");
+    d->p++;
+    skip_ws(d);
+    if (d->p < d->end && *d->p == '}') {
+        d->p++;
+        lua_createtable(L, 0, 0);
+        return 0;
+    }
+    for (;;) {
+        if (!lua_checkstack(L, DEC_SLOTS)) return dec_fail_msg(d, d->p, "document too deep for the Lua stack");
+        if (d->p >= d->end || *d->p != '"') return dec_fail_at(d, d->p, "object key expected");
+        if (dec_string(d) < 0) return -1;             /* .. key */
+        skip_ws(d);
+        if (d->p >= d->end || *d->p != ':') return dec_fail_at(d, d->p, "':' expected");
+        d->p++;
+        skip_ws(d);
+        if (dec_value(d, depth) < 0) return -1;       /* .. key value */
+        if (++pending == chunk) {
+            obj_flush(L, base, &made, pending);
+            pending = 0;
+        }
+        skip_ws(d);
+        if (d->p < d->end && *d->p == ',') {
+            d->p++;
+            skip_ws(d);
+            continue;
+        }
+        if (d->p < d->end && *d->p == '}') {
+            d->p++;
+            break;
+        }
+        return dec_fail_at(d, d->p, "',' or '}' expected");
+    }
+    if (pending || !made) obj_flush(L, base, &made, pending);
+    return 0;
+}
+
+static int dec_array(struct dec *d, int depth) {
+    lua_State *L = d->L;
+    int base = lua_gettop(L) + 1, made = 0, pending = 0, stored = 0, chunk = dec_chunk(depth);
+
+    if (depth > SL_JSON_MAX_DEPTH) return dec_fail_msg(d, d->p, "nesting deeper than 256");
+    d->p++;
+    skip_ws(d);
+    if (d->p < d->end && *d->p == ']') {
+        d->p++;
+        lua_createtable(L, 0, 0);
+        goto done;
+    }
+    for (;;) {
+        if (!lua_checkstack(L, DEC_SLOTS)) return dec_fail_msg(d, d->p, "document too deep for the Lua stack");
+        if (dec_value(d, depth) < 0) return -1;       /* .. value */
+        if (++pending == chunk) {
+            if (!made) {
+                lua_createtable(L, pending, 0);
+                lua_insert(L, base);                  /* t values.. */
+                made = 1;
+            }
+            for (int i = pending; i >= 1; i--) lua_rawseti(L, base, stored + i);
+            stored += pending;
+            pending = 0;
+        }
+        skip_ws(d);
+        if (d->p < d->end && *d->p == ',') {
+            d->p++;
+            skip_ws(d);
+            continue;
+        }
+        if (d->p < d->end && *d->p == ']') {
+            d->p++;
+            break;
+        }
+        return dec_fail_at(d, d->p, "',' or ']' expected");
+    }
+    if (!made) {
+        lua_createtable(L, pending, 0);
+        lua_insert(L, base);                          /* t values.. */
+    }
+    for (int i = pending; i >= 1; i--) lua_rawseti(L, base, stored + i);
+done:
+    lua_pushvalue(L, d->mt_idx);                      /* t mt */
+    lua_setmetatable(L, base);                        /* t */
+    return 0;
+}
+
+static int dec_value(struct dec *d, int depth) {
+    const unsigned char *p = d->p;
+    size_t left = (size_t)(d->end - p);
+
+    if (!left) return dec_fail_at(d, p, "value expected");
+    switch (*p) {
+    case '"': return dec_string(d);
+    case '{': return dec_object(d, depth + 1);
+    case '[': return dec_array(d, depth + 1);
+    case '-': case '0': case '1': case '2': case '3': case '4':
+    case '5': case '6': case '7': case '8': case '9':
+        return dec_number(d);
+    case 't':
+        if (left < 4 || memcmp(p, "true", 4)) break;
+        lua_pushboolean(d->L, 1);
+        d->p += 4;
+        return 0;
+    case 'f':
+        if (left < 5 || memcmp(p, "false", 5)) break;
+        lua_pushboolean(d->L, 0);
+        d->p += 5;
+        return 0;
+    case 'n':
+        if (left < 4 || memcmp(p, "null", 4)) break;
+        lua_pushlightuserdata(d->L, NULL);
+        d->p += 4;
+        return 0;
+    }
+    return dec_fail_at(d, p, "value expected");
+}
+
+/* The protected body of sl_json_decode: the argument is the struct dec, the
+ * upvalue the array metatable. Returns the value, or nothing on error. */
+static int dec_protected(lua_State *L) {
+    struct dec *d = lua_touserdata(L, 1);
+    d->L = L;
+    d->mt_idx = lua_upvalueindex(1);
+    skip_ws(d);
+    if (dec_value(d, 0) < 0) return 0;
+    skip_ws(d);
+    if (d->p != d->end) {
+        dec_fail_at(d, d->p, "trailing data after the value");
+        return 0;
+    }
+    return 1;
+}
+
+int sl_json_decode(lua_State *L, const char *s, size_t n, char *err, size_t errlen) {
+    struct dec d;
+    int ret = SL_ERR, top = lua_gettop(L);
+
+    d.start = d.p = (const unsigned char *)s;
+    d.end = d.start + n;
+    d.failed = 0;
+    d.err = err;
+    d.errlen = errlen;
+    d.scratch = d.inline_scratch;
+    d.scap = sizeof(d.inline_scratch);
+
+    if (!lua_checkstack(L, 3)) {
+        sl_errf(err, errlen, "json: Lua stack full");
+        return SL_ERR;
+    }
+    lua_pushlightuserdata(L, &decoder_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);                 /* decoder */
+    assert(lua_isfunction(L, -1) && "sl_json_init not called on this lua_State");
+    lua_pushlightuserdata(L, &d);                     /* decoder d */
+    if (lua_pcall(L, 1, 1, 0)) {                      /* value | msg */
+        sl_errf(err, errlen, "json: %s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "error");
+        goto done;
+    }
+    if (d.failed) goto done;
+    ret = SL_OK;
+done:
+    if (d.scratch != d.inline_scratch) free(d.scratch);
+    if (ret != SL_OK) lua_settop(L, top);
+    return ret;
+}
+
+/* ==================== Encoder ==================== */
+
+struct enc {
+    lua_State *L;
+    struct sl_buf *b;
+    int mt_idx;       /* stack index of the array metatable */
+    char *err;
+    size_t errlen;
+};
+
+/* Makes room for n more bytes plus the NUL that struct sl_buf keeps. */
+static inline void enc_reserve(struct sl_buf *b, size_t n) {
+    size_t need = b->len + n + 1, cap;
+    if (need <= b->cap) return;
+    cap = b->cap ? b->cap : 64;
+    while (cap < need) cap *= 2;
+    b->data = sl_realloc(b->data, cap);
+    b->cap = cap;
+}
+
+static inline void enc_add(struct sl_buf *b, const char *s, size_t n) {
+    enc_reserve(b, n);
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+}
+
+static inline void enc_addc(struct sl_buf *b, char c) {
+    enc_reserve(b, 1);
+    b->data[b->len++] = c;
+}
+
+static int enc_fail(struct enc *e, const char *what) {
+    sl_errf(e->err, e->errlen, "json: %s", what);
+    return -1;
+}
+
+static int enc_string(struct enc *e, const char *str, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    struct sl_buf *b = e->b;
+    const unsigned char *s = (const unsigned char *)str, *p = s, *end = s + n;
+
+    enc_reserve(b, n + 2);
+    b->data[b->len++] = '"';
+    while (p < end) {
+        const unsigned char *run = p;
+        p = scan_plain(p, end);
+        if (p > run) enc_add(b, (const char *)run, (size_t)(p - run));
+        if (p >= end) break;
+        if (*p >= 0x80) {
+            int k = utf8_len(p, end);
+            if (!k) {
+                sl_errf(e->err, e->errlen, "json: invalid UTF-8 in string at byte %zu", (size_t)(p - s));
+                return -1;
+            }
+            enc_add(b, (const char *)p, (size_t)k);
+            p += k;
+            continue;
+        }
+        enc_reserve(b, 6);
+        char *o = b->data + b->len;
+        switch (*p) {
+        case '"': o[0] = '\\'; o[1] = '"'; b->len += 2; break;
+        case '\\': o[0] = '\\'; o[1] = '\\'; b->len += 2; break;
+        case '\n': o[0] = '\\'; o[1] = 'n'; b->len += 2; break;
+        case '\r': o[0] = '\\'; o[1] = 'r'; b->len += 2; break;
+        case '\t': o[0] = '\\'; o[1] = 't'; b->len += 2; break;
+        case '\b': o[0] = '\\'; o[1] = 'b'; b->len += 2; break;
+        case '\f': o[0] = '\\'; o[1] = 'f'; b->len += 2; break;
+        default:
+            memcpy(o, "\\u00", 4);
+            o[4] = hex[*p >> 4];
+            o[5] = hex[*p & 15];
+            b->len += 6;
+        }
+        p++;
+    }
+    enc_addc(b, '"');
+    return 0;
+}
+
+static int enc_number(struct enc *e, lua_Number x) {
+    struct sl_buf *b = e->b;
+    char tmp[32];
+    int n;
+
+    if (!isfinite(x)) return enc_fail(e, isnan(x) ? "cannot encode NaN" : "cannot encode infinity");
+    if (x == floor(x) && fabs(x) <= 9007199254740992.0) {
+        uint64_t u = (uint64_t)fabs(x);
+        char *o = tmp + sizeof(tmp);
+        do { *--o = (char)('0' + u % 10); u /= 10; } while (u);
+        if (signbit(x)) *--o = '-';                   /* -0 stays -0 */
+        enc_add(b, o, (size_t)(tmp + sizeof(tmp) - o));
+        return 0;
+    }
+    pthread_once(&c_locale_once, c_locale_create);
+    locale_t old = uselocale(c_locale);
+    n = snprintf(tmp, sizeof(tmp), "%.15g", x);
+    if (strtod_l(tmp, NULL, c_locale) != x) {
+        n = snprintf(tmp, sizeof(tmp), "%.16g", x);
+        if (strtod_l(tmp, NULL, c_locale) != x) n = snprintf(tmp, sizeof(tmp), "%.17g", x);
+    }
+    uselocale(old);
+    enc_add(b, tmp, (size_t)n);
+    return 0;
+}
+
+static int enc_value(struct enc *e, int idx, int depth);
+
+/* Encodes the table at absolute index idx. Tables with the array metatable,
+ * and plain tables whose first key is a number, are arrays: one pass counts
+ * keys and finds the largest, a second emits 1..max. Others are objects,
+ * emitted in lua_next order as their keys come. */
+static int enc_table(struct enc *e, int idx, int depth) {
+    lua_State *L = e->L;
+    struct sl_buf *b = e->b;
+    int is_arr = 0;
+
+    if (depth > SL_JSON_MAX_DEPTH) return enc_fail(e, "nesting deeper than 256 (or a cycle)");
+    if (!lua_checkstack(L, 4)) return enc_fail(e, "Lua stack full");
+    if (lua_getmetatable(L, idx)) {                   /* .. mt */
+        is_arr = lua_rawequal(L, -1, e->mt_idx);
+        lua_pop(L, 1);                                /* .. */
+    }
+    lua_pushnil(L);                                   /* .. nil */
+    if (!lua_next(L, idx)) {                          /* .. */
+        enc_add(b, is_arr ? "[]" : "{}", 2);
+        return 0;
+    }                                                 /* .. k v */
+    if (!is_arr && lua_type(L, -2) == LUA_TSTRING) {
+        int first = 1;
+        enc_addc(b, '{');
+        do {
+            size_t kn;
+            const char *k;
+            if (lua_type(L, -2) != LUA_TSTRING)
+                return enc_fail(e, "cannot encode a table with both string and non-string keys");
+            if (!first) enc_addc(b, ',');
+            first = 0;
+            k = lua_tolstring(L, -2, &kn);
+            if (enc_string(e, k, kn) < 0) return -1;
+            enc_addc(b, ':');
+            if (enc_value(e, lua_gettop(L), depth) < 0) return -1;
+            lua_pop(L, 1);                            /* .. k */
+        } while (lua_next(L, idx));                   /* .. k v | .. */
+        enc_addc(b, '}');
+        return 0;
+    }
+
+    double count = 0, max = 0;
+    do {
+        lua_Number k;
+        if (lua_type(L, -2) != LUA_TNUMBER)
+            return enc_fail(e, "cannot encode a table with both string and non-string keys");
+        k = lua_tonumber(L, -2);
+        if (k < 1 || k != floor(k) || k > 2147483647.0)
+            return enc_fail(e, "cannot encode a table with number keys that are not 1..n");
+        count++;
+        if (k > max) max = k;
+        lua_pop(L, 1);                                /* .. k */
+    } while (lua_next(L, idx));                       /* .. */
+    if (max > count) {
+        if (!is_arr) return enc_fail(e, "cannot encode an array with holes (use sluice.array to encode them as null)");
+        if (max > 2 * count + JSON_SPARSE_SLACK) return enc_fail(e, "cannot encode an excessively sparse array");
+    }
+    enc_addc(b, '[');
+    for (int i = 1; i <= (int)max; i++) {
+        if (i > 1) enc_addc(b, ',');
+        lua_rawgeti(L, idx, i);                       /* .. v */
+        if (enc_value(e, lua_gettop(L), depth) < 0) return -1;
+        lua_pop(L, 1);                                /* .. */
+    }
+    enc_addc(b, ']');
+    return 0;
+}
+
+static int enc_value(struct enc *e, int idx, int depth) {
+    lua_State *L = e->L;
+    size_t n;
+    const char *s;
+
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        enc_add(e->b, "null", 4);
+        return 0;
+    case LUA_TBOOLEAN:
+        if (lua_toboolean(L, idx)) enc_add(e->b, "true", 4);
+        else enc_add(e->b, "false", 5);
+        return 0;
+    case LUA_TNUMBER:
+        return enc_number(e, lua_tonumber(L, idx));
+    case LUA_TSTRING:
+        s = lua_tolstring(L, idx, &n);
+        return enc_string(e, s, n);
+    case LUA_TTABLE:
+        return enc_table(e, idx, depth + 1);
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) == NULL) {
+            enc_add(e->b, "null", 4);
+            return 0;
+        }
+        return enc_fail(e, "cannot encode a lightuserdata other than null");
+    default:
+        sl_errf(e->err, e->errlen, "json: cannot encode a %s", lua_typename(L, lua_type(L, idx)));
+        return -1;
+    }
+}
+
+int sl_json_encode(lua_State *L, int idx, struct sl_buf *out, char *err, size_t errlen) {
+    struct enc e;
+    int top = lua_gettop(L), ret = SL_ERR;
+    size_t start = out->len;
+
+    if (idx < 0 && idx > LUA_REGISTRYINDEX) idx = top + idx + 1;
+    e.L = L;
+    e.b = out;
+    e.err = err;
+    e.errlen = errlen;
+    if (!lua_checkstack(L, 4)) {
+        sl_errf(err, errlen, "json: Lua stack full");
+        return SL_ERR;
+    }
+    sl_json_push_array_mt(L);                         /* .. mt */
+    e.mt_idx = lua_gettop(L);
+    if (enc_value(&e, idx, 0) < 0) {
+        out->len = start;                             /* drop the partial text */
+        goto done;
+    }
+    ret = SL_OK;
+done:
+    if (out->data) out->data[out->len] = '\0';
+    lua_settop(L, top);
+    return ret;
+}
+
+/* ==================== Lua interface ==================== */
+
+void sl_json_push_array_mt(lua_State *L) {
+    lua_pushlightuserdata(L, &array_mt_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);                 /* mt */
+    assert(lua_istable(L, -1) && "sl_json_init not called on this lua_State");
+}
+
+void sl_json_init(lua_State *L) {
+    pthread_once(&c_locale_once, c_locale_create);
+    lua_pushlightuserdata(L, &array_mt_key);          /* key */
+    lua_createtable(L, 0, 1);                         /* key mt */
+    lua_pushliteral(L, "array");
+    lua_setfield(L, -2, "__name");                    /* a name for debugging; no behaviour */
+    lua_rawset(L, LUA_REGISTRYINDEX);                 /* */
+
+    lua_pushlightuserdata(L, &decoder_key);           /* key */
+    sl_json_push_array_mt(L);                         /* key mt */
+    lua_pushcclosure(L, dec_protected, 1);            /* key decoder */
+    lua_rawset(L, LUA_REGISTRYINDEX);                 /* */
+}
+
+int sl_lua_json_decode(lua_State *L) {
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    char err[SL_ERRLEN];
+
+    if (sl_json_decode(L, s, n, err, sizeof(err)) == SL_OK) return 1;
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+}
+
+int sl_lua_json_encode(lua_State *L) {
+    struct sl_buf b = {0};
+    char err[SL_ERRLEN];
+
+    luaL_checkany(L, 1);
+    if (sl_json_encode(L, 1, &b, err, sizeof(err)) != SL_OK) {
+        sl_buf_free(&b);
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_pushlstring(L, b.data, b.len);
+    sl_buf_free(&b);
+    return 1;
+}
+
+int sl_lua_array(lua_State *L) {
+    if (lua_isnoneornil(L, 1)) {
+        lua_settop(L, 0);
+        lua_createtable(L, 0, 0);
+    } else {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        lua_settop(L, 1);
+    }
+    lua_pushlightuserdata(L, &array_mt_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);                 /* t mt */
+    if (!lua_istable(L, -1)) return luaL_error(L, "sluice.array: the JSON codec is not initialised");
+    lua_setmetatable(L, 1);                           /* t */
+    return 1;
+}

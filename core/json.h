@@ -1,0 +1,63 @@
+/* json.h -- faithful JSON codec between JSON text and LuaJIT values.
+ *
+ * Decodes JSON text straight into Lua tables in one pass (no intermediate
+ * tree) and encodes Lua values back, so that what comes in goes out
+ * unchanged: `[]` stays `[]`, millisecond timestamps stay integers, null
+ * stays null. Uses sl.h for buffers and LuaJIT's C API; nothing else.
+ *
+ * Mapping:
+ *   null    <-> lightuserdata NULL (the same value as cjson.null)
+ *   array   <-> table with the shared array metatable (sl_json_push_array_mt);
+ *               a plain table whose keys are exactly 1..n also encodes as an
+ *               array. Holes in a table with the array metatable encode as
+ *               null; a hole-ridden one (max index > 2 * count + 64) is an
+ *               error, as are holes in a plain table.
+ *   object  <-> plain table with string keys; an empty plain table is `{}`
+ *   number  <-> lua_Number; integral values with |x| <= 2^53 print as
+ *               integers, -0 prints as `-0`, others with the shortest of
+ *               %.15g/%.16g/%.17g that reads back the same; NaN/inf fail
+ *   string  <-> string; the decoder validates UTF-8 (RFC 8259) and turns
+ *               \uXXXX (surrogate pairs too) into UTF-8; the encoder escapes
+ *               `"`, `\` and control characters, passes UTF-8 through raw and
+ *               rejects strings that are not valid UTF-8.
+ * Duplicate object keys: the last one wins. Nesting deeper than
+ * SL_JSON_MAX_DEPTH fails cleanly on both sides. */
+#ifndef SL_JSON_H
+#define SL_JSON_H
+
+#include <stddef.h>
+#include <lua.h>
+
+#include "sl.h"
+
+#define SL_JSON_MAX_DEPTH 256 /* Deepest nesting of arrays/objects accepted; bounds C recursion and Lua stack use. */
+
+/* Call once per lua_State before using the others: creates the array
+ * metatable and the protected decoder in the registry. Raises a Lua error
+ * only when out of memory (call it where the state is set up). */
+void sl_json_init(lua_State *L);
+
+/* Decodes JSON text s[0..n) and pushes the value on L. On error pushes
+ * nothing, returns SL_ERR, and err says what and at which byte offset. Runs
+ * protected: never raises a Lua error, never leaves the stack unbalanced. */
+int sl_json_decode(lua_State *L, const char *s, size_t n, char *err, size_t errlen);
+
+/* Appends the JSON text of the value at stack index idx to out. On
+ * unencodable values (function, userdata other than null, NaN/inf, mixed or
+ * non-string keys, invalid UTF-8, too deep) returns SL_ERR with err set and
+ * out as it was before the call. Never raises; leaves the stack as it was. */
+int sl_json_encode(lua_State *L, int idx, struct sl_buf *out, char *err, size_t errlen);
+
+/* Pushes the shared array metatable. */
+void sl_json_push_array_mt(lua_State *L);
+
+/* Lua C functions for the `sluice` module:
+ *   json_decode(s) -> v | nil, err
+ *   json_encode(v) -> s | nil, err
+ *   array(t)       -> t with the array metatable set (a new empty table when
+ *                     t is nil) */
+int sl_lua_json_decode(lua_State *L);
+int sl_lua_json_encode(lua_State *L);
+int sl_lua_array(lua_State *L);
+
+#endif
