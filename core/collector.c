@@ -1,0 +1,1315 @@
+/* collector.c -- the Snowplow collector endpoint (see collector.h).
+ *
+ * One request, one Kafka record. The evhttp request is held until the
+ * producer's delivery report: 200 on ack, 503 on failure or after
+ * SL_COLLECTOR_ACK_TIMEOUT_MS. Admission (503 at once) looks at the producer's
+ * health, the records in flight and, on the embedded broker, at how many
+ * produced bytes the watched consumer group has not committed yet. */
+#define _GNU_SOURCE
+#include "collector.h"
+#include "kafka.h"
+#include "sl.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <librdkafka/rdkafka.h>
+
+#define SL_COLLECTOR_TP2_PATH "/com.snowplowanalytics.snowplow/tp2" /* POST path. */
+#define SL_COLLECTOR_GET_PATH "/i"                 /* GET pixel path. */
+#define SL_COLLECTOR_HEALTH_PATH "/health"         /* Liveness path. */
+#define SL_COLLECTOR_PAYLOAD_SCHEMA \
+    "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4"
+#define SL_COLLECTOR_SCHEMA_PREFIX \
+    "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-"
+#define SL_COLLECTOR_MAX_DEPTH 64        /* JSON nesting accepted in a body. */
+#define SL_COLLECTOR_HARD_BODY_FACTOR 4  /* evhttp drops bodies over this x max_body. */
+#define SL_COLLECTOR_HEADROOM 8192       /* Header bytes beyond max_body (cookies, UA). */
+#define SL_COLLECTOR_TIMEOUT_S 30        /* evhttp read/write timeout. */
+#define SL_COLLECTOR_TICK_MS 1000        /* Ack deadlines and offset lookups. */
+#define SL_COLLECTOR_RECORD_OVERHEAD 70  /* Broker bytes per record beyond key+value. */
+#define SL_COLLECTOR_PREFLIGHT_MAX_AGE "7200" /* Chromium caps it at 2 h. */
+
+/* ==================== Results ==================== */
+
+enum result {
+    RES_OK, RES_BAD_JSON, RES_BAD_PAYLOAD, RES_BAD_QUERY, RES_TOO_LARGE,
+    RES_BAD_CONTENT_TYPE, RES_FORBIDDEN_ORIGIN, RES_NOT_FOUND, RES_UNAVAILABLE,
+    RES_OVERLOADED, RES_BACKLOG, RES_KAFKA_ERROR, RES_ACK_TIMEOUT, RES_SHUTTING_DOWN,
+    RES_PREFLIGHT, RES_HEALTH, RES_COUNT
+};
+
+static const char *const result_names[RES_COUNT] = {
+    "ok", "bad_json", "bad_payload", "bad_query", "too_large",
+    "bad_content_type", "forbidden_origin", "not_found", "unavailable",
+    "overloaded", "backlog", "kafka_error", "ack_timeout", "shutting_down",
+    "preflight", "health",
+};
+
+/* A 1x1 transparent GIF89a: header, screen of 1x1 with a 2-colour table,
+ * a graphic control extension marking colour 0 transparent, one image of
+ * one pixel (LZW min code size 2), trailer. */
+static const unsigned char pixel_gif[] = {
+    'G', 'I', 'F', '8', '9', 'a', 1, 0, 1, 0, 0x80, 0, 0,
+    0, 0, 0, 0xff, 0xff, 0xff,
+    0x21, 0xf9, 4, 1, 0, 0, 0, 0,
+    0x2c, 0, 0, 0, 0, 1, 0, 1, 0, 0,
+    2, 2, 0x44, 1, 0,
+    0x3b,
+};
+
+/* ==================== SHA-256 ==================== */
+
+static const uint32_t sha_k[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1,
+    0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3,
+    0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
+    0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147,
+    0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
+    0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
+    0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
+    0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+
+#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void sha_block(uint32_t h[8], const unsigned char *p) {
+    uint32_t w[64], a, b, c, d, e, f, g, k, t1, t2;
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+               (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    a = h[0]; b = h[1]; c = h[2]; d = h[3]; e = h[4]; f = h[5]; g = h[6]; k = h[7];
+    for (int i = 0; i < 64; i++) {
+        t1 = k + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) +
+             sha_k[i] + w[i];
+        t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+        k = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
+    }
+    h[0] += a; h[1] += b; h[2] += c; h[3] += d;
+    h[4] += e; h[5] += f; h[6] += g; h[7] += k;
+}
+
+void sl_collector_sha256(const void *data, size_t n, unsigned char out[32]) {
+    uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                     0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    const unsigned char *p = data;
+    unsigned char tail[128];
+    size_t rest = n % 64, tlen = rest < 56 ? 64 : 128;
+    uint64_t bits = (uint64_t)n * 8;
+
+    for (size_t i = 0; i + 64 <= n; i += 64) sha_block(h, p + i);
+    memset(tail, 0, sizeof(tail));
+    if (rest) memcpy(tail, p + n - rest, rest);
+    tail[rest] = 0x80;
+    for (int i = 0; i < 8; i++) tail[tlen - 1 - i] = (unsigned char)(bits >> (8 * i));
+    sha_block(h, tail);
+    if (tlen == 128) sha_block(h, tail + 64);
+    for (int i = 0; i < 8; i++) {
+        out[4 * i] = (unsigned char)(h[i] >> 24);
+        out[4 * i + 1] = (unsigned char)(h[i] >> 16);
+        out[4 * i + 2] = (unsigned char)(h[i] >> 8);
+        out[4 * i + 3] = (unsigned char)h[i];
+    }
+}
+
+/* ==================== UTF-8 and JSON strings ==================== */
+
+/* Length of the valid UTF-8 sequence at p (p < end), or 0 if there is none
+ * (overlong forms, surrogates and code points over U+10FFFF are invalid). */
+static size_t utf8_len(const unsigned char *p, const unsigned char *end) {
+    unsigned char c = p[0];
+    size_t avail = (size_t)(end - p);
+    if (c < 0x80) return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        return avail >= 2 && (p[1] & 0xc0) == 0x80 ? 2 : 0;
+    if (c >= 0xe0 && c <= 0xef) {
+        unsigned char lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+        return avail >= 3 && p[1] >= lo && p[1] <= hi && (p[2] & 0xc0) == 0x80 ? 3 : 0;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        unsigned char lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+        return avail >= 4 && p[1] >= lo && p[1] <= hi && (p[2] & 0xc0) == 0x80 &&
+               (p[3] & 0xc0) == 0x80 ? 4 : 0;
+    }
+    return 0;
+}
+
+int sl_collector_json_string(struct sl_buf *out, const char *s, size_t n,
+                             bool strict) {
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)s, *end = p + n, *run = p;
+
+    sl_buf_addc(out, '"');
+    while (p < end) {
+        unsigned char c = *p;
+        size_t l;
+        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) { p++; continue; }
+        if (c >= 0x80 && (l = utf8_len(p, end)) > 0) { p += l; continue; }
+        sl_buf_add(out, run, (size_t)(p - run));
+        if (c >= 0x80) {
+            if (strict) return SL_ERR;
+            sl_buf_adds(out, "\\ufffd");
+        } else if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            sl_buf_add(out, e, 2);
+        } else if (c == '\n') {
+            sl_buf_adds(out, "\\n");
+        } else if (c == '\r') {
+            sl_buf_adds(out, "\\r");
+        } else if (c == '\t') {
+            sl_buf_adds(out, "\\t");
+        } else {
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            sl_buf_add(out, e, 6);
+        }
+        run = ++p;
+    }
+    sl_buf_add(out, run, (size_t)(p - run));
+    sl_buf_addc(out, '"');
+    return SL_OK;
+}
+
+/* ==================== JSON validation ==================== */
+
+struct jp {
+    const unsigned char *p;    /* next byte */
+    const unsigned char *end;  /* one past the last byte */
+    int depth;                 /* containers open */
+};
+
+static void jp_ws(struct jp *j) {
+    while (j->p < j->end &&
+           (*j->p == ' ' || *j->p == '\n' || *j->p == '\r' || *j->p == '\t'))
+        j->p++;
+}
+
+static int hexval(unsigned char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+static int jp_hex4(struct jp *j, uint32_t *v) {
+    *v = 0;
+    if (j->end - j->p < 4) return SL_ERR;
+    for (int i = 0; i < 4; i++) {
+        int h = hexval(j->p[i]);
+        if (h < 0) return SL_ERR;
+        *v = *v << 4 | (uint32_t)h;
+    }
+    j->p += 4;
+    return SL_OK;
+}
+
+static void put_utf8(struct sl_buf *out, uint32_t cp) {
+    char b[4];
+    size_t n;
+    if (cp < 0x80) { b[0] = (char)cp; n = 1; }
+    else if (cp < 0x800) {
+        b[0] = (char)(0xc0 | cp >> 6); b[1] = (char)(0x80 | (cp & 0x3f)); n = 2;
+    } else if (cp < 0x10000) {
+        b[0] = (char)(0xe0 | cp >> 12); b[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        b[2] = (char)(0x80 | (cp & 0x3f)); n = 3;
+    } else {
+        b[0] = (char)(0xf0 | cp >> 18); b[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+        b[2] = (char)(0x80 | ((cp >> 6) & 0x3f)); b[3] = (char)(0x80 | (cp & 0x3f));
+        n = 4;
+    }
+    sl_buf_add(out, b, n);
+}
+
+/* Parses a string at j->p (which is '"'). If out is not NULL the decoded
+ * bytes are appended to it. *raw and *rawlen give the bytes between the quotes
+ * and *escaped whether a backslash occurred. */
+static int jp_string(struct jp *j, struct sl_buf *out, const unsigned char **raw,
+                     size_t *rawlen, bool *escaped) {
+    const unsigned char *start = ++j->p, *run = start;
+    bool esc = false;
+    while (j->p < j->end) {
+        unsigned char c = *j->p;
+        if (c == '"') {
+            if (out) sl_buf_add(out, run, (size_t)(j->p - run));
+            if (raw) { *raw = start; *rawlen = (size_t)(j->p - start); }
+            if (escaped) *escaped = esc;
+            j->p++;
+            return SL_OK;
+        }
+        if (c < 0x20) return SL_ERR;
+        if (c < 0x80) {
+            if (c != '\\') { j->p++; continue; }
+        } else {
+            size_t l = utf8_len(j->p, j->end);
+            if (!l) return SL_ERR;
+            j->p += l;
+            continue;
+        }
+        /* Backslash escape. */
+        esc = true;
+        if (out) sl_buf_add(out, run, (size_t)(j->p - run));
+        if (++j->p >= j->end) return SL_ERR;
+        c = *j->p++;
+        char one = 0;
+        switch (c) {
+        case '"': one = '"'; break;
+        case '\\': one = '\\'; break;
+        case '/': one = '/'; break;
+        case 'b': one = '\b'; break;
+        case 'f': one = '\f'; break;
+        case 'n': one = '\n'; break;
+        case 'r': one = '\r'; break;
+        case 't': one = '\t'; break;
+        case 'u': {
+            uint32_t cp, lo;
+            if (jp_hex4(j, &cp)) return SL_ERR;
+            if (cp >= 0xdc00 && cp <= 0xdfff) return SL_ERR; /* lone low */
+            if (cp >= 0xd800 && cp <= 0xdbff) {
+                if (j->end - j->p < 2 || j->p[0] != '\\' || j->p[1] != 'u')
+                    return SL_ERR;
+                j->p += 2;
+                if (jp_hex4(j, &lo) || lo < 0xdc00 || lo > 0xdfff) return SL_ERR;
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+            }
+            if (out) put_utf8(out, cp);
+            break;
+        }
+        default:
+            return SL_ERR;
+        }
+        if (one && out) sl_buf_addc(out, one);
+        run = j->p;
+    }
+    return SL_ERR;
+}
+
+static int jp_digits(struct jp *j) {
+    const unsigned char *s = j->p;
+    while (j->p < j->end && *j->p >= '0' && *j->p <= '9') j->p++;
+    return j->p > s ? SL_OK : SL_ERR;
+}
+
+static int jp_number(struct jp *j) {
+    if (*j->p == '-') j->p++;
+    if (j->p >= j->end) return SL_ERR;
+    if (*j->p == '0') j->p++;
+    else if (jp_digits(j)) return SL_ERR;
+    if (j->p < j->end && *j->p == '.') {
+        j->p++;
+        if (jp_digits(j)) return SL_ERR;
+    }
+    if (j->p < j->end && (*j->p == 'e' || *j->p == 'E')) {
+        j->p++;
+        if (j->p < j->end && (*j->p == '+' || *j->p == '-')) j->p++;
+        if (jp_digits(j)) return SL_ERR;
+    }
+    return SL_OK;
+}
+
+static int jp_lit(struct jp *j, const char *lit, size_t n) {
+    if ((size_t)(j->end - j->p) < n || memcmp(j->p, lit, n) != 0) return SL_ERR;
+    j->p += n;
+    return SL_OK;
+}
+
+static int jp_value(struct jp *j);
+
+/* Skips an object or array at j->p, checking it. */
+static int jp_container(struct jp *j) {
+    unsigned char close = *j->p == '{' ? '}' : ']';
+    bool obj = close == '}';
+    if (++j->depth > SL_COLLECTOR_MAX_DEPTH) return SL_ERR;
+    j->p++;
+    jp_ws(j);
+    if (j->p < j->end && *j->p == close) { j->p++; j->depth--; return SL_OK; }
+    for (;;) {
+        if (obj) {
+            if (j->p >= j->end || *j->p != '"' ||
+                jp_string(j, NULL, NULL, NULL, NULL))
+                return SL_ERR;
+            jp_ws(j);
+            if (j->p >= j->end || *j->p++ != ':') return SL_ERR;
+            jp_ws(j);
+        }
+        if (jp_value(j)) return SL_ERR;
+        jp_ws(j);
+        if (j->p >= j->end) return SL_ERR;
+        if (*j->p == ',') { j->p++; jp_ws(j); continue; }
+        if (*j->p++ != close) return SL_ERR;
+        j->depth--;
+        return SL_OK;
+    }
+}
+
+static int jp_value(struct jp *j) {
+    if (j->p >= j->end) return SL_ERR;
+    switch (*j->p) {
+    case '{': case '[': return jp_container(j);
+    case '"': return jp_string(j, NULL, NULL, NULL, NULL);
+    case 't': return jp_lit(j, "true", 4);
+    case 'f': return jp_lit(j, "false", 5);
+    case 'n': return jp_lit(j, "null", 4);
+    default:
+        if (*j->p == '-' || (*j->p >= '0' && *j->p <= '9')) return jp_number(j);
+        return SL_ERR;
+    }
+}
+
+/* Parses an object member name and the ':' after it; *name and *namelen give the
+ * decoded name (decoded into scratch when it had escapes). */
+static int jp_member_name(struct jp *j, struct sl_buf *scratch,
+                          const char **name, size_t *namelen) {
+    const unsigned char *raw;
+    size_t rawlen;
+    bool esc;
+    const unsigned char *at = j->p;
+    if (j->p >= j->end || *j->p != '"' || jp_string(j, NULL, &raw, &rawlen, &esc))
+        return SL_ERR;
+    if (esc) {
+        struct jp again = {at, j->end, 0};
+        sl_buf_reset(scratch);
+        jp_string(&again, scratch, NULL, NULL, NULL);
+        *name = scratch->data ? scratch->data : "";
+        *namelen = scratch->len;
+    } else {
+        *name = (const char *)raw;
+        *namelen = rawlen;
+    }
+    jp_ws(j);
+    if (j->p >= j->end || *j->p++ != ':') return SL_ERR;
+    jp_ws(j);
+    return SL_OK;
+}
+
+static bool name_is(const char *name, size_t n, const char *lit) {
+    return n == strlen(lit) && memcmp(name, lit, n) == 0;
+}
+
+/* Checks one element of "data". An object's "duid" string goes to key (if
+ * not NULL); any other valid JSON value sets *not_object. */
+static int jp_event(struct jp *j, struct sl_buf *key, struct sl_buf *scratch,
+                    bool *not_object) {
+    bool have_duid = false;
+    if (j->p >= j->end) return SL_ERR;
+    if (*j->p != '{') { *not_object = true; return jp_value(j); }
+    if (!key) return jp_container(j);
+    if (++j->depth > SL_COLLECTOR_MAX_DEPTH) return SL_ERR;
+    j->p++;
+    jp_ws(j);
+    if (j->p < j->end && *j->p == '}') { j->p++; j->depth--; return SL_OK; }
+    for (;;) {
+        const char *name;
+        size_t nl;
+        if (jp_member_name(j, scratch, &name, &nl)) return SL_ERR;
+        if (!have_duid && name_is(name, nl, "duid") && j->p < j->end &&
+            *j->p == '"') {
+            have_duid = true;
+            if (jp_string(j, key, NULL, NULL, NULL)) return SL_ERR;
+        } else if (jp_value(j)) {
+            return SL_ERR;
+        }
+        jp_ws(j);
+        if (j->p >= j->end) return SL_ERR;
+        if (*j->p == ',') { j->p++; jp_ws(j); continue; }
+        if (*j->p++ != '}') return SL_ERR;
+        j->depth--;
+        return SL_OK;
+    }
+}
+
+/* Parses the "data" array at j->p, counting its elements. */
+static int jp_data(struct jp *j, struct sl_buf *key, struct sl_buf *scratch,
+                   size_t *events, bool *not_object) {
+    if (++j->depth > SL_COLLECTOR_MAX_DEPTH) return SL_ERR;
+    j->p++;
+    jp_ws(j);
+    if (j->p < j->end && *j->p == ']') { j->p++; j->depth--; return SL_OK; }
+    for (;;) {
+        if (jp_event(j, *events == 0 ? key : NULL, scratch, not_object))
+            return SL_ERR;
+        ++*events;
+        jp_ws(j);
+        if (j->p >= j->end) return SL_ERR;
+        if (*j->p == ',') { j->p++; jp_ws(j); continue; }
+        if (*j->p++ != ']') return SL_ERR;
+        j->depth--;
+        return SL_OK;
+    }
+}
+
+int sl_collector_check_payload(const char *body, size_t len, struct sl_buf *key,
+                               size_t *nevents, const char **reason) {
+    struct jp j = {(const unsigned char *)body, (const unsigned char *)body + len, 0};
+    struct sl_buf scratch = {0}, schema = {0};
+    bool have_schema = false, have_data = false, bad_shape = false;
+    size_t events = 0;
+    int ret = SL_ERR;
+    const char *why = "bad_json";
+
+    sl_buf_reset(key);
+    *nevents = 0;
+    jp_ws(&j);
+    if (j.p >= j.end) goto done;
+    if (*j.p != '{') {              /* valid JSON but no object: bad_payload */
+        bad_shape = true;
+        if (jp_value(&j)) goto done;
+        goto tail;
+    }
+    j.p++;
+    j.depth = 1;
+    jp_ws(&j);
+    if (j.p < j.end && *j.p == '}') { j.p++; goto tail; }
+    for (;;) {
+        const char *name;
+        size_t nl;
+        if (jp_member_name(&j, &scratch, &name, &nl)) goto done;
+        if (name_is(name, nl, "schema")) {
+            if (have_schema || j.p >= j.end || *j.p != '"') {
+                bad_shape = true;
+                if (jp_value(&j)) goto done;
+            } else {
+                if (jp_string(&j, &schema, NULL, NULL, NULL)) goto done;
+                bad_shape |= schema.len < sizeof(SL_COLLECTOR_SCHEMA_PREFIX) - 1 ||
+                    memcmp(schema.data, SL_COLLECTOR_SCHEMA_PREFIX,
+                           sizeof(SL_COLLECTOR_SCHEMA_PREFIX) - 1) != 0;
+            }
+            have_schema = true;
+        } else if (name_is(name, nl, "data")) {
+            if (have_data || j.p >= j.end || *j.p != '[') {
+                bad_shape = true;
+                if (jp_value(&j)) goto done;
+            } else if (jp_data(&j, key, &scratch, &events, &bad_shape)) {
+                goto done;
+            }
+            have_data = true;
+        } else if (jp_value(&j)) {
+            goto done;
+        }
+        jp_ws(&j);
+        if (j.p >= j.end) goto done;
+        if (*j.p == ',') { j.p++; jp_ws(&j); continue; }
+        if (*j.p++ != '}') goto done;
+        break;
+    }
+tail:
+    jp_ws(&j);
+    if (j.p != j.end) goto done;
+    why = "bad_payload";
+    if (bad_shape || !have_schema || !have_data || events == 0) goto done;
+    *nevents = events;
+    ret = SL_OK;
+done:
+    sl_buf_free(&scratch);
+    sl_buf_free(&schema);
+    if (ret != SL_OK) {
+        sl_buf_reset(key);
+        if (reason) *reason = why;
+    }
+    return ret;
+}
+
+/* ==================== Query strings ==================== */
+
+int sl_collector_unescape(const char *s, size_t n, struct sl_buf *out) {
+    const char *end = s + n, *run = s;
+    while (s < end) {
+        if (*s != '%' && *s != '+') { s++; continue; }
+        sl_buf_add(out, run, (size_t)(s - run));
+        if (*s == '+') {
+            sl_buf_addc(out, ' ');
+            s++;
+        } else {
+            int hi, lo;
+            if (end - s < 3 || (hi = hexval((unsigned char)s[1])) < 0 ||
+                (lo = hexval((unsigned char)s[2])) < 0)
+                return SL_ERR;
+            sl_buf_addc(out, (char)(hi << 4 | lo));
+            s += 3;
+        }
+        run = s;
+    }
+    sl_buf_add(out, run, (size_t)(s - run));
+    return SL_OK;
+}
+
+int sl_collector_query_to_payload(const char *qs, size_t n, struct sl_buf *out,
+                                  struct sl_buf *key) {
+    struct sl_buf names = {0}, val = {0};
+    size_t offs[SL_COLLECTOR_MAX_PARAMS], lens[SL_COLLECTOR_MAX_PARAMS];
+    size_t nparams = 0, start = out->len;
+    const char *p = qs, *end = qs + n;
+    bool have_key = false;
+    int ret = SL_ERR;
+
+    sl_buf_reset(key);
+    sl_buf_adds(out, "{\"schema\":\"" SL_COLLECTOR_PAYLOAD_SCHEMA "\",\"data\":[{");
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *seg_end = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(seg_end - p));
+        const char *name_end = eq ? eq : seg_end;
+        size_t noff = names.len, nlen;
+        bool dup = false;
+
+        if (name_end > p) {
+            if (sl_collector_unescape(p, (size_t)(name_end - p), &names)) goto done;
+            nlen = names.len - noff;
+            for (size_t i = 0; i < nparams && !dup; i++)
+                dup = lens[i] == nlen &&
+                      memcmp(names.data + offs[i], names.data + noff, nlen) == 0;
+            sl_buf_reset(&val);
+            if (eq && sl_collector_unescape(eq + 1, (size_t)(seg_end - eq - 1), &val))
+                goto done;
+            if (nlen == 0 || dup) {
+                names.len = noff; /* empty after decoding, or seen: skip */
+            } else {
+                if (nparams == SL_COLLECTOR_MAX_PARAMS) goto done;
+                offs[nparams] = noff;
+                lens[nparams] = nlen;
+                if (nparams++) sl_buf_addc(out, ',');
+                if (sl_collector_json_string(out, names.data + noff, nlen, true))
+                    goto done;
+                sl_buf_addc(out, ':');
+                if (sl_collector_json_string(out, val.data ? val.data : "", val.len,
+                                             true))
+                    goto done;
+                if (!have_key && nlen == 4 && memcmp(names.data + noff, "duid", 4) == 0) {
+                    have_key = true;
+                    sl_buf_add(key, val.data ? val.data : "", val.len);
+                }
+            }
+        }
+        p = amp ? amp + 1 : end;
+    }
+    if (nparams == 0) goto done;
+    sl_buf_adds(out, "}]}");
+    ret = SL_OK;
+done:
+    if (ret != SL_OK) {
+        out->len = start;
+        if (out->data) out->data[start] = '\0';
+        sl_buf_reset(key);
+    }
+    sl_buf_free(&names);
+    sl_buf_free(&val);
+    return ret;
+}
+
+/* ==================== Headers and envelope ==================== */
+
+bool sl_collector_is_json_type(const char *ct) {
+    static const char want[] = "application/json";
+    if (!ct) return false;
+    while (*ct == ' ' || *ct == '\t') ct++;
+    if (strncasecmp(ct, want, sizeof(want) - 1) != 0) return false;
+    ct += sizeof(want) - 1;
+    while (*ct == ' ' || *ct == '\t') ct++;
+    return *ct == '\0' || *ct == ';';
+}
+
+bool sl_collector_origin_allowed(const struct sl_collector_conf *conf,
+                                 const char *origin) {
+    if (!origin) return true;
+    for (size_t i = 0; i < conf->norigins; i++) {
+        const char *o = conf->allowed_origins[i];
+        if (strcmp(o, "*") == 0 || strcasecmp(o, origin) == 0) return true;
+    }
+    return false;
+}
+
+void sl_collector_envelope(struct sl_buf *out, const char *message, size_t len,
+                           int64_t received_at, const char *origin,
+                           const char *user_agent, const char *ip) {
+    sl_buf_adds(out, "{\"message\":");
+    sl_buf_add(out, message, len);
+    sl_buf_printf(out, ",\"collector\":{\"receivedAt\":%lld", (long long)received_at);
+    if (origin) {
+        sl_buf_adds(out, ",\"origin\":");
+        sl_collector_json_string(out, origin, strlen(origin), false);
+    }
+    if (user_agent) {
+        sl_buf_adds(out, ",\"userAgent\":");
+        sl_collector_json_string(out, user_agent, strlen(user_agent), false);
+    }
+    if (ip) {
+        sl_buf_adds(out, ",\"ip\":");
+        sl_collector_json_string(out, ip, strlen(ip), false);
+    }
+    sl_buf_adds(out, "}}");
+}
+
+/* ==================== The collector ==================== */
+
+/* Produced records not yet acknowledged, per partition, in offset order. */
+struct part_ring {
+    int64_t *off;      /* offsets */
+    uint32_t *bytes;   /* broker bytes of each record */
+    size_t cap, head, n;
+    uint64_t total;    /* sum of bytes of the n entries */
+};
+
+/* One accepted request whose record is in flight. It lives until its delivery
+ * report, even when its request was answered earlier (ack timeout, destroy). */
+struct pending {
+    struct sl_collector *c;        /* NULL once the collector is gone */
+    struct evhttp_request *req;    /* NULL once answered */
+    struct pending *prev, *next;   /* c->inflight list, oldest first */
+    int64_t start_mono;            /* for the ack deadline and latency */
+    size_t bytes;                  /* broker bytes of the record */
+    size_t nevents;
+    bool get;                      /* answer with the GIF */
+};
+
+struct sl_collector {
+    struct event_base *base;
+    struct sl_collector_conf conf;   /* defaults filled in */
+    struct sl_kafka_producer *producer;
+    struct evhttp *http;
+    struct evhttp_bound_socket *sock;
+    struct event *tick;              /* ack deadlines, offset lookups */
+    int port;
+    bool stopping;
+    unsigned char salt[32];
+    size_t saltlen;
+
+    struct pending *head, *tail;     /* records in flight, oldest first */
+    size_t inflight;                 /* length of that list */
+    size_t waiting;                  /* of them, requests still unanswered */
+    uint64_t inflight_bytes;
+
+    struct part_ring *parts;         /* produced and acked, by partition */
+    size_t nparts;
+    rd_kafka_queue_t *admin_q;       /* offset lookups answer here */
+    int admin_fds[2];
+    struct event *admin_ev;
+    bool lookup_running;
+
+    struct sl_buf value, key, scratch; /* reused per request */
+
+    uint64_t results[RES_COUNT];
+    uint64_t events, bytes;          /* acknowledged */
+    uint64_t ack_ms_sum, ack_count;
+};
+
+static void pending_unlink(struct sl_collector *c, struct pending *p) {
+    if (p->prev) p->prev->next = p->next; else c->head = p->next;
+    if (p->next) p->next->prev = p->prev; else c->tail = p->prev;
+    p->prev = p->next = NULL;
+    c->inflight--;
+    c->inflight_bytes -= p->bytes;
+}
+
+/* ---------- Unconsumed bytes ---------- */
+
+static struct part_ring *ring_of(struct sl_collector *c, int32_t partition) {
+    if (partition < 0) return NULL;
+    if ((size_t)partition >= c->nparts) {
+        size_t n = (size_t)partition + 1;
+        c->parts = sl_realloc(c->parts, n * sizeof(*c->parts));
+        memset(c->parts + c->nparts, 0, (n - c->nparts) * sizeof(*c->parts));
+        c->nparts = n;
+    }
+    return &c->parts[partition];
+}
+
+static void ring_push(struct part_ring *r, int64_t off, uint32_t bytes) {
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 64;
+        int64_t *o = sl_malloc(cap * sizeof(*o));
+        uint32_t *b = sl_malloc(cap * sizeof(*b));
+        for (size_t i = 0; i < r->n; i++) {
+            o[i] = r->off[(r->head + i) % r->cap];
+            b[i] = r->bytes[(r->head + i) % r->cap];
+        }
+        free(r->off);
+        free(r->bytes);
+        r->off = o; r->bytes = b; r->cap = cap; r->head = 0;
+    }
+    size_t at = (r->head + r->n) % r->cap;
+    r->off[at] = off;
+    r->bytes[at] = bytes;
+    r->n++;
+    r->total += bytes;
+}
+
+/* Drops the records before committed (the group's next offset to read). */
+static void ring_consumed(struct part_ring *r, int64_t committed) {
+    while (r->n && r->off[r->head] < committed) {
+        r->total -= r->bytes[r->head];
+        r->head = (r->head + 1) % r->cap;
+        r->n--;
+    }
+}
+
+static uint64_t unconsumed_bytes(const struct sl_collector *c) {
+    uint64_t t = c->inflight_bytes;
+    for (size_t i = 0; i < c->nparts; i++) t += c->parts[i].total;
+    return t;
+}
+
+static bool backlog_on(const struct sl_collector *c) {
+    return c->conf.max_unconsumed_bytes > 0 && c->admin_q != NULL;
+}
+
+static void on_offsets(evutil_socket_t fd, short what, void *arg) {
+    struct sl_collector *c = arg;
+    rd_kafka_event_t *ev;
+    char buf[64];
+    (void)fd; (void)what;
+    while (read(c->admin_fds[0], buf, sizeof(buf)) > 0) {}
+    while ((ev = rd_kafka_queue_poll(c->admin_q, 0)) != NULL) {
+        const rd_kafka_ListConsumerGroupOffsets_result_t *res =
+            rd_kafka_event_ListConsumerGroupOffsets_result(ev);
+        c->lookup_running = false;
+        if (!res || rd_kafka_event_error(ev)) {
+            sl_log(SL_LOG_DEBUG, "collector", "committed offsets of %s: %s",
+                   c->conf.watch_group, rd_kafka_event_error_string(ev));
+            rd_kafka_event_destroy(ev);
+            continue;
+        }
+        size_t ng;
+        const rd_kafka_group_result_t **groups =
+            rd_kafka_ListConsumerGroupOffsets_result_groups(res, &ng);
+        for (size_t g = 0; g < ng; g++) {
+            const rd_kafka_topic_partition_list_t *tp;
+            if (rd_kafka_group_result_error(groups[g])) continue;
+            tp = rd_kafka_group_result_partitions(groups[g]);
+            for (int i = 0; tp && i < tp->cnt; i++) {
+                const rd_kafka_topic_partition_t *e = &tp->elems[i];
+                if (e->err || e->offset < 0 || strcmp(e->topic, c->conf.topic) != 0)
+                    continue;
+                struct part_ring *r = ring_of(c, e->partition);
+                if (r) ring_consumed(r, e->offset);
+            }
+        }
+        rd_kafka_event_destroy(ev);
+    }
+}
+
+/* Asks the broker for the watched group's committed offsets of the
+ * partitions we have unconsumed records in; the answer comes to on_offsets. */
+static void lookup_offsets(struct sl_collector *c) {
+    rd_kafka_t *rk = (rd_kafka_t *)sl_kafka_producer_handle(c->producer);
+    rd_kafka_topic_partition_list_t *tp;
+    rd_kafka_ListConsumerGroupOffsets_t *req;
+    rd_kafka_AdminOptions_t *opt;
+    char err[256];
+
+    if (!backlog_on(c) || c->lookup_running || !rk) return;
+    tp = rd_kafka_topic_partition_list_new((int)c->nparts + 1);
+    for (size_t i = 0; i < c->nparts; i++)
+        if (c->parts[i].n) rd_kafka_topic_partition_list_add(tp, c->conf.topic, (int32_t)i);
+    if (tp->cnt == 0) {
+        rd_kafka_topic_partition_list_destroy(tp);
+        return;
+    }
+    req = rd_kafka_ListConsumerGroupOffsets_new(c->conf.watch_group, tp);
+    opt = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS);
+    rd_kafka_AdminOptions_set_request_timeout(opt, 5000, err, sizeof(err));
+    rd_kafka_ListConsumerGroupOffsets(rk, &req, 1, opt, c->admin_q);
+    c->lookup_running = true;
+    rd_kafka_AdminOptions_destroy(opt);
+    rd_kafka_ListConsumerGroupOffsets_destroy(req);
+    rd_kafka_topic_partition_list_destroy(tp);
+}
+
+static int admin_open(struct sl_collector *c, char *err, size_t errlen) {
+    rd_kafka_t *rk = (rd_kafka_t *)sl_kafka_producer_handle(c->producer);
+    c->admin_fds[0] = c->admin_fds[1] = -1;
+    if (!c->conf.max_unconsumed_bytes) return SL_OK;
+    if (!c->conf.watch_group || !rk) {
+        sl_log(SL_LOG_WARN, "collector",
+               "max_unconsumed_bytes is set but there is no group to watch: off");
+        return SL_OK;
+    }
+    if (pipe2(c->admin_fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+        sl_errf(err, errlen, "collector: pipe: %s", strerror(errno));
+        return SL_ERR;
+    }
+    c->admin_ev = event_new(c->base, c->admin_fds[0], EV_READ | EV_PERSIST,
+                            on_offsets, c);
+    if (!c->admin_ev || event_add(c->admin_ev, NULL) != 0) {
+        sl_errf(err, errlen, "collector: cannot add an event");
+        return SL_ERR;
+    }
+    c->admin_q = rd_kafka_queue_new(rk);
+    rd_kafka_queue_io_event_enable(c->admin_q, c->admin_fds[1], "1", 1);
+    return SL_OK;
+}
+
+static void admin_close(struct sl_collector *c) {
+    if (c->admin_q) {
+        rd_kafka_queue_io_event_enable(c->admin_q, -1, NULL, 0);
+        rd_kafka_queue_destroy(c->admin_q);
+    }
+    if (c->admin_ev) event_free(c->admin_ev);
+    if (c->admin_fds[0] >= 0) close(c->admin_fds[0]);
+    if (c->admin_fds[1] >= 0) close(c->admin_fds[1]);
+}
+
+/* ---------- Replies ---------- */
+
+/* CORS headers for an allowed origin; Vary always, as the answer depends
+ * on Origin. */
+static void add_cors(struct evhttp_request *req, const char *origin) {
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Vary", "Origin");
+    if (!origin) return;
+    evhttp_add_header(h, "Access-Control-Allow-Origin", origin);
+    evhttp_add_header(h, "Access-Control-Allow-Credentials", "true");
+}
+
+static void reply(struct sl_collector *c, struct evhttp_request *req,
+                  enum result r, int code, const char *reason, const char *text) {
+    struct evbuffer *body = evbuffer_new();
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    if (!body) {
+        evhttp_send_error(req, HTTP_INTERNAL, NULL);
+        return;
+    }
+    c->results[r]++;
+    if (text) {
+        evhttp_add_header(h, "Content-Type", "text/plain; charset=utf-8");
+        evbuffer_add_printf(body, "%s\n", text);
+    }
+    if (code == 503) evhttp_add_header(h, "Retry-After", "1");
+    if (c->stopping) evhttp_add_header(h, "Connection", "close");
+    evhttp_send_reply(req, code, reason, body);
+    evbuffer_free(body);
+}
+
+static void reply_ok(struct sl_collector *c, struct evhttp_request *req, bool get) {
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    struct evbuffer *body;
+    if (!get) {
+        reply(c, req, RES_OK, HTTP_OK, "OK", "ok");
+        return;
+    }
+    body = evbuffer_new();
+    if (!body) {
+        evhttp_send_error(req, HTTP_INTERNAL, NULL);
+        return;
+    }
+    c->results[RES_OK]++;
+    evhttp_add_header(h, "Content-Type", "image/gif");
+    evhttp_add_header(h, "Cache-Control", "no-cache, no-store, must-revalidate");
+    evbuffer_add(body, pixel_gif, sizeof(pixel_gif));
+    evhttp_send_reply(req, HTTP_OK, "OK", body);
+    evbuffer_free(body);
+}
+
+static void reply_unavailable(struct sl_collector *c, struct evhttp_request *req,
+                              enum result r) {
+    reply(c, req, r, 503, "Service Unavailable", result_names[r]);
+}
+
+/* ---------- Delivery ---------- */
+
+static void on_delivery(void *opaque, const char *err, int32_t partition,
+                        int64_t offset) {
+    struct pending *p = opaque;
+    struct sl_collector *c = p->c;
+
+    if (!c) { free(p); return; }   /* the collector is gone */
+    pending_unlink(c, p);
+    if (!err) {
+        c->events += p->nevents;
+        c->bytes += p->bytes;
+        c->ack_ms_sum += (uint64_t)(sl_mono_ms() - p->start_mono);
+        c->ack_count++;
+        if (backlog_on(c)) {
+            struct part_ring *r = ring_of(c, partition);
+            if (r && offset >= 0) ring_push(r, offset, (uint32_t)p->bytes);
+        }
+    } else {
+        sl_log(SL_LOG_WARN, "collector", "record not delivered: %s", err);
+    }
+    if (p->req) {
+        c->waiting--;
+        if (err) reply_unavailable(c, p->req, RES_KAFKA_ERROR);
+        else reply_ok(c, p->req, p->get);
+    }
+    free(p);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg) {
+    struct sl_collector *c = arg;
+    int64_t deadline = sl_mono_ms() - SL_COLLECTOR_ACK_TIMEOUT_MS;
+    (void)fd; (void)what;
+    for (struct pending *p = c->head; p && p->start_mono <= deadline; p = p->next) {
+        if (!p->req) continue;
+        reply_unavailable(c, p->req, RES_ACK_TIMEOUT);
+        p->req = NULL;   /* the record stays in flight until its report */
+        c->waiting--;
+    }
+    lookup_offsets(c);
+}
+
+/* ---------- Requests ---------- */
+
+static const char *client_ip(struct sl_collector *c, struct evhttp_request *req,
+                             char hex[65]) {
+    struct evhttp_connection *conn = evhttp_request_get_connection(req);
+    char *addr = NULL;
+    ev_uint16_t port;
+    unsigned char d[32];
+
+    if (c->conf.ip == SL_COLLECTOR_IP_DROP || !conn) return NULL;
+    if (evhttp_find_header(evhttp_request_get_input_headers(req), "SP-Anonymous"))
+        return NULL;
+    evhttp_connection_get_peer(conn, &addr, &port);
+    if (!addr) return NULL;
+    if (c->conf.ip == SL_COLLECTOR_IP_KEEP) return addr;
+    size_t al = strlen(addr);
+    unsigned char *m = sl_malloc(c->saltlen + al);
+    memcpy(m, c->salt, c->saltlen);
+    memcpy(m + c->saltlen, addr, al);
+    sl_collector_sha256(m, c->saltlen + al, d);
+    free(m);
+    for (int i = 0; i < 32; i++) {
+        hex[2 * i] = "0123456789abcdef"[d[i] >> 4];
+        hex[2 * i + 1] = "0123456789abcdef"[d[i] & 15];
+    }
+    hex[64] = '\0';
+    return hex;
+}
+
+/* Produces the record for an accepted payload and holds the request. */
+static void produce(struct sl_collector *c, struct evhttp_request *req,
+                    const char *msg, size_t len, size_t nevents, bool get,
+                    int64_t now, const char *origin) {
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    struct pending *p;
+    char hex[65], err[SL_ERRLEN];
+    size_t bytes;
+
+    if (!sl_kafka_producer_up(c->producer)) {
+        reply_unavailable(c, req, RES_UNAVAILABLE);
+        return;
+    }
+    if (c->inflight >= c->conf.max_inflight) {
+        reply_unavailable(c, req, RES_OVERLOADED);
+        return;
+    }
+    sl_buf_reset(&c->value);
+    sl_collector_envelope(&c->value, msg, len, now, origin,
+                          evhttp_find_header(in, "User-Agent"), client_ip(c, req, hex));
+    bytes = c->value.len + c->key.len + SL_COLLECTOR_RECORD_OVERHEAD;
+    if (backlog_on(c) &&
+        unconsumed_bytes(c) + bytes > c->conf.max_unconsumed_bytes) {
+        reply_unavailable(c, req, RES_BACKLOG);
+        return;
+    }
+    p = sl_calloc(1, sizeof(*p));
+    p->c = c;
+    p->req = req;
+    p->start_mono = sl_mono_ms();
+    p->bytes = bytes;
+    p->nevents = nevents;
+    p->get = get;
+    if (sl_kafka_produce(c->producer, c->conf.topic, -1,
+                         c->key.len ? c->key.data : NULL, c->key.len,
+                         c->value.data, c->value.len, now, on_delivery, p,
+                         err, sizeof(err)) != SL_OK) {
+        free(p);
+        sl_log(SL_LOG_WARN, "collector", "%s", err);
+        reply_unavailable(c, req, RES_KAFKA_ERROR);
+        return;
+    }
+    p->prev = c->tail;
+    if (c->tail) c->tail->next = p; else c->head = p;
+    c->tail = p;
+    c->inflight++;
+    c->inflight_bytes += bytes;
+    c->waiting++;
+}
+
+static void handle_post(struct sl_collector *c, struct evhttp_request *req,
+                        int64_t now, const char *origin) {
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    struct evbuffer *buf = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(buf), nevents;
+    const char *enc = evhttp_find_header(in, "Content-Encoding");
+    const char *reason;
+    const char *body;
+
+    if (len > c->conf.max_body) {
+        reply(c, req, RES_TOO_LARGE, 413, "Payload Too Large", "too_large");
+        return;
+    }
+    if (!sl_collector_is_json_type(evhttp_find_header(in, "Content-Type")) ||
+        (enc && strcasecmp(enc, "identity") != 0)) {
+        reply(c, req, RES_BAD_CONTENT_TYPE, 415, "Unsupported Media Type",
+              "bad_content_type");
+        return;
+    }
+    body = len ? (const char *)evbuffer_pullup(buf, -1) : "";
+    if (sl_collector_check_payload(body, len, &c->key, &nevents, &reason) != SL_OK) {
+        reply(c, req, strcmp(reason, "bad_json") == 0 ? RES_BAD_JSON : RES_BAD_PAYLOAD, 400,
+              "Bad Request", reason);
+        return;
+    }
+    produce(c, req, body, len, nevents, false, now, origin);
+}
+
+static void handle_get(struct sl_collector *c, struct evhttp_request *req,
+                       const char *query, size_t qlen, int64_t now,
+                       const char *origin) {
+    sl_buf_reset(&c->scratch);
+    if (qlen > c->conf.max_body) {
+        reply(c, req, RES_TOO_LARGE, 413, "Payload Too Large", "too_large");
+        return;
+    }
+    if (sl_collector_query_to_payload(query, qlen, &c->scratch, &c->key) != SL_OK) {
+        reply(c, req, RES_BAD_QUERY, 400, "Bad Request", "bad_query");
+        return;
+    }
+    produce(c, req, c->scratch.data, c->scratch.len, 1, true, now, origin);
+}
+
+static void preflight(struct sl_collector *c, struct evhttp_request *req) {
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Access-Control-Allow-Methods", "POST, GET, OPTIONS");
+    evhttp_add_header(h, "Access-Control-Allow-Headers", "Content-Type, SP-Anonymous");
+    evhttp_add_header(h, "Access-Control-Max-Age", SL_COLLECTOR_PREFLIGHT_MAX_AGE);
+    reply(c, req, RES_PREFLIGHT, HTTP_OK, "OK", NULL);
+}
+
+static bool path_is(const char *path, size_t n, const char *lit) {
+    return n == strlen(lit) && memcmp(path, lit, n) == 0;
+}
+
+static void on_request(struct evhttp_request *req, void *arg) {
+    struct sl_collector *c = arg;
+    int64_t now = sl_now_ms();
+    const char *uri = evhttp_request_get_uri(req);
+    const char *origin = evhttp_find_header(evhttp_request_get_input_headers(req),
+                                            "Origin");
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    size_t plen = strcspn(uri, "?#"), qlen = 0;
+    const char *query = NULL;
+
+    if (uri[plen] == '?') {
+        query = uri + plen + 1;
+        qlen = strcspn(query, "#");
+    }
+    if (!sl_collector_origin_allowed(&c->conf, origin)) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Vary", "Origin");
+        reply(c, req, RES_FORBIDDEN_ORIGIN, 403, "Forbidden", "forbidden_origin");
+        return;
+    }
+    add_cors(req, origin);
+    if (c->stopping) {
+        reply_unavailable(c, req, RES_SHUTTING_DOWN);
+        return;
+    }
+    if (path_is(uri, plen, SL_COLLECTOR_TP2_PATH)) {
+        if (cmd == EVHTTP_REQ_POST) { handle_post(c, req, now, origin); return; }
+        if (cmd == EVHTTP_REQ_OPTIONS) { preflight(c, req); return; }
+    } else if (path_is(uri, plen, SL_COLLECTOR_GET_PATH)) {
+        if (cmd == EVHTTP_REQ_GET) {
+            handle_get(c, req, query ? query : "", qlen, now, origin);
+            return;
+        }
+        if (cmd == EVHTTP_REQ_OPTIONS) { preflight(c, req); return; }
+    } else if (path_is(uri, plen, SL_COLLECTOR_HEALTH_PATH) &&
+               (cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD)) {
+        reply(c, req, RES_HEALTH, HTTP_OK, "OK", "ok");
+        return;
+    }
+    reply(c, req, RES_NOT_FOUND, HTTP_NOTFOUND, "Not Found", "not_found");
+}
+
+/* ---------- Life cycle ---------- */
+
+static int parse_listen(const char *listen, char *host, size_t hostlen,
+                        uint16_t *port) {
+    const char *colon = strrchr(listen, ':');
+    const char *h = listen, *he;
+    char *end;
+    long v;
+    if (!colon) return SL_ERR;
+    he = colon;
+    if (*h == '[') {
+        h++;
+        if (he == h || he[-1] != ']') return SL_ERR;
+        he--;
+    }
+    if (he == h) { h = "0.0.0.0"; he = h + 7; }
+    if ((size_t)(he - h) >= hostlen) return SL_ERR;
+    memcpy(host, h, (size_t)(he - h));
+    host[he - h] = '\0';
+    errno = 0;
+    v = strtol(colon + 1, &end, 10);
+    if (errno || end == colon + 1 || *end || v < 0 || v > 65535) return SL_ERR;
+    *port = (uint16_t)v;
+    return SL_OK;
+}
+
+struct sl_collector *sl_collector_create(struct event_base *base,
+        const struct sl_collector_conf *conf, struct sl_kafka_producer *producer,
+        char *err, size_t errlen) {
+    struct sl_collector *c = sl_calloc(1, sizeof(*c));
+    char host[256];
+    uint16_t port;
+    size_t hard, headers;
+    struct timeval tick = {SL_COLLECTOR_TICK_MS / 1000, (SL_COLLECTOR_TICK_MS % 1000) * 1000};
+
+    assert(base && conf && producer);
+    c->base = base;
+    c->conf = *conf;
+    c->producer = producer;
+    c->admin_fds[0] = c->admin_fds[1] = -1;
+    if (!c->conf.topic) c->conf.topic = SL_COLLECTOR_DEFAULT_TOPIC;
+    if (!c->conf.max_body) c->conf.max_body = SL_COLLECTOR_DEFAULT_MAX_BODY;
+    if (!c->conf.max_inflight) c->conf.max_inflight = SL_COLLECTOR_DEFAULT_INFLIGHT;
+    if (!conf->listen || parse_listen(conf->listen, host, sizeof(host), &port)) {
+        sl_errf(err, errlen, "collector: listen must be \"host:port\", got \"%s\"",
+                conf->listen ? conf->listen : "(none)");
+        goto fail;
+    }
+    if (conf->ip_salt) {
+        size_t n = strlen(conf->ip_salt);
+        sl_collector_sha256(conf->ip_salt, n, c->salt); /* any length fits */
+        c->saltlen = sizeof(c->salt);
+    } else {
+        if (getrandom(c->salt, 16, 0) != 16) {
+            sl_errf(err, errlen, "collector: getrandom: %s", strerror(errno));
+            goto fail;
+        }
+        c->saltlen = 16;
+    }
+    c->http = evhttp_new(base);
+    if (!c->http) {
+        sl_errf(err, errlen, "collector: evhttp_new failed");
+        goto fail;
+    }
+    hard = c->conf.max_body * SL_COLLECTOR_HARD_BODY_FACTOR;
+    headers = c->conf.max_body + SL_COLLECTOR_HEADROOM;
+    evhttp_set_max_body_size(c->http, (ev_ssize_t)hard);
+    evhttp_set_max_headers_size(c->http, (ev_ssize_t)headers);
+    evhttp_set_timeout(c->http, SL_COLLECTOR_TIMEOUT_S);
+    evhttp_set_flags(c->http, EVHTTP_SERVER_LINGERING_CLOSE);
+    evhttp_set_allowed_methods(c->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
+        EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PUT |
+        EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH);
+    evhttp_set_gencb(c->http, on_request, c);
+    c->sock = evhttp_bind_socket_with_handle(c->http, host, port);
+    if (!c->sock) {
+        sl_errf(err, errlen, "collector: cannot listen on %s: %s", conf->listen,
+                strerror(errno));
+        goto fail;
+    }
+    {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        evutil_socket_t fd = evhttp_bound_socket_get_fd(c->sock);
+        if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+            c->port = ss.ss_family == AF_INET6
+                ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    }
+    if (admin_open(c, err, errlen)) goto fail;
+    c->tick = event_new(base, -1, EV_PERSIST, on_tick, c);
+    if (!c->tick || event_add(c->tick, &tick) != 0) {
+        sl_errf(err, errlen, "collector: cannot add the timer");
+        goto fail;
+    }
+    sl_log(SL_LOG_INFO, "collector", "listening on %s:%d, topic %s", host, c->port,
+           c->conf.topic);
+    return c;
+fail:
+    sl_collector_destroy(c);
+    return NULL;
+}
+
+void sl_collector_stop_accepting(struct sl_collector *c) {
+    if (!c || c->stopping) return;
+    c->stopping = true;
+    if (c->sock) evhttp_del_accept_socket(c->http, c->sock);
+    c->sock = NULL;
+}
+
+size_t sl_collector_pending(const struct sl_collector *c) {
+    return c ? c->waiting : 0;
+}
+
+int sl_collector_port(const struct sl_collector *c) { return c->port; }
+
+void sl_collector_destroy(struct sl_collector *c) {
+    if (!c) return;
+    c->stopping = true;
+    for (struct pending *p = c->head, *next; p; p = next) {
+        next = p->next;
+        if (p->req) {
+            struct evhttp_connection *conn = evhttp_request_get_connection(p->req);
+            struct bufferevent *bev = conn ? evhttp_connection_get_bufferevent(conn) : NULL;
+            reply_unavailable(c, p->req, RES_SHUTTING_DOWN);
+            /* Write the 503 now: evhttp_free below closes the socket. */
+            if (bev) evbuffer_write(bufferevent_get_output(bev), bufferevent_getfd(bev));
+        }
+        p->req = NULL;
+        p->c = NULL;   /* freed by its delivery report */
+        p->prev = p->next = NULL;
+    }
+    if (c->tick) event_free(c->tick);
+    admin_close(c);
+    if (c->http) evhttp_free(c->http);
+    for (size_t i = 0; i < c->nparts; i++) {
+        free(c->parts[i].off);
+        free(c->parts[i].bytes);
+    }
+    free(c->parts);
+    sl_buf_free(&c->value);
+    sl_buf_free(&c->key);
+    sl_buf_free(&c->scratch);
+    free(c);
+}
+
+void sl_collector_metrics(const struct sl_collector *c, struct sl_buf *out) {
+    sl_buf_adds(out, "# HELP sluice_collector_requests_total Collector requests by result.\n"
+                     "# TYPE sluice_collector_requests_total counter\n");
+    for (int r = 0; r < RES_COUNT; r++)
+        sl_buf_printf(out, "sluice_collector_requests_total{result=\"%s\"} %llu\n",
+                      result_names[r], (unsigned long long)c->results[r]);
+    sl_buf_printf(out,
+        "# HELP sluice_collector_events_total Tracker events acknowledged by the broker.\n"
+        "# TYPE sluice_collector_events_total counter\n"
+        "sluice_collector_events_total %llu\n"
+        "# HELP sluice_collector_bytes_total Record bytes acknowledged by the broker.\n"
+        "# TYPE sluice_collector_bytes_total counter\n"
+        "sluice_collector_bytes_total %llu\n"
+        "# HELP sluice_collector_inflight Records produced and not yet acknowledged.\n"
+        "# TYPE sluice_collector_inflight gauge\n"
+        "sluice_collector_inflight %zu\n"
+        "# HELP sluice_collector_unconsumed_bytes Produced bytes the watched group has not committed.\n"
+        "# TYPE sluice_collector_unconsumed_bytes gauge\n"
+        "sluice_collector_unconsumed_bytes %llu\n"
+        "# HELP sluice_collector_ack_seconds Time from request to broker ack.\n"
+        "# TYPE sluice_collector_ack_seconds summary\n"
+        "sluice_collector_ack_seconds_sum %.3f\n"
+        "sluice_collector_ack_seconds_count %llu\n",
+        (unsigned long long)c->events, (unsigned long long)c->bytes, c->inflight,
+        (unsigned long long)(backlog_on(c) ? unconsumed_bytes(c) : 0),
+        (double)c->ack_ms_sum / 1000.0, (unsigned long long)c->ack_count);
+}
