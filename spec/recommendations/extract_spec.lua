@@ -348,7 +348,8 @@ describe("recommendations.extract", function()
     end)
 
     it("without the query string or fragment", function()
-      assert.are.equal("classic-leather-sneaker", slug_of(fx.STORE_URL .. "/products/classic-leather-sneaker?variant=123&x=/y"))
+      assert.are.equal("classic-leather-sneaker",
+        slug_of(fx.STORE_URL .. "/products/classic-leather-sneaker?variant=123&x=/y"))
       assert.are.equal("classic-leather-sneaker", slug_of(fx.STORE_URL .. "/products/classic-leather-sneaker#reviews"))
       assert.are.equal("classic-leather-sneaker", slug_of(fx.STORE_URL .. "/products/classic-leather-sneaker/?a=1#b"))
     end)
