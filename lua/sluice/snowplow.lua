@@ -77,6 +77,7 @@ function M.timestamp(v)
   local n
   if type(v) == "string" then
     if not find(v, "^%d+$") or #v > 16 then return nil end
+    if #v == 16 and v > "9007199254740992" then return nil end   -- would round
     n = tonumber(v)
   elseif type(v) == "number" then
     if v ~= floor(v) then return nil end
