@@ -66,10 +66,24 @@ function M.now()
   return os.time() * 1000
 end
 
---- log(level, msg): one line to stderr.
+local log_levels = { debug = true, info = true, warn = true, error = true }
+
+--- log(level, msg): one line to stderr. level is "debug", "info" (the
+-- default when nil), "warn" or "error"; msg a string or number. Other
+-- arguments raise, as the core's argument checks do.
 function M.log(level, msg)
-  io.stderr:write(format("sluice %s: %s\n", tostring(level), tostring(msg)))
+  level = level == nil and "info" or level
+  if not log_levels[level] then
+    error("bad argument #1 to 'log' (invalid option '" .. tostring(level) .. "')", 2)
+  end
+  if type(msg) ~= "string" and type(msg) ~= "number" then
+    error("bad argument #2 to 'log' (string expected, got " .. type(msg) .. ")", 2)
+  end
+  io.stderr:write(format("sluice %s lua: %s\n", level, msg))
 end
+
+-- The core sets this to a hash of the rule files' contents.
+M.version = "pure-lua"
 
 -- ==================== Decoder ====================
 
