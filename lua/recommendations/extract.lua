@@ -84,7 +84,11 @@ function M.extract(ctx, params)
   local payload, data = snowplow.payload(ctx.input)
   if not payload then return nil, data end
   local out, n, first_reason, seen = {}, 0, nil, {}
-  for _, ev in snowplow.events(data) do
+  local i = 1
+  while true do
+    local ev = data[i]
+    if ev == nil then break end
+    i = i + 1
     local duid, eid, slug, ts = page_view(ev, app_id, store_url)
     local reason
     if not duid then

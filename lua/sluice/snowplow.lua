@@ -64,9 +64,16 @@ end
 -- v when it is a non-empty string of valid UTF-8, without control
 -- characters, at most max bytes long (default 256); else nil.
 function M.text(v, max)
-  if type(v) ~= "string" or v == "" or #v > (max or 256) then return nil end
-  if find(v, "[%z\1-\31\127]") then return nil end
-  if not utf8.valid(v) then return nil end
+  if type(v) ~= "string" then return nil end
+  local n = #v
+  if n == 0 or n > (max or 256) then return nil end
+  local ascii = true
+  for i = 1, n do
+    local c = byte(v, i)
+    if c < 32 or c == 127 then return nil end
+    if c >= 128 then ascii = false end
+  end
+  if not ascii and not utf8.valid(v) then return nil end
   return v
 end
 
@@ -108,9 +115,18 @@ function M.percent_decode(s, plus_is_space)
   return (gsub(s, "%%(%x%x)", hex_byte))
 end
 
--- The store URL without trailing slashes, lower-cased for comparison.
+-- The store URL without trailing slashes, lower-cased for comparison;
+-- cached per store_url since params rarely change.
+local bases, nbases = {}, 0
 local function store_base(store_url)
-  return lower((gsub(store_url, "/+$", "")))
+  local base = bases[store_url]
+  if not base then
+    base = lower((gsub(store_url, "/+$", "")))
+    if nbases >= 64 then bases, nbases = {}, 0 end
+    bases[store_url] = base
+    nbases = nbases + 1
+  end
+  return base
 end
 
 --- product_slug(url, store_url) -> slug | nil, reason
@@ -130,14 +146,18 @@ function M.product_slug(url, store_url)
   if lower(sub(url, 1, #base)) ~= base or sub(url, #base + 1, prefix_end) ~= "/products/" then
     return nil, "not_a_product_url"
   end
-  local path_end = (find(url, "[?#]", prefix_end + 1) or #url + 1) - 1
+  local path_end = #url
+  local q, h = find(url, "?", prefix_end + 1, true), find(url, "#", prefix_end + 1, true)
+  if q and (not h or q < h) then path_end = q - 1 elseif h then path_end = h - 1 end
   if byte(url, path_end) == 47 then path_end = path_end - 1 end   -- one trailing '/'
   local raw = sub(url, prefix_end + 1, path_end)
   if raw == "" or find(raw, "/", 1, true) then return nil, "not_a_product_url" end
-  local slug = M.percent_decode(raw)
-  if not slug or not M.text(slug, 1024) or find(slug, "/", 1, true) then
-    return nil, "bad_url"
+  local slug = raw
+  if find(raw, "%", 1, true) then
+    slug = M.percent_decode(raw)
+    if not slug or find(slug, "/", 1, true) then return nil, "bad_url" end
   end
+  if not M.text(slug, 1024) then return nil, "bad_url" end
   return slug
 end
 

@@ -2,38 +2,42 @@
 -- surrogates (U+D800..U+DFFF), nothing above U+10FFFF.
 -- Uses nothing but string functions; sluice/init.lua and the rules share it.
 
-local byte, find = string.byte, string.find
+local byte = string.byte
 
 local M = {}
 
 --- valid(s) -> true | false, offset
 -- True when the string s is valid UTF-8. Otherwise false and the 1-based
--- byte offset where the first bad sequence starts. O(#s); ASCII runs are
--- skipped with one pattern search.
+-- byte offset where the first bad sequence starts. O(#s), a byte loop that
+-- LuaJIT compiles.
 function M.valid(s)
-  local i = 1
-  while true do
-    local k = find(s, "[\128-\255]", i)
-    if not k then return true end
-    local c = byte(s, k)
-    local n                                 -- continuation bytes
-    local lo, hi = 0x80, 0xBF               -- range of the second byte
-    if c >= 0xC2 and c <= 0xDF then n = 1
-    elseif c >= 0xE0 and c <= 0xEF then n = 2
-    elseif c >= 0xF0 and c <= 0xF4 then n = 3
-    else return false, k end                -- stray continuation, C0/C1, F5..FF
-    if c == 0xE0 then lo = 0xA0             -- overlong 3-byte form
-    elseif c == 0xED then hi = 0x9F         -- surrogates
-    elseif c == 0xF0 then lo = 0x90         -- overlong 4-byte form
-    elseif c == 0xF4 then hi = 0x8F end     -- above U+10FFFF
-    local c1 = byte(s, k + 1)
-    if not c1 or c1 < lo or c1 > hi then return false, k end
-    for m = 2, n do
-      local cm = byte(s, k + m)
-      if not cm or cm < 0x80 or cm > 0xBF then return false, k end
+  local i, n = 1, #s
+  while i <= n do
+    local c = byte(s, i)
+    if c < 0x80 then
+      i = i + 1
+    else
+      local k = i
+      local more                              -- continuation bytes
+      local lo, hi = 0x80, 0xBF               -- range of the second byte
+      if c >= 0xC2 and c <= 0xDF then more = 1
+      elseif c >= 0xE0 and c <= 0xEF then more = 2
+      elseif c >= 0xF0 and c <= 0xF4 then more = 3
+      else return false, k end                -- stray continuation, C0/C1, F5..FF
+      if c == 0xE0 then lo = 0xA0             -- overlong 3-byte form
+      elseif c == 0xED then hi = 0x9F         -- surrogates
+      elseif c == 0xF0 then lo = 0x90         -- overlong 4-byte form
+      elseif c == 0xF4 then hi = 0x8F end     -- above U+10FFFF
+      local c1 = byte(s, k + 1)
+      if not c1 or c1 < lo or c1 > hi then return false, k end
+      for m = 2, more do
+        local cm = byte(s, k + m)
+        if not cm or cm < 0x80 or cm > 0xBF then return false, k end
+      end
+      i = k + more + 1
     end
-    i = k + n + 1
   end
+  return true
 end
 
 --- encode(cp) -> string
