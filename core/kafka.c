@@ -102,6 +102,7 @@ struct sl_kafka_producer {
     struct qwake wake;
     size_t inflight;         /* produced, not yet reported */
     bool up;                 /* a broker is reachable, as far as we know */
+    bool closing;            /* destroy: reports free their op, call nothing */
 };
 
 struct produce_op {
@@ -115,7 +116,9 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *arg) {
     (void)rk;
     p->inflight--;
     if (!m->err) p->up = true;
-    if (op) {
+    if (op && p->closing) {
+        free(op);
+    } else if (op) {
         if (m->err) op->cb(op->opaque, rd_kafka_err2str(m->err), m->partition, -1);
         else op->cb(op->opaque, NULL, m->partition, m->offset);
         free(op);
@@ -182,7 +185,9 @@ fail:
 void sl_kafka_producer_destroy(struct sl_kafka_producer *p) {
     if (!p) return;
     if (p->rk) {
+        p->closing = true;
         rd_kafka_flush(p->rk, 5000);
+        rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         /* Reports still queued are served so their ops are freed. */
         while (rd_kafka_poll(p->rk, 0) > 0) {}
     }
@@ -278,8 +283,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 }
 
 static void consumer_error(struct sl_kafka_consumer *c, rd_kafka_message_t *m) {
-    (void)c;
-    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) return;
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        if (c->conf.on_eof)
+            c->conf.on_eof(c->conf.arg, rd_kafka_topic_name(m->rkt), m->partition);
+        return;
+    }
     sl_log(SL_LOG_WARN, "kafka", "consumer: %s", rd_kafka_message_errstr(m));
 }
 

@@ -38,6 +38,8 @@ typedef void sl_kafka_delivery_fn(void *opaque, const char *err,
  * on base. Returns NULL and fills err on failure. */
 struct sl_kafka_producer *sl_kafka_producer_create(struct event_base *base,
         const struct sl_kafka_conf *conf, char *err, size_t errlen);
+/* Waits up to 5 s for queued records, then purges the rest; delivery
+ * callbacks are not called any more once destroy begins. NULL does nothing. */
 void sl_kafka_producer_destroy(struct sl_kafka_producer *p);
 
 /* Queues one record. partition -1 lets the partitioner choose from the key
@@ -90,6 +92,9 @@ typedef void sl_kafka_record_fn(void *arg, struct sl_kafka_record *rec);
  * commits synchronously. parts is an rd_kafka_topic_partition_list_t. */
 typedef void sl_kafka_rebalance_fn(void *arg, bool assigned, void *parts);
 
+/* The consumer reached the end of a partition (enable.partition.eof). */
+typedef void sl_kafka_eof_fn(void *arg, const char *topic, int32_t partition);
+
 struct sl_kafka_consumer_conf {
     struct sl_kafka_conf kafka;
     const char *group;
@@ -98,6 +103,7 @@ struct sl_kafka_consumer_conf {
     size_t batch;                 /* records drained per loop wake-up */
     sl_kafka_record_fn *on_record;
     sl_kafka_rebalance_fn *on_rebalance; /* may be NULL */
+    sl_kafka_eof_fn *on_eof;      /* may be NULL */
     void *arg;
 };
 

@@ -1,0 +1,40 @@
+-- The recommendations job: Snowplow tracker events in, each visitor's product
+-- views out. Addresses and secrets come from the environment, so the same file
+-- serves a laptop (embedded broker) and production (a real cluster).
+--
+--   KAFKA_BROKERS      "embedded" (default) or host:port,host:port
+--   STORE_URL          the store whose /products/ URLs count
+--   SNOWPLOW_APP_ID    the tracker's app id (aid)
+--   COLLECTOR_LISTEN   the collector's host:port
+--   COLLECTOR_ORIGINS  store origins allowed to post, comma-separated
+--   ADMIN_LISTEN       the admin listener (/metrics, /health)
+
+local function list(s)
+  local out = {}
+  for item in string.gmatch(s, "[^,%s]+") do out[#out + 1] = item end
+  return out
+end
+
+local store_url = env("STORE_URL", "http://127.0.0.1:8080")
+
+return {
+  kafka = {
+    brokers = env("KAFKA_BROKERS", "embedded"),
+    group = env("SLUICE_GROUP", "sluice-recommendations"),
+    input = "http.shopify-events",
+    dead_letter = "sluice.dead-letter",
+  },
+  rules = { path = env("SLUICE_RULES", "lua"), budget = "200ms", watchdog = "5s" },
+  collector = {
+    listen = env("COLLECTOR_LISTEN", "127.0.0.1:8080"),
+    topic = "http.shopify-events",
+    allowed_origins = list(env("COLLECTOR_ORIGINS", store_url)),
+  },
+  admin = env("ADMIN_LISTEN", "127.0.0.1:9100"),
+  pipeline = {
+    { lua = "recommendations.extract",
+      params = { store_url = store_url, app_id = env("SNOWPLOW_APP_ID", "shopify-nu-recommendations") } },
+    { name = "debug", kafka = { topic = "shopify-found-recommendations", key = "userId",
+                                fields = { "userId", "product" } } },
+  },
+}

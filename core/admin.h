@@ -1,0 +1,23 @@
+/* admin.h -- the admin HTTP listener: GET /metrics (Prometheus text) and
+ * GET /health. Runs on the loop with libevent's evhttp. Uses metrics.c. */
+#ifndef SL_ADMIN_H
+#define SL_ADMIN_H
+
+#include "sl.h"
+
+struct event_base;
+struct sl_admin;
+
+/* Called before /metrics renders, so units can refresh their gauges and
+ * append series of their own. */
+typedef void sl_admin_metrics_fn(void *arg, struct sl_buf *out);
+
+struct sl_admin *sl_admin_create(struct event_base *base, const char *listen,
+                                 sl_admin_metrics_fn *fn, void *arg,
+                                 char *err, size_t errlen);
+void sl_admin_destroy(struct sl_admin *a);
+
+/* Splits "host:port" into host (caller's buffer) and port. */
+int sl_admin_parse_listen(const char *listen, char *host, size_t hostlen, int *port);
+
+#endif

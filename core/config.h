@@ -1,0 +1,105 @@
+/* config.h -- the job configuration: a Lua file returning a table.
+ *
+ * The file runs in a throw-away Lua state with the base, string, table, math
+ * and os libraries and one helper, env(NAME, DEFAULT). Its table is checked
+ * and copied into plain C structs; errors name the file, the key path and
+ * what was expected, e.g.
+ *   config/x.lua: pipeline[2].window.length: expected a duration like "5m", got 5
+ * Uses LuaJIT and json.c (step params travel to the rules VM as JSON). */
+#ifndef SL_CONFIG_H
+#define SL_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kafka.h"
+
+enum sl_step_type {
+    SL_STEP_LUA,     /* a rule function f(ctx, params) */
+    SL_STEP_KAFKA,   /* produce variables of the context to a topic */
+    SL_STEP_WINDOW,  /* keyed sliding window in the core */
+};
+
+enum sl_agg_kind { SL_AGG_LIST, SL_AGG_COUNT, SL_AGG_FIRST, SL_AGG_LAST, SL_AGG_DISTINCT };
+
+struct sl_agg_conf {
+    char *name;              /* output field of the aggregate table */
+    enum sl_agg_kind kind;
+    char *var;               /* dotted context path, e.g. "product.slug" */
+};
+
+struct sl_step_conf {
+    enum sl_step_type type;
+    char *name;              /* unique; defaults to the type plus position */
+    /* lua */
+    char *module;            /* "recommendations.extract" */
+    char *fn;                /* function in the module, default: the name */
+    char *params_json;       /* the step's params table as JSON, "{}" if none */
+    /* kafka */
+    char *topic;
+    char *key_var;           /* context path of the record key, may be NULL */
+    char **fields;           /* context variables forming the value object */
+    size_t nfields;
+    /* window */
+    char *time_var;          /* NULL: the Kafka record timestamp */
+    int64_t length_ms;
+    char *dedupe_var;        /* may be NULL */
+    char *as;                /* output variable */
+    size_t max_entries;
+    size_t max_keys;
+    struct sl_agg_conf *aggs;
+    size_t naggs;
+};
+
+struct sl_config {
+    char *file;
+    struct {
+        char *brokers;       /* "embedded" or a bootstrap list */
+        bool embedded;
+        int partitions;      /* topics created by the embedded broker */
+        char *group;
+        char **input;        /* topics consumed */
+        size_t ninput;
+        char *dead_letter;
+        struct sl_kafka_prop *props; /* extra librdkafka properties */
+        size_t nprops;
+    } kafka;
+    struct {
+        char **path;         /* directories holding rule modules */
+        size_t npath;
+        int64_t budget_ms;   /* a step running longer is interrupted */
+        int64_t watchdog_ms; /* ...or, if it cannot be, the process exits */
+        char *state_dir;     /* where the watchdog leaves the poisoned record */
+    } rules;
+    size_t max_inflight;     /* records in flight before partitions pause */
+    int64_t shutdown_ms;     /* bound on finishing in-flight work at exit */
+    bool has_collector;
+    struct {
+        char *listen;
+        char *topic;
+        char **allowed_origins;
+        size_t norigins;
+        size_t max_body;
+        char *ip;            /* "hash" | "keep" | "drop" */
+        char *ip_salt;
+        size_t max_inflight;
+    } collector;
+    char *admin_listen;      /* NULL: no admin listener */
+    struct sl_step_conf *steps;
+    size_t nsteps;
+};
+
+/* Loads and checks file. Returns NULL and a message in err on error. */
+struct sl_config *sl_config_load(const char *file, char *err, size_t errlen);
+void sl_config_destroy(struct sl_config *c);
+
+/* Parses "250ms", "5s", "5m", "1h", "2d" (also "1m30s") into ms. */
+int sl_config_parse_duration(const char *s, int64_t *ms);
+/* Parses "64KB", "5MiB", "1024" into bytes. */
+int sl_config_parse_size(const char *s, size_t *bytes);
+
+/* Index of the step named name, or -1. */
+int sl_config_step_index(const struct sl_config *c, const char *name);
+
+#endif

@@ -1,0 +1,76 @@
+/* pipeline.h -- runs records through the steps of a config.
+ *
+ * A record becomes a context (a Lua table: input = the decoded value, kafka =
+ * its metadata) that moves through the steps in order. Lua steps run in the
+ * rules VM; kafka steps produce and wait for the broker's acknowledgement;
+ * a step error dead-letters the record. When every context of a record has
+ * finished, the record is reported done, so its offset may be committed.
+ * Without a producer (sluice test), kafka steps and dead-letters are traced
+ * instead of produced, and every step writes one JSON line to the trace.
+ * Uses rules.c, json.c, kafka.c, metrics.c. */
+#ifndef SL_PIPELINE_H
+#define SL_PIPELINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config.h"
+#include "kafka.h"
+#include "rules.h"
+
+struct sl_pipeline;
+
+/* One input record. The pipeline copies nothing: the memory must stay valid
+ * until on_done is called for it. */
+struct sl_input {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    int64_t timestamp;       /* ms, -1 when unknown */
+    const void *key;
+    size_t keylen;
+    const void *value;
+    size_t len;
+    void *owner;             /* the caller's handle, untouched */
+};
+
+/* The record has finished every step (or was dead-lettered). */
+typedef void sl_pipeline_done_fn(void *arg, struct sl_input *in);
+/* A sink failed for good: the process must stop without committing. */
+typedef void sl_pipeline_fatal_fn(void *arg, const char *why);
+
+struct sl_pipeline_conf {
+    const struct sl_config *cf;
+    struct sl_kafka_producer *producer; /* NULL: trace mode */
+    FILE *trace;                        /* per-step JSON lines, or NULL */
+    sl_pipeline_done_fn *on_done;
+    sl_pipeline_fatal_fn *on_fatal;
+    sl_pipeline_done_fn *on_drop;       /* destroy drops a record in flight */
+    void *arg;
+};
+
+/* Takes ownership of rules. */
+struct sl_pipeline *sl_pipeline_create(const struct sl_pipeline_conf *conf,
+                                       struct sl_rules *rules);
+/* Frees the pipeline; records still in flight go to on_drop, not on_done.
+ * Their contexts leak into nothing: the caller must mute or destroy the
+ * producer whose reports reference them right after. */
+void sl_pipeline_destroy(struct sl_pipeline *pl);
+
+/* Swaps in new rules (ownership moves): records that start from now on use
+ * them; records in flight finish on the VM they started on. */
+void sl_pipeline_swap_rules(struct sl_pipeline *pl, struct sl_rules *rules);
+const char *sl_pipeline_version(const struct sl_pipeline *pl);
+
+/* Runs one record. Synchronous steps run now; on_done may be called before
+ * this returns. */
+void sl_pipeline_push(struct sl_pipeline *pl, struct sl_input *in);
+/* Dead-letters a record without running it (the watchdog's victim). */
+void sl_pipeline_reject(struct sl_pipeline *pl, struct sl_input *in,
+                        const char *step, const char *why);
+
+/* Records pushed and not yet done. */
+size_t sl_pipeline_inflight(const struct sl_pipeline *pl);
+
+#endif

@@ -1,0 +1,401 @@
+/* rules.c -- the rules VM, budgets and the watchdog (see rules.h). */
+#define _GNU_SOURCE
+#include "rules.h"
+#include "json.h"
+#include "metrics.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+struct sl_rules {
+    lua_State *L;
+    int refcount;
+    const struct sl_config *cf;
+    int *fn_refs;            /* per step: the function, LUA_NOREF for non-lua steps */
+    int *params_refs;        /* per step: the params table */
+    int traceback_ref;
+    char version[17];
+    int64_t deadline;        /* monotonic ms after which the running step stops */
+};
+
+/* ==================== The sluice module ==================== */
+
+static int sl_lua_now(lua_State *L) {
+    lua_pushnumber(L, (lua_Number)sl_now_ms());
+    return 1;
+}
+
+static int sl_lua_log(lua_State *L) {
+    static const char *levels[] = {"debug", "info", "warn", "error", NULL};
+    int level = luaL_checkoption(L, 1, "info", levels);
+    sl_log((enum sl_log_level)level, "lua", "%s", luaL_checkstring(L, 2));
+    return 0;
+}
+
+static const luaL_Reg sluice_lib[] = {
+    {"json_decode", sl_lua_json_decode},
+    {"json_encode", sl_lua_json_encode},
+    {"array", sl_lua_array},
+    {"now", sl_lua_now},
+    {"log", sl_lua_log},
+    {NULL, NULL},
+};
+
+/* Registers `sluice` in package.loaded so that require "sluice" finds it
+ * before any Lua file of that name. */
+static void open_sluice(lua_State *L, const char *version) {
+    lua_getglobal(L, "package");                 /* package */
+    lua_getfield(L, -1, "loaded");               /* package loaded */
+    lua_newtable(L);                             /* package loaded sluice */
+    luaL_register(L, NULL, sluice_lib);
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, -2, "null");
+    sl_json_push_array_mt(L);
+    lua_setfield(L, -2, "array_mt");
+    lua_pushstring(L, version);
+    lua_setfield(L, -2, "version");
+    lua_setfield(L, -2, "sluice");               /* package loaded */
+    lua_pop(L, 2);
+}
+
+/* ==================== Version ==================== */
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *s = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ull;
+    return h;
+}
+
+static int cmpstr(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Collects the .lua files under dir, recursively. */
+static void collect(const char *dir, char ***files, size_t *n, size_t *cap) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    if (!d) return;
+    while ((e = readdir(d))) {
+        char path[4096];
+        struct stat st;
+        if (e->d_name[0] == '.') continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        if (stat(path, &st)) continue;
+        if (S_ISDIR(st.st_mode)) collect(path, files, n, cap);
+        else if (strlen(e->d_name) > 4 && !strcmp(e->d_name + strlen(e->d_name) - 4, ".lua")) {
+            if (*n == *cap) *files = sl_realloc(*files, (*cap = *cap * 2 + 8) * sizeof(char *));
+            (*files)[(*n)++] = sl_strdup(path);
+        }
+    }
+    closedir(d);
+}
+
+static void rules_version(const struct sl_config *cf, char out[17]) {
+    char **files = NULL;
+    size_t n = 0, cap = 0;
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < cf->rules.npath; i++) collect(cf->rules.path[i], &files, &n, &cap);
+    qsort(files, n, sizeof(char *), cmpstr);
+    for (size_t i = 0; i < n; i++) {
+        FILE *f = fopen(files[i], "rb");
+        char buf[8192];
+        size_t k;
+        h = fnv(h, files[i], strlen(files[i]) + 1);
+        if (f) {
+            while ((k = fread(buf, 1, sizeof(buf), f)) > 0) h = fnv(h, buf, k);
+            fclose(f);
+        }
+        free(files[i]);
+    }
+    free(files);
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
+
+/* ==================== Loading ==================== */
+
+static int traceback(lua_State *L) {
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+static void set_path(lua_State *L, const struct sl_config *cf) {
+    struct sl_buf b = {0};
+    for (size_t i = 0; i < cf->rules.npath; i++)
+        sl_buf_printf(&b, "%s/?.lua;%s/?/init.lua;", cf->rules.path[i], cf->rules.path[i]);
+    lua_getglobal(L, "package");
+    lua_pushstring(L, sl_buf_cstr(&b));
+    lua_setfield(L, -2, "path");
+    lua_pop(L, 1);
+    sl_buf_free(&b);
+}
+
+/* Resolves step i: require(module)[fn], params decoded. */
+static int load_step(struct sl_rules *r, size_t i, char *err, size_t errlen) {
+    lua_State *L = r->L;
+    const struct sl_step_conf *s = &r->cf->steps[i];
+    char jerr[256];
+    int ret = SL_ERR;
+    int top = lua_gettop(L);
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->traceback_ref);  /* tb */
+    lua_getglobal(L, "require");                          /* tb require */
+    lua_pushstring(L, s->module);                         /* tb require module */
+    if (lua_pcall(L, 1, 1, -3)) {                         /* tb mod|err */
+        sl_errf(err, errlen, "step %s: %s", s->name, lua_tostring(L, -1));
+        goto done;
+    }
+    if (!lua_istable(L, -1)) {
+        sl_errf(err, errlen, "step %s: module %s must return a table of functions, got %s",
+                s->name, s->module, luaL_typename(L, -1));
+        goto done;
+    }
+    lua_getfield(L, -1, s->fn);                           /* tb mod fn */
+    if (!lua_isfunction(L, -1)) {
+        sl_errf(err, errlen, "step %s: module %s has no function %s", s->name,
+                s->module, s->fn);
+        goto done;
+    }
+    r->fn_refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);       /* tb mod */
+    if (sl_json_decode(L, s->params_json, strlen(s->params_json), jerr, sizeof(jerr))) {
+        sl_errf(err, errlen, "step %s: params: %s", s->name, jerr);
+        goto done;
+    }
+    r->params_refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+    ret = SL_OK;
+done:
+    lua_settop(L, top);
+    return ret;
+}
+
+struct sl_rules *sl_rules_create(const struct sl_config *cf, char *err, size_t errlen) {
+    struct sl_rules *r = sl_calloc(1, sizeof(*r));
+    r->cf = cf;
+    r->refcount = 1;
+    r->L = luaL_newstate();
+    if (!r->L) {
+        sl_errf(err, errlen, "cannot create a Lua state");
+        free(r);
+        return NULL;
+    }
+    luaL_openlibs(r->L);
+    sl_json_init(r->L);
+    rules_version(cf, r->version);
+    open_sluice(r->L, r->version);
+    set_path(r->L, cf);
+    lua_pushcfunction(r->L, traceback);
+    r->traceback_ref = luaL_ref(r->L, LUA_REGISTRYINDEX);
+    r->fn_refs = sl_malloc((cf->nsteps + 1) * sizeof(int));
+    r->params_refs = sl_malloc((cf->nsteps + 1) * sizeof(int));
+    for (size_t i = 0; i < cf->nsteps; i++) r->fn_refs[i] = r->params_refs[i] = LUA_NOREF;
+    for (size_t i = 0; i < cf->nsteps; i++) {
+        if (cf->steps[i].type != SL_STEP_LUA) continue;
+        if (load_step(r, i, err, errlen)) {
+            sl_rules_release(r);
+            return NULL;
+        }
+    }
+    return r;
+}
+
+void sl_rules_retain(struct sl_rules *r) { r->refcount++; }
+
+void sl_rules_release(struct sl_rules *r) {
+    if (!r || --r->refcount > 0) return;
+    lua_close(r->L);
+    free(r->fn_refs);
+    free(r->params_refs);
+    free(r);
+}
+
+lua_State *sl_rules_state(struct sl_rules *r) { return r->L; }
+
+const char *sl_rules_version(const struct sl_rules *r) { return r->version; }
+
+/* ==================== Calling steps ==================== */
+
+/* The VM whose step runs now; the loop is single-threaded. */
+static struct sl_rules *running;
+
+/* Watchdog state, shared with its thread. */
+static _Atomic int64_t wd_started;          /* monotonic ms the step began, 0 idle */
+static char wd_what[256], wd_step[64];      /* written before wd_started is set */
+
+static void budget_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    if (running && sl_mono_ms() > running->deadline) {
+        lua_sethook(L, NULL, 0, 0);
+        luaL_error(L, "step exceeded its budget of %d ms", (int)running->cf->rules.budget_ms);
+    }
+}
+
+static void sanitize_reason(const char *in, char *out, size_t n) {
+    size_t j = 0;
+    for (size_t i = 0; in[i] && j + 1 < n; i++) {
+        char c = in[i];
+        out[j++] = ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                    (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.') ? c : '_';
+    }
+    out[j] = '\0';
+    if (!j) snprintf(out, n, "filtered");
+}
+
+enum sl_rules_result sl_rules_call(struct sl_rules *r, size_t step, int *ctx_ref,
+                                   const char *what, struct sl_rules_out *out) {
+    lua_State *L = r->L;
+    int top = lua_gettop(L);
+    enum sl_rules_result res = SL_RULES_ERROR;
+
+    sl_buf_reset(&out->error);
+    out->nrefs = 0;
+    if (!lua_checkstack(L, 8)) {
+        sl_buf_adds(&out->error, "Lua stack exhausted");
+        return SL_RULES_ERROR;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->traceback_ref);  /* tb */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn_refs[step]);  /* tb fn */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, *ctx_ref);          /* tb fn ctx */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->params_refs[step]); /* tb fn ctx params */
+
+    snprintf(wd_what, sizeof(wd_what), "%s", what ? what : "-");
+    snprintf(wd_step, sizeof(wd_step), "%s", r->cf->steps[step].name);
+    running = r;
+    r->deadline = sl_mono_ms() + r->cf->rules.budget_ms;
+    wd_started = sl_mono_ms();
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, SL_RULES_HOOK_COUNT);
+    int rc = lua_pcall(L, 2, 2, top + 1);                 /* tb r1 r2 */
+    lua_sethook(L, NULL, 0, 0);
+    wd_started = 0;
+    running = NULL;
+
+    if (rc) {
+        const char *m = lua_tostring(L, -1);
+        sl_buf_adds(&out->error, m ? m : "error object is not a string");
+        goto done;
+    }
+    if (lua_istable(L, -2)) {
+        lua_rawgeti(L, -2, 1);
+        int many = !lua_isnil(L, -1);
+        lua_pop(L, 1);
+        if (!many) {
+            luaL_unref(L, LUA_REGISTRYINDEX, *ctx_ref);
+            lua_pushvalue(L, -2);
+            *ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+            res = SL_RULES_NEXT;
+            goto done;
+        }
+        size_t n = lua_objlen(L, -2);
+        out->refs = sl_realloc(out->refs, (n + 1) * sizeof(int));
+        for (size_t i = 1; i <= n; i++) {
+            lua_rawgeti(L, -2, (int)i);
+            if (!lua_istable(L, -1)) {
+                sl_buf_printf(&out->error, "step %s returned a list whose item %zu is a %s, "
+                              "not a context table", r->cf->steps[step].name, i,
+                              luaL_typename(L, -1));
+                lua_pop(L, 1);
+                for (size_t j = 0; j < out->nrefs; j++) luaL_unref(L, LUA_REGISTRYINDEX, out->refs[j]);
+                out->nrefs = 0;
+                goto done;
+            }
+            out->refs[out->nrefs++] = luaL_ref(L, LUA_REGISTRYINDEX);
+        }
+        res = SL_RULES_MANY;
+    } else if (lua_isnil(L, -2)) {
+        const char *reason = lua_tostring(L, -1);
+        sanitize_reason(reason ? reason : "filtered", out->reason, sizeof(out->reason));
+        res = SL_RULES_FILTERED;
+    } else {
+        sl_buf_printf(&out->error, "step %s must return a context, nil and a reason, or a "
+                      "list of contexts; it returned a %s", r->cf->steps[step].name,
+                      luaL_typename(L, -2));
+    }
+done:
+    lua_settop(L, top);
+    return res;
+}
+
+void sl_rules_out_free(struct sl_rules_out *out) {
+    sl_buf_free(&out->error);
+    free(out->refs);
+    out->refs = NULL;
+    out->nrefs = 0;
+}
+
+/* ==================== Watchdog ==================== */
+
+static char wd_file[4096];
+static int64_t wd_limit;
+static pthread_t wd_thread;
+static int wd_running;
+
+static void poison_path(const struct sl_config *cf, char *out, size_t n) {
+    snprintf(out, n, "%s/poisoned-%s", cf->rules.state_dir, cf->kafka.group);
+}
+
+static void *watchdog(void *arg) {
+    (void)arg;
+    for (;;) {
+        usleep(50 * 1000);
+        int64_t started = wd_started;
+        if (!started || sl_mono_ms() - started < wd_limit) continue;
+        FILE *f = fopen(wd_file, "w");
+        if (f) {
+            fprintf(f, "%s\n%s\n", wd_what, wd_step);
+            fclose(f);
+        }
+        sl_log(SL_LOG_ERROR, "rules",
+               "watchdog: step %s has run %lld ms on record %s; exiting so a "
+               "supervisor restarts sluice; the record will be dead-lettered (%s)",
+               wd_step, (long long)(sl_mono_ms() - started), wd_what, wd_file);
+        _exit(SL_RULES_WATCHDOG_EXIT);
+    }
+    return NULL;
+}
+
+int sl_rules_watchdog_start(const struct sl_config *cf, char *err, size_t errlen) {
+    if (wd_running) return SL_OK;
+    if (mkdir(cf->rules.state_dir, 0755) && errno != EEXIST) {
+        sl_errf(err, errlen, "rules.state_dir %s: %s", cf->rules.state_dir, strerror(errno));
+        return SL_ERR;
+    }
+    poison_path(cf, wd_file, sizeof(wd_file));
+    wd_limit = cf->rules.watchdog_ms;
+    if (pthread_create(&wd_thread, NULL, watchdog, NULL)) {
+        sl_errf(err, errlen, "cannot start the watchdog thread");
+        return SL_ERR;
+    }
+    pthread_detach(wd_thread);
+    wd_running = 1;
+    return SL_OK;
+}
+
+int sl_rules_poisoned(const struct sl_config *cf, char *what, size_t whatlen,
+                      char *step, size_t steplen) {
+    char path[4096];
+    poison_path(cf, path, sizeof(path));
+    FILE *f = fopen(path, "r");
+    if (!f) return SL_ERR;
+    int ok = fgets(what, (int)whatlen, f) && fgets(step, (int)steplen, f);
+    fclose(f);
+    if (!ok) return SL_ERR;
+    what[strcspn(what, "\n")] = '\0';
+    step[strcspn(step, "\n")] = '\0';
+    return SL_OK;
+}
+
+void sl_rules_poison_clear(const struct sl_config *cf) {
+    char path[4096];
+    poison_path(cf, path, sizeof(path));
+    unlink(path);
+}

@@ -1,0 +1,76 @@
+/* rules.h -- the Lua VM that runs the rules of a pipeline.
+ *
+ * One sl_rules is one LuaJIT state with the rule modules of every lua step
+ * loaded, their functions and params resolved, and the `sluice` module in
+ * package.loaded. A reload builds a new sl_rules and swaps it in only when it
+ * loaded; records in flight keep a reference to the VM they started on, and
+ * a VM is closed when its last reference goes (sl_rules_release).
+ *
+ * A step that runs longer than rules.budget is interrupted by a count hook
+ * where the VM allows it. Compiled LuaJIT traces ignore hooks, so a watchdog
+ * thread also watches the running step: past rules.watchdog it writes the
+ * record's coordinates to the state directory, logs step and record, and
+ * exits with SL_RULES_WATCHDOG_EXIT so a supervisor restarts the process;
+ * the next process dead-letters that record instead of running it again.
+ * Uses LuaJIT, json.c, config.h. */
+#ifndef SL_RULES_H
+#define SL_RULES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lua.h>
+
+#include "config.h"
+#include "sl.h"
+
+#define SL_RULES_WATCHDOG_EXIT 70  /* Exit status when the watchdog stops a stuck step. */
+#define SL_RULES_HOOK_COUNT 1000   /* VM instructions between budget checks. */
+
+struct sl_rules;
+
+enum sl_rules_result {
+    SL_RULES_NEXT,     /* the step returned a context: *ctx_ref now holds it */
+    SL_RULES_FILTERED, /* nil, reason: reason is in out->reason */
+    SL_RULES_MANY,     /* a list of contexts: refs in out->refs[0..n) */
+    SL_RULES_ERROR,    /* a Lua error or a bad return: message in out->error */
+};
+
+struct sl_rules_out {
+    char reason[64];        /* filter reason, sanitised for metric labels */
+    struct sl_buf error;    /* error with traceback */
+    int *refs;              /* SL_RULES_MANY: context refs, owned by the caller */
+    size_t nrefs;
+};
+
+/* Builds a new VM for cf: loads every lua step's module and resolves its
+ * function. Returns NULL with file:line in err when a rule fails to load. */
+struct sl_rules *sl_rules_create(const struct sl_config *cf, char *err, size_t errlen);
+
+void sl_rules_retain(struct sl_rules *r);
+/* Drops a reference; the last one closes the VM. NULL does nothing. */
+void sl_rules_release(struct sl_rules *r);
+
+lua_State *sl_rules_state(struct sl_rules *r);
+/* Hash of the rule files' contents, 16 hex digits. */
+const char *sl_rules_version(const struct sl_rules *r);
+
+/* Runs lua step `step` (index in cf->steps) on the context table referenced
+ * by *ctx_ref. On SL_RULES_NEXT *ctx_ref refers to the returned table (the old
+ * ref is released when it changed). `what` describes the record for the
+ * watchdog ("topic/partition/offset"). out->error is reset by the call. */
+enum sl_rules_result sl_rules_call(struct sl_rules *r, size_t step, int *ctx_ref,
+                                   const char *what, struct sl_rules_out *out);
+
+void sl_rules_out_free(struct sl_rules_out *out);
+
+/* Starts the watchdog thread for the process (idempotent). */
+int sl_rules_watchdog_start(const struct sl_config *cf, char *err, size_t errlen);
+/* The record the previous process was stopped in, if any: fills what and
+ * step and returns SL_OK, else SL_ERR. */
+int sl_rules_poisoned(const struct sl_config *cf, char *what, size_t whatlen,
+                      char *step, size_t steplen);
+/* Forgets the poisoned record once it has been dead-lettered. */
+void sl_rules_poison_clear(const struct sl_config *cf);
+
+#endif

@@ -1,0 +1,317 @@
+/* worker.c -- the `sluice run` loop (see worker.h). */
+#define _GNU_SOURCE
+#include "worker.h"
+#include "admin.h"
+#include "broker.h"
+#include "config.h"
+#include "kafka.h"
+#include "metrics.h"
+#include "offsets.h"
+#include "pipeline.h"
+#include "rules.h"
+#include "sl.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <librdkafka/rdkafka.h>
+
+#define SL_WORKER_TICK_MS 100 /* Period of the housekeeping timer. */
+
+struct worker {
+    struct sl_config *cf;
+    struct event_base *base;
+    struct sl_broker *broker;            /* embedded only */
+    struct sl_kafka_producer *producer;
+    struct sl_kafka_consumer *consumer;
+    struct sl_pipeline *pipeline;
+    struct sl_offsets *offsets;
+    struct sl_admin *admin;
+    struct event *sighup, *sigterm, *sigint, *tick;
+    char brokers[1024];                  /* the bootstrap list in use */
+    int stopping;                        /* 1 once SIGTERM/SIGINT arrived */
+    int64_t stop_deadline;               /* monotonic ms */
+    int status;                          /* exit status */
+    char poisoned[256], poisoned_step[64]; /* record the watchdog stopped in */
+};
+
+/* A consumed record in the pipeline. */
+struct inrec {
+    struct sl_input in;
+    struct sl_kafka_record *krec;
+    int poisoned;
+};
+
+/* ==================== Records ==================== */
+
+static void maybe_resume(struct worker *w) {
+    if (w->consumer && sl_kafka_consumer_paused(w->consumer) && !w->stopping &&
+        sl_pipeline_inflight(w->pipeline) <= w->cf->max_inflight / 2)
+        sl_kafka_consumer_pause(w->consumer, false);
+}
+
+static void on_done(void *arg, struct sl_input *in) {
+    struct worker *w = arg;
+    struct inrec *r = in->owner;
+    int64_t pos = sl_offsets_done(w->offsets, in->topic, in->partition, in->offset);
+    if (pos >= 0) sl_kafka_consumer_store(w->consumer, in->topic, in->partition, pos);
+    if (r->poisoned) {
+        sl_rules_poison_clear(w->cf);
+        w->poisoned[0] = '\0';
+    }
+    sl_kafka_record_free(r->krec);
+    free(r);
+    maybe_resume(w);
+}
+
+static void on_drop(void *arg, struct sl_input *in) {
+    struct inrec *r = in->owner;
+    (void)arg;
+    sl_kafka_record_free(r->krec);
+    free(r);
+}
+
+static void on_fatal(void *arg, const char *why) {
+    struct worker *w = arg;
+    sl_log(SL_LOG_ERROR, "worker", "%s; stopping without committing what is in flight", why);
+    w->status = 1;
+    event_base_loopbreak(w->base);
+}
+
+static void on_record(void *arg, struct sl_kafka_record *k) {
+    struct worker *w = arg;
+    struct inrec *r = sl_calloc(1, sizeof(*r));
+    char what[256];
+
+    r->krec = k;
+    r->in.topic = k->topic;
+    r->in.partition = k->partition;
+    r->in.offset = k->offset;
+    r->in.timestamp = k->timestamp;
+    r->in.key = k->key;
+    r->in.keylen = k->keylen;
+    r->in.value = k->value;
+    r->in.len = k->len;
+    r->in.owner = r;
+    sl_offsets_track(w->offsets, k->topic, k->partition, k->offset);
+    if (w->poisoned[0]) {
+        snprintf(what, sizeof(what), "%s/%d/%lld", k->topic, k->partition, (long long)k->offset);
+        if (!strcmp(what, w->poisoned)) {
+            char why[512];
+            r->poisoned = 1;
+            snprintf(why, sizeof(why), "step %s ran past rules.watchdog (%lld ms) on this "
+                     "record and the process was restarted", w->poisoned_step,
+                     (long long)w->cf->rules.watchdog_ms);
+            sl_log(SL_LOG_WARN, "worker", "dead-lettering %s: %s", what, why);
+            sl_pipeline_reject(w->pipeline, &r->in, w->poisoned_step, why);
+            return;
+        }
+    }
+    sl_pipeline_push(w->pipeline, &r->in);
+    if (sl_pipeline_inflight(w->pipeline) >= w->cf->max_inflight && !w->stopping)
+        sl_kafka_consumer_pause(w->consumer, true);
+}
+
+static void on_rebalance(void *arg, bool assigned, void *parts_) {
+    struct worker *w = arg;
+    rd_kafka_topic_partition_list_t *parts = parts_;
+    if (assigned) return;
+    /* Let what is in flight reach its sinks, so its offsets are stored
+     * before the consumer commits and hands the partitions over. */
+    if (sl_kafka_producer_flush(w->producer, (int)w->cf->shutdown_ms) > 0)
+        sl_log(SL_LOG_WARN, "worker", "revoke: records still in flight; the next owner "
+               "will process them again");
+    for (int i = 0; i < parts->cnt; i++)
+        sl_offsets_drop(w->offsets, parts->elems[i].topic, parts->elems[i].partition);
+}
+
+/* ==================== Signals ==================== */
+
+static void on_sighup(evutil_socket_t sig, short what, void *arg) {
+    struct worker *w = arg;
+    char err[SL_ERRLEN];
+    (void)sig; (void)what;
+    if (!w->pipeline) return;
+    struct sl_rules *r = sl_rules_create(w->cf, err, sizeof(err));
+    if (!r) {
+        sl_metrics_inc("sluice_reloads_total", "result=\"error\"", 1);
+        sl_log(SL_LOG_ERROR, "worker", "reload failed, keeping rules version %s: %s",
+               sl_pipeline_version(w->pipeline), err);
+        return;
+    }
+    char old[17];
+    snprintf(old, sizeof(old), "%s", sl_pipeline_version(w->pipeline));
+    sl_pipeline_swap_rules(w->pipeline, r);
+    sl_metrics_inc("sluice_reloads_total", "result=\"ok\"", 1);
+    sl_log(SL_LOG_INFO, "worker", "rules reloaded: version %s (was %s)",
+           sl_pipeline_version(w->pipeline), old);
+}
+
+static void on_stop(evutil_socket_t sig, short what, void *arg) {
+    struct worker *w = arg;
+    (void)what;
+    if (w->stopping) {
+        sl_log(SL_LOG_WARN, "worker", "second signal: stopping now");
+        event_base_loopbreak(w->base);
+        return;
+    }
+    sl_log(SL_LOG_INFO, "worker", "signal %d: stopping; finishing records in flight",
+           (int)sig);
+    w->stopping = 1;
+    w->stop_deadline = sl_mono_ms() + w->cf->shutdown_ms;
+    if (w->consumer) sl_kafka_consumer_pause(w->consumer, true);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg) {
+    struct worker *w = arg;
+    (void)fd; (void)what;
+    if (!w->stopping) return;
+    size_t left = (w->pipeline ? sl_pipeline_inflight(w->pipeline) : 0) +
+                  sl_kafka_producer_inflight(w->producer);
+    if (left == 0 || sl_mono_ms() > w->stop_deadline) {
+        if (left) sl_log(SL_LOG_WARN, "worker", "%zu record(s) still in flight at the "
+                         "shutdown timeout; they will be processed again", left);
+        event_base_loopexit(w->base, NULL);
+    }
+}
+
+/* ==================== Set-up ==================== */
+
+static void metrics_cb(void *arg, struct sl_buf *out) {
+    struct worker *w = arg;
+    (void)out;
+    sl_metrics_set("sluice_inflight_records", NULL,
+                   w->pipeline ? (double)sl_pipeline_inflight(w->pipeline) : 0);
+    sl_metrics_set("sluice_producer_inflight", NULL,
+                   (double)sl_kafka_producer_inflight(w->producer));
+}
+
+static int start_broker(struct worker *w, char *err, size_t errlen) {
+    const struct sl_config *cf = w->cf;
+    const char *topics[64];
+    size_t n = 0;
+    for (size_t i = 0; i < cf->kafka.ninput && n < 60; i++) topics[n++] = cf->kafka.input[i];
+    topics[n++] = cf->kafka.dead_letter;
+    if (cf->has_collector) topics[n++] = cf->collector.topic;
+    for (size_t i = 0; i < cf->nsteps && n < 63; i++)
+        if (cf->steps[i].type == SL_STEP_KAFKA) topics[n++] = cf->steps[i].topic;
+    w->broker = sl_broker_create(1, cf->kafka.partitions, topics, n, err, errlen);
+    if (!w->broker) return SL_ERR;
+    snprintf(w->brokers, sizeof(w->brokers), "%s", sl_broker_address(w->broker));
+    sl_log(SL_LOG_INFO, "worker", "embedded broker on %s", w->brokers);
+    sl_log(SL_LOG_WARN, "worker", "the embedded broker is in memory and keeps only the "
+           "last 5 MiB of each partition: it is for a laptop, a demo and small tests; "
+           "point kafka.brokers at a real Kafka cluster for anything else");
+    return SL_OK;
+}
+
+static int setup(struct worker *w, char *err, size_t errlen) {
+    const struct sl_config *cf = w->cf;
+    struct sl_kafka_conf kc;
+
+    w->base = event_base_new();
+    if (!w->base) {
+        sl_errf(err, errlen, "cannot create the event loop");
+        return SL_ERR;
+    }
+    if (cf->kafka.embedded) {
+        if (start_broker(w, err, errlen)) return SL_ERR;
+    } else {
+        snprintf(w->brokers, sizeof(w->brokers), "%s", cf->kafka.brokers);
+    }
+    kc.brokers = w->brokers;
+    kc.props = cf->kafka.props;
+    kc.nprops = cf->kafka.nprops;
+    w->producer = sl_kafka_producer_create(w->base, &kc, err, errlen);
+    if (!w->producer) return SL_ERR;
+    w->offsets = sl_offsets_create();
+
+    if (cf->nsteps) {
+        struct sl_rules *rules = sl_rules_create(cf, err, errlen);
+        if (!rules) return SL_ERR;
+        sl_log(SL_LOG_INFO, "worker", "rules version %s", sl_rules_version(rules));
+        struct sl_pipeline_conf pc = {
+            .cf = cf, .producer = w->producer, .on_done = on_done,
+            .on_fatal = on_fatal, .on_drop = on_drop, .arg = w,
+        };
+        w->pipeline = sl_pipeline_create(&pc, rules);   /* rules now owned by it */
+        if (sl_rules_watchdog_start(cf, err, errlen)) return SL_ERR;
+        if (sl_rules_poisoned(cf, w->poisoned, sizeof(w->poisoned), w->poisoned_step,
+                              sizeof(w->poisoned_step)) == SL_OK)
+            sl_log(SL_LOG_WARN, "worker", "the previous run was stopped by the watchdog in "
+                   "step %s on record %s: that record will be dead-lettered",
+                   w->poisoned_step, w->poisoned);
+        struct sl_kafka_consumer_conf cc = {
+            .kafka = kc, .group = cf->kafka.group,
+            .topics = (const char *const *)cf->kafka.input, .ntopics = cf->kafka.ninput,
+            .on_record = on_record, .on_rebalance = on_rebalance, .arg = w,
+        };
+        w->consumer = sl_kafka_consumer_create(w->base, &cc, err, errlen);
+        if (!w->consumer) return SL_ERR;
+        sl_log(SL_LOG_INFO, "worker", "consuming %s in group %s from %s", cf->kafka.input[0],
+               cf->kafka.group, w->brokers);
+    }
+    if (cf->admin_listen) {
+        w->admin = sl_admin_create(w->base, cf->admin_listen, metrics_cb, w, err, errlen);
+        if (!w->admin) return SL_ERR;
+        sl_log(SL_LOG_INFO, "worker", "admin on http://%s/metrics", cf->admin_listen);
+    }
+    w->sighup = evsignal_new(w->base, SIGHUP, on_sighup, w);
+    w->sigterm = evsignal_new(w->base, SIGTERM, on_stop, w);
+    w->sigint = evsignal_new(w->base, SIGINT, on_stop, w);
+    w->tick = event_new(w->base, -1, EV_PERSIST, on_tick, w);
+    struct timeval tv = {0, SL_WORKER_TICK_MS * 1000};
+    if (!w->sighup || !w->sigterm || !w->sigint || !w->tick ||
+        event_add(w->sighup, NULL) || event_add(w->sigterm, NULL) ||
+        event_add(w->sigint, NULL) || event_add(w->tick, &tv)) {
+        sl_errf(err, errlen, "cannot add signal events to the loop");
+        return SL_ERR;
+    }
+    return SL_OK;
+}
+
+static void teardown(struct worker *w) {
+    if (w->producer && !w->status) sl_kafka_producer_flush(w->producer, 2000);
+    if (w->consumer) sl_kafka_consumer_commit(w->consumer, true);
+    if (w->tick) event_free(w->tick);
+    if (w->sighup) event_free(w->sighup);
+    if (w->sigterm) event_free(w->sigterm);
+    if (w->sigint) event_free(w->sigint);
+    sl_admin_destroy(w->admin);
+    /* Records still in flight hold Kafka messages: the pipeline drops them
+     * (uncommitted, so they are consumed again) before the consumer goes. */
+    sl_pipeline_destroy(w->pipeline);
+    sl_kafka_consumer_destroy(w->consumer);
+    sl_kafka_producer_destroy(w->producer);
+    sl_offsets_destroy(w->offsets);
+    sl_broker_destroy(w->broker);
+    if (w->base) event_base_free(w->base);
+    sl_config_destroy(w->cf);
+    sl_metrics_reset();
+}
+
+int sl_worker_run(const char *config_file) {
+    struct worker w;
+    char err[SL_ERRLEN];
+
+    memset(&w, 0, sizeof(w));
+    signal(SIGPIPE, SIG_IGN);
+    w.cf = sl_config_load(config_file, err, sizeof(err));
+    if (!w.cf) {
+        fprintf(stderr, "sluice: %s\n", err);
+        return 1;
+    }
+    if (setup(&w, err, sizeof(err))) {
+        fprintf(stderr, "sluice: %s\n", err);
+        teardown(&w);
+        return 1;
+    }
+    event_base_dispatch(w.base);
+    int status = w.status;
+    sl_log(status ? SL_LOG_ERROR : SL_LOG_INFO, "worker", "stopped (exit %d)", status);
+    teardown(&w);
+    return status;
+}
