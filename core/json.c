@@ -352,7 +352,8 @@ static int dec_number(struct dec *d) {
 
 static int dec_value(struct dec *d, int depth);
 
-/* Stack slots one member may need: key, value, and a flush's table + 2 copies. */
+/* Stack slots beyond a chunk of members a container may need: the pending
+ * key and value, and a flush's table and two copies. Checked once per chunk. */
 #define DEC_SLOTS 6
 
 static inline int dec_chunk(int depth) {
@@ -393,8 +394,8 @@ static int dec_object(struct dec *d, int depth) {
         lua_createtable(L, 0, 0);
         return 0;
     }
+    if (!lua_checkstack(L, 2 * chunk + DEC_SLOTS)) return dec_fail_msg(d, d->p, "document too deep for the Lua stack");
     for (;;) {
-        if (!lua_checkstack(L, DEC_SLOTS)) return dec_fail_msg(d, d->p, "document too deep for the Lua stack");
         if (d->p >= d->end || *d->p != '"') return dec_fail_at(d, d->p, "object key expected");
         if (dec_string(d) < 0) return -1;             /* .. key */
         skip_ws(d);
@@ -405,6 +406,8 @@ static int dec_object(struct dec *d, int depth) {
         if (++pending == chunk) {
             obj_flush(L, base, &made, pending);
             pending = 0;
+            if (!lua_checkstack(L, 2 * chunk + DEC_SLOTS))
+                return dec_fail_msg(d, d->p, "document too deep for the Lua stack");
         }
         skip_ws(d);
         if (d->p < d->end && *d->p == ',') {
@@ -434,8 +437,8 @@ static int dec_array(struct dec *d, int depth) {
         lua_createtable(L, 0, 0);
         goto done;
     }
+    if (!lua_checkstack(L, chunk + DEC_SLOTS)) return dec_fail_msg(d, d->p, "document too deep for the Lua stack");
     for (;;) {
-        if (!lua_checkstack(L, DEC_SLOTS)) return dec_fail_msg(d, d->p, "document too deep for the Lua stack");
         if (dec_value(d, depth) < 0) return -1;       /* .. value */
         if (++pending == chunk) {
             if (!made) {
@@ -446,6 +449,8 @@ static int dec_array(struct dec *d, int depth) {
             for (int i = pending; i >= 1; i--) lua_rawseti(L, base, stored + i);
             stored += pending;
             pending = 0;
+            if (!lua_checkstack(L, chunk + DEC_SLOTS))
+                return dec_fail_msg(d, d->p, "document too deep for the Lua stack");
         }
         skip_ws(d);
         if (d->p < d->end && *d->p == ',') {
@@ -629,9 +634,45 @@ static int enc_string(struct enc *e, const char *str, size_t n) {
     return 0;
 }
 
+/* Writes x as %.15g would when x is the double nearest to a decimal of at
+ * most 15 significant digits with 1e-4 <= |x| < 1e14 (model scores, prices,
+ * coordinates), without printf: finds the fewest decimals k with m / 10^k ==
+ * x, m < 10^15. Only one 15-digit decimal lies within half an ulp of a
+ * double, so that m is what %.15g prints. Returns the length, or 0 if x is
+ * not such a number. */
+static int fmt_short_decimal(double x, char *out) {
+    double ax = fabs(x);
+    char digits[24];
+    int k, nd = 0, n = 0;
+    uint64_t m = 0;
+
+    if (ax < 1e-4 || ax >= 1e14) return 0;
+    for (k = 1; k <= 18; k++) {
+        double y = ax * pow10_exact[k];
+        if (y >= 1e15) return 0;
+        m = (uint64_t)nearbyint(y);
+        if ((double)m / pow10_exact[k] == ax) break;
+    }
+    if (k > 18) return 0;
+    while (m && m % 10 == 0 && k > 0) { m /= 10; k--; }
+    do { digits[nd++] = (char)('0' + m % 10); m /= 10; } while (m);  /* reversed */
+    if (x < 0) out[n++] = '-';
+    if (nd <= k) {                                    /* 0.000ddd */
+        out[n++] = '0';
+        out[n++] = '.';
+        for (int i = 0; i < k - nd; i++) out[n++] = '0';
+        while (nd) out[n++] = digits[--nd];
+    } else {                                          /* ddd.ddd */
+        while (nd > k) out[n++] = digits[--nd];
+        if (k) out[n++] = '.';
+        while (nd) out[n++] = digits[--nd];
+    }
+    return n;
+}
+
 static int enc_number(struct enc *e, lua_Number x) {
     struct sl_buf *b = e->b;
-    char tmp[32];
+    char tmp[40];
     int n;
 
     if (!isfinite(x)) return enc_fail(e, isnan(x) ? "cannot encode NaN" : "cannot encode infinity");
@@ -643,10 +684,19 @@ static int enc_number(struct enc *e, lua_Number x) {
         enc_add(b, o, (size_t)(tmp + sizeof(tmp) - o));
         return 0;
     }
+    if ((n = fmt_short_decimal(x, tmp))) {
+        enc_add(b, tmp, (size_t)n);
+        return 0;
+    }
     pthread_once(&c_locale_once, c_locale_create);
     locale_t old = uselocale(c_locale);
-    n = snprintf(tmp, sizeof(tmp), "%.15g", x);
-    if (strtod_l(tmp, NULL, c_locale) != x) {
+    double ax = fabs(x);
+    n = 0;
+    if (ax < 1e-4 || ax >= 1e14) {                    /* else fmt_short_decimal proved 15 digits too few */
+        n = snprintf(tmp, sizeof(tmp), "%.15g", x);
+        if (strtod_l(tmp, NULL, c_locale) != x) n = 0;
+    }
+    if (!n) {
         n = snprintf(tmp, sizeof(tmp), "%.16g", x);
         if (strtod_l(tmp, NULL, c_locale) != x) n = snprintf(tmp, sizeof(tmp), "%.17g", x);
     }

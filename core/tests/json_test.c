@@ -289,6 +289,47 @@ static void test_values(void) {
     lua_settop(L, top);
 }
 
+/* The number encoder must print what the shortest of %.15g/%.16g/%.17g that
+ * reads back the same prints. */
+static void test_number_format(void) {
+    char err[SL_ERRLEN], want[40];
+    struct sl_buf out = {0};
+    int bad = 0, total = 0;
+    unsigned seed = 12345;
+
+    for (int i = 0; i < 200000 && bad < 5; i++) {
+        double x;
+        uint64_t bits;
+        switch (i % 5) {
+        case 0: x = (double)(i - 100000) / 1000; break;
+        case 1: x = 1.0 / (i + 2); break;
+        case 2: x = (double)i * 0.1; break;
+        case 3: seed = seed * 1103515245 + 12345; x = (double)(seed % 100000000) / 1e7 - 5; break;
+        default:
+            seed = seed * 1103515245 + 12345;
+            bits = ((uint64_t)seed << 32) ^ ((uint64_t)i * 0x9E3779B97F4A7C15ULL);
+            memcpy(&x, &bits, sizeof(x));
+            if (!isfinite(x)) continue;
+        }
+        if (x == floor(x) && fabs(x) <= 9007199254740992.0) continue;
+        snprintf(want, sizeof(want), "%.15g", x);
+        if (strtod(want, NULL) != x) {
+            snprintf(want, sizeof(want), "%.16g", x);
+            if (strtod(want, NULL) != x) snprintf(want, sizeof(want), "%.17g", x);
+        }
+        sl_buf_reset(&out);
+        lua_pushnumber(L, x);
+        total++;
+        if (sl_json_encode(L, -1, &out, err, sizeof(err)) != SL_OK || strcmp(sl_buf_cstr(&out), want)) {
+            printf("#   %.17g: got %s, want %s\n", x, out.data ? out.data : "(none)", want);
+            bad++;
+        }
+        lua_pop(L, 1);
+    }
+    TEST("numbers print as the shortest of %.15g/%.16g/%.17g that round-trips", bad == 0 && total > 150000);
+    sl_buf_free(&out);
+}
+
 static void test_encode_errors(void) {
     static const struct { const char *name, *lua, *want; } cases[] = {
         {"a function", "return function() end", "cannot encode a function"},
@@ -585,6 +626,7 @@ int main(void) {
     test_values();
     test_encode_values();
     test_encode_errors();
+    test_number_format();
     test_depth();
     test_large();
     test_fixture("spec/fixtures/snowplow/tp2-post-product.body.raw", 0);
