@@ -19,6 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #include <lua.h>
 #include <lauxlib.h>
 
@@ -49,9 +53,21 @@ static void c_locale_create(void) {
 
 /* Returns the first byte in [p, end) that a JSON string cannot hold as is:
  * '"', '\\', a control character (< 0x20) or a non-ASCII byte. Returns end
- * when there is none. Reads 8 bytes at a time; the lowest flagged byte of a
- * word is always a true match (borrows only spill upwards). */
+ * when there is none. Reads 16 bytes at a time with SSE2, then 8 at a time
+ * (the lowest flagged byte of a word is always a true match: borrows only
+ * spill upwards), never past end. */
 static inline const unsigned char *scan_plain(const unsigned char *p, const unsigned char *end) {
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'), space = _mm_set1_epi8(0x20);
+    while (end - p >= 16) {                           /* signed < 0x20 also catches bytes >= 0x80 */
+        __m128i v = _mm_loadu_si128((const __m128i *)p);
+        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+                                   _mm_cmplt_epi8(v, space));
+        int mask = _mm_movemask_epi8(hit);
+        if (mask) return p + __builtin_ctz((unsigned)mask);
+        p += 16;
+    }
+#endif
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     while (end - p >= 8) {
         uint64_t v, q, bs, hit;
