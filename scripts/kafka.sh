@@ -226,7 +226,7 @@ launch_node() {
     local dir id=$1
     dir=$(cat "$RUN/dir")
     # shellcheck disable=SC2086
-    KAFKA_LOG4J_OPTS= setsid java $KAFKA_HEAP_OPTS $KAFKA_JVM_OPTS \
+    setsid java $KAFKA_HEAP_OPTS $KAFKA_JVM_OPTS \
         -Dlog4j2.configurationFile="$dir/node-$id/log4j2.properties" \
         -Dkafka.logs.dir="$dir/node-$id" \
         -cp "$LIBS/*" kafka.Kafka "$dir/node-$id/server.properties" \
@@ -252,8 +252,8 @@ wait_brokers() {
             [ -f "$RUN/node-$i.killed" ] && continue
             if ! node_alive "$i"; then
                 log "node $i exited during start; last lines of its logs:"
-                tail -n 20 "$(cat "$RUN/dir")/node-$i/stdout.log" >&2 || true
-                tail -n 20 "$(cat "$RUN/dir")/node-$i/server.log" >&2 || true
+                tail -n 20 "$(cat "$RUN/dir")/node-$i/stdout.log" >&2 2>/dev/null || true
+                tail -n 20 "$(cat "$RUN/dir")/node-$i/server.log" >&2 2>/dev/null || true
                 return 1
             fi
         done
@@ -289,7 +289,7 @@ cmd_start() {
         return 0
     fi
     # stale state from a crash or a reboot: clean it up
-    [ -d "$RUN" ] && cmd_stop >/dev/null 2>&1 || true
+    if [ -d "$RUN" ]; then cmd_stop >/dev/null 2>&1 || true; fi
 
     need java "install a Java 17+ runtime (apt-get install openjdk-17-jre-headless)"
     need kcat "run ./scripts/deps.sh (installs kcat)"
@@ -317,8 +317,8 @@ cmd_start() {
         voters="$voters${voters:+,}$i@127.0.0.1:$cport"
     done
     for i in $(seq 1 "$n"); do
-        port=$(echo $ports | cut -d' ' -f"$i")
-        cport=$(echo $cports | cut -d' ' -f"$i")
+        port=$(echo "$ports" | cut -d' ' -f"$((i + 1))")
+        cport=$(echo "$cports" | cut -d' ' -f"$((i + 1))")
         bootstrap="$bootstrap${bootstrap:+,}127.0.0.1:$port"
         write_node_config "$dir" "$i" "$port" "$cport" "$voters" "$n"
     done
@@ -346,7 +346,6 @@ cmd_start() {
     echo "$bootstrap" >"$RUN/bootstrap"
 
     if ! wait_brokers "$bootstrap" "$n"; then
-        log "log files: $dir/node-*/"
         # keep the logs for a look, stop the processes
         local keep
         keep=$(mktemp -d "${TMPDIR:-/tmp}/sluice-kafka-failed.XXXXXX")
@@ -354,7 +353,9 @@ cmd_start() {
         cmd_stop >/dev/null 2>&1 || true
         die "Kafka did not start (logs kept in $keep)"
     fi
-    log "Kafka $(ls "$LIBS" | sed -n 's/^kafka_2.13-\(.*\)\.jar$/\1/p') running, $n broker(s), storage $dir"
+    local version
+    version=$(find "$LIBS" -name 'kafka_2.13-*.jar' | sed -n 's/.*kafka_2.13-\(.*\)\.jar$/\1/p')
+    log "Kafka $version running, $n broker(s), storage $dir"
     echo "$bootstrap"
 }
 
@@ -391,7 +392,7 @@ cmd_status() {
     local i n dead=""
     n=$(nodes)
     for i in $(seq 1 "$n"); do node_alive "$i" || dead="$dead $i"; done
-    if [ "$(echo $dead | wc -w)" -eq "$n" ]; then
+    if [ "$(echo "$dead" | wc -w)" -eq "$n" ]; then
         return 1
     fi
     [ -z "$dead" ] || log "node(s) not running:$dead"
@@ -402,7 +403,7 @@ node_arg() {
     local id=${1:-}
     [ -f "$RUN/bootstrap" ] || die "not running"
     case "$id" in ''|*[!0-9]*) die "give a node number 1..$(nodes)" ;; esac
-    [ "$id" -ge 1 ] && [ "$id" -le "$(nodes)" ] || die "node $id does not exist (1..$(nodes))"
+    { [ "$id" -ge 1 ] && [ "$id" -le "$(nodes)" ]; } || die "node $id does not exist (1..$(nodes))"
     echo "$id"
 }
 
@@ -425,7 +426,7 @@ cmd_restart_broker() {
     rm -f "$RUN/node-$id.killed"
     addr=$(cut -d, -f"$id" "$RUN/bootstrap")
     # wait until the node answers itself and the cluster lists the live brokers
-    if ! wait_brokers "$addr" "$(( $(nodes) - $(ls "$RUN"/node-*.killed 2>/dev/null | wc -l) ))"; then
+    if ! wait_brokers "$addr" "$(( $(nodes) - $(find "$RUN" -name 'node-*.killed' | wc -l) ))"; then
         die "node $id did not come back (logs in $(cat "$RUN/dir")/node-$id/)"
     fi
     log "node $id is back"

@@ -142,7 +142,7 @@ cmd_start() {
         cat "$RUN/url"
         return 0
     fi
-    [ -d "$RUN" ] && cmd_stop >/dev/null 2>&1 || true
+    if [ -d "$RUN" ]; then cmd_stop >/dev/null 2>&1 || true; fi
     need curl "run ./scripts/deps.sh (installs curl)"
     ensure_venv
     ensure_model
