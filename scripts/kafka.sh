@@ -47,6 +47,9 @@ commands:
   topic delete NAME
   topic describe [NAME]
   topic list              topic admin through Kafka's own TopicCommand
+  group list
+  group describe NAME     consumer groups, members and committed offsets/lag
+                          through Kafka's own ConsumerGroupCommand
   fetch                   only fetch the jars into .cache/kafka/libs
 
 environment:
@@ -230,7 +233,7 @@ launch_node() {
         -Dlog4j2.configurationFile="$dir/node-$id/log4j2.properties" \
         -Dkafka.logs.dir="$dir/node-$id" \
         -cp "$LIBS/*" kafka.Kafka "$dir/node-$id/server.properties" \
-        >"$dir/node-$id/stdout.log" 2>&1 </dev/null &
+        >"$dir/node-$id/stdout.log" 2>&1 </dev/null 9>&- &
     echo $! >"$RUN/node-$id.pid"
 }
 
@@ -466,13 +469,40 @@ cmd_topic() {
     esac
 }
 
+cmd_group() {
+    local sub=${1:-} dir addr
+    [ $# -gt 0 ] && shift
+    [ -f "$RUN/bootstrap" ] || die "not running; run 'scripts/kafka.sh start' first"
+    dir=$(cat "$RUN/dir")
+    addr=$(cat "$RUN/bootstrap")
+    case "$sub" in
+        list) set -- --list "$@" ;;
+        describe)
+            [ $# -ge 1 ] || die "group describe NAME"
+            local name=$1; shift
+            set -- --describe --group "$name" "$@" ;;
+        *) die "group: list|describe NAME (see --help)" ;;
+    esac
+    java -Dlog4j2.configurationFile="$dir/tools-log4j2.properties" -cp "$LIBS/*" \
+        org.apache.kafka.tools.consumer.group.ConsumerGroupCommand \
+        --bootstrap-server "$addr" "$@"
+}
+
+# One start/stop/restart at a time (parallel spec runners share the state).
+lock() {
+    mkdir -p "$CACHE"
+    exec 9>"$CACHE/.lock"
+    flock 9
+}
+
 case "${1:-}" in
-    start) shift; cmd_start "$@" ;;
-    stop) cmd_stop ;;
+    start) shift; lock; cmd_start "$@" ;;
+    stop) lock; cmd_stop ;;
     status) cmd_status ;;
-    kill-broker) shift; cmd_kill_broker "$@" ;;
-    restart-broker) shift; cmd_restart_broker "$@" ;;
+    kill-broker) shift; lock; cmd_kill_broker "$@" ;;
+    restart-broker) shift; lock; cmd_restart_broker "$@" ;;
     topic) shift; cmd_topic "$@" ;;
+    group) shift; cmd_group "$@" ;;
     fetch) mkdir -p "$CACHE"; fetch_jars; log "jars in $LIBS" ;;
     -h|--help|help) usage ;;
     '') usage >&2; exit 2 ;;

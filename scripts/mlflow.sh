@@ -159,7 +159,7 @@ cmd_start() {
     # own session and process group: `stop` signals the CLI and its uvicorn child
     PATH="$VENV/bin:$PATH" setsid "$VENV/bin/mlflow" models serve -m "$MODEL" \
         --env-manager local -h 127.0.0.1 -p "$port" -w "$MLFLOW_WORKERS" \
-        >"$RUN/server.log" 2>&1 </dev/null &
+        >"$RUN/server.log" 2>&1 </dev/null 9>&- &
     echo $! >"$RUN/server.pid"
     echo "$url" >"$RUN/url"
 
@@ -209,11 +209,18 @@ cmd_status() {
     cat "$RUN/url"
 }
 
+# One start/stop/install at a time (parallel spec runners share the state).
+lock() {
+    mkdir -p "$CACHE"
+    exec 9>"$CACHE/.lock"
+    flock 9
+}
+
 case "${1:-}" in
-    start) shift; cmd_start "$@" ;;
-    stop) cmd_stop ;;
+    start) shift; lock; cmd_start "$@" ;;
+    stop) lock; cmd_stop ;;
     status) cmd_status ;;
-    install) ensure_venv; ensure_model; log "ready: $VENV, $MODEL" ;;
+    install) lock; ensure_venv; ensure_model; log "ready: $VENV, $MODEL" ;;
     -h|--help|help) usage ;;
     '') usage >&2; exit 2 ;;
     *) echo "mlflow.sh: unknown command '$1'" >&2; usage >&2; exit 2 ;;
