@@ -1,0 +1,730 @@
+/* window.c -- keyed sliding windows of recent entries (see window.h).
+ *
+ * A key is one allocation: a 72-byte header, then its name (only for keys
+ * that are not UUIDs), then an array of fixed-size entries sorted by time,
+ * used from index head for count entries. The header links the key into
+ * three structures, all intrusive so that nothing else is allocated per key:
+ * - the key table, open addressing with linear probing over key pointers;
+ * - the recency list (most recently added-to first), for max_keys;
+ * - one hashed timer wheel for all keys, slot = due tick mod slots, where a
+ *   key is due when its oldest entry leaves. A key is moved at once when it
+ *   becomes due earlier, and lazily (when its slot comes round) when it
+ *   becomes due later, which is what an in-order add does.
+ * When an allocation moves (growth, shrink), the neighbours' links are
+ * patched. An entry is its time (8 bytes), its id (16 bytes, only with
+ * dedupe) and one NaN-boxed 8-byte slot per field: a double, or a tag with an
+ * intern id, or the tag of "no value". */
+#include "window.h"
+#include "intern.h"
+#include "sl.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KEY_NAMED_NONE UINT32_MAX       /* namelen of a UUID key */
+#define TABLE_MIN 16                    /* smallest key table */
+#define TIME_LIMIT ((int64_t)1 << 62)   /* |t| and length bound: sums never overflow */
+#define VAL_NONE 0xfffa000000000000ULL  /* slot: no value (a NaN no double maps to) */
+#define VAL_STR 0xfffb000000000000ULL   /* slot: tag | intern id */
+#define VAL_TAG_MASK 0xffff000000000000ULL
+#define VAL_NAN 0x7ff8000000000000ULL   /* every NaN is stored as this one */
+#define DISTINCT_SMALL 32               /* up to this many outputs, DISTINCT compares pairwise */
+
+struct wkey {
+    struct wkey *lru_prev;  /* more recently added-to key, NULL for the first */
+    struct wkey *lru_next;  /* less recently added-to key, NULL for the last */
+    struct wkey *t_next;    /* next key in the same wheel slot */
+    struct wkey **t_pprev;  /* the pointer that points at this key in its slot */
+    unsigned char uuid[16]; /* UUID key bytes; zero for a named key */
+    uint32_t hash;          /* hash of the key */
+    uint32_t sched;         /* wheel tick (low 32 bits) the key is linked at */
+    uint32_t head;          /* index of the oldest entry */
+    uint32_t count;         /* entries */
+    uint32_t cap;           /* entries room */
+    uint32_t namelen;       /* name bytes after the header, or KEY_NAMED_NONE */
+};
+
+struct sl_window {
+    int64_t length;               /* window length, ms */
+    size_t max_entries;           /* 0 = no bound */
+    size_t max_keys;              /* 0 = no bound */
+    bool dedupe;                  /* entries carry a 16-byte id */
+    size_t nfields;               /* value slots per entry */
+    enum sl_window_agg *aggs;     /* nfields aggregations */
+    size_t stride;                /* bytes per entry */
+    size_t idoff, valoff;         /* offsets of the id and values in an entry */
+
+    struct wkey **table;          /* key table, tmask + 1 slots */
+    size_t tmask;
+    struct wkey *lru_head, *lru_tail;
+
+    struct wkey **wheel;          /* SL_WINDOW_WHEEL_SLOTS slot lists */
+    int64_t tick_ms;              /* span of one slot */
+    int64_t cur;                  /* next tick expire() looks at */
+    bool started;                 /* cur is meaningful */
+
+    struct sl_intern *strs;       /* interned string values */
+    struct wkey *view;            /* key of the last add or select */
+    size_t bytes;                 /* requested, without strs (added in stats) */
+    struct sl_window_stats st;    /* counters; keys, entries kept current */
+};
+
+/* ==================== Small helpers ==================== */
+
+static inline int64_t floordiv(int64_t a, int64_t b) {
+    int64_t q = a / b;
+    if (a % b && a < 0) q--;
+    return q;
+}
+
+static inline size_t pad8(size_t n) { return (n + 7) & ~(size_t)7; }
+
+static inline size_t name_room(const struct wkey *k) {
+    return k->namelen == KEY_NAMED_NONE ? 0 : pad8(k->namelen);
+}
+
+static inline unsigned char *key_name(struct wkey *k) { return (unsigned char *)(k + 1); }
+
+static inline unsigned char *ents(const struct sl_window *w, struct wkey *k, size_t i) {
+    return (unsigned char *)(k + 1) + name_room(k) + i * w->stride;
+}
+
+/* Entry i counted from the oldest. */
+static inline unsigned char *ent(const struct sl_window *w, struct wkey *k, size_t i) {
+    return ents(w, k, k->head + i);
+}
+
+static inline int64_t ent_time(const unsigned char *e) {
+    int64_t t;
+    memcpy(&t, e, 8);
+    return t;
+}
+
+static inline uint64_t ent_val(const struct sl_window *w, const unsigned char *e, size_t f) {
+    uint64_t v;
+    memcpy(&v, e + w->valoff + 8 * f, 8);
+    return v;
+}
+
+static inline size_t key_size(const struct sl_window *w, const struct wkey *k, size_t cap) {
+    return sizeof(struct wkey) + name_room(k) + cap * w->stride;
+}
+
+static inline int hexval(unsigned char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    c |= 0x20;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+/* Parses a canonical 8-4-4-4-12 UUID, any case. */
+static bool uuid_parse(const char *s, size_t len, unsigned char out[16]) {
+    int n = 0;
+    if (len != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-')
+        return false;
+    for (size_t i = 0; i < 36; i += 2) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) i++;
+        int hi = hexval((unsigned char)s[i]), lo = hexval((unsigned char)s[i + 1]);
+        if (hi < 0 || lo < 0) return false;
+        out[n++] = (unsigned char)(hi << 4 | lo);
+    }
+    return true;
+}
+
+/* The 16 bytes an id is kept as: a UUID's own bytes or a 128-bit hash; all
+ * zeros means "no id". */
+static void id_bytes(const char *id, size_t len, unsigned char out[16]) {
+    static const unsigned char zero[16];
+    uint64_t h[2];
+
+    if (!id) {
+        memset(out, 0, 16);
+        return;
+    }
+    if (uuid_parse(id, len, out) && memcmp(out, zero, 16) != 0) return;
+    h[0] = sl_intern_hash(id, len, 0x5bd1e9955bd1e995ULL);
+    h[1] = sl_intern_hash(id, len, 0x27d4eb2f165667c5ULL);
+    if (!h[0] && !h[1]) h[0] = 1;
+    memcpy(out, h, 16);
+}
+
+static inline uint64_t val_encode(struct sl_window *w, const struct sl_value *v) {
+    uint64_t bits;
+    switch (v->type) {
+    case SL_VAL_STR:
+        return VAL_STR | sl_intern_add(w->strs, v->s ? v->s : "", v->s ? v->len : 0);
+    case SL_VAL_NUM:
+        if (isnan(v->num)) return VAL_NAN;
+        memcpy(&bits, &v->num, 8);
+        return bits;
+    default:
+        return VAL_NONE;
+    }
+}
+
+static inline void val_decode(const struct sl_window *w, uint64_t bits, struct sl_value *out) {
+    out->s = NULL;
+    out->len = 0;
+    out->num = 0;
+    if ((bits & VAL_TAG_MASK) == VAL_STR) {
+        out->type = SL_VAL_STR;
+        out->s = sl_intern_str(w->strs, (uint32_t)bits, &out->len);
+    } else if (bits == VAL_NONE) {
+        out->type = SL_VAL_NONE;
+    } else {
+        out->type = SL_VAL_NUM;
+        memcpy(&out->num, &bits, 8);
+    }
+}
+
+/* Releases what the values of entry e hold. */
+static inline void ent_release(struct sl_window *w, const unsigned char *e) {
+    for (size_t f = 0; f < w->nfields; f++) {
+        uint64_t v = ent_val(w, e, f);
+        if ((v & VAL_TAG_MASK) == VAL_STR) sl_intern_unref(w->strs, (uint32_t)v);
+    }
+}
+
+/* ==================== Key table ==================== */
+
+static uint32_t key_hash(const char *key, size_t len, unsigned char uuid[16], bool *is_uuid) {
+    uint64_t a, b;
+    *is_uuid = uuid_parse(key, len, uuid);
+    if (!*is_uuid) return (uint32_t)sl_intern_hash(key, len, 0x3c6ef372fe94f82bULL);
+    memcpy(&a, uuid, 8);
+    memcpy(&b, uuid + 8, 8);
+    a = (a ^ (b * 0x9e3779b97f4a7c15ULL)) * 0xbf58476d1ce4e5b9ULL;
+    return (uint32_t)(a ^ (a >> 31) ^ (a >> 17));
+}
+
+/* Slot holding the key, or the empty slot where it would go. */
+static size_t table_find(const struct sl_window *w, const char *key, size_t len,
+                         const unsigned char *uuid, bool is_uuid, uint32_t hash) {
+    size_t i = hash & w->tmask;
+    for (;; i = (i + 1) & w->tmask) {
+        struct wkey *k = w->table[i];
+        if (!k) return i;
+        if (k->hash != hash) continue;
+        if (is_uuid) {
+            if (k->namelen == KEY_NAMED_NONE && memcmp(k->uuid, uuid, 16) == 0) return i;
+        } else if (k->namelen == len && memcmp(key_name(k), key, len) == 0) {
+            return i;
+        }
+    }
+}
+
+/* Slot holding exactly this key object. */
+static size_t table_slot_of(const struct sl_window *w, const struct wkey *k) {
+    size_t i = k->hash & w->tmask;
+    while (w->table[i] != k) i = (i + 1) & w->tmask;
+    return i;
+}
+
+static void table_resize(struct sl_window *w, size_t nslots) {
+    struct wkey **old = w->table;
+    size_t oldn = w->tmask + 1;
+
+    w->table = sl_calloc(nslots, sizeof(*w->table));
+    w->tmask = nslots - 1;
+    for (size_t i = 0; i < oldn; i++) {
+        if (!old[i]) continue;
+        size_t j = old[i]->hash & w->tmask;
+        while (w->table[j]) j = (j + 1) & w->tmask;
+        w->table[j] = old[i];
+    }
+    free(old);
+    w->bytes += nslots * sizeof(*w->table);
+    w->bytes -= oldn * sizeof(*w->table);
+}
+
+/* Removes slot i, shifting later members of its probe run back. */
+static void table_delete(struct sl_window *w, size_t i) {
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & w->tmask;
+        if (!w->table[j]) break;
+        size_t home = w->table[j]->hash & w->tmask;
+        if (((j - home) & w->tmask) >= ((j - i) & w->tmask)) {
+            w->table[i] = w->table[j];
+            i = j;
+        }
+    }
+    w->table[i] = NULL;
+    if (w->tmask + 1 > TABLE_MIN && w->st.keys * 8 < w->tmask + 1)
+        table_resize(w, (w->tmask + 1) / 2);
+}
+
+/* ==================== Recency list ==================== */
+
+static void lru_unlink(struct sl_window *w, struct wkey *k) {
+    if (k->lru_prev) k->lru_prev->lru_next = k->lru_next;
+    else w->lru_head = k->lru_next;
+    if (k->lru_next) k->lru_next->lru_prev = k->lru_prev;
+    else w->lru_tail = k->lru_prev;
+}
+
+static void lru_push(struct sl_window *w, struct wkey *k) {
+    k->lru_prev = NULL;
+    k->lru_next = w->lru_head;
+    if (w->lru_head) w->lru_head->lru_prev = k;
+    else w->lru_tail = k;
+    w->lru_head = k;
+}
+
+/* ==================== Timer wheel ==================== */
+
+static inline int64_t key_due(const struct sl_window *w, struct wkey *k) {
+    return ent_time(ent(w, k, 0)) + w->length;
+}
+
+static void wheel_unlink(struct wkey *k) {
+    *k->t_pprev = k->t_next;
+    if (k->t_next) k->t_next->t_pprev = k->t_pprev;
+}
+
+/* Links k at the tick of due. A tick before the next one expire() looks at
+ * moves that back, so that every linked key has a tick >= cur. */
+static void wheel_link(struct sl_window *w, struct wkey *k, int64_t due) {
+    int64_t tick = floordiv(due, w->tick_ms);
+    struct wkey **slot;
+
+    if (!w->started || tick < w->cur) w->cur = tick;
+    w->started = true;
+    slot = &w->wheel[(uint64_t)tick & (SL_WINDOW_WHEEL_SLOTS - 1)];
+    k->sched = (uint32_t)tick;
+    k->t_next = *slot;
+    k->t_pprev = slot;
+    if (*slot) (*slot)->t_pprev = &k->t_next;
+    *slot = k;
+}
+
+/* After k's oldest entry changed: move it only if it is now due before the
+ * tick it is linked at. */
+static void wheel_update(struct sl_window *w, struct wkey *k) {
+    int64_t tick = floordiv(key_due(w, k), w->tick_ms);
+    if ((int32_t)((uint32_t)tick - k->sched) < 0) {
+        wheel_unlink(k);
+        wheel_link(w, k, key_due(w, k));
+    }
+}
+
+/* ==================== Keys ==================== */
+
+/* Fixes every pointer to a key whose allocation moved from old to k. */
+static void key_moved(struct sl_window *w, struct wkey *k, size_t slot) {
+    w->table[slot] = k;
+    if (k->lru_prev) k->lru_prev->lru_next = k;
+    else w->lru_head = k;
+    if (k->lru_next) k->lru_next->lru_prev = k;
+    else w->lru_tail = k;
+    if (!k->t_pprev) return; /* not on the wheel yet */
+    *k->t_pprev = k;
+    if (k->t_next) k->t_next->t_pprev = &k->t_next;
+}
+
+/* Reallocates k for cap entries, moving its entries to index 0. Returns the
+ * key's new address. */
+static struct wkey *key_resize(struct sl_window *w, struct wkey *k, uint32_t cap) {
+    size_t slot = table_slot_of(w, k);
+    bool viewed = w->view == k;
+    struct wkey *nk;
+
+    assert(cap >= k->count);
+    if (k->head) {
+        memmove(ents(w, k, 0), ents(w, k, k->head), (size_t)k->count * w->stride);
+        k->head = 0;
+    }
+    w->bytes -= key_size(w, k, k->cap);
+    w->bytes += key_size(w, k, cap);
+    nk = sl_realloc(k, key_size(w, k, cap));
+    nk->cap = cap;
+    if (nk != k) {
+        /* k is freed: only nk's copy of the links is read from here on. */
+        key_moved(w, nk, slot);
+        if (viewed) w->view = nk;
+    }
+    return nk;
+}
+
+/* Drops the n oldest entries of k. */
+static void key_drop(struct sl_window *w, struct wkey *k, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++) ent_release(w, ent(w, k, i));
+    k->head += n;
+    k->count -= n;
+    w->st.entries -= n;
+    if (!k->count) k->head = 0;
+}
+
+/* Frees k and everything it holds. */
+static void key_free(struct sl_window *w, struct wkey *k) {
+    key_drop(w, k, k->count);
+    table_delete(w, table_slot_of(w, k));
+    lru_unlink(w, k);
+    wheel_unlink(k);
+    if (w->view == k) w->view = NULL;
+    w->bytes -= key_size(w, k, k->cap);
+    w->st.keys--;
+    free(k);
+    if (!w->st.keys) w->started = false;
+}
+
+/* Gives back room when a key holds much less than it has. */
+static struct wkey *key_fit(struct sl_window *w, struct wkey *k) {
+    if (k->cap >= 16 && k->count * 3 < k->cap)
+        k = key_resize(w, k, k->count + k->count / 4 + 2);
+    return k;
+}
+
+/* Index of the first entry of k whose time is > t. */
+static uint32_t upper_bound(const struct sl_window *w, struct wkey *k, int64_t t) {
+    uint32_t lo = 0, hi = k->count;
+    /* In-order adds land at the end: check it first. */
+    if (!hi || ent_time(ent(w, k, hi - 1)) <= t) return hi;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (ent_time(ent(w, k, mid)) <= t) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* ==================== Window ==================== */
+
+struct sl_window *sl_window_create(const struct sl_window_conf *conf, char *err,
+                                   size_t errlen) {
+    struct sl_window *w;
+
+    if (conf->length_ms <= 0 || conf->length_ms > TIME_LIMIT) {
+        sl_errf(err, errlen, "window length must be > 0 ms, got %lld",
+                (long long)conf->length_ms);
+        return NULL;
+    }
+    if (conf->max_entries > UINT32_MAX / 2) {
+        sl_errf(err, errlen, "max_entries must be at most %u", UINT32_MAX / 2);
+        return NULL;
+    }
+    for (size_t f = 0; conf->aggs && f < conf->nfields; f++) {
+        if ((unsigned)conf->aggs[f] > SL_WINDOW_DISTINCT) {
+            sl_errf(err, errlen, "field %zu: unknown aggregation %d", f, (int)conf->aggs[f]);
+            return NULL;
+        }
+    }
+
+    w = sl_calloc(1, sizeof(*w));
+    w->length = conf->length_ms;
+    w->max_entries = conf->max_entries;
+    w->max_keys = conf->max_keys;
+    w->dedupe = conf->dedupe;
+    w->nfields = conf->nfields;
+    w->aggs = sl_calloc(conf->nfields, sizeof(*w->aggs));
+    for (size_t f = 0; conf->aggs && f < conf->nfields; f++) w->aggs[f] = conf->aggs[f];
+    w->idoff = 8;
+    w->valoff = w->idoff + (w->dedupe ? 16 : 0);
+    w->stride = w->valoff + 8 * w->nfields;
+    w->table = sl_calloc(TABLE_MIN, sizeof(*w->table));
+    w->tmask = TABLE_MIN - 1;
+    w->wheel = sl_calloc(SL_WINDOW_WHEEL_SLOTS, sizeof(*w->wheel));
+    w->tick_ms = (w->length + SL_WINDOW_WHEEL_SLOTS - 1) / SL_WINDOW_WHEEL_SLOTS;
+    w->strs = sl_intern_create();
+    w->bytes = sizeof(*w) + (conf->nfields ? conf->nfields : 1) * sizeof(*w->aggs) +
+               TABLE_MIN * sizeof(*w->table) + SL_WINDOW_WHEEL_SLOTS * sizeof(*w->wheel);
+    return w;
+}
+
+void sl_window_destroy(struct sl_window *w) {
+    if (!w) return;
+    while (w->lru_head) key_free(w, w->lru_head);
+    sl_intern_destroy(w->strs);
+    free(w->table);
+    free(w->wheel);
+    free(w->aggs);
+    free(w);
+}
+
+/* Makes a key with room for one entry and links it everywhere but the wheel
+ * (which needs its first entry). */
+static struct wkey *key_new(struct sl_window *w, const char *key, size_t len,
+                            const unsigned char *uuid, bool is_uuid, uint32_t hash,
+                            size_t slot) {
+    struct wkey *k;
+    size_t room = is_uuid ? 0 : pad8(len), size;
+
+    assert(len < KEY_NAMED_NONE);
+    size = sizeof(*k) + room + w->stride;
+    k = sl_malloc(size);
+    memset(k, 0, sizeof(*k));
+    if (is_uuid) {
+        memcpy(k->uuid, uuid, 16);
+        k->namelen = KEY_NAMED_NONE;
+    } else {
+        k->namelen = (uint32_t)len;
+        if (len) memcpy(key_name(k), key, len);
+    }
+    k->hash = hash;
+    k->cap = 1;
+    w->bytes += size;
+    w->table[slot] = k;
+    w->st.keys++;
+    lru_push(w, k);
+    return k;
+}
+
+int sl_window_add(struct sl_window *w, const char *key, size_t keylen, int64_t t,
+                  const char *id, size_t idlen, const struct sl_value *vals) {
+    unsigned char uuid[16], idb[16];
+    bool is_uuid, fresh = false;
+    uint32_t hash, drop = 0, evict = 0, pos;
+    struct wkey *k;
+    size_t slot;
+    unsigned char *e;
+
+    w->view = NULL;
+    if (t < -TIME_LIMIT || t > TIME_LIMIT) {
+        w->st.too_old++;
+        return SL_WINDOW_TOO_OLD;
+    }
+    hash = key_hash(key, keylen, uuid, &is_uuid);
+    slot = table_find(w, key, keylen, uuid, is_uuid, hash);
+    k = w->table[slot];
+    if (w->dedupe) id_bytes(id, idlen, idb);
+
+    if (k) {
+        int64_t newest = ent_time(ent(w, k, k->count - 1));
+        int64_t cutoff;
+        if (t <= newest - w->length) {
+            w->st.too_old++;
+            return SL_WINDOW_TOO_OLD;
+        }
+        cutoff = (t > newest ? t : newest) - w->length;
+        if (ent_time(ent(w, k, 0)) <= cutoff) drop = upper_bound(w, k, cutoff);
+        if (w->max_entries && k->count - drop >= w->max_entries) {
+            if (t < ent_time(ent(w, k, drop))) {
+                w->st.too_old++;
+                return SL_WINDOW_TOO_OLD;
+            }
+            evict = k->count - drop - (uint32_t)w->max_entries + 1;
+        }
+        if (w->dedupe && id) {
+            for (uint32_t i = drop; i < k->count; i++) {
+                if (memcmp(ent(w, k, i) + w->idoff, idb, 16) == 0) {
+                    w->st.duplicates++;
+                    return SL_WINDOW_DUPLICATE;
+                }
+            }
+        }
+        if (drop) {
+            key_drop(w, k, drop);
+            w->st.expired_entries += drop;
+        }
+        if (evict) {
+            key_drop(w, k, evict);
+            w->st.evicted_entries += evict;
+        }
+    } else {
+        /* Keep the table at most 3/4 full. */
+        if ((w->st.keys + 1) * 4 > (w->tmask + 1) * 3) {
+            table_resize(w, (w->tmask + 1) * 2);
+            slot = table_find(w, key, keylen, uuid, is_uuid, hash);
+        }
+        k = key_new(w, key, keylen, uuid, is_uuid, hash, slot);
+        fresh = true;
+    }
+
+    /* Room at the end: compact to the front, or grow. */
+    if (k->head + k->count == k->cap) {
+        if (k->head) {
+            memmove(ents(w, k, 0), ents(w, k, k->head), (size_t)k->count * w->stride);
+            k->head = 0;
+        } else {
+            /* Small keys grow two entries at a time, so they waste little. */
+            size_t cap = k->cap < 16 ? (k->cap + 2) & ~1u : (size_t)k->cap + k->cap / 4;
+            if (w->max_entries && cap > w->max_entries) cap = w->max_entries;
+            k = key_resize(w, k, (uint32_t)cap);
+        }
+    }
+    pos = upper_bound(w, k, t);
+    e = ent(w, k, pos);
+    if (pos < k->count) memmove(e + w->stride, e, (size_t)(k->count - pos) * w->stride);
+    memcpy(e, &t, 8);
+    if (w->dedupe) memcpy(e + w->idoff, idb, 16);
+    for (size_t f = 0; f < w->nfields; f++) {
+        uint64_t v = val_encode(w, &vals[f]);
+        memcpy(e + w->valoff + 8 * f, &v, 8);
+    }
+    k->count++;
+    w->st.entries++;
+    w->st.added++;
+
+    if (fresh) {
+        wheel_link(w, k, key_due(w, k));
+    } else {
+        if (pos == 0) wheel_update(w, k); /* due earlier: move now; later: lazily */
+        if (w->lru_head != k) {
+            lru_unlink(w, k);
+            lru_push(w, k);
+        }
+    }
+    if (fresh && w->max_keys && w->st.keys > w->max_keys) {
+        key_free(w, w->lru_tail);
+        w->st.evicted_keys++;
+    }
+    w->view = k;
+    return SL_WINDOW_ADDED;
+}
+
+size_t sl_window_select(struct sl_window *w, const char *key, size_t keylen) {
+    unsigned char uuid[16];
+    bool is_uuid;
+    uint32_t hash = key_hash(key, keylen, uuid, &is_uuid);
+
+    w->view = w->table[table_find(w, key, keylen, uuid, is_uuid, hash)];
+    return w->view ? w->view->count : 0;
+}
+
+size_t sl_window_expire(struct sl_window *w, int64_t now_ms) {
+    int64_t now_tick, last, cutoff;
+    size_t freed = 0;
+
+    w->view = NULL;
+    if (!w->started || now_ms > TIME_LIMIT || now_ms < -TIME_LIMIT) return 0;
+    now_tick = floordiv(now_ms, w->tick_ms);
+    if (now_tick < w->cur) return 0;
+    /* Past one turn of the wheel, every slot has been seen once. */
+    last = now_tick - w->cur >= SL_WINDOW_WHEEL_SLOTS
+               ? w->cur + SL_WINDOW_WHEEL_SLOTS - 1 : now_tick;
+    cutoff = now_ms - w->length;
+
+    for (int64_t tick = w->cur; tick <= last && w->started; tick++) {
+        struct wkey **slot = &w->wheel[(uint64_t)tick & (SL_WINDOW_WHEEL_SLOTS - 1)];
+        struct wkey *k, *next, *stand_in;
+
+        /* Detach the slot: keys put back into it wait for a later call. */
+        k = *slot;
+        *slot = NULL;
+        for (; k; k = next) {
+            next = k->t_next;
+            k->t_next = NULL;
+            k->t_pprev = &stand_in; /* unlinked; key_free and key_resize write here */
+            if (ent_time(ent(w, k, 0)) <= cutoff) {
+                uint32_t n = upper_bound(w, k, cutoff);
+                w->st.expired_entries += n;
+                if (n == k->count) {
+                    key_free(w, k);
+                    w->st.expired_keys++;
+                    freed++;
+                    continue;
+                }
+                key_drop(w, k, n);
+                k = key_fit(w, k);
+            }
+            wheel_link(w, k, key_due(w, k));
+        }
+    }
+    if (w->started) w->cur = now_tick;
+    return freed;
+}
+
+/* ==================== View ==================== */
+
+size_t sl_window_entries(const struct sl_window *w) {
+    return w->view ? w->view->count : 0;
+}
+
+int64_t sl_window_entry_time(const struct sl_window *w, size_t i) {
+    assert(w->view && i < w->view->count);
+    return ent_time(ent(w, w->view, i));
+}
+
+void sl_window_entry_value(const struct sl_window *w, size_t i, size_t f,
+                           struct sl_value *out) {
+    assert(w->view && i < w->view->count && f < w->nfields);
+    val_decode(w, ent_val(w, ent(w, w->view, i), f), out);
+}
+
+/* Value bits that compare equal exactly when values are equal. */
+static inline uint64_t val_key(uint64_t bits) {
+    return bits == 0x8000000000000000ULL ? 0 : bits; /* -0.0 is 0.0 */
+}
+
+static size_t distinct(struct sl_window *w, size_t f, struct sl_value *out) {
+    struct wkey *k = w->view;
+    bool hashed = k->count > DISTINCT_SMALL;
+    size_t n = 0, nset = 16;
+    uint64_t *seen;
+
+    /* Small views: compare with the outputs so far; larger: a hash set. */
+    while (nset < 2 * (size_t)k->count) nset *= 2;
+    seen = sl_malloc((hashed ? nset : k->count) * sizeof(*seen));
+    for (size_t i = 0; hashed && i < nset; i++) seen[i] = VAL_NONE;
+    for (uint32_t i = 0; i < k->count; i++) {
+        uint64_t v = ent_val(w, ent(w, k, i), f), key = val_key(v);
+        bool dup = false;
+        if (v == VAL_NONE) continue;
+        if (hashed) {
+            size_t j = (size_t)((key * 0x9e3779b97f4a7c15ULL) >> 32) & (nset - 1);
+            while (seen[j] != VAL_NONE && seen[j] != key) j = (j + 1) & (nset - 1);
+            dup = seen[j] == key;
+            seen[j] = key;
+        } else {
+            for (size_t j = 0; j < n && !dup; j++) dup = seen[j] == key;
+            seen[n] = key;
+        }
+        if (!dup) val_decode(w, v, &out[n++]);
+    }
+    free(seen);
+    return n;
+}
+
+size_t sl_window_aggregate(struct sl_window *w, size_t f, struct sl_value *out) {
+    struct wkey *k = w->view;
+    size_t n = 0;
+
+    assert(f < w->nfields);
+    if (!k) {
+        if (w->aggs[f] != SL_WINDOW_COUNT) return 0;
+        out[0] = (struct sl_value){.type = SL_VAL_NUM, .num = 0};
+        return 1;
+    }
+    switch (w->aggs[f]) {
+    case SL_WINDOW_LIST:
+        for (uint32_t i = 0; i < k->count; i++) {
+            uint64_t v = ent_val(w, ent(w, k, i), f);
+            if (v != VAL_NONE) val_decode(w, v, &out[n++]);
+        }
+        return n;
+    case SL_WINDOW_COUNT:
+        for (uint32_t i = 0; i < k->count; i++)
+            n += ent_val(w, ent(w, k, i), f) != VAL_NONE;
+        out[0] = (struct sl_value){.type = SL_VAL_NUM, .num = (double)n};
+        return 1;
+    case SL_WINDOW_FIRST:
+        for (uint32_t i = 0; i < k->count; i++) {
+            uint64_t v = ent_val(w, ent(w, k, i), f);
+            if (v != VAL_NONE) {
+                val_decode(w, v, &out[0]);
+                return 1;
+            }
+        }
+        return 0;
+    case SL_WINDOW_LAST:
+        for (uint32_t i = k->count; i-- > 0;) {
+            uint64_t v = ent_val(w, ent(w, k, i), f);
+            if (v != VAL_NONE) {
+                val_decode(w, v, &out[0]);
+                return 1;
+            }
+        }
+        return 0;
+    case SL_WINDOW_DISTINCT:
+        return distinct(w, f, out);
+    }
+    return 0;
+}
+
+void sl_window_stats(const struct sl_window *w, struct sl_window_stats *out) {
+    *out = w->st;
+    out->strings = sl_intern_count(w->strs);
+    out->bytes = w->bytes + sl_intern_bytes(w->strs);
+}

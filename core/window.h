@@ -1,0 +1,145 @@
+/* window.h -- keyed sliding windows of recent entries, freed by timers.
+ *
+ * For every key (a visitor id) the window keeps the entries of the last
+ * length_ms of event time, oldest first, each with an optional event id (for
+ * dedupe) and nfields values (strings or numbers). It is the state behind the
+ * pipeline's window step: the step calls sl_window_add() once per event and,
+ * when the entry was added, reads the key's entries or aggregates back to
+ * build its output (Nussknacker's aggregate-sliding, emitWhenEventLeft=false).
+ * A periodic timer of the caller calls sl_window_expire() to drop entries that
+ * left the window and free idle keys. Bounds on entries per key and on keys
+ * keep memory finite.
+ *
+ * Window rule: after an entry at time t is added, a key holds the entries in
+ * (newest - length_ms, newest], where newest is the latest time the key has
+ * seen. An entry exactly length_ms older than the newest has left. An entry at
+ * time e leaves at the expire() time e + length_ms.
+ *
+ * Compact storage (measured numbers in core/bench/window_bench.c):
+ * - a UUID in canonical 36-char form (any case) is stored as its 16 bytes, for
+ *   keys and for ids; another key is copied once per key; another id is
+ *   stored as a 128-bit hash of its bytes, so two different such ids count as
+ *   duplicates only on a 128-bit collision (not cryptographic: a client can
+ *   only forge collisions within its own key). The nil UUID is hashed like a
+ *   plain id.
+ * - string values are interned (intern.h), refcounted across all keys;
+ *   numbers are doubles, exact for integer timestamps below 2^53.
+ * - an entry is 8 bytes of time + 16 of id (with dedupe) + 8 per field.
+ *
+ * Not thread-safe: one window belongs to one thread (the loop). Uses
+ * intern.c and sl.h; no Lua, no libevent. */
+#ifndef SL_WINDOW_H
+#define SL_WINDOW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SL_WINDOW_ADDED 0     /* The entry is in the window; the view shows its key. */
+#define SL_WINDOW_DUPLICATE 1 /* Dedupe on and the id is already in the key's window: dropped. */
+#define SL_WINDOW_TOO_OLD 2   /* The entry is outside the key's window: dropped. */
+
+/* How a field's values over a key's window become one output. All skip
+ * entries whose value for the field is SL_VAL_NONE. */
+enum sl_window_agg {
+    SL_WINDOW_LIST,     /* every value, oldest first */
+    SL_WINDOW_COUNT,    /* one number: how many values */
+    SL_WINDOW_FIRST,    /* the oldest value (nothing if none) */
+    SL_WINDOW_LAST,     /* the newest value (nothing if none) */
+    SL_WINDOW_DISTINCT, /* each distinct value once, in order of first appearance */
+};
+
+enum sl_value_type { SL_VAL_NONE, SL_VAL_STR, SL_VAL_NUM };
+
+/* A field value passed in or read back. Strings read back point into the
+ * window and stay valid until the next call that changes it. */
+struct sl_value {
+    enum sl_value_type type;
+    const char *s;   /* SL_VAL_STR: bytes (any, NUL included) */
+    size_t len;      /* SL_VAL_STR: length of s */
+    double num;      /* SL_VAL_NUM */
+};
+
+struct sl_window_conf {
+    int64_t length_ms;               /* window length, > 0 */
+    size_t max_entries;              /* per key; the oldest go beyond it; 0 = no bound */
+    size_t max_keys;                 /* the least recently added-to keys go beyond it; 0 = no bound */
+    bool dedupe;                     /* drop an entry whose id is in its key's window */
+    size_t nfields;                  /* values per entry */
+    const enum sl_window_agg *aggs;  /* nfields aggregations (copied), or NULL: all LIST */
+};
+
+struct sl_window_stats {
+    size_t keys;              /* keys held */
+    size_t entries;           /* entries held */
+    size_t strings;           /* distinct interned strings held */
+    size_t bytes;             /* bytes requested from the allocator, all included */
+    uint64_t added;           /* entries added */
+    uint64_t duplicates;      /* entries dropped as duplicates */
+    uint64_t too_old;         /* entries dropped as too old */
+    uint64_t expired_entries; /* entries that left the window (by add or expire) */
+    uint64_t evicted_entries; /* entries dropped beyond max_entries */
+    uint64_t evicted_keys;    /* keys dropped beyond max_keys */
+    uint64_t expired_keys;    /* keys freed because all their entries left */
+};
+
+struct sl_window;
+
+/* Creates an empty window. Returns NULL and fills err when conf is invalid
+ * (length_ms <= 0, nfields > 0 with a bad aggregation). */
+struct sl_window *sl_window_create(const struct sl_window_conf *conf, char *err,
+                                   size_t errlen);
+/* Frees the window and all its state. NULL is ok. */
+void sl_window_destroy(struct sl_window *w);
+
+/* Adds one entry for key at time t (ms, within +-2^62: outside it counts as
+ * too old) with id[0..idlen) (NULL: no id; used
+ * only with dedupe) and conf.nfields values (vals may be NULL when nfields
+ * is 0). Out-of-order entries are placed by time; equal times keep insertion
+ * order. Returns:
+ * - SL_WINDOW_ADDED: the entry is in; the key's entries older than the
+ *   window left; beyond max_entries the oldest left; beyond max_keys the
+ *   least recently added-to other key left. The view now shows the key.
+ * - SL_WINDOW_TOO_OLD: t <= newest - length_ms for the key, or the key is
+ *   full (max_entries) and t is older than all its entries. Nothing changes
+ *   but the counter; the view is empty.
+ * - SL_WINDOW_DUPLICATE: dedupe is on and an entry with the same id is in the
+ *   key's window as of this entry. Nothing changes but the counter; the view
+ *   is empty.
+ * Cost: O(1) average for in-order entries with dedupe off, plus O(entries of
+ * the key) for the dedupe scan and for out-of-order placement. */
+int sl_window_add(struct sl_window *w, const char *key, size_t keylen, int64_t t,
+                  const char *id, size_t idlen, const struct sl_value *vals);
+
+/* Points the view at key without changing anything. Returns its number of
+ * entries, 0 (and an empty view) if the key is not held. */
+size_t sl_window_select(struct sl_window *w, const char *key, size_t keylen);
+
+/* ---- The view: the key of the last successful add or select, valid until
+ * the next call that changes the window (add, expire, destroy). ---- */
+
+/* Number of entries in the view. */
+size_t sl_window_entries(const struct sl_window *w);
+/* Time of entry i (0 = oldest) of the view. */
+int64_t sl_window_entry_time(const struct sl_window *w, size_t i);
+/* Value of field f of entry i of the view. */
+void sl_window_entry_value(const struct sl_window *w, size_t i, size_t f,
+                           struct sl_value *out);
+/* Aggregates field f of the view with conf.aggs[f] into out, which must hold
+ * sl_window_entries() values (at least 1). Returns the number of values
+ * written: LIST and DISTINCT 0..n, FIRST and LAST 0 or 1, COUNT 1 (a number).
+ * DISTINCT compares strings by bytes and numbers by value. */
+size_t sl_window_aggregate(struct sl_window *w, size_t f, struct sl_value *out);
+
+/* Drops, for every key, the entries that have left the window at time now_ms
+ * (time <= now_ms - length_ms) and frees the keys left empty. Called from
+ * the caller's periodic timer, with a clock comparable to event times.
+ * Returns the number of keys freed. Cost: proportional to the keys that have
+ * entries leaving plus the wheel slots passed since the last call (at most
+ * SL_WINDOW_WHEEL_SLOTS), not to the number of keys. */
+size_t sl_window_expire(struct sl_window *w, int64_t now_ms);
+#define SL_WINDOW_WHEEL_SLOTS 4096 /* Slots of the timer wheel, spanning one window length. */
+
+void sl_window_stats(const struct sl_window *w, struct sl_window_stats *out);
+
+#endif
