@@ -5,9 +5,9 @@ CC      ?= gcc
 PKGS    := luajit rdkafka libevent libevent_pthreads libcurl
 CFLAGS  ?= -O2 -g
 # Truncated error messages are acceptable; truncation warnings are not errors.
-CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wstrict-prototypes -Wno-format-truncation -MMD -MP \
+override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wstrict-prototypes -Wno-format-truncation -MMD -MP \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+override LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 BUILD   ?= build
 
 CORE_SRCS := $(filter-out core/main.c,$(wildcard core/*.c))
@@ -73,6 +73,18 @@ lint: | $(DEPS_STAMP)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	    --suppress=missingIncludeSystem core
 	luacheck lua spec config
+
+# libFuzzer on the collector's request parsing, bounded by FUZZ_SECONDS (not in CI).
+FUZZ_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror -Wstrict-prototypes \
+               -fsanitize=fuzzer,address,undefined -Icore
+$(BUILD)/fuzz/collector_fuzz: core/fuzz/collector_fuzz.c core/collector.c core/kafka.c core/sl.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $^ $(shell pkg-config --libs rdkafka libevent)
+fuzz: $(BUILD)/fuzz/collector_fuzz
+	@mkdir -p $(BUILD)/fuzz/corpus-collector
+	@(printf '\0'; cat spec/fixtures/snowplow/tp2-post-product.body.raw) > $(BUILD)/fuzz/corpus-collector/post
+	@(printf '\1'; cat spec/fixtures/snowplow/get-i-product.querystring.txt) > $(BUILD)/fuzz/corpus-collector/get
+	$(BUILD)/fuzz/collector_fuzz -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096 $(BUILD)/fuzz/corpus-collector
 
 bench: sluice $(BENCH_BINS)
 	@./scripts/bench.sh

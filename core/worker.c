@@ -3,6 +3,7 @@
 #include "worker.h"
 #include "admin.h"
 #include "broker.h"
+#include "collector.h"
 #include "config.h"
 #include "kafka.h"
 #include "metrics.h"
@@ -30,6 +31,7 @@ struct worker {
     struct sl_pipeline *pipeline;
     struct sl_offsets *offsets;
     struct sl_admin *admin;
+    struct sl_collector *collector;
     struct event *sighup, *sigterm, *sigint, *tick;
     char brokers[1024];                  /* the bootstrap list in use */
     int stopping;                        /* 1 once SIGTERM/SIGINT arrived */
@@ -163,6 +165,7 @@ static void on_stop(evutil_socket_t sig, short what, void *arg) {
     w->stopping = 1;
     w->stop_deadline = sl_mono_ms() + w->cf->shutdown_ms;
     if (w->consumer) sl_kafka_consumer_pause(w->consumer, true);
+    if (w->collector) sl_collector_stop_accepting(w->collector);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg) {
@@ -170,6 +173,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
     (void)fd; (void)what;
     if (!w->stopping) return;
     size_t left = (w->pipeline ? sl_pipeline_inflight(w->pipeline) : 0) +
+                  (w->collector ? sl_collector_pending(w->collector) : 0) +
                   sl_kafka_producer_inflight(w->producer);
     if (left == 0 || sl_mono_ms() > w->stop_deadline) {
         if (left) sl_log(SL_LOG_WARN, "worker", "%zu record(s) still in flight at the "
@@ -182,7 +186,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
 
 static void metrics_cb(void *arg, struct sl_buf *out) {
     struct worker *w = arg;
-    (void)out;
+    if (w->collector) sl_collector_metrics(w->collector, out);
     sl_metrics_set("sluice_inflight_records", NULL,
                    w->pipeline ? (double)sl_pipeline_inflight(w->pipeline) : 0);
     sl_metrics_set("sluice_producer_inflight", NULL,
@@ -254,6 +258,27 @@ static int setup(struct worker *w, char *err, size_t errlen) {
         sl_log(SL_LOG_INFO, "worker", "consuming %s in group %s from %s", cf->kafka.input[0],
                cf->kafka.group, w->brokers);
     }
+    if (cf->has_collector) {
+        struct sl_collector_conf cc = {
+            .listen = cf->collector.listen, .topic = cf->collector.topic,
+            .allowed_origins = (const char *const *)cf->collector.allowed_origins,
+            .norigins = cf->collector.norigins, .max_body = cf->collector.max_body,
+            .ip = !strcmp(cf->collector.ip, "keep") ? SL_COLLECTOR_IP_KEEP
+                : !strcmp(cf->collector.ip, "drop") ? SL_COLLECTOR_IP_DROP
+                : SL_COLLECTOR_IP_HASH,
+            .ip_salt = cf->collector.ip_salt, .max_inflight = cf->collector.max_inflight,
+        };
+        /* The embedded broker drops what lies beyond its last 5 MiB of a
+         * partition: refuse new events before the unconsumed part nears it. */
+        if (cf->kafka.embedded) {
+            cc.max_unconsumed_bytes = SL_BROKER_RETENTION_BYTES * 4 / 5;
+            cc.watch_group = cf->kafka.group;
+        }
+        w->collector = sl_collector_create(w->base, &cc, w->producer, err, errlen);
+        if (!w->collector) return SL_ERR;
+        sl_log(SL_LOG_INFO, "worker", "collector on http://%s -> topic %s",
+               cf->collector.listen, cf->collector.topic);
+    }
     if (cf->admin_listen) {
         w->admin = sl_admin_create(w->base, cf->admin_listen, metrics_cb, w, err, errlen);
         if (!w->admin) return SL_ERR;
@@ -281,6 +306,7 @@ static void teardown(struct worker *w) {
     if (w->sigterm) event_free(w->sigterm);
     if (w->sigint) event_free(w->sigint);
     sl_admin_destroy(w->admin);
+    sl_collector_destroy(w->collector);
     /* Records still in flight hold Kafka messages: the pipeline drops them
      * (uncommitted, so they are consumed again) before the consumer goes. */
     sl_pipeline_destroy(w->pipeline);
