@@ -5,11 +5,13 @@
  * used from index head for count entries. The header links the key into
  * three structures, all intrusive so that nothing else is allocated per key:
  * - the key table, open addressing with linear probing over key pointers;
- * - the recency list (most recently added-to first), for max_keys;
+ * - the recency list (most recently added-to first), only with max_keys;
  * - one hashed timer wheel for all keys, slot = due tick mod slots, where a
- *   key is due when its oldest entry leaves. A key is moved at once when it
- *   becomes due earlier, and lazily (when its slot comes round) when it
- *   becomes due later, which is what an in-order add does.
+ *   key is due when its newest entry leaves. An add only makes a key due
+ *   later, so it never moves the key: when the slot comes round, a key that
+ *   got newer entries meanwhile is linked again at its new tick (lazy, as
+ *   Redis deletes timers). A key is visited about once per window length
+ *   while it is active, not once per entry.
  * When an allocation moves (growth, shrink), the neighbours' links are
  * patched. An entry is its time (8 bytes), its id (16 bytes, only with
  * dedupe) and one NaN-boxed 8-byte slot per field: a double, or a tag with an
@@ -39,7 +41,6 @@ struct wkey {
     struct wkey **t_pprev;  /* the pointer that points at this key in its slot */
     unsigned char uuid[16]; /* UUID key bytes; zero for a named key */
     uint32_t hash;          /* hash of the key */
-    uint32_t sched;         /* wheel tick (low 32 bits) the key is linked at */
     uint32_t head;          /* index of the oldest entry */
     uint32_t count;         /* entries */
     uint32_t cap;           /* entries room */
@@ -58,7 +59,7 @@ struct sl_window {
 
     struct wkey **table;          /* key table, tmask + 1 slots */
     size_t tmask;
-    struct wkey *lru_head, *lru_tail;
+    struct wkey *lru_head, *lru_tail; /* recency list, kept only with max_keys */
 
     struct wkey **wheel;          /* SL_WINDOW_WHEEL_SLOTS slot lists */
     int64_t tick_ms;              /* span of one slot */
@@ -112,25 +113,28 @@ static inline size_t key_size(const struct sl_window *w, const struct wkey *k, s
     return sizeof(struct wkey) + name_room(k) + cap * w->stride;
 }
 
-static inline int hexval(unsigned char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    c |= 0x20;
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-}
+/* Hex digit values, -1 for other bytes. */
+static const signed char hexval[256] = {
+    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7,
+    ['7'] = 8, ['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14,
+    ['e'] = 15, ['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15,
+    ['F'] = 16,
+}; /* stored + 1, so that the zero of every other byte means "not hex" */
 
 /* Parses a canonical 8-4-4-4-12 UUID, any case. */
 static bool uuid_parse(const char *s, size_t len, unsigned char out[16]) {
-    int n = 0;
-    if (len != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-')
+    static const unsigned char at[16] = {0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34};
+    const unsigned char *p = (const unsigned char *)s;
+    int bad = 0;
+
+    if (len != 36 || p[8] != '-' || p[13] != '-' || p[18] != '-' || p[23] != '-')
         return false;
-    for (size_t i = 0; i < 36; i += 2) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) i++;
-        int hi = hexval((unsigned char)s[i]), lo = hexval((unsigned char)s[i + 1]);
-        if (hi < 0 || lo < 0) return false;
-        out[n++] = (unsigned char)(hi << 4 | lo);
+    for (int i = 0; i < 16; i++) {
+        int hi = hexval[p[at[i]]], lo = hexval[p[at[i] + 1]];
+        bad |= (hi == 0) | (lo == 0);
+        out[i] = (unsigned char)((hi - 1) << 4 | (lo - 1));
     }
-    return true;
+    return !bad;
 }
 
 /* The 16 bytes an id is kept as: a UUID's own bytes or a 128-bit hash; all
@@ -275,8 +279,9 @@ static void lru_push(struct sl_window *w, struct wkey *k) {
 
 /* ==================== Timer wheel ==================== */
 
+/* A key is due when its newest entry leaves: then it is empty. */
 static inline int64_t key_due(const struct sl_window *w, struct wkey *k) {
-    return ent_time(ent(w, k, 0)) + w->length;
+    return ent_time(ent(w, k, k->count - 1)) + w->length;
 }
 
 static void wheel_unlink(struct wkey *k) {
@@ -293,21 +298,10 @@ static void wheel_link(struct sl_window *w, struct wkey *k, int64_t due) {
     if (!w->started || tick < w->cur) w->cur = tick;
     w->started = true;
     slot = &w->wheel[(uint64_t)tick & (SL_WINDOW_WHEEL_SLOTS - 1)];
-    k->sched = (uint32_t)tick;
     k->t_next = *slot;
     k->t_pprev = slot;
     if (*slot) (*slot)->t_pprev = &k->t_next;
     *slot = k;
-}
-
-/* After k's oldest entry changed: move it only if it is now due before the
- * tick it is linked at. */
-static void wheel_update(struct sl_window *w, struct wkey *k) {
-    int64_t tick = floordiv(key_due(w, k), w->tick_ms);
-    if ((int32_t)((uint32_t)tick - k->sched) < 0) {
-        wheel_unlink(k);
-        wheel_link(w, k, key_due(w, k));
-    }
 }
 
 /* ==================== Keys ==================== */
@@ -315,10 +309,12 @@ static void wheel_update(struct sl_window *w, struct wkey *k) {
 /* Fixes every pointer to a key whose allocation moved from old to k. */
 static void key_moved(struct sl_window *w, struct wkey *k, size_t slot) {
     w->table[slot] = k;
-    if (k->lru_prev) k->lru_prev->lru_next = k;
-    else w->lru_head = k;
-    if (k->lru_next) k->lru_next->lru_prev = k;
-    else w->lru_tail = k;
+    if (w->max_keys) {
+        if (k->lru_prev) k->lru_prev->lru_next = k;
+        else w->lru_head = k;
+        if (k->lru_next) k->lru_next->lru_prev = k;
+        else w->lru_tail = k;
+    }
     if (!k->t_pprev) return; /* not on the wheel yet */
     *k->t_pprev = k;
     if (k->t_next) k->t_next->t_pprev = &k->t_next;
@@ -361,7 +357,7 @@ static void key_drop(struct sl_window *w, struct wkey *k, uint32_t n) {
 static void key_free(struct sl_window *w, struct wkey *k) {
     key_drop(w, k, k->count);
     table_delete(w, table_slot_of(w, k));
-    lru_unlink(w, k);
+    if (w->max_keys) lru_unlink(w, k);
     wheel_unlink(k);
     if (w->view == k) w->view = NULL;
     w->bytes -= key_size(w, k, k->cap);
@@ -435,7 +431,10 @@ struct sl_window *sl_window_create(const struct sl_window_conf *conf, char *err,
 
 void sl_window_destroy(struct sl_window *w) {
     if (!w) return;
-    while (w->lru_head) key_free(w, w->lru_head);
+    for (size_t i = 0; i <= w->tmask; i++) {
+        struct wkey *k = w->table[i];
+        if (k) free(k); /* its strings go with the intern table */
+    }
     sl_intern_destroy(w->strs);
     free(w->table);
     free(w->wheel);
@@ -467,7 +466,7 @@ static struct wkey *key_new(struct sl_window *w, const char *key, size_t len,
     w->bytes += size;
     w->table[slot] = k;
     w->st.keys++;
-    lru_push(w, k);
+    if (w->max_keys) lru_push(w, k);
     return k;
 }
 
@@ -517,6 +516,7 @@ int sl_window_add(struct sl_window *w, const char *key, size_t keylen, int64_t t
         if (drop) {
             key_drop(w, k, drop);
             w->st.expired_entries += drop;
+            k = key_fit(w, k);
         }
         if (evict) {
             key_drop(w, k, evict);
@@ -560,8 +560,7 @@ int sl_window_add(struct sl_window *w, const char *key, size_t keylen, int64_t t
     if (fresh) {
         wheel_link(w, k, key_due(w, k));
     } else {
-        if (pos == 0) wheel_update(w, k); /* due earlier: move now; later: lazily */
-        if (w->lru_head != k) {
+        if (w->max_keys && w->lru_head != k) {
             lru_unlink(w, k);
             lru_push(w, k);
         }
@@ -584,7 +583,7 @@ size_t sl_window_select(struct sl_window *w, const char *key, size_t keylen) {
 }
 
 size_t sl_window_expire(struct sl_window *w, int64_t now_ms) {
-    int64_t now_tick, last, cutoff;
+    int64_t now_tick, last;
     size_t freed = 0;
 
     w->view = NULL;
@@ -594,7 +593,6 @@ size_t sl_window_expire(struct sl_window *w, int64_t now_ms) {
     /* Past one turn of the wheel, every slot has been seen once. */
     last = now_tick - w->cur >= SL_WINDOW_WHEEL_SLOTS
                ? w->cur + SL_WINDOW_WHEEL_SLOTS - 1 : now_tick;
-    cutoff = now_ms - w->length;
 
     for (int64_t tick = w->cur; tick <= last && w->started; tick++) {
         struct wkey **slot = &w->wheel[(uint64_t)tick & (SL_WINDOW_WHEEL_SLOTS - 1)];
@@ -607,19 +605,14 @@ size_t sl_window_expire(struct sl_window *w, int64_t now_ms) {
             next = k->t_next;
             k->t_next = NULL;
             k->t_pprev = &stand_in; /* unlinked; key_free and key_resize write here */
-            if (ent_time(ent(w, k, 0)) <= cutoff) {
-                uint32_t n = upper_bound(w, k, cutoff);
-                w->st.expired_entries += n;
-                if (n == k->count) {
-                    key_free(w, k);
-                    w->st.expired_keys++;
-                    freed++;
-                    continue;
-                }
-                key_drop(w, k, n);
-                k = key_fit(w, k);
+            if (key_due(w, k) <= now_ms) {
+                w->st.expired_entries += k->count;
+                w->st.expired_keys++;
+                key_free(w, k);
+                freed++;
+            } else {
+                wheel_link(w, k, key_due(w, k)); /* got newer entries since linked */
             }
-            wheel_link(w, k, key_due(w, k));
         }
     }
     if (w->started) w->cur = now_tick;

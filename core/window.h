@@ -12,8 +12,8 @@
  *
  * Window rule: after an entry at time t is added, a key holds the entries in
  * (newest - length_ms, newest], where newest is the latest time the key has
- * seen. An entry exactly length_ms older than the newest has left. An entry at
- * time e leaves at the expire() time e + length_ms.
+ * seen. An entry exactly length_ms older than the newest has left. A key whose
+ * newest entry is at time e is freed by an expire() at time e + length_ms.
  *
  * Compact storage (measured numbers in core/bench/window_bench.c):
  * - a UUID in canonical 36-char form (any case) is stored as its 16 bytes, for
@@ -131,12 +131,16 @@ void sl_window_entry_value(const struct sl_window *w, size_t i, size_t f,
  * DISTINCT compares strings by bytes and numbers by value. */
 size_t sl_window_aggregate(struct sl_window *w, size_t f, struct sl_value *out);
 
-/* Drops, for every key, the entries that have left the window at time now_ms
- * (time <= now_ms - length_ms) and frees the keys left empty. Called from
- * the caller's periodic timer, with a clock comparable to event times.
- * Returns the number of keys freed. Cost: proportional to the keys that have
- * entries leaving plus the wheel slots passed since the last call (at most
- * SL_WINDOW_WHEEL_SLOTS), not to the number of keys. */
+/* Frees the keys whose entries have all left the window at time now_ms
+ * (newest entry <= now_ms - length_ms), and with them their strings. Called
+ * from the caller's periodic timer, with a clock comparable to event times
+ * (an event-time watermark, or wall-clock time when events are live). The
+ * entries of a key still active are not touched here: they leave on the key's
+ * next add (and are never shown), so a key holds at most the entries of 2
+ * window lengths, and at most max_entries. Returns the number of keys freed.
+ * Cost: proportional to the keys freed, plus a visit to each key still
+ * active about once per window length, plus the wheel slots passed since the
+ * last call (at most SL_WINDOW_WHEEL_SLOTS); not to the number of keys. */
 size_t sl_window_expire(struct sl_window *w, int64_t now_ms);
 #define SL_WINDOW_WHEEL_SLOTS 4096 /* Slots of the timer wheel, spanning one window length. */
 

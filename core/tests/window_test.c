@@ -92,13 +92,11 @@ static void entry_exactly_length_old_has_left(void) {
     TEST("entry one ms inside the window is accepted out of order",
          add(w, K1, 1001, NULL, "y") == SL_WINDOW_ADDED &&
          strcmp(times(w), "1001,1050,1099,1100") == 0);
-    TEST("expire one ms before an entry's length keeps it",
-         sl_window_expire(w, 1100) == 0 && sl_window_select(w, K1, 36) == 4);
-    sl_window_expire(w, 1101);
-    TEST("expire at time + length drops exactly that entry",
-         sl_window_select(w, K1, 36) == 3 && strcmp(times(w), "1050,1099,1100") == 0);
+    TEST("expire keeps a key while its newest entry is in the window",
+         sl_window_expire(w, 1199) == 0 && sl_window_select(w, K1, 36) == 4);
     TEST("expire at newest + length frees the key",
-         sl_window_expire(w, 1200) == 1 && stats(w).keys == 0 && stats(w).expired_keys == 1);
+         sl_window_expire(w, 1200) == 1 && stats(w).keys == 0 && stats(w).expired_keys == 1 &&
+         stats(w).entries == 0 && stats(w).expired_entries == 1 + 4);
     sl_window_destroy(w);
 }
 
@@ -121,10 +119,13 @@ static void out_of_order_placed_by_time(void) {
     add(w, K1, 50, NULL, "z");
     TEST("out-of-order entries are placed by time, view oldest first",
          strcmp(times(w), "50,100,200,300") == 0 && strcmp(strs(w), "z,a,b,c") == 0);
-    /* An old entry makes the key due earlier: expiry must follow it. */
-    sl_window_expire(w, 1050);
-    TEST("an out-of-order older entry expires at its own time",
-         sl_window_select(w, K1, 36) == 3 && strcmp(times(w), "100,200,300") == 0);
+    sl_window_expire(w, 1299);
+    TEST("entries that left stay until the key's next add or its end",
+         sl_window_select(w, K1, 36) == 4);
+    add(w, K1, 1150, NULL, "d");
+    TEST("the next add drops them", strcmp(times(w), "200,300,1150") == 0);
+    TEST("the key ends when its newest entry leaves",
+         sl_window_expire(w, 2149) == 0 && sl_window_expire(w, 2150) == 1);
     sl_window_destroy(w);
 }
 
@@ -544,12 +545,10 @@ static size_t m_expire(struct model *m, int64_t now) {
     size_t freed = 0;
     for (int i = 0; i < M_KEYS; i++) {
         struct m_key *k = &m->keys[i];
-        int n = 0;
-        if (!k->live) continue;
-        while (n < k->n && k->e[n].t <= now - m->length) n++;
-        m_remove(m, k, n);
-        m->st.expired_entries += (uint64_t)n;
-        if (!k->n) {
+        if (!k->live || k->e[k->n - 1].t > now - m->length) continue;
+        m->st.expired_entries += (uint64_t)k->n;
+        m_remove(m, k, k->n);
+        {
             k->live = false;
             m->st.keys--;
             m->st.expired_keys++;
