@@ -32,6 +32,7 @@
 #define VAL_STR 0xfffb000000000000ULL   /* slot: tag | intern id */
 #define VAL_TAG_MASK 0xffff000000000000ULL
 #define VAL_NAN 0x7ff8000000000000ULL   /* every NaN is stored as this one */
+#define PREFETCH_LINES 8                /* cache lines of a key fetched ahead on add */
 #define DISTINCT_SMALL 32               /* up to this many outputs, DISTINCT compares pairwise */
 
 struct wkey {
@@ -484,10 +485,18 @@ int sl_window_add(struct sl_window *w, const char *key, size_t keylen, int64_t t
         w->st.too_old++;
         return SL_WINDOW_TOO_OLD;
     }
+    /* The key's slot and header are most likely cache misses: start them,
+     * and parse the id while they load. */
     hash = key_hash(key, keylen, uuid, &is_uuid);
+    k = w->table[hash & w->tmask];
+    if (k) {
+        /* Header and the first entries, whose lines do not depend on each other. */
+        for (int line = 0; line < PREFETCH_LINES; line++)
+            __builtin_prefetch((const char *)k + 64 * line);
+    }
+    if (w->dedupe) id_bytes(id, idlen, idb);
     slot = table_find(w, key, keylen, uuid, is_uuid, hash);
     k = w->table[slot];
-    if (w->dedupe) id_bytes(id, idlen, idb);
 
     if (k) {
         int64_t newest = ent_time(ent(w, k, k->count - 1));
