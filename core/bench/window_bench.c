@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define NKEYS 100000    /* visitors */
+#define NKEYS 100000    /* visitors, unless given as the first argument */
 #define PER_KEY 10      /* views per visitor in the window */
 #define NSLUGS 240      /* catalogue */
 #define LENGTH 300000   /* 5 minutes */
@@ -63,10 +63,11 @@ static double rss_mb(void) {
 
 /* Events for n views: every key PER_KEY times in random order, times rising
  * over span ms from t0, each up to 2 s early (trackers, batching). */
-static struct event *make_events(size_t n, int64_t t0, int64_t span, char (*keys)[37]) {
+static struct event *make_events(size_t n, int64_t t0, int64_t span, char (*keys)[37],
+                                 size_t nkeys) {
     struct event *ev = sl_malloc(n * sizeof(*ev));
     uint32_t *order = sl_malloc(n * sizeof(*order));
-    for (size_t i = 0; i < n; i++) order[i] = (uint32_t)(i % NKEYS);
+    for (size_t i = 0; i < n; i++) order[i] = (uint32_t)(i % nkeys);
     for (size_t i = n - 1; i > 0; i--) {
         size_t j = rnd64() % (i + 1);
         uint32_t k = order[i];
@@ -99,22 +100,25 @@ static size_t run(struct sl_window *w, const struct event *ev, size_t n,
     return sum;
 }
 
-int main(void) {
-    static char keys[NKEYS][37], slugs[NSLUGS][40];
+int main(int argc, char **argv) {
+    static char slugs[NSLUGS][40];
+    size_t nkeys = argc > 1 ? strtoul(argv[1], NULL, 10) : NKEYS;
+    char (*keys)[37] = sl_malloc((nkeys ? nkeys : 1) * sizeof(*keys));
     enum sl_window_agg agg = SL_WINDOW_LIST;
     struct sl_window_conf conf = {LENGTH, 100, 0, true, 1, &agg};
     struct sl_window_stats st;
     char err[SL_ERRLEN];
-    size_t n = (size_t)NKEYS * PER_KEY, added;
+    size_t n = nkeys * PER_KEY, added;
     double t, rss0, rss1;
 
-    for (int i = 0; i < NKEYS; i++) uuid(keys[i]);
+    if (!nkeys) return 1;
+    for (size_t i = 0; i < nkeys; i++) uuid(keys[i]);
     for (int i = 0; i < NSLUGS; i++)
         snprintf(slugs[i], sizeof(slugs[i]), "product-%03d-organic-cotton-tee", i);
     /* Fill: 1M views over 4 minutes, all inside the window. */
-    struct event *fill = make_events(n, T0, LENGTH - 60000, keys);
+    struct event *fill = make_events(n, T0, LENGTH - 60000, keys, nkeys);
     /* Slide: 1M more views over the next 5 minutes; old entries leave. */
-    struct event *slide = make_events(n, T0 + LENGTH - 60000, LENGTH, keys);
+    struct event *slide = make_events(n, T0 + LENGTH - 60000, LENGTH, keys, nkeys);
 
     struct sl_window *w = sl_window_create(&conf, err, sizeof(err));
     if (!w) {
@@ -190,12 +194,22 @@ int main(void) {
     t = now_s() - t;
     printf("window idle expire: %.0f ns per call\n", t * 1e9 / 1000);
 
-    printf("window: %.2fM updates/s filling, %.2fM sliding, %d keys, %d entries, "
+    /* The same fill with max_keys set: the recency list is kept up to date. */
+    sl_window_destroy(w);
+    conf.max_keys = 1000000;
+    w = sl_window_create(&conf, err, sizeof(err));
+    t = now_s();
+    run(w, fill, n, slugs, &added);
+    t = now_s() - t;
+    printf("window fill with max_keys (LRU kept): %.2fM updates/s\n", added / t / 1e6);
+
+    printf("window: %.2fM updates/s filling, %.2fM sliding, %zu keys, %zu entries, "
            "%.1f B/entry, %.1f B/key (rss delta %.1f MB)\n",
-           fill_rate / 1e6, slide_rate / 1e6, NKEYS, NKEYS * PER_KEY, per_entry, per_key,
+           fill_rate / 1e6, slide_rate / 1e6, nkeys, n, per_entry, per_key,
            rss1 - rss0);
     sl_window_destroy(w);
     free(fill);
     free(slide);
+    free(keys);
     return 0;
 }
