@@ -1,0 +1,452 @@
+-- helpers.lua -- processes, Kafka and HTTP for the black-box specs.
+--
+-- Every integration spec drives the built binary (SLUICE_BIN, default
+-- ./sluice) and reads what it produced with kcat and curl. SLUICE_TEST_KAFKA
+-- is "embedded" (the default: a `sluice broker` process per spec file or per
+-- test) or the bootstrap address of a real Kafka broker shared by all tests,
+-- so topic and group names are made unique with H.unique().
+--
+--   local H = dofile("spec/integration/helpers.lua")
+
+local cjson = require "cjson"
+
+local H = {}
+
+H.BIN = os.getenv("SLUICE_BIN") or "./sluice"
+H.KAFKA = os.getenv("SLUICE_TEST_KAFKA") or "embedded"
+H.embedded = H.KAFKA == "embedded"
+H.FIX = "spec/fixtures/snowplow/"
+H.STORE_URL = "http://127.0.0.1:8080"
+H.APP_ID = "shopify-nu-recommendations"
+
+math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
+
+-- ==================== Shell and files ====================
+
+function H.q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = H.q
+
+function H.sh(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+local sh = H.sh
+
+function H.read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+local read = H.read
+
+function H.write(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+function H.sleep(s) os.execute("sleep " .. s) end
+local sleep = H.sleep
+
+function H.now_ms() return tonumber((sh("date +%s%3N"):gsub("%s", ""))) end
+
+function H.mktemp() return (sh("mktemp -d /tmp/sluice-spec.XXXXXX"):gsub("%s", "")) end
+
+function H.rmrf(dir)
+  if dir and dir:match("^/tmp/sluice%-spec%.") then os.execute("rm -rf " .. q(dir)) end
+end
+
+-- A name no other test uses on a shared broker: prefix-<time>-<random>.
+function H.unique(prefix)
+  return string.format("%s-%d-%06d", prefix, os.time(), math.random(0, 999999))
+end
+
+-- Waits until f() returns a true value (polling every `step` seconds, up to
+-- `timeout` seconds); returns that value, or nil on timeout.
+function H.wait_for(f, timeout, step)
+  local deadline = H.now_ms() + (timeout or 10) * 1000
+  repeat
+    local v = f()
+    if v then return v end
+    sleep(step or 0.1)
+  until H.now_ms() > deadline
+  return f()
+end
+
+-- A TCP port on 127.0.0.1 that nothing listens on right now (random in
+-- 20000-60000; a connection attempt that fails means free).
+function H.free_port()
+  for _ = 1, 50 do
+    local port = math.random(20000, 60000)
+    local busy = os.execute(string.format(
+      "bash -c 'exec 3<>/dev/tcp/127.0.0.1/%d' 2>/dev/null", port))
+    if busy ~= 0 and busy ~= true then return port end
+  end
+  error("no free port found")
+end
+
+-- The Lua source of a value (tables with sorted keys), to write configs.
+function H.lua(v, indent)
+  indent = indent or ""
+  local t = type(v)
+  if t == "string" then return string.format("%q", v) end
+  if t == "number" or t == "boolean" or t == "nil" then return tostring(v) end
+  assert(t == "table", "cannot write a " .. t .. " into a config")
+  local parts, n = {}, #v
+  for i = 1, n do parts[#parts + 1] = indent .. "  " .. H.lua(v[i], indent .. "  ") end
+  local keys = {}
+  for k in pairs(v) do
+    if not (type(k) == "number" and k >= 1 and k <= n and k % 1 == 0) then keys[#keys + 1] = k end
+  end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  for _, k in ipairs(keys) do
+    local name = (type(k) == "string" and k:match("^[%a_][%w_]*$")) and k
+      or "[" .. H.lua(k) .. "]"
+    parts[#parts + 1] = indent .. "  " .. name .. " = " .. H.lua(v[k], indent .. "  ")
+  end
+  if #parts == 0 then return "{}" end
+  return "{\n" .. table.concat(parts, ",\n") .. ",\n" .. indent .. "}"
+end
+
+-- Writes `return <cfg>` to path; returns path.
+function H.write_config(path, cfg)
+  H.write(path, "return " .. H.lua(cfg) .. "\n")
+  return path
+end
+
+-- Copies the shipped rules (lua/) into dir/rules so a test may change them.
+function H.copy_rules(dir)
+  local to = dir .. "/rules"
+  os.execute("rm -rf " .. q(to) .. " && cp -r lua " .. q(to))
+  assert(read(to .. "/recommendations/extract.lua"), "rules not copied to " .. to)
+  return to
+end
+
+-- ==================== Processes ====================
+
+-- A started process: {pid, name, dir, out = path, err = path}. The shell
+-- around it records its exit status in dir/name.rc once it ended.
+local Proc = {}
+Proc.__index = Proc
+
+-- Starts cmd in the background; stdout and stderr go to dir/name.{out,err}.
+function H.spawn(dir, name, cmd, env)
+  local base = dir .. "/" .. name
+  os.remove(base .. ".rc")
+  os.remove(base .. ".pid")
+  local inner = string.format("echo $$ >%s; exec %s%s", q(base .. ".pid"), env or "", cmd)
+  os.execute(string.format("( sh -c %s >%s 2>%s </dev/null; echo $? >%s ) >/dev/null 2>&1 &",
+    q(inner), q(base .. ".out"), q(base .. ".err"), q(base .. ".rc")))
+  local pid = H.wait_for(function()
+    local s = read(base .. ".pid")
+    return s and tonumber((s:gsub("%s", "")))
+  end, 5, 0.02)
+  assert(pid, "could not start " .. cmd)
+  return setmetatable({ pid = pid, name = name, dir = dir, out = base .. ".out",
+    err = base .. ".err", rcfile = base .. ".rc" }, Proc)
+end
+
+function Proc:stderr() return read(self.err) or "" end
+function Proc:stdout() return read(self.out) or "" end
+
+-- The exit status once the process ended (128+N after signal N), else nil.
+function Proc:status()
+  local s = read(self.rcfile)
+  return s and tonumber((s:gsub("%s", "")))
+end
+
+function Proc:alive() return self:status() == nil end
+
+function Proc:signal(sig)
+  if self:alive() then os.execute(string.format("kill -%s %d 2>/dev/null", sig or "TERM", self.pid)) end
+end
+
+-- Waits up to timeout seconds for the exit; returns the status or nil.
+function Proc:wait(timeout)
+  return H.wait_for(function() return self:status() end, timeout or 10, 0.05)
+end
+
+-- SIGTERM, then SIGKILL after `grace` seconds; safe to call twice.
+function Proc:stop(grace)
+  if not self:alive() then return self:status() end
+  self:signal("CONT")
+  self:signal("TERM")
+  local rc = self:wait(grace or 10)
+  if rc then return rc end
+  self:signal("KILL")
+  return self:wait(5)
+end
+
+-- Waits until stderr matches pattern (from byte `from` on); returns the
+-- captures (or the match) or nil after timeout seconds.
+function Proc:wait_log(pattern, timeout, from)
+  local caps
+  H.wait_for(function()
+    local text = self:stderr():sub(from or 1)
+    caps = { text:match(pattern) }
+    return #caps > 0 or not self:alive()
+  end, timeout or 10, 0.1)
+  if #caps == 0 then
+    caps = { self:stderr():sub(from or 1):match(pattern) }
+  end
+  return (table.unpack or unpack)(caps)
+end
+
+-- Starts `sluice broker`; returns the process and its bootstrap address.
+function H.start_broker(dir, name, partitions)
+  name = name or "broker"
+  local p = H.spawn(dir, name, string.format("%s broker --partitions %d", q(H.BIN), partitions or 4))
+  local addr = H.wait_for(function()
+    return (p:stdout()):match("^([^\n]+)\n") or (not p:alive() and "")
+  end, 10)
+  if not addr or addr == "" then
+    p:stop()
+    error("sluice broker printed no address; stderr: " .. p:stderr())
+  end
+  p.addr = addr
+  return p, addr
+end
+
+-- The brokers to use: a fresh `sluice broker` in dir (embedded mode) or the
+-- real Kafka of SLUICE_TEST_KAFKA. Returns the address and the broker
+-- process (nil for a real Kafka).
+function H.kafka(dir, name)
+  if H.embedded then
+    local p, addr = H.start_broker(dir, name or "broker")
+    return addr, p
+  end
+  return H.KAFKA, nil
+end
+
+-- Starts `sluice run -c config` (cfg is a table written to dir/name.lua, or
+-- a path); waits until its admin answers /health when admin_port is given
+-- and until it logs its partition assignment. Returns the process.
+function H.start_sluice(dir, name, cfg, opts)
+  opts = opts or {}
+  local path = type(cfg) == "table" and H.write_config(dir .. "/" .. name .. ".lua", cfg) or cfg
+  local p = H.spawn(dir, name, string.format("%s run -c %s", q(H.BIN), q(path)), opts.env)
+  p.config = path
+  if opts.wait_assigned ~= false then
+    local n = p:wait_log("assigned (%d+) partition", opts.timeout or 30)
+    if not n then
+      local err = p:stderr()
+      p:stop(2)
+      error(string.format("sluice run %s got no partitions within %ds; stderr:\n%s",
+        name, opts.timeout or 30, err))
+    end
+  end
+  if opts.admin_port then
+    local ok = H.wait_for(function() return H.http(opts.admin_port, "GET", "/health") == 200 end, 10)
+    if not ok then
+      local err = p:stderr()
+      p:stop(2)
+      error("sluice run did not answer /health; stderr:\n" .. err)
+    end
+  end
+  return p
+end
+
+-- Runs a command to its end; returns exit status, stdout, stderr.
+function H.run(cmd)
+  local dir = H.mktemp()
+  local rc = os.execute(string.format("%s >%s/out 2>%s/err", cmd, dir, dir))
+  if type(rc) == "boolean" then rc = rc and 0 or 1 end -- Lua 5.2+ returns true/"exit",n
+  -- LuaJIT returns the raw wait status
+  if rc > 255 then rc = math.floor(rc / 256) end
+  local out, err = read(dir .. "/out") or "", read(dir .. "/err") or ""
+  H.rmrf(dir)
+  return rc, out, err
+end
+
+-- ==================== Kafka ====================
+
+-- Produces records to topic: each a {key, value} pair or a bare value
+-- (no key). Values are strings (one line) or tables (JSON-encoded).
+function H.produce(brokers, topic, recs)
+  local dir = H.mktemp()
+  local keyed, plain = {}, {}
+  for _, r in ipairs(recs) do
+    local k, v = nil, r
+    if type(r) == "table" and r.value ~= nil then k, v = r.key, r.value end
+    if type(v) ~= "string" then v = cjson.encode(v) end
+    assert(not v:find("\n"), "a produced value must be one line")
+    if k then keyed[#keyed + 1] = k .. "\t" .. v else plain[#plain + 1] = v end
+  end
+  local function send(lines, opt)
+    if #lines == 0 then return end
+    H.write(dir .. "/in", table.concat(lines, "\n") .. "\n")
+    local rc, _, err = H.run(string.format("kcat -b %s -P -t %s %s <%s", q(brokers), q(topic),
+      opt, q(dir .. "/in")))
+    assert(rc == 0, "kcat produce to " .. topic .. " failed: " .. err)
+  end
+  -- Keyed records first would reorder a mixed list; keep it simple: callers
+  -- give all keyed or all plain.
+  assert(#keyed == 0 or #plain == 0, "produce: mix of keyed and unkeyed records")
+  send(keyed, "-K '\t'")
+  send(plain, "")
+  H.rmrf(dir)
+end
+
+-- Every record of topic: {key = s or nil, ts = ms, partition, offset,
+-- value = s, json = decoded or nil}, partition after partition, each in
+-- offset order.
+function H.records(brokers, topic)
+  local out = sh(string.format("kcat -C -b %s -t %s -o beginning -e -q -m 10 "
+    .. "-f '%%K %%T %%p %%o\\t%%k\\n%%s\\n' 2>/dev/null", q(brokers), q(topic)))
+  local recs = {}
+  local it = out:gmatch("([^\n]*)\n")
+  for head in it do
+    local value = it()
+    local klen, ts, part, off, key = head:match("^(%-?%d+) (%-?%d+) (%d+) (%d+)\t(.*)$")
+    assert(klen, "unexpected kcat line: " .. head)
+    local ok, json = pcall(cjson.decode, value)
+    recs[#recs + 1] = {
+      key = tonumber(klen) >= 0 and key or nil, ts = tonumber(ts), partition = tonumber(part),
+      offset = tonumber(off), value = value, json = ok and json or nil,
+    }
+  end
+  return recs
+end
+
+-- Waits (up to timeout seconds, default 20) until topic holds at least n
+-- records; returns them (fewer on timeout).
+function H.wait_records(brokers, topic, n, timeout)
+  local recs
+  H.wait_for(function()
+    recs = H.records(brokers, topic)
+    return #recs >= n
+  end, timeout or 20, 0.3)
+  return recs
+end
+
+-- Waits until the number of records in topic has not changed for `quiet`
+-- seconds (or timeout); returns them.
+function H.settle(brokers, topic, quiet, timeout)
+  local deadline = H.now_ms() + (timeout or 30) * 1000
+  local recs = H.records(brokers, topic)
+  local last, since = #recs, H.now_ms()
+  while H.now_ms() < deadline do
+    sleep(0.3)
+    recs = H.records(brokers, topic)
+    if #recs ~= last then last, since = #recs, H.now_ms()
+    elseif H.now_ms() - since >= (quiet or 2) * 1000 then break end
+  end
+  return recs
+end
+
+-- ==================== HTTP ====================
+
+local http_dir
+
+-- http(port, method, path, {headers = {"Name: value"}, body = s})
+--   -> code, body, headers (lower-case names)
+function H.http(port, method, path, opts)
+  opts = opts or {}
+  http_dir = http_dir or H.mktemp()
+  local cmd = { "curl -s -m 30 -X", method, "-D", q(http_dir .. "/resp.h"), "-o",
+    q(http_dir .. "/resp.b"), "-w '%{http_code}'" }
+  for _, h in ipairs(opts.headers or {}) do cmd[#cmd + 1] = "-H " .. q(h) end
+  if opts.body then
+    H.write(http_dir .. "/req.b", opts.body)
+    cmd[#cmd + 1] = "--data-binary @" .. q(http_dir .. "/req.b")
+  end
+  cmd[#cmd + 1] = q("http://127.0.0.1:" .. port .. path)
+  os.remove(http_dir .. "/resp.h")
+  os.remove(http_dir .. "/resp.b")
+  local code = tonumber(sh(table.concat(cmd, " ") .. " 2>/dev/null"))
+  local headers = {}
+  for line in (read(http_dir .. "/resp.h") or ""):gmatch("[^\r\n]+") do
+    local k, v = line:match("^([^:]+):%s*(.*)$")
+    if k then headers[k:lower()] = v end
+  end
+  return code, read(http_dir .. "/resp.b") or "", headers
+end
+
+-- The Prometheus text of /metrics on the admin port.
+function H.metrics(port)
+  local code, text = H.http(port, "GET", "/metrics")
+  assert(code == 200, "GET /metrics answered " .. tostring(code))
+  return text
+end
+
+-- The value of one sample, e.g. metric(text, 'sluice_filtered_total{step="extract",reason="x"}');
+-- nil when absent.
+function H.metric(text, sample)
+  for line in text:gmatch("[^\n]+") do
+    if line:sub(1, #sample + 1) == sample .. " " then return tonumber(line:sub(#sample + 2)) end
+  end
+  return nil
+end
+
+-- ==================== Tracker records ====================
+
+-- The collector records of a *.requests.jsonl capture's POSTs, as the
+-- collector writes them: {key = first duid, value = '{"message":<body>,
+-- "collector":{...}}', events = the body's data list}.
+function H.tracker_records(name)
+  local out = {}
+  for line in assert(read(H.FIX .. name), "fixture missing: " .. name):gmatch("[^\n]+") do
+    local req = cjson.decode(line)
+    if req.method == "POST" then
+      local body = req.body
+      local events = cjson.decode(body).data
+      out[#out + 1] = {
+        key = events[1].duid,
+        value = '{"message":' .. body .. ',"collector":{"receivedAt":' .. H.now_ms()
+          .. ',"origin":"' .. H.STORE_URL .. '"}}',
+        events = events,
+      }
+    end
+  end
+  return out
+end
+
+-- A synthetic tracker record with one product page view: id names the event
+-- (eid "00000000-0000-4000-8000-<id as 12 digits>") and the visitor (duid).
+function H.page_view(id, opts)
+  opts = opts or {}
+  local eid = string.format("00000000-0000-4000-8000-%012d", id)
+  local duid = opts.duid or string.format("11111111-1111-4111-8111-%012d", id % 97)
+  local ev = {
+    e = "pv", aid = H.APP_ID, duid = duid, eid = eid,
+    url = H.STORE_URL .. "/products/" .. (opts.slug or ("product-" .. id)),
+    dtm = tostring(opts.dtm or (1795667677389 + id)), stm = tostring(1795667677400 + id),
+    p = "web", tv = "js-4.10.1",
+  }
+  local value = cjson.encode({ message = {
+    schema = "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4",
+    data = { ev } }, collector = { receivedAt = 1795667677500 + id } })
+  return { key = duid, value = value, eid = eid }
+end
+
+-- Consumer properties that let a restarted worker get the partitions of
+-- one that died (kill -9, watchdog) within seconds instead of librdkafka's
+-- default 45 s session timeout (6 s is the broker's minimum by default).
+H.FAST_GROUP = { ["session.timeout.ms"] = "6000", ["heartbeat.interval.ms"] = "1000" }
+
+-- The config of a pipeline: extract (rules from rules_path) then a kafka
+-- step writing {userId, product} (or opts.fields) to `output`.
+function H.pipeline_config(t)
+  local cfg = {
+    kafka = { brokers = t.brokers, group = t.group, input = t.input, dead_letter = t.dead_letter,
+      properties = t.properties or H.FAST_GROUP },
+    rules = { path = t.rules or "lua", budget = t.budget or "200ms", watchdog = t.watchdog or "5s",
+      state_dir = t.state_dir },
+    admin = t.admin_port and ("127.0.0.1:" .. t.admin_port) or nil,
+    shutdown_timeout = t.shutdown_timeout,
+    max_inflight = t.max_inflight,
+    pipeline = t.pipeline or {
+      { lua = t.extract or "recommendations.extract",
+        params = { store_url = H.STORE_URL, app_id = H.APP_ID } },
+      { name = "debug", kafka = { topic = t.output, key = "userId",
+        fields = t.fields or { "userId", "product", "eventId" } } },
+    },
+  }
+  return cfg
+end
+
+return H
