@@ -6,9 +6,21 @@
  * pipeline's window step: the step calls sl_window_add() once per event and,
  * when the entry was added, reads the key's entries or aggregates back to
  * build its output (Nussknacker's aggregate-sliding, emitWhenEventLeft=false).
- * A periodic timer of the caller calls sl_window_expire() to drop entries that
- * left the window and free idle keys. Bounds on entries per key and on keys
- * keep memory finite.
+ * A periodic timer of the caller calls sl_window_expire() to free the keys
+ * whose entries have all left the window. Bounds on entries per key and on
+ * keys keep memory finite.
+ *
+ * Use, in a pipeline step (error handling left out):
+ *
+ *     r = sl_window_add(w, key, keylen, t, id, idlen, vals);
+ *     if (r != SL_WINDOW_ADDED) return;                  (counted; emit nothing)
+ *     n = sl_window_entries(w);                          (>= 1)
+ *     for (f = 0; f < nfields; f++) {
+ *         m = sl_window_aggregate(w, f, out);            (out holds n values)
+ *         ... push out[0..m) as field f's variable ...
+ *     }
+ *
+ * and every second or so: sl_window_expire(w, now_ms).
  *
  * Window rule: after an entry at time t is added, a key holds the entries in
  * (newest - length_ms, newest], where newest is the latest time the key has
@@ -24,7 +36,9 @@
  *   plain id.
  * - string values are interned (intern.h), refcounted across all keys;
  *   numbers are doubles, exact for integer timestamps below 2^53.
- * - an entry is 8 bytes of time + 16 of id (with dedupe) + 8 per field.
+ * - an entry is 8 bytes of time + 16 of id (with dedupe) + 8 per field; a
+ *   key is a 72-byte header, its name when it is not a UUID, and 8-21 bytes
+ *   of table slot; one allocation per key holds header, name and entries.
  *
  * Not thread-safe: one window belongs to one thread (the loop). Uses
  * intern.c and sl.h; no Lua, no libevent. */
@@ -93,10 +107,10 @@ struct sl_window *sl_window_create(const struct sl_window_conf *conf, char *err,
 void sl_window_destroy(struct sl_window *w);
 
 /* Adds one entry for key at time t (ms, within +-2^62: outside it counts as
- * too old) with id[0..idlen) (NULL: no id; used
- * only with dedupe) and conf.nfields values (vals may be NULL when nfields
- * is 0). Out-of-order entries are placed by time; equal times keep insertion
- * order. Returns:
+ * too old) with id[0..idlen) (NULL: no id; used only with dedupe) and
+ * conf.nfields values (vals may be NULL when nfields is 0); strings are
+ * copied. Out-of-order entries are placed by time; equal times keep insertion
+ * order. Restoring state is replaying adds, in any order. Returns:
  * - SL_WINDOW_ADDED: the entry is in; the key's entries older than the
  *   window left; beyond max_entries the oldest left; beyond max_keys the
  *   least recently added-to other key left. The view now shows the key.
@@ -106,8 +120,10 @@ void sl_window_destroy(struct sl_window *w);
  * - SL_WINDOW_DUPLICATE: dedupe is on and an entry with the same id is in the
  *   key's window as of this entry. Nothing changes but the counter; the view
  *   is empty.
- * Cost: O(1) average for in-order entries with dedupe off, plus O(entries of
- * the key) for the dedupe scan and for out-of-order placement. */
+ * Cost: one key lookup (the key's memory is most likely a cache miss), plus
+ * O(entries of the key) for the dedupe scan, out-of-order placement and
+ * moving entries to the front of the key's room; no allocation but when a
+ * key is new or grows. */
 int sl_window_add(struct sl_window *w, const char *key, size_t keylen, int64_t t,
                   const char *id, size_t idlen, const struct sl_value *vals);
 

@@ -171,11 +171,12 @@ int main(int argc, char **argv) {
            (unsigned long long)st.added, (unsigned long long)st.duplicates,
            (unsigned long long)st.too_old, (unsigned long long)st.expired_entries);
 
-    /* Re-sent events: every id again, all duplicates. */
+    /* Re-sent events: the last tenth again, all duplicates. */
+    size_t resent = n / 10;
     t = now_s();
-    run(w, slide + n - 100000, 100000, slugs, &added);
+    run(w, slide + n - resent, resent, slugs, &added);
     t = now_s() - t;
-    printf("window dedupe: %.2fM re-sent events/s dropped, %zu added\n", 0.1 / t, added);
+    printf("window dedupe: %.2fM re-sent events/s dropped, %zu added\n", resent / t / 1e6, added);
 
     /* Expire everything: the cost of freeing memory. */
     size_t keys_before = st.keys, entries_before = st.entries;

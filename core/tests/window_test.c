@@ -533,6 +533,7 @@ static int m_add(struct model *m, const char *name, int64_t t, const char *id,
         int lru = -1;
         for (int i = 0; i < M_KEYS; i++)
             if (m->keys[i].live && (lru < 0 || m->keys[i].active < m->keys[lru].active)) lru = i;
+        if (lru < 0) abort(); /* there are two keys at least */
         m_remove(m, &m->keys[lru], m->keys[lru].n);
         m->keys[lru].live = false;
         m->st.keys--;
