@@ -295,7 +295,7 @@ end
 -- value = s, json = decoded or nil}, partition after partition, each in
 -- offset order.
 function H.records(brokers, topic)
-  local out = sh(string.format("kcat -C -b %s -t %s -o beginning -e -q -m 10 "
+  local out = sh(string.format("kcat -C -b %s -t %s -o beginning -e -q -m 10 -X fetch.wait.max.ms=20 "
     .. "-f '%%K %%T %%p %%o\\t%%k\\n%%s\\n' 2>/dev/null", q(brokers), q(topic)))
   local recs = {}
   local it = out:gmatch("([^\n]*)\n")
