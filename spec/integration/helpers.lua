@@ -291,6 +291,24 @@ function H.produce(brokers, topic, recs)
   H.rmrf(dir)
 end
 
+-- Starts a background producer of recs ({key, value} pairs) to topic,
+-- `per` records every `tick` seconds (default 100 per 0.1 s), so that the
+-- stream is still flowing while a spec signals the worker. Returns the
+-- process; its status is kcat's.
+function H.produce_slowly(dir, name, brokers, topic, recs, per, tick)
+  local lines = {}
+  for i, r in ipairs(recs) do
+    assert(not r.value:find("\n") and not r.key:find("\t"), "one line per record")
+    lines[i] = r.key .. "\t" .. r.value
+  end
+  local file = dir .. "/" .. name .. ".txt"
+  H.write(file, table.concat(lines, "\n") .. "\n")
+  return H.spawn(dir, name, "sh -c " .. q(string.format(
+    "i=0; while IFS= read -r l; do printf '%%s\\n' \"$l\"; i=$((i+1)); "
+      .. "[ $((i %% %d)) -eq 0 ] && sleep %s; done <%s | kcat -b %s -P -t %s -K '\t' -X linger.ms=5",
+    per or 100, tostring(tick or 0.1), q(file), q(brokers), q(topic))))
+end
+
 -- Every record of topic: {key = s or nil, ts = ms, partition, offset,
 -- value = s, json = decoded or nil}, partition after partition, each in
 -- offset order.

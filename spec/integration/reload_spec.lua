@@ -106,14 +106,7 @@ describe("reload", function()
     assert.is_truthy(version, "the worker logs its rules version")
     -- a producer in the background while the rule changes
     local first = views(3000)
-    local lines = {}
-    for i, v in ipairs(first) do lines[i] = v.key .. "\t" .. v.value end
-    H.write(dir .. "/first.txt", table.concat(lines, "\n") .. "\n")
-    -- 100 records every 0.1 s
-    local producer = H.spawn(dir, "producer", "sh -c " .. H.q(string.format(
-      "i=0; while read -r l; do printf '%%s\\n' \"$l\"; i=$((i+1)); "
-        .. "[ $((i %% 100)) -eq 0 ] && sleep 0.1; done <%s | kcat -b %s -P -t %s -K '\t' -X linger.ms=0",
-      H.q(dir .. "/first.txt"), H.q(brokers), H.q(n.input))))
+    local producer = H.produce_slowly(dir, "producer", brokers, n.input, first)
     H.wait_for(function() return next(sink()) ~= nil end, 20, 0.05)
     local before = sink()      -- records written before the reload: old tag for sure
     set_rule("v2")
