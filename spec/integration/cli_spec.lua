@@ -1,0 +1,211 @@
+-- cli_spec.lua -- the commands that need no broker: check, test, --help.
+--
+-- `sluice check` and `sluice test` on the configs of
+-- spec/integration/fixtures/ (a good one, a rule that does not compile, a
+-- window length that is no duration, a misspelt key, a missing module), and
+-- every command's --help.
+
+local cjson = require "cjson"
+local H = dofile("spec/integration/helpers.lua")
+
+local FIX = "spec/integration/fixtures/"
+
+local function sluice(args)
+  return H.run(H.q(H.BIN) .. " " .. args)
+end
+
+local dir
+
+lazy_setup(function() dir = H.mktemp() end)
+lazy_teardown(function() H.rmrf(dir) end)
+
+describe("sluice check", function()
+  it("exits 0 on a good config and prints the step count and rules version", function()
+    local rc, out, err = sluice("check -c " .. FIX .. "good.lua")
+    assert.are.equal(0, rc, "exit 0 on a good config; output:\n" .. out .. err)
+    local text = out .. err
+    assert.matches("3 step", text, 1, true)
+    assert.matches("rules version %x+", text)
+    assert.are.equal(16, #text:match("rules version (%x+)"), "version: 16 hex digits")
+  end)
+
+  it("gives the same version for the same rules and another for changed rules", function()
+    local _, a = sluice("check -c " .. FIX .. "good.lua")
+    local _, b = sluice("check -c " .. FIX .. "good.lua")
+    assert.are.equal(a:match("rules version (%x+)"), b:match("rules version (%x+)"))
+    local rules = dir .. "/rules"
+    os.execute("cp -r " .. FIX .. "rules " .. H.q(rules))
+    local cfg = H.read(FIX .. "good.lua"):gsub('"spec/integration/fixtures/rules"', string.format("%q", rules))
+    H.write(dir .. "/good.lua", cfg)
+    local _, c = sluice("check -c " .. H.q(dir .. "/good.lua"))
+    assert.is_truthy(c:match("rules version (%x+)"))
+    H.write(rules .. "/itest/guard.lua", H.read(rules .. "/itest/guard.lua") .. "\n-- changed\n")
+    local _, d = sluice("check -c " .. H.q(dir .. "/good.lua"))
+    assert.are_not.equal(c:match("rules version (%x+)"), d:match("rules version (%x+)"),
+      "a changed rule file changes the version")
+  end)
+
+  it("exits 1 on a rule that does not compile, naming file:line", function()
+    local rc, out, err = sluice("check -c " .. FIX .. "broken-rule.lua")
+    assert.are.equal(1, rc, "exit 1 on a broken rule")
+    assert.matches("rules%-broken/itest/broken%.lua:7:", out .. err, "file:line of the syntax error")
+    assert.matches("'then' expected", out .. err, 1, true)
+  end)
+
+  it("exits 1 on a config value of the wrong kind, naming the key path", function()
+    local rc, out, err = sluice("check -c " .. FIX .. "bad-window.lua")
+    assert.are.equal(1, rc)
+    assert.matches("pipeline[2].window.length", out .. err, 1, true)
+    assert.matches("five minutes", out .. err, 1, true)
+  end)
+
+  it("exits 1 on an unknown config key, naming it", function()
+    local rc, out, err = sluice("check -c " .. FIX .. "unknown-key.lua")
+    assert.are.equal(1, rc)
+    assert.matches("rules.budgett", out .. err, 1, true)
+    assert.matches("unknown key", out .. err, 1, true)
+  end)
+
+  it("exits 1 on a rule module that does not exist, naming it", function()
+    local rc, out, err = sluice("check -c " .. FIX .. "missing-module.lua")
+    assert.are.equal(1, rc)
+    assert.matches("recommendations.nothere", out .. err, 1, true)
+  end)
+
+  it("exits 1 on a config that is no valid Lua, with file:line", function()
+    H.write(dir .. "/syntax.lua", "return {\n  kafka = { brokers = \"embedded\" }\n  pipeline = {},\n}\n")
+    local rc, out, err = sluice("check -c " .. H.q(dir .. "/syntax.lua"))
+    assert.are.equal(1, rc)
+    assert.matches("syntax%.lua:3:", out .. err)
+  end)
+
+  it("exits non-zero on a missing config file, naming it", function()
+    local rc, out, err = sluice("check -c " .. H.q(dir .. "/none.lua"))
+    assert.are_not.equal(0, rc)
+    assert.matches("none.lua", out .. err, 1, true)
+  end)
+
+  it("exits 2 with usage without -c", function()
+    local rc, out, err = sluice("check")
+    assert.are.equal(2, rc)
+    assert.matches("usage: sluice check", out .. err, 1, true)
+  end)
+end)
+
+describe("sluice test", function()
+  local function trace(out)
+    local lines = {}
+    for line in out:gmatch("[^\n]+") do
+      local ok, v = pcall(cjson.decode, line)
+      assert.is_true(ok, "every line is JSON: " .. line)
+      lines[#lines + 1] = v
+    end
+    return lines
+  end
+
+  it("traces the captured tracker records through each step", function()
+    local recs = H.tracker_records("post-pageviews.requests.jsonl")
+    local values = {}
+    for i, r in ipairs(recs) do values[i] = r.value end
+    H.write(dir .. "/in.jsonl", table.concat(values, "\n") .. "\n")
+    local rc, out, err = sluice("test -c " .. FIX .. "good.lua -i " .. H.q(dir .. "/in.jsonl"))
+    assert.are.equal(0, rc, "exit 0; stderr:\n" .. err)
+    local lines = trace(out)
+    local produced, filtered = {}, {}
+    for _, l in ipairs(lines) do
+      assert.is_number(l.record)
+      assert.is_string(l.step)
+      if l.produce then produced[#produced + 1] = l end
+      if l.filtered then filtered[#filtered + 1] = l end
+      if l.ctx then assert.is_nil(l.ctx.input, "ctx is traced without input") end
+    end
+    assert.are.equal(1, #filtered, "the /collections/all view is filtered")
+    assert.are.same({ record = 1, step = "extract", filtered = "not_a_product_url" }, filtered[1])
+    assert.are.equal(4, #produced, "4 product views produced")
+    for i, p in ipairs(produced) do
+      local ev = recs[i + 1].events[1]
+      assert.are.equal(i + 1, p.record)
+      assert.are.equal("debug", p.step)
+      assert.are.equal("cli-out", p.produce.topic)
+      assert.are.equal(ev.duid, p.produce.key)
+      assert.are.equal(ev.duid, p.produce.value.userId)
+      assert.are.equal(ev.url:match("/products/([^/?#]+)"), p.produce.value.product.slug)
+      assert.are.equal(tonumber(ev.dtm), p.produce.value.product.viewTimestamp)
+    end
+  end)
+
+  it("shows the dead letter of a rule that raises and goes on with the next record", function()
+    local boom, ok = H.page_view(5, { slug = "boom-bag" }), H.page_view(6)
+    H.write(dir .. "/boom.jsonl", boom.value .. "\n" .. ok.value .. "\n")
+    local rc, out, err = sluice("test -c " .. FIX .. "good.lua -i " .. H.q(dir .. "/boom.jsonl"))
+    assert.are.equal(0, rc, "stderr: " .. err)
+    local lines = trace(out)
+    local d = lines[1]
+    assert.are.equal(1, d.record)
+    assert.are.equal("guard", d.step)
+    assert.is_table(d.dead_letter, "record 1 is dead-lettered: " .. out)
+    assert.are.equal("guard", d.dead_letter.step)
+    assert.are.equal(boom.value, d.dead_letter.value, "the original value")
+    assert.matches("guard%.lua:6: guard: cannot handle", d.dead_letter.error)
+    assert.matches("stack traceback", d.dead_letter.error, 1, true)
+    assert.matches("^%x+$", d.dead_letter.rulesVersion)
+    local last = lines[#lines]
+    assert.are.equal(2, last.record, "record 2 is still processed")
+    assert.are.equal("debug", last.step)
+    assert.are.equal(ok.key, last.produce.key)
+  end)
+
+  it("reads stdin with -i -", function()
+    local rc, out = H.run(string.format("printf '%%s\\n' %s | %s test -c %sgood.lua -i -",
+      H.q(H.page_view(7).value), H.q(H.BIN), FIX))
+    assert.are.equal(0, rc)
+    local lines = trace(out)
+    assert.are.equal("debug", lines[#lines].step)
+  end)
+
+  it("exits 1 on a rule that does not compile, naming file:line, and traces nothing", function()
+    H.write(dir .. "/one.jsonl", H.page_view(8).value .. "\n")
+    local rc, out, err = sluice("test -c " .. FIX .. "broken-rule.lua -i " .. H.q(dir .. "/one.jsonl"))
+    assert.are.equal(1, rc)
+    assert.matches("broken%.lua:7:", out .. err)
+    assert.are.equal("", out, "no trace lines")
+  end)
+end)
+
+describe("--help", function()
+  local commands = {
+    run = { "-c, --config", "SIGHUP", "SIGTERM", "shutdown_timeout", "70" },
+    check = { "-c, --config", "file:line", "exit" },
+    test = { "-c, --config", "-i, --input", "filtered", "dead_letter", "produce" },
+    broker = { "--partitions", "--topics", "--brokers", "first line" },
+    replay = { "-c, --config", "--dry-run", "dead-letter" },
+  }
+  for cmd, words in pairs(commands) do
+    it("sluice " .. cmd .. " --help exits 0 and explains the options", function()
+      local rc, out, err = sluice(cmd .. " --help")
+      assert.are.equal(0, rc, cmd .. " --help exits 0")
+      local text = out .. err
+      assert.matches("usage: sluice " .. cmd, text, 1, true)
+      for _, w in ipairs(words) do
+        assert.matches(w, text, 1, true, "`sluice " .. cmd .. " --help` mentions " .. w)
+      end
+      rc, out, err = sluice(cmd .. " -h")
+      assert.are.equal(0, rc, cmd .. " -h exits 0")
+      assert.are.equal(text, out .. err, "-h is --help")
+    end)
+  end
+
+  it("sluice --help lists every command and exits 0", function()
+    local rc, out, err = sluice("--help")
+    assert.are.equal(0, rc)
+    for cmd in pairs(commands) do
+      assert.matches("\n  " .. cmd .. " ", out .. err, 1, true)
+    end
+  end)
+
+  it("an unknown command exits 2 and names it", function()
+    local rc, out, err = sluice("frobnicate")
+    assert.are.equal(2, rc)
+    assert.matches('unknown command "frobnicate"', out .. err, 1, true)
+  end)
+end)
