@@ -9,124 +9,28 @@
 -- stopped with SIGSTOP and resumed with SIGCONT.
 
 local cjson = require "cjson"
+local S = dofile("spec/integration/helpers.lua")
 
-local BIN = os.getenv("SLUICE_BIN") or "./sluice"
-local KAFKA = os.getenv("SLUICE_TEST_KAFKA") or "embedded"
-local FIX = "spec/fixtures/snowplow/"
+local BIN = S.BIN
+local FIX = S.FIX
 local ORIGIN = "http://127.0.0.1:8080"
 local TP2 = "/com.snowplowanalytics.snowplow/tp2"
 local UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
   .. "HeadlessChrome/156.0.0.0 Safari/537.36"
 
--- ==================== Processes and files ====================
+-- ==================== Processes, files, HTTP, Kafka (helpers.lua) ====================
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function sh(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function sleep(s) os.execute("sleep " .. s) end
-
-local function now_ms() return tonumber((sh("date +%s%3N"):gsub("%s", ""))) end
-
-local function free_port()
-  return tonumber((sh([[python3 -c 'import socket; s=socket.socket(); ]]
-    .. [[s.bind(("127.0.0.1",0)); print(s.getsockname()[1])']]):gsub("%s", "")))
-end
-
--- Starts cmd in the background with stdout and stderr in dir/name.{out,err};
--- returns its pid.
-local function spawn(dir, name, cmd)
-  return tonumber((sh(string.format("%s >%s 2>%s & echo $!", cmd,
-    q(dir .. "/" .. name .. ".out"), q(dir .. "/" .. name .. ".err"))):gsub("%s", "")))
-end
-
-local function kill(pid, sig)
-  if pid then os.execute(string.format("kill -%s %d 2>/dev/null", sig or "TERM", pid)) end
-end
-
--- Starts `sluice broker`; returns its pid and address.
-local function start_broker(dir, name)
-  local pid = spawn(dir, name, string.format("%s broker --partitions 4", q(BIN)))
-  for _ = 1, 100 do
-    local out = read(dir .. "/" .. name .. ".out")
-    local addr = out and out:match("^([^\n]+)\n")
-    if addr then return pid, addr end
-    sleep(0.1)
-  end
-  error("sluice broker printed no address; stderr: " .. (read(dir .. "/" .. name .. ".err") or ""))
-end
-
--- ==================== HTTP and Kafka ====================
+local q, read, write, sleep, now_ms, free_port = S.q, S.read, S.write, S.sleep, S.now_ms, S.free_port
+local wait_records = S.wait_records
 
 local H = {} -- the last response's headers, lower-case names
 
--- http(port, method, path, {headers = {"Name: value"}, body = s}) -> code, body
-local function http(dir, port, method, path, opts)
-  opts = opts or {}
-  local cmd = { "curl -s -m 30 -X", method, "-D", q(dir .. "/resp.h"), "-o", q(dir .. "/resp.b"),
-    "-w '%{http_code}'" }
-  for _, h in ipairs(opts.headers or {}) do cmd[#cmd + 1] = "-H " .. q(h) end
-  if opts.body then
-    write(dir .. "/req.b", opts.body)
-    cmd[#cmd + 1] = "--data-binary @" .. q(dir .. "/req.b")
-  end
-  cmd[#cmd + 1] = q("http://127.0.0.1:" .. port .. path)
-  local code = tonumber(sh(table.concat(cmd, " ")))
+-- http(dir, port, method, path, {headers = {"Name: value"}, body = s}) -> code, body
+local function http(_, port, method, path, opts)
+  local code, body, headers = S.http(port, method, path, opts)
   for k in pairs(H) do H[k] = nil end
-  for line in (read(dir .. "/resp.h") or ""):gmatch("[^\r\n]+") do
-    local k, v = line:match("^([^:]+):%s*(.*)$")
-    if k then H[k:lower()] = v end
-  end
-  return code, read(dir .. "/resp.b") or ""
-end
-
--- Every record of topic: {key = s or nil, ts = ms, partition, offset, value = s,
--- json}, partition after partition.
-local function records(brokers, topic)
-  local out = sh(string.format("kcat -C -b %s -t %s -o beginning -e -q -m 10 "
-    .. "-f '%%K %%T %%p %%o\\t%%k\\n%%s\\n' 2>/dev/null", q(brokers), q(topic)))
-  local recs = {}
-  local it = out:gmatch("([^\n]*)\n")
-  for head in it do
-    local value = it()
-    local klen, ts, part, off, key = head:match("^(%-?%d+) (%d+) (%d+) (%d+)\t(.*)$")
-    assert(klen, "unexpected kcat line: " .. head)
-    recs[#recs + 1] = {
-      key = tonumber(klen) >= 0 and key or nil, ts = tonumber(ts), partition = tonumber(part),
-      offset = tonumber(off), value = value, json = cjson.decode(value),
-    }
-  end
-  return recs
-end
-
--- Waits until topic holds n records; returns them.
-local function wait_records(brokers, topic, n)
-  local recs
-  for _ = 1, 50 do
-    recs = records(brokers, topic)
-    if #recs >= n then return recs end
-    sleep(0.2)
-  end
-  return recs
+  for k, v in pairs(headers) do H[k] = v end
+  return code, body
 end
 
 local function start_sluice(dir, name, brokers, topic, port, extra)
@@ -146,12 +50,12 @@ return {
   %s
 }
 ]], brokers, port, topic, ORIGIN, extra or ""))
-  local pid = spawn(dir, name, string.format("%s run -c %s", q(BIN), q(dir .. "/" .. name .. ".lua")))
+  local proc = S.spawn(dir, name, string.format("%s run -c %s", q(BIN), q(dir .. "/" .. name .. ".lua")))
   for _ = 1, 100 do
-    if http(dir, port, "GET", "/health") == 200 then return pid end
+    if http(dir, port, "GET", "/health") == 200 then return proc end
     sleep(0.1)
   end
-  kill(pid)
+  proc:stop(2)
   error("sluice run did not answer /health; stderr: " .. (read(dir .. "/" .. name .. ".err") or ""))
 end
 
@@ -170,7 +74,7 @@ end
 -- ==================== Specs ====================
 
 describe("collector", function()
-  local dir, broker_pid, brokers, sluice_pid, port, admin_port, topic
+  local dir, broker, brokers, sluice, port, admin_port, topic
   local seen, nseen = {}, 0 -- "partition:offset" of the records already checked
 
   -- The records that appeared since the last call (at least n of them, if
@@ -200,23 +104,18 @@ describe("collector", function()
   end
 
   lazy_setup(function()
-    dir = (sh("mktemp -d"):gsub("%s", ""))
-    if KAFKA == "embedded" then
-      broker_pid, brokers = start_broker(dir, "broker")
-    else
-      brokers = KAFKA
-    end
+    dir = S.mktemp()
+    brokers, broker = S.kafka(dir, "broker")
     topic = "collector-spec-" .. os.time() .. "-" .. math.random(1e6)
     port, admin_port = free_port(), free_port()
-    sluice_pid = start_sluice(dir, "sluice", brokers, topic, port,
+    sluice = start_sluice(dir, "sluice", brokers, topic, port,
       string.format("admin = %q,", "127.0.0.1:" .. admin_port))
   end)
 
   lazy_teardown(function()
-    kill(sluice_pid)
-    kill(broker_pid)
-    sleep(0.5)
-    if dir then os.execute("rm -rf " .. q(dir)) end
+    if sluice then sluice:stop() end
+    if broker then broker:stop() end
+    S.rmrf(dir)
   end)
 
   it("takes the captured single POST and produces it after the broker ack", function()
@@ -387,22 +286,21 @@ describe("collector", function()
 end)
 
 describe("collector with the broker gone", function()
-  local dir, broker_pid, brokers, sluice_pid, port
+  local dir, broker, brokers, sluice, port
   local topic = "http.shopify-events"
 
   lazy_setup(function()
-    dir = (sh("mktemp -d"):gsub("%s", ""))
-    broker_pid, brokers = start_broker(dir, "outage-broker")
+    dir = S.mktemp()
+    broker, brokers = S.start_broker(dir, "outage-broker")
     port = free_port()
-    sluice_pid = start_sluice(dir, "outage-sluice", brokers, topic, port)
+    sluice = start_sluice(dir, "outage-sluice", brokers, topic, port)
   end)
 
   lazy_teardown(function()
-    kill(broker_pid, "CONT")
-    kill(sluice_pid)
-    kill(broker_pid)
-    sleep(0.5)
-    if dir then os.execute("rm -rf " .. q(dir)) end
+    if broker then broker:signal("CONT") end
+    if sluice then sluice:stop() end
+    if broker then broker:stop() end
+    S.rmrf(dir)
   end)
 
   local function post()
@@ -412,7 +310,7 @@ describe("collector with the broker gone", function()
 
   it("answers 503 while the broker is away and 200 once it is back", function()
     assert.are.equal(200, post())
-    kill(broker_pid, "STOP")
+    broker:signal("STOP")
     local code
     for _ = 1, 30 do
       code = post()
@@ -424,7 +322,7 @@ describe("collector with the broker gone", function()
     local t0 = now_ms()
     assert.are.equal(503, post())
     assert.is_true(now_ms() - t0 < 1000, "once the broker is known down, 503 at once")
-    kill(broker_pid, "CONT")
+    broker:signal("CONT")
     for _ = 1, 40 do
       code = post()
       if code == 200 then break end
