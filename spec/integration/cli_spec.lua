@@ -10,13 +10,19 @@ local H = dofile("spec/integration/helpers.lua")
 
 local FIX = "spec/integration/fixtures/"
 
-local function sluice(args)
-  return H.run(H.q(H.BIN) .. " " .. args)
-end
-
 local dir
 
-lazy_setup(function() dir = H.mktemp() end)
+-- Runs sluice with args; BROKEN_RULES names the folder of the broken rule
+-- (see fixtures/broken-rule.lua).
+local function sluice(args)
+  return H.run("BROKEN_RULES=" .. H.q(dir .. "/rules-broken") .. " " .. H.q(H.BIN) .. " " .. args)
+end
+
+lazy_setup(function()
+  dir = H.mktemp()
+  os.execute("mkdir -p " .. H.q(dir .. "/rules-broken/itest"))
+  H.write(dir .. "/rules-broken/itest/broken.lua", assert(H.read(FIX .. "itest-broken.lua.txt")))
+end)
 lazy_teardown(function() H.rmrf(dir) end)
 
 describe("sluice check", function()
@@ -48,7 +54,7 @@ describe("sluice check", function()
   it("exits 1 on a rule that does not compile, naming file:line", function()
     local rc, out, err = sluice("check -c " .. FIX .. "broken-rule.lua")
     assert.are.equal(1, rc, "exit 1 on a broken rule")
-    assert.matches("rules%-broken/itest/broken%.lua:7:", out .. err, "file:line of the syntax error")
+    assert.matches("rules%-broken/itest/broken%.lua:8:", out .. err, "file:line of the syntax error")
     assert.matches("'then' expected", out .. err, 1, true)
   end)
 
@@ -167,7 +173,7 @@ describe("sluice test", function()
     H.write(dir .. "/one.jsonl", H.page_view(8).value .. "\n")
     local rc, out, err = sluice("test -c " .. FIX .. "broken-rule.lua -i " .. H.q(dir .. "/one.jsonl"))
     assert.are.equal(1, rc)
-    assert.matches("broken%.lua:7:", out .. err)
+    assert.matches("broken%.lua:8:", out .. err)
     assert.are.equal("", out, "no trace lines")
   end)
 end)

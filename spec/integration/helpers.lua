@@ -193,7 +193,7 @@ function Proc:wait_log(pattern, timeout, from)
   if #caps == 0 then
     caps = { self:stderr():sub(from or 1):match(pattern) }
   end
-  return (table.unpack or unpack)(caps)
+  return unpack(caps)
 end
 
 -- Starts `sluice broker`; returns the process and its bootstrap address.

@@ -121,9 +121,9 @@ describe("reload", function()
     H.produce(brokers, n.input, second)
     for _, v in ipairs(first) do all[#all + 1] = v end
     for _, v in ipairs(second) do all[#all + 1] = v end
-    local s = wait_all(all)
+    wait_all(all)
     H.sleep(1)
-    s = sink()
+    local s = sink()
     local dups, v1, v2 = 0, 0, 0
     for _, v in ipairs(all) do
       assert.is_truthy(s[v.eid], "every record reaches the sink: " .. missing(s, all))
