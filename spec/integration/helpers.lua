@@ -222,11 +222,29 @@ function H.kafka(dir, name)
   return H.KAFKA, nil
 end
 
+-- Makes sure topic exists (a metadata request for it makes a broker with
+-- auto.create.topics.enable create it); waits until it has partitions. A
+-- consumer never creates its topics, and a worker subscribed to a topic
+-- that does not exist yet only gets partitions at its next metadata refresh.
+function H.create_topic(brokers, topic)
+  local ok = H.wait_for(function()
+    local out = sh(string.format("kcat -b %s -L -t %s -m 5 2>&1", q(brokers), q(topic)))
+    local parts = tonumber(out:match("with (%d+) partitions"))
+    return parts and parts > 0
+  end, 15, 0.2)
+  assert(ok, "topic " .. topic .. " was not created on " .. brokers)
+end
+
 -- Starts `sluice run -c config` (cfg is a table written to dir/name.lua, or
--- a path); waits until its admin answers /health when admin_port is given
--- and until it logs its partition assignment. Returns the process.
+-- a path); creates its input topic first, waits until it logs its partition
+-- assignment and, when opts.admin_port is given, until its admin answers
+-- /health. Returns the process.
 function H.start_sluice(dir, name, cfg, opts)
   opts = opts or {}
+  if type(cfg) == "table" and cfg.kafka and cfg.kafka.input and cfg.kafka.brokers ~= "embedded" then
+    local inputs = type(cfg.kafka.input) == "table" and cfg.kafka.input or { cfg.kafka.input }
+    for _, t in ipairs(inputs) do H.create_topic(cfg.kafka.brokers, t) end
+  end
   local path = type(cfg) == "table" and H.write_config(dir .. "/" .. name .. ".lua", cfg) or cfg
   local p = H.spawn(dir, name, string.format("%s run -c %s", q(H.BIN), q(path)), opts.env)
   p.config = path
