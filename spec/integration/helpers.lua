@@ -376,13 +376,11 @@ end
 
 -- ==================== HTTP ====================
 
-local http_dir
-
 -- http(port, method, path, {headers = {"Name: value"}, body = s})
 --   -> code, body, headers (lower-case names)
 function H.http(port, method, path, opts)
   opts = opts or {}
-  http_dir = http_dir or H.mktemp()
+  local http_dir = H.mktemp()
   local cmd = { "curl -s -m 30 -X", method, "-D", q(http_dir .. "/resp.h"), "-o",
     q(http_dir .. "/resp.b"), "-w '%{http_code}'" }
   for _, h in ipairs(opts.headers or {}) do cmd[#cmd + 1] = "-H " .. q(h) end
@@ -391,15 +389,15 @@ function H.http(port, method, path, opts)
     cmd[#cmd + 1] = "--data-binary @" .. q(http_dir .. "/req.b")
   end
   cmd[#cmd + 1] = q("http://127.0.0.1:" .. port .. path)
-  os.remove(http_dir .. "/resp.h")
-  os.remove(http_dir .. "/resp.b")
   local code = tonumber(sh(table.concat(cmd, " ") .. " 2>/dev/null"))
   local headers = {}
   for line in (read(http_dir .. "/resp.h") or ""):gmatch("[^\r\n]+") do
     local k, v = line:match("^([^:]+):%s*(.*)$")
     if k then headers[k:lower()] = v end
   end
-  return code, read(http_dir .. "/resp.b") or "", headers
+  local body = read(http_dir .. "/resp.b") or ""
+  H.rmrf(http_dir)
+  return code, body, headers
 end
 
 -- The Prometheus text of /metrics on the admin port.
