@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "kafka.h"
 #include "sl.h"
+#include "metrics.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -145,6 +146,7 @@ static void producer_wake(evutil_socket_t fd, short what, void *arg) {
     struct sl_kafka_producer *p = arg;
     (void)fd; (void)what;
     qwake_drain_pipe(&p->wake);
+    sl_metrics_inc("sluice_producer_wakeups_total", NULL, 1);
     while (rd_kafka_poll(p->rk, 0) > 0) {}
 }
 
@@ -152,13 +154,14 @@ struct sl_kafka_producer *sl_kafka_producer_create(struct event_base *base,
         const struct sl_kafka_conf *conf, char *err, size_t errlen) {
     struct sl_kafka_producer *p = sl_calloc(1, sizeof(*p));
     rd_kafka_conf_t *rc = rd_kafka_conf_new();
-    char rerr[512];
+    char rerr[512], linger[16];
 
+    snprintf(linger, sizeof(linger), "%d", conf->linger_ms > 0 ? conf->linger_ms : 2);
     p->up = true;
     p->wake.fds[0] = p->wake.fds[1] = -1;
     if (conf_set(rc, "enable.idempotence", "true", err, errlen) ||
         conf_set(rc, "partitioner", "murmur2_random", err, errlen) ||
-        conf_set(rc, "linger.ms", "2", err, errlen) ||
+        conf_set(rc, "linger.ms", linger, err, errlen) ||
         conf_set(rc, "statistics.interval.ms", "1000", err, errlen) ||
         sl_kafka_conf_apply(rc, conf, err, errlen))
         goto fail;
@@ -254,6 +257,7 @@ struct sl_kafka_consumer {
     struct qwake wake;
     struct sl_kafka_consumer_conf conf;
     bool paused;
+    bool held;                 /* records are not taken from the queue */
 };
 
 static void pause_assigned(struct sl_kafka_consumer *c, bool pause) {
@@ -297,7 +301,9 @@ static void consumer_wake(evutil_socket_t fd, short what, void *arg) {
     (void)fd; (void)what;
 
     qwake_drain_pipe(&c->wake);
+    sl_metrics_inc("sluice_consumer_wakeups_total", NULL, 1);
     while (n < batch) {
+        if (c->held) return;      /* sl_kafka_consumer_hold(false) wakes us */
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 0);
         if (!m) return;           /* empty: the next non-empty write wakes us */
         n++;
@@ -411,6 +417,14 @@ void sl_kafka_consumer_pause(struct sl_kafka_consumer *c, bool pause) {
     c->paused = pause;
     pause_assigned(c, pause);
 }
+
+void sl_kafka_consumer_hold(struct sl_kafka_consumer *c, bool hold) {
+    if (c->held == hold) return;
+    c->held = hold;
+    if (!hold) event_active(c->wake.ev, EV_READ, 0);
+}
+
+bool sl_kafka_consumer_held(const struct sl_kafka_consumer *c) { return c->held; }
 
 bool sl_kafka_consumer_paused(const struct sl_kafka_consumer *c) {
     return c->paused;

@@ -24,6 +24,7 @@ struct sl_kafka_conf {
     const char *brokers;              /* bootstrap list "host:port,..." */
     const struct sl_kafka_prop *props; /* extra librdkafka properties */
     size_t nprops;
+    int linger_ms;                    /* producer batching delay; 0: 2 ms */
 };
 
 /* ==================== Producer ==================== */
@@ -125,7 +126,16 @@ int sl_kafka_consumer_store(struct sl_kafka_consumer *c, const char *topic,
 /* Commits stored offsets now; sync blocks until the broker answered. */
 int sl_kafka_consumer_commit(struct sl_kafka_consumer *c, bool sync);
 
-/* Pauses or resumes fetching of every assigned partition (back-pressure). */
+/* Holds or releases the hand-over of records (short back-pressure): while
+ * held, the loop takes nothing from the consumer queue and librdkafka stops
+ * fetching once its pre-fetch queue is full. Cheap, but the group needs a poll
+ * within max.poll.interval.ms: for a long stall, pause instead. */
+void sl_kafka_consumer_hold(struct sl_kafka_consumer *c, bool hold);
+bool sl_kafka_consumer_held(const struct sl_kafka_consumer *c);
+
+/* Pauses or resumes fetching of every assigned partition (long back-pressure:
+ * librdkafka drops what it pre-fetched for them and fetches it again on
+ * resume). */
 void sl_kafka_consumer_pause(struct sl_kafka_consumer *c, bool pause);
 bool sl_kafka_consumer_paused(const struct sl_kafka_consumer *c);
 

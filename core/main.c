@@ -54,7 +54,7 @@ static const char usage_check[] =
 "  -h, --help          this text\n";
 
 static const char usage_test[] =
-"usage: sluice test -c CONFIG -i EVENTS.jsonl\n"
+"usage: sluice test -c CONFIG -i EVENTS.jsonl [--summary]\n"
 "\n"
 "Runs each line of EVENTS.jsonl (one Kafka record value per line; - for stdin)\n"
 "through the pipeline without Kafka and prints, per record and step, one JSON\n"
@@ -64,6 +64,8 @@ static const char usage_test[] =
 "\n"
 "  -c, --config FILE   the job configuration\n"
 "  -i, --input FILE    the records, one JSON value per line\n"
+"  -s, --summary       print no trace, only the time taken and the counts per\n"
+"                      step and filter reason (Prometheus text)\n"
 "  -h, --help          this text\n";
 
 static const char usage_broker[] =
@@ -131,17 +133,20 @@ static int cmd_check(int argc, char **argv) {
 static int cmd_test(int argc, char **argv) {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"input", required_argument, NULL, 'i'},
-        {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+        {"summary", no_argument, NULL, 's'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     const char *config = NULL, *input = NULL;
+    bool summary = false;
     int c;
-    while ((c = getopt_long(argc, argv, "c:i:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:i:sh", opts, NULL)) != -1) {
         if (c == 'c') config = optarg;
         else if (c == 'i') input = optarg;
+        else if (c == 's') summary = true;
         else help(usage_test, c == 'h' ? 0 : 2);
     }
     if (!config || !input || optind < argc) help(usage_test, 2);
     sl_log_set_level(SL_LOG_ERROR);
-    return sl_tester_run(config, input, stdout);
+    return sl_tester_run(config, input, stdout, summary);
 }
 
 static int cmd_broker(int argc, char **argv) {

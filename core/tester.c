@@ -36,7 +36,7 @@ static void nothing_fatal(void *arg, const char *why) {
     fprintf(stderr, "sluice test: %s\n", why);
 }
 
-int sl_tester_run(const char *config_file, const char *input, FILE *out) {
+int sl_tester_run(const char *config_file, const char *input, FILE *out, bool summary) {
     char err[SL_ERRLEN];
     int status = 1;
     FILE *in = NULL;
@@ -62,7 +62,9 @@ int sl_tester_run(const char *config_file, const char *input, FILE *out) {
         sl_rules_release(r);
         goto done;
     }
-    struct sl_pipeline_conf pc = {.cf = cf, .trace = out, .on_fatal = nothing_fatal};
+    struct sl_pipeline_conf pc = {.cf = cf, .trace = summary ? NULL : out,
+                                  .on_fatal = nothing_fatal};
+    int64_t t0 = sl_mono_ms();
     pl = sl_pipeline_create(&pc, r);          /* r is now owned by the pipeline */
     while ((n = getline(&line, &cap, in)) >= 0) {
         lineno++;
@@ -73,7 +75,14 @@ int sl_tester_run(const char *config_file, const char *input, FILE *out) {
             .timestamp = sl_now_ms(), .value = line, .len = (size_t)n,
         };
         sl_pipeline_push(pl, &rec);
-        fflush(out);
+        if (!summary) fflush(out);
+    }
+    if (summary) {
+        struct sl_buf b = {0};
+        sl_metrics_render(&b);
+        fprintf(out, "%lld record(s) in %lld ms\n%s", (long long)lineno,
+                (long long)(sl_mono_ms() - t0), b.data ? b.data : "");
+        sl_buf_free(&b);
     }
     status = 0;
 done:

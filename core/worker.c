@@ -21,12 +21,16 @@
 #include <librdkafka/rdkafka.h>
 
 #define SL_WORKER_TICK_MS 100 /* Period of the housekeeping timer. */
+#define SL_WORKER_PAUSE_AFTER_MS 5000 /* A hold this long becomes a partition pause. */
+#define SL_WORKER_SINK_LINGER_MS 50   /* Sinks batch for throughput (halves CPU per record). */
+#define SL_WORKER_COLLECTOR_LINGER_MS 1 /* The collector's tracker waits for the ack. */
 
 struct worker {
     struct sl_config *cf;
     struct event_base *base;
     struct sl_broker *broker;            /* embedded only */
-    struct sl_kafka_producer *producer;
+    struct sl_kafka_producer *producer;  /* sinks and dead letters */
+    struct sl_kafka_producer *cproducer; /* the collector's, tuned for latency */
     struct sl_kafka_consumer *consumer;
     struct sl_pipeline *pipeline;
     struct sl_offsets *offsets;
@@ -35,6 +39,7 @@ struct worker {
     struct event *sighup, *sigterm, *sigint, *tick;
     char brokers[1024];                  /* the bootstrap list in use */
     int stopping;                        /* 1 once SIGTERM/SIGINT arrived */
+    int64_t held_since;                  /* monotonic ms the consumer was held */
     int64_t stop_deadline;               /* monotonic ms */
     int status;                          /* exit status */
     char poisoned[256], poisoned_step[64]; /* record the watchdog stopped in */
@@ -49,10 +54,28 @@ struct inrec {
 
 /* ==================== Records ==================== */
 
+/* Back-pressure: at max_inflight records in flight the consumer is held (no
+ * record is taken from its queue); past SL_WORKER_PAUSE_AFTER_MS the
+ * partitions are paused, so the group still sees us poll. Both end once half
+ * the records in flight are done. */
 static void maybe_resume(struct worker *w) {
-    if (w->consumer && sl_kafka_consumer_paused(w->consumer) && !w->stopping &&
-        sl_pipeline_inflight(w->pipeline) <= w->cf->max_inflight / 2)
-        sl_kafka_consumer_pause(w->consumer, false);
+    if (!w->consumer || w->stopping ||
+        sl_pipeline_inflight(w->pipeline) > w->cf->max_inflight / 2)
+        return;
+    if (sl_kafka_consumer_paused(w->consumer)) sl_kafka_consumer_pause(w->consumer, false);
+    sl_kafka_consumer_hold(w->consumer, false);
+}
+
+static void check_hold(struct worker *w) {
+    if (w->consumer && sl_kafka_consumer_held(w->consumer) &&
+        !sl_kafka_consumer_paused(w->consumer) &&
+        sl_mono_ms() - w->held_since > SL_WORKER_PAUSE_AFTER_MS) {
+        sl_log(SL_LOG_WARN, "worker", "%zu records in flight for %d ms: pausing the "
+               "partitions until they drain", sl_pipeline_inflight(w->pipeline),
+               SL_WORKER_PAUSE_AFTER_MS);
+        sl_kafka_consumer_pause(w->consumer, true);
+        sl_kafka_consumer_hold(w->consumer, false);
+    }
 }
 
 static void on_done(void *arg, struct sl_input *in) {
@@ -113,8 +136,11 @@ static void on_record(void *arg, struct sl_kafka_record *k) {
         }
     }
     sl_pipeline_push(w->pipeline, &r->in);
-    if (sl_pipeline_inflight(w->pipeline) >= w->cf->max_inflight && !w->stopping)
-        sl_kafka_consumer_pause(w->consumer, true);
+    if (sl_pipeline_inflight(w->pipeline) >= w->cf->max_inflight && !w->stopping &&
+        !sl_kafka_consumer_paused(w->consumer) && !sl_kafka_consumer_held(w->consumer)) {
+        sl_kafka_consumer_hold(w->consumer, true);
+        w->held_since = sl_mono_ms();
+    }
 }
 
 static void on_rebalance(void *arg, bool assigned, void *parts_) {
@@ -171,10 +197,12 @@ static void on_stop(evutil_socket_t sig, short what, void *arg) {
 static void on_tick(evutil_socket_t fd, short what, void *arg) {
     struct worker *w = arg;
     (void)fd; (void)what;
+    check_hold(w);
     if (!w->stopping) return;
     size_t left = (w->pipeline ? sl_pipeline_inflight(w->pipeline) : 0) +
                   (w->collector ? sl_collector_pending(w->collector) : 0) +
-                  sl_kafka_producer_inflight(w->producer);
+                  sl_kafka_producer_inflight(w->producer) +
+                  (w->cproducer ? sl_kafka_producer_inflight(w->cproducer) : 0);
     if (left == 0 || sl_mono_ms() > w->stop_deadline) {
         if (left) sl_log(SL_LOG_WARN, "worker", "%zu record(s) still in flight at the "
                          "shutdown timeout; they will be processed again", left);
@@ -229,8 +257,10 @@ static int setup(struct worker *w, char *err, size_t errlen) {
     kc.brokers = w->brokers;
     kc.props = cf->kafka.props;
     kc.nprops = cf->kafka.nprops;
+    kc.linger_ms = SL_WORKER_SINK_LINGER_MS;
     w->producer = sl_kafka_producer_create(w->base, &kc, err, errlen);
     if (!w->producer) return SL_ERR;
+    kc.linger_ms = 0;
     w->offsets = sl_offsets_create();
 
     if (cf->nsteps) {
@@ -274,7 +304,11 @@ static int setup(struct worker *w, char *err, size_t errlen) {
             cc.max_unconsumed_bytes = SL_BROKER_RETENTION_BYTES * 4 / 5;
             cc.watch_group = cf->kafka.group;
         }
-        w->collector = sl_collector_create(w->base, &cc, w->producer, err, errlen);
+        struct sl_kafka_conf ckc = kc;
+        ckc.linger_ms = SL_WORKER_COLLECTOR_LINGER_MS;
+        w->cproducer = sl_kafka_producer_create(w->base, &ckc, err, errlen);
+        if (!w->cproducer) return SL_ERR;
+        w->collector = sl_collector_create(w->base, &cc, w->cproducer, err, errlen);
         if (!w->collector) return SL_ERR;
         sl_log(SL_LOG_INFO, "worker", "collector on http://%s -> topic %s",
                cf->collector.listen, cf->collector.topic);
@@ -312,6 +346,7 @@ static void teardown(struct worker *w) {
     sl_pipeline_destroy(w->pipeline);
     sl_kafka_consumer_destroy(w->consumer);
     sl_kafka_producer_destroy(w->producer);
+    sl_kafka_producer_destroy(w->cproducer);
     sl_offsets_destroy(w->offsets);
     sl_broker_destroy(w->broker);
     if (w->base) event_base_free(w->base);

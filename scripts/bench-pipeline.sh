@@ -1,0 +1,78 @@
+#!/bin/sh
+# bench-pipeline.sh -- records from Kafka through the extract rule to the sink.
+#
+#   scripts/bench-pipeline.sh [N]
+#
+# Starts `sluice broker` (its own process, so its CPU is not counted), loads N
+# realistic tracker records (scripts/gen-events.lua: ~1.4 KB, 10% filtered by
+# the rules) into a topic of 64 partitions (the embedded broker keeps only
+# 5 MiB per partition), then runs `sluice run` on config/recommendations.lua's
+# steps and waits until every record is done. Prints records/s (wall clock,
+# first to last record), the sluice process's CPU seconds, records per
+# CPU-second (the figure that matters: the embedded broker itself delivers only
+# a few tens of thousands of records/s) and peak RSS.
+set -eu
+cd "$(dirname "$0")/.."
+N=${1:-${N:-60000}}
+tmp=$(mktemp -d)
+pids=
+cleanup() {
+    for p in $pids; do kill "$p" 2>/dev/null || true; done
+    for p in $pids; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+./sluice broker --partitions 64 --topics http.shopify-events,bench-out,sluice.dead-letter \
+    >"$tmp/broker.out" 2>"$tmp/broker.err" &
+pids="$!"
+for _ in $(seq 50); do [ -s "$tmp/broker.out" ] && break; sleep 0.1; done
+brokers=$(head -n 1 "$tmp/broker.out")
+
+KEYED=1 luajit scripts/gen-events.lua "$N" 10 >"$tmp/events.tsv"
+kcat -b "$brokers" -P -t http.shopify-events -K"$(printf "\t")" <"$tmp/events.tsv"
+port=$((20000 + $$ % 20000))
+cat >"$tmp/bench.lua" <<CONF
+return {
+  kafka = { brokers = "$brokers", group = "bench", input = "http.shopify-events" },
+  rules = { path = "lua" },
+  admin = "127.0.0.1:$port",
+  pipeline = {
+    { lua = "recommendations.extract",
+      params = { store_url = "http://127.0.0.1:8080", app_id = "shopify-nu-recommendations" } },
+    { name = "sink", kafka = { topic = "bench-out", key = "userId", fields = { "userId", "product" } } },
+  },
+}
+CONF
+${SLUICE_WRAP:-} ./sluice run -c "$tmp/bench.lua" 2>"$tmp/run.err" &
+pid=$!
+pids="$pids $pid"
+
+done_count() {
+    curl -s "http://127.0.0.1:$port/metrics" 2>/dev/null |
+        awk '$1 == "sluice_records_done_total" { print $2 }'
+}
+cpu_now() { awk -v t="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$pid/stat"; }
+first= last= d0=0 cpu0=0
+for _ in $(seq 2400); do
+    d=$(done_count); d=${d:-0}
+    now=$(date +%s.%N)
+    if [ -z "$first" ] && [ "$d" != 0 ]; then first=$now; d0=$d; cpu0=$(cpu_now); fi
+    if [ "$d" -ge "$N" ] 2>/dev/null; then last=$now; break; fi
+    sleep 0.05
+done
+[ -n "$last" ] || { echo "bench-pipeline: only $(done_count) of $N records done" >&2; cat "$tmp/run.err" >&2; exit 1; }
+cpu=$(cpu_now)
+rss=$(awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$pid/status")
+kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+out=$(kcat -b "$brokers" -C -t bench-out -e -q -f '.' 2>/dev/null | wc -c)
+# Steady state: from the first poll that saw records done to the last, so
+# start-up (group join, VM load) is not counted against the per-record cost.
+awk -v n="$N" -v d0="$d0" -v a="$first" -v b="$last" -v cpu="$cpu" -v cpu0="$cpu0" \
+    -v rss="$rss" -v out="$out" 'BEGIN {
+    printf "pipeline: %d records (~1.4 KB, 10%% filtered) kafka -> extract -> kafka, %d records out\n", n, out
+    printf "pipeline: %.0f records/s wall, %.2f CPU s in all (start-up included), peak RSS %d MB\n",
+           (n - d0) / (b - a), cpu, rss
+    printf "pipeline: %.0f records per CPU-second (steady state: %d records in %.2f CPU s)\n",
+           (n - d0) / (cpu - cpu0), n - d0, cpu - cpu0
+}'
