@@ -356,6 +356,10 @@ struct sl_kafka_consumer *sl_kafka_consumer_create(struct event_base *base,
         conf_set(rc, "auto.commit.interval.ms", "1000", err, errlen) ||
         conf_set(rc, "auto.offset.reset", "earliest", err, errlen) ||
         conf_set(rc, "queued.max.messages.kbytes", "262144", err, errlen) ||
+        /* A worker killed with -9 holds its partitions until the session
+         * times out: 10 s, not librdkafka's 45 s, before a restart resumes. */
+        conf_set(rc, "session.timeout.ms", "10000", err, errlen) ||
+        conf_set(rc, "heartbeat.interval.ms", "2000", err, errlen) ||
         sl_kafka_conf_apply(rc, &conf->kafka, err, errlen))
         goto fail;
     rd_kafka_conf_set_opaque(rc, c);

@@ -100,24 +100,34 @@ static void collect(const char *dir, char ***files, size_t *n, size_t *cap) {
     closedir(d);
 }
 
+static uint64_t hash_file(uint64_t h, const char *path) {
+    FILE *f = fopen(path, "rb");
+    char buf[8192];
+    size_t k;
+    if (!f) return h;
+    while ((k = fread(buf, 1, sizeof(buf), f)) > 0) h = fnv(h, buf, k);
+    fclose(f);
+    return h;
+}
+
+/* Hashes every .lua file of the rules directories: each file's path
+ * relative to its directory, then its bytes. The version names the rules'
+ * contents and layout, not where the directory lives. */
 static void rules_version(const struct sl_config *cf, char out[17]) {
-    char **files = NULL;
-    size_t n = 0, cap = 0;
     uint64_t h = 14695981039346656037ull;
-    for (size_t i = 0; i < cf->rules.npath; i++) collect(cf->rules.path[i], &files, &n, &cap);
-    qsort(files, n, sizeof(char *), cmpstr);
-    for (size_t i = 0; i < n; i++) {
-        FILE *f = fopen(files[i], "rb");
-        char buf[8192];
-        size_t k;
-        h = fnv(h, files[i], strlen(files[i]) + 1);
-        if (f) {
-            while ((k = fread(buf, 1, sizeof(buf), f)) > 0) h = fnv(h, buf, k);
-            fclose(f);
+    for (size_t i = 0; i < cf->rules.npath; i++) {
+        char **files = NULL;
+        size_t n = 0, cap = 0, skip = strlen(cf->rules.path[i]) + 1;
+        collect(cf->rules.path[i], &files, &n, &cap);
+        qsort(files, n, sizeof(char *), cmpstr);
+        h = fnv(h, &i, sizeof(i));
+        for (size_t j = 0; j < n; j++) {
+            h = fnv(h, files[j] + skip, strlen(files[j] + skip) + 1);
+            h = hash_file(h, files[j]);
+            free(files[j]);
         }
-        free(files[i]);
+        free(files);
     }
-    free(files);
     snprintf(out, 17, "%016llx", (unsigned long long)h);
 }
 
@@ -149,11 +159,19 @@ static int load_step(struct sl_rules *r, size_t i, char *err, size_t errlen) {
     int ret = SL_ERR;
     int top = lua_gettop(L);
 
-    lua_rawgeti(L, LUA_REGISTRYINDEX, r->traceback_ref);  /* tb */
-    lua_getglobal(L, "require");                          /* tb require */
-    lua_pushstring(L, s->module);                         /* tb require module */
-    if (lua_pcall(L, 1, 1, -3)) {                         /* tb mod|err */
-        sl_errf(err, errlen, "step %s: %s", s->name, lua_tostring(L, -1));
+    lua_getglobal(L, "require");                          /* require */
+    lua_pushstring(L, s->module);                         /* require module */
+    if (lua_pcall(L, 1, 1, 0)) {                          /* mod|err */
+        /* require's message spans lines ("error loading module m from file
+         * f:\n\tf:3: msg"): one line keeps file:line greppable in logs. */
+        char msg[SL_ERRLEN];
+        size_t j = 0;
+        for (const char *p = lua_tostring(L, -1); p && *p && j + 2 < sizeof(msg); p++) {
+            if (*p == '\n') { msg[j++] = ';'; msg[j++] = ' '; }
+            else if (*p != '\t') msg[j++] = *p;
+        }
+        msg[j] = '\0';
+        sl_errf(err, errlen, "step %s: %s", s->name, msg);
         goto done;
     }
     if (!lua_istable(L, -1)) {
@@ -161,13 +179,13 @@ static int load_step(struct sl_rules *r, size_t i, char *err, size_t errlen) {
                 s->name, s->module, luaL_typename(L, -1));
         goto done;
     }
-    lua_getfield(L, -1, s->fn);                           /* tb mod fn */
+    lua_getfield(L, -1, s->fn);                           /* mod fn */
     if (!lua_isfunction(L, -1)) {
         sl_errf(err, errlen, "step %s: module %s has no function %s", s->name,
                 s->module, s->fn);
         goto done;
     }
-    r->fn_refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);       /* tb mod */
+    r->fn_refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);       /* mod */
     if (sl_json_decode(L, s->params_json, strlen(s->params_json), jerr, sizeof(jerr))) {
         sl_errf(err, errlen, "step %s: params: %s", s->name, jerr);
         goto done;
