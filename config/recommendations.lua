@@ -34,7 +34,14 @@ return {
   pipeline = {
     { lua = "recommendations.extract",
       params = { store_url = store_url, app_id = env("SNOWPLOW_APP_ID", "shopify-nu-recommendations") } },
+    -- Each visitor's product views of the last 5 minutes, oldest first; a view
+    -- the tracker sent twice (same eventId) counts once.
+    { name = "window", window = {
+        key = "userId", time = "product.viewTimestamp", length = "5m", dedupe = "eventId",
+        aggregate = { slugs = { "list", "product.slug" },
+                      viewTimestamps = { "list", "product.viewTimestamp" } },
+        as = "aggregatedProducts", max_entries = 50, max_keys = 1000000 } },
     { name = "debug", kafka = { topic = "shopify-found-recommendations", key = "userId",
-                                fields = { "userId", "product" } } },
+                                fields = { "userId", "product", "aggregatedProducts" } } },
   },
 }

@@ -4,11 +4,22 @@
 #include "json.h"
 #include "metrics.h"
 #include "sl.h"
+#include "window.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
+
+/* The window state of one input partition: one window per window step. */
+struct wpart {
+    char *topic;
+    int32_t partition;
+    struct sl_window **w;        /* per step; NULL for other steps */
+    int64_t watermark;           /* newest event time seen, ms */
+    int64_t watermark_mono;      /* monotonic ms when it was seen */
+    struct wpart *next;
+};
 
 struct sl_pipeline {
     struct sl_pipeline_conf conf;
@@ -18,6 +29,11 @@ struct sl_pipeline {
     struct record *live;         /* records in flight, for destroy */
     struct sl_rules_out out;     /* scratch for step results */
     struct sl_buf buf;           /* scratch for encoding */
+    int last_window;             /* index of the last window step, -1: none */
+    struct wpart *wparts;        /* window state per input partition */
+    struct sl_value *vals;       /* scratch: one value per aggregation */
+    struct sl_value *agg;        /* scratch: aggregation output */
+    size_t agg_cap;
 };
 
 /* A record in flight. */
@@ -293,6 +309,174 @@ static void trace_ctx(struct record *rec, const char *step, int ref) {
     sl_buf_free(&b);
 }
 
+/* ==================== Window steps ==================== */
+
+static struct wpart *wpart_get(struct sl_pipeline *pl, const char *topic, int32_t partition) {
+    for (struct wpart *p = pl->wparts; p; p = p->next)
+        if (p->partition == partition && !strcmp(p->topic, topic)) return p;
+    struct wpart *p = sl_calloc(1, sizeof(*p));
+    p->topic = sl_strdup(topic);
+    p->partition = partition;
+    p->w = sl_calloc(pl->cf->nsteps, sizeof(*p->w));
+    p->watermark = INT64_MIN;
+    p->next = pl->wparts;
+    pl->wparts = p;
+    return p;
+}
+
+static void wpart_destroy(struct sl_pipeline *pl, struct wpart *p) {
+    for (size_t i = 0; i < pl->cf->nsteps; i++) sl_window_destroy(p->w[i]);
+    free(p->w);
+    free(p->topic);
+    free(p);
+}
+
+static struct sl_window *window_of(struct sl_pipeline *pl, struct wpart *p, size_t step) {
+    static const enum sl_window_agg kinds[] = {
+        [SL_AGG_LIST] = SL_WINDOW_LIST, [SL_AGG_COUNT] = SL_WINDOW_COUNT,
+        [SL_AGG_FIRST] = SL_WINDOW_FIRST, [SL_AGG_LAST] = SL_WINDOW_LAST,
+        [SL_AGG_DISTINCT] = SL_WINDOW_DISTINCT};
+    if (p->w[step]) return p->w[step];
+    const struct sl_step_conf *s = &pl->cf->steps[step];
+    enum sl_window_agg *aggs = sl_calloc(s->naggs + 1, sizeof(*aggs));
+    for (size_t i = 0; i < s->naggs; i++) aggs[i] = kinds[s->aggs[i].kind];
+    struct sl_window_conf wc = {
+        .length_ms = s->length_ms, .max_entries = s->max_entries, .max_keys = s->max_keys,
+        .dedupe = s->dedupe_var != NULL, .nfields = s->naggs, .aggs = aggs,
+    };
+    char err[SL_ERRLEN];
+    p->w[step] = sl_window_create(&wc, err, sizeof(err));
+    free(aggs);
+    if (!p->w[step]) {
+        /* The config was checked, so this is a programmer error. */
+        sl_log(SL_LOG_ERROR, "pipeline", "step %s: %s", s->name, err);
+        abort();
+    }
+    return p->w[step];
+}
+
+/* Reads a context value as a window value; strings stay on the Lua stack. */
+static void to_value(lua_State *L, int idx, struct sl_value *v) {
+    v->type = SL_VAL_NONE;
+    if (lua_type(L, idx) == LUA_TNUMBER) {
+        v->type = SL_VAL_NUM;
+        v->num = lua_tonumber(L, idx);
+    } else if (lua_type(L, idx) == LUA_TSTRING) {
+        v->type = SL_VAL_STR;
+        v->s = lua_tolstring(L, idx, &v->len);
+    }
+}
+
+static void push_value(lua_State *L, const struct sl_value *v) {
+    if (v->type == SL_VAL_STR) lua_pushlstring(L, v->s, v->len);
+    else if (v->type == SL_VAL_NUM) lua_pushnumber(L, v->num);
+    else lua_pushnil(L);
+}
+
+static void window_filter(struct ctx *c, const struct sl_step_conf *s, const char *reason) {
+    char labels[256];
+    snprintf(labels, sizeof(labels), "step=\"%s\",reason=\"%s\"", s->name, reason);
+    sl_metrics_inc("sluice_filtered_total", labels, 1);
+    if (c->rec->pl->conf.trace) {
+        char q[80];
+        snprintf(q, sizeof(q), "\"%s\"", reason);
+        trace_line(c->rec, s->name, "filtered", q);
+    }
+}
+
+/* Adds the context to the window of its key and sets the aggregate as a
+ * variable. Returns 0 when the context goes on, -1 when it ended here. */
+static int step_window(struct ctx *c, size_t step, const struct sl_step_conf *s) {
+    struct record *rec = c->rec;
+    struct sl_pipeline *pl = rec->pl;
+    lua_State *L = sl_rules_state(rec->rules);
+    int top = lua_gettop(L);
+    const char *reason = NULL, *key, *id = NULL;
+    size_t keylen, idlen = 0;
+    int64_t t;
+
+    if (!lua_checkstack(L, (int)s->naggs + 16)) {
+        reason = "stack_exhausted";
+        goto filtered;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);                 /* ctx */
+    int ctx_idx = lua_gettop(L);
+    push_path(L, ctx_idx, s->key_var);                         /* ctx key */
+    if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) {
+        reason = "missing_key";
+        goto filtered;
+    }
+    key = lua_tolstring(L, -1, &keylen);
+    if (s->time_var) {
+        push_path(L, ctx_idx, s->time_var);                    /* ctx key t */
+        if (lua_type(L, -1) != LUA_TNUMBER) {
+            reason = "missing_time";
+            goto filtered;
+        }
+        t = (int64_t)lua_tonumber(L, -1);
+    } else {
+        if (rec->in->timestamp < 0) {
+            reason = "missing_time";
+            goto filtered;
+        }
+        t = rec->in->timestamp;
+    }
+    if (s->dedupe_var) {
+        push_path(L, ctx_idx, s->dedupe_var);                  /* ctx key t id */
+        if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER)
+            id = lua_tolstring(L, -1, &idlen);
+    }
+    for (size_t f = 0; f < s->naggs; f++) {
+        push_path(L, ctx_idx, s->aggs[f].var);                 /* ... v_f */
+        to_value(L, -1, &pl->vals[f]);
+    }
+    struct wpart *wp = wpart_get(pl, rec->in->topic ? rec->in->topic : "", rec->in->partition);
+    struct sl_window *w = window_of(pl, wp, step);
+    int r = sl_window_add(w, key, keylen, t, id, idlen, pl->vals);
+    if (t > wp->watermark) {
+        wp->watermark = t;
+        wp->watermark_mono = sl_mono_ms();
+    }
+    if (r == SL_WINDOW_DUPLICATE) { reason = "duplicate"; goto filtered; }
+    if (r == SL_WINDOW_TOO_OLD) { reason = "too_old"; goto filtered; }
+    if (rec->in->restore && (int)step == pl->last_window) {
+        lua_settop(L, top);
+        return 0;            /* run() stops here: nothing to build */
+    }
+    size_t n = sl_window_entries(w);
+    if (n > pl->agg_cap) {
+        pl->agg_cap = n * 2;
+        pl->agg = sl_realloc(pl->agg, pl->agg_cap * sizeof(*pl->agg));
+    }
+    lua_createtable(L, 0, (int)s->naggs);                      /* ... agg */
+    for (size_t f = 0; f < s->naggs; f++) {
+        size_t m = sl_window_aggregate(w, f, pl->agg);
+        enum sl_agg_kind k = s->aggs[f].kind;
+        if (k == SL_AGG_LIST || k == SL_AGG_DISTINCT) {
+            lua_createtable(L, (int)m, 0);                     /* ... agg list */
+            for (size_t i = 0; i < m; i++) {
+                push_value(L, &pl->agg[i]);
+                lua_rawseti(L, -2, (int)i + 1);
+            }
+            sl_json_push_array_mt(L);
+            lua_setmetatable(L, -2);
+        } else if (m > 0) {
+            push_value(L, &pl->agg[0]);                        /* ... agg v */
+        } else {
+            continue;
+        }
+        lua_setfield(L, -2, s->aggs[f].name);                  /* ... agg */
+    }
+    lua_setfield(L, ctx_idx, s->as);
+    lua_settop(L, top);
+    return 0;
+filtered:
+    lua_settop(L, top);
+    if (!rec->in->restore) window_filter(c, s, reason);
+    ctx_finish(c);
+    return -1;
+}
+
 /* Runs the context from its current step until it finishes or waits. */
 static void run(struct ctx *c) {
     struct record *rec = c->rec;
@@ -302,15 +486,21 @@ static void run(struct ctx *c) {
 
     while (c->step < cf->nsteps) {
         const struct sl_step_conf *s = &cf->steps[c->step];
+        if (rec->in->restore && (int)c->step > pl->last_window) break;
         if (s->type == SL_STEP_KAFKA) {
-            int r = step_kafka(c, s);
-            if (r) return;
+            if (!rec->in->restore) {
+                int r = step_kafka(c, s);
+                if (r) return;
+            }
             c->step++;
             continue;
         }
-        if (s->type != SL_STEP_LUA) {
-            dead_letter(c, s->name, "this step type is not available in this build");
-            return;
+        if (s->type == SL_STEP_WINDOW) {
+            if (step_window(c, c->step, s)) return;
+            count_step(s->name, "sluice_step_out_total", NULL);
+            if (!rec->in->restore) trace_ctx(rec, s->name, c->ref);
+            c->step++;
+            continue;
         }
         snprintf(what, sizeof(what), "%s/%d/%lld", rec->in->topic ? rec->in->topic : "-",
                  rec->in->partition, (long long)rec->in->offset);
@@ -354,6 +544,10 @@ static void run(struct ctx *c) {
             return;
         }
         case SL_RULES_ERROR:
+            if (rec->in->restore) {     /* dead-lettered when first run */
+                ctx_finish(c);
+                return;
+            }
             count_step(s->name, "sluice_step_errors_total", NULL);
             sl_log(SL_LOG_WARN, "pipeline", "step %s failed on %s: %s", s->name, what,
                    sl_buf_cstr(&o->error));
@@ -439,6 +633,14 @@ struct sl_pipeline *sl_pipeline_create(const struct sl_pipeline_conf *conf,
     pl->conf = *conf;
     pl->cf = conf->cf;
     pl->rules = rules;     /* ownership moves to the pipeline */
+    pl->last_window = -1;
+    size_t maxaggs = 0;
+    for (size_t i = 0; i < pl->cf->nsteps; i++)
+        if (pl->cf->steps[i].type == SL_STEP_WINDOW) {
+            pl->last_window = (int)i;
+            if (pl->cf->steps[i].naggs > maxaggs) maxaggs = pl->cf->steps[i].naggs;
+        }
+    pl->vals = sl_calloc(maxaggs + 1, sizeof(*pl->vals));
     return pl;
 }
 
@@ -453,6 +655,13 @@ void sl_pipeline_destroy(struct sl_pipeline *pl) {
         sl_rules_release(rec->rules);
         free(rec);
     }
+    while (pl->wparts) {
+        struct wpart *p = pl->wparts;
+        pl->wparts = p->next;
+        wpart_destroy(pl, p);
+    }
+    free(pl->vals);
+    free(pl->agg);
     sl_rules_release(pl->rules);
     sl_rules_out_free(&pl->out);
     sl_buf_free(&pl->buf);
@@ -470,3 +679,46 @@ const char *sl_pipeline_version(const struct sl_pipeline *pl) {
 }
 
 size_t sl_pipeline_inflight(const struct sl_pipeline *pl) { return pl->inflight; }
+
+void sl_pipeline_tick(struct sl_pipeline *pl) {
+    int64_t mono = sl_mono_ms();
+    for (size_t i = 0; i < pl->cf->nsteps; i++) {
+        const struct sl_step_conf *s = &pl->cf->steps[i];
+        if (s->type != SL_STEP_WINDOW) continue;
+        struct sl_window_stats st, sum = {0};
+        for (struct wpart *p = pl->wparts; p; p = p->next) {
+            if (!p->w[i]) continue;
+            /* Event time as of now: the newest event, plus the time since. */
+            sl_window_expire(p->w[i], p->watermark + (mono - p->watermark_mono));
+            sl_window_stats(p->w[i], &st);
+            sum.keys += st.keys;
+            sum.entries += st.entries;
+            sum.bytes += st.bytes;
+        }
+        char labels[128];
+        snprintf(labels, sizeof(labels), "step=\"%s\"", s->name);
+        sl_metrics_set("sluice_window_keys", labels, (double)sum.keys);
+        sl_metrics_set("sluice_window_entries", labels, (double)sum.entries);
+        sl_metrics_set("sluice_window_bytes", labels, (double)sum.bytes);
+    }
+}
+
+void sl_pipeline_drop_partition(struct sl_pipeline *pl, const char *topic,
+                                int32_t partition) {
+    for (struct wpart **pp = &pl->wparts; *pp; pp = &(*pp)->next)
+        if ((*pp)->partition == partition && !strcmp((*pp)->topic, topic)) {
+            struct wpart *p = *pp;
+            *pp = p->next;
+            wpart_destroy(pl, p);
+            return;
+        }
+}
+
+bool sl_pipeline_has_window(const struct sl_pipeline *pl, int64_t *length_ms) {
+    int64_t longest = 0;
+    for (size_t i = 0; i < pl->cf->nsteps; i++)
+        if (pl->cf->steps[i].type == SL_STEP_WINDOW && pl->cf->steps[i].length_ms > longest)
+            longest = pl->cf->steps[i].length_ms;
+    if (length_ms) *length_ms = longest;
+    return longest > 0;
+}

@@ -7,7 +7,12 @@
  * finished, the record is reported done, so its offset may be committed.
  * Without a producer (sluice test), kafka steps and dead-letters are traced
  * instead of produced, and every step writes one JSON line to the trace.
- * Uses rules.c, json.c, kafka.c, metrics.c. */
+ *
+ * Window steps keep their state in the core, one window per step and input
+ * partition (keys of a partition never span workers), so it survives rule
+ * reloads and moves with its partition: a worker given a partition replays
+ * its recent records as restore records before it emits for them.
+ * Uses rules.c, json.c, kafka.c, window.c, metrics.c. */
 #ifndef SL_PIPELINE_H
 #define SL_PIPELINE_H
 
@@ -33,6 +38,9 @@ struct sl_input {
     const void *value;
     size_t len;
     void *owner;             /* the caller's handle, untouched */
+    bool restore;            /* rebuild window state only: run the steps up to
+                                the last window step, emit and dead-letter
+                                nothing */
 };
 
 /* The record has finished every step (or was dead-lettered). */
@@ -72,5 +80,19 @@ void sl_pipeline_reject(struct sl_pipeline *pl, struct sl_input *in,
 
 /* Records pushed and not yet done. */
 size_t sl_pipeline_inflight(const struct sl_pipeline *pl);
+
+/* Housekeeping from the caller's periodic timer: window expiry (on each
+ * partition's event-time watermark advanced by the wall clock since) and the
+ * window gauges. */
+void sl_pipeline_tick(struct sl_pipeline *pl);
+
+/* Forgets the window state of a partition (revoked: its keys now live in
+ * another worker; if it comes back, it is rebuilt by restore records). */
+void sl_pipeline_drop_partition(struct sl_pipeline *pl, const char *topic,
+                                int32_t partition);
+
+/* True when the config has a window step (so a new partition needs restore
+ * records); its longest length in *length_ms. */
+bool sl_pipeline_has_window(const struct sl_pipeline *pl, int64_t *length_ms);
 
 #endif

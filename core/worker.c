@@ -22,6 +22,8 @@
 
 #define SL_WORKER_TICK_MS 100 /* Period of the housekeeping timer. */
 #define SL_WORKER_PAUSE_AFTER_MS 5000 /* A hold this long becomes a partition pause. */
+#define SL_WORKER_RESTORE_SLACK_MS 60000 /* Restore this much more than a window length. */
+#define SL_WORKER_KAFKA_TIMEOUT_MS 10000 /* Bound on the blocking offset lookups of a rebalance. */
 #define SL_WORKER_SINK_LINGER_MS 50   /* Sinks batch for throughput (halves CPU per record). */
 #define SL_WORKER_COLLECTOR_LINGER_MS 1 /* The collector's tracker waits for the ack. */
 
@@ -43,6 +45,17 @@ struct worker {
     int64_t stop_deadline;               /* monotonic ms */
     int status;                          /* exit status */
     char poisoned[256], poisoned_step[64]; /* record the watchdog stopped in */
+    struct restoring *restoring;         /* partitions rebuilding their windows */
+    unsigned ticks;
+};
+
+/* A partition being restored: records below `until` (the committed offset)
+ * rebuild window state and are not emitted again. */
+struct restoring {
+    char *topic;
+    int32_t partition;
+    int64_t until;
+    struct restoring *next;
 };
 
 /* A consumed record in the pipeline. */
@@ -81,7 +94,8 @@ static void check_hold(struct worker *w) {
 static void on_done(void *arg, struct sl_input *in) {
     struct worker *w = arg;
     struct inrec *r = in->owner;
-    int64_t pos = sl_offsets_done(w->offsets, in->topic, in->partition, in->offset);
+    int64_t pos = in->restore ? -1 :
+                  sl_offsets_done(w->offsets, in->topic, in->partition, in->offset);
     if (pos >= 0) sl_kafka_consumer_store(w->consumer, in->topic, in->partition, pos);
     if (r->poisoned) {
         sl_rules_poison_clear(w->cf);
@@ -106,10 +120,65 @@ static void on_fatal(void *arg, const char *why) {
     event_base_loopbreak(w->base);
 }
 
+static struct restoring **restoring_find(struct worker *w, const char *topic, int32_t partition) {
+    struct restoring **pp = &w->restoring;
+    for (; *pp; pp = &(*pp)->next)
+        if ((*pp)->partition == partition && !strcmp((*pp)->topic, topic)) break;
+    return pp;
+}
+
+static void restoring_drop(struct worker *w, const char *topic, int32_t partition) {
+    struct restoring **pp = restoring_find(w, topic, partition);
+    if (!*pp) return;
+    struct restoring *r = *pp;
+    *pp = r->next;
+    sl_log(SL_LOG_INFO, "worker", "%s/%d: window state restored", topic, partition);
+    free(r->topic);
+    free(r);
+}
+
+/* Is this record one that only rebuilds window state? Records older than
+ * the window are skipped altogether (*skip). */
+static bool restore_record(struct worker *w, struct sl_kafka_record *k, bool *skip) {
+    struct restoring **pp;
+    int64_t len;
+    *skip = false;
+    if (!w->restoring) return false;
+    pp = restoring_find(w, k->topic, k->partition);
+    if (!*pp) return false;
+    if (k->offset >= (*pp)->until) {
+        restoring_drop(w, k->topic, k->partition);
+        return false;
+    }
+    sl_pipeline_has_window(w->pipeline, &len);
+    *skip = k->timestamp >= 0 && k->timestamp < sl_now_ms() - len - SL_WORKER_RESTORE_SLACK_MS;
+    return true;
+}
+
 static void on_record(void *arg, struct sl_kafka_record *k) {
     struct worker *w = arg;
-    struct inrec *r = sl_calloc(1, sizeof(*r));
+    struct inrec *r;
     char what[256];
+    bool skip;
+
+    if (restore_record(w, k, &skip)) {
+        snprintf(what, sizeof(what), "%s/%d/%lld", k->topic, k->partition, (long long)k->offset);
+        if (skip || (w->poisoned[0] && !strcmp(what, w->poisoned))) {
+            sl_kafka_record_free(k);
+            return;
+        }
+        r = sl_calloc(1, sizeof(*r));
+        r->krec = k;
+        r->in = (struct sl_input){
+            .topic = k->topic, .partition = k->partition, .offset = k->offset,
+            .timestamp = k->timestamp, .key = k->key, .keylen = k->keylen,
+            .value = k->value, .len = k->len, .owner = r, .restore = true,
+        };
+        sl_metrics_inc("sluice_restored_records_total", NULL, 1);
+        sl_pipeline_push(w->pipeline, &r->in);
+        return;
+    }
+    r = sl_calloc(1, sizeof(*r));
 
     r->krec = k;
     r->in.topic = k->topic;
@@ -143,17 +212,66 @@ static void on_record(void *arg, struct sl_kafka_record *k) {
     }
 }
 
+/* A partition given to this worker starts where its window state begins:
+ * one window length (plus slack) before the committed offset, found by
+ * timestamp lookup, or the earliest retained offset where the broker cannot
+ * look up times. Records up to the committed offset only rebuild windows. */
+static void plan_restore(struct worker *w, rd_kafka_topic_partition_list_t *parts) {
+    rd_kafka_t *rk = sl_kafka_consumer_handle(w->consumer);
+    int64_t len, since;
+    if (!sl_pipeline_has_window(w->pipeline, &len) || parts->cnt == 0) return;
+    since = sl_now_ms() - len - SL_WORKER_RESTORE_SLACK_MS;
+    rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_copy(parts);
+    rd_kafka_topic_partition_list_t *times = rd_kafka_topic_partition_list_copy(parts);
+    if (rd_kafka_committed(rk, committed, SL_WORKER_KAFKA_TIMEOUT_MS)) {
+        sl_log(SL_LOG_WARN, "worker", "cannot read committed offsets: windows start empty");
+        goto done;
+    }
+    for (int i = 0; i < times->cnt; i++) times->elems[i].offset = since;
+    rd_kafka_resp_err_t terr = rd_kafka_offsets_for_times(rk, times, SL_WORKER_KAFKA_TIMEOUT_MS);
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *p = &parts->elems[i];
+        int64_t until = committed->elems[i].offset, start = -1, lo, hi;
+        if (until < 0) continue;            /* never committed: read from the start */
+        if (!terr && !times->elems[i].err && times->elems[i].offset >= 0)
+            start = times->elems[i].offset;
+        else if (!rd_kafka_query_watermark_offsets(rk, p->topic, p->partition, &lo, &hi,
+                                                   SL_WORKER_KAFKA_TIMEOUT_MS))
+            start = lo;                     /* no timestamp lookup: from the earliest */
+        if (start < 0 || start >= until) continue;
+        p->offset = start;
+        struct restoring *r = sl_calloc(1, sizeof(*r));
+        r->topic = sl_strdup(p->topic);
+        r->partition = p->partition;
+        r->until = until;
+        r->next = w->restoring;
+        w->restoring = r;
+        sl_log(SL_LOG_INFO, "worker", "%s/%d: restoring window state from offset %lld "
+               "(%s) up to the committed %lld", p->topic, p->partition, (long long)start,
+               start == times->elems[i].offset ? "by time" : "earliest", (long long)until);
+    }
+done:
+    rd_kafka_topic_partition_list_destroy(committed);
+    rd_kafka_topic_partition_list_destroy(times);
+}
+
 static void on_rebalance(void *arg, bool assigned, void *parts_) {
     struct worker *w = arg;
     rd_kafka_topic_partition_list_t *parts = parts_;
-    if (assigned) return;
+    if (assigned) {
+        plan_restore(w, parts);
+        return;
+    }
     /* Let what is in flight reach its sinks, so its offsets are stored
      * before the consumer commits and hands the partitions over. */
     if (sl_kafka_producer_flush(w->producer, (int)w->cf->shutdown_ms) > 0)
         sl_log(SL_LOG_WARN, "worker", "revoke: records still in flight; the next owner "
                "will process them again");
-    for (int i = 0; i < parts->cnt; i++)
+    for (int i = 0; i < parts->cnt; i++) {
         sl_offsets_drop(w->offsets, parts->elems[i].topic, parts->elems[i].partition);
+        sl_pipeline_drop_partition(w->pipeline, parts->elems[i].topic, parts->elems[i].partition);
+        restoring_drop(w, parts->elems[i].topic, parts->elems[i].partition);
+    }
 }
 
 /* ==================== Signals ==================== */
@@ -198,6 +316,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
     struct worker *w = arg;
     (void)fd; (void)what;
     check_hold(w);
+    if (w->pipeline && ++w->ticks % (1000 / SL_WORKER_TICK_MS) == 0) sl_pipeline_tick(w->pipeline);
     if (!w->stopping) return;
     size_t left = (w->pipeline ? sl_pipeline_inflight(w->pipeline) : 0) +
                   (w->collector ? sl_collector_pending(w->collector) : 0) +
@@ -348,6 +467,12 @@ static void teardown(struct worker *w) {
     sl_kafka_producer_destroy(w->producer);
     sl_kafka_producer_destroy(w->cproducer);
     sl_offsets_destroy(w->offsets);
+    while (w->restoring) {
+        struct restoring *r = w->restoring;
+        w->restoring = r->next;
+        free(r->topic);
+        free(r);
+    }
     sl_broker_destroy(w->broker);
     if (w->base) event_base_free(w->base);
     sl_config_destroy(w->cf);
