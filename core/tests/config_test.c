@@ -1,0 +1,128 @@
+/* config_test.c -- config loading: defaults, every error names the file and
+ * the key path, durations and sizes. */
+#define _GNU_SOURCE
+#include "config.h"
+#include "sl.h"
+#include "test.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char path[64];
+
+/* Writes text to a temporary config file and loads it. */
+static struct sl_config *load(const char *text, char *err, size_t errlen) {
+    strcpy(path, "/tmp/sluice-config-test-XXXXXX.lua");
+    int fd = mkstemps(path, 4);
+    if (fd < 0) return NULL;
+    if (write(fd, text, strlen(text)) != (ssize_t)strlen(text)) { close(fd); return NULL; }
+    close(fd);
+    err[0] = '\0';
+    struct sl_config *c = sl_config_load(path, err, errlen);
+    unlink(path);
+    return c;
+}
+
+/* Loads text expecting an error that contains want (and the file name). */
+static int fails_with(const char *text, const char *want) {
+    char err[512];
+    struct sl_config *c = load(text, err, sizeof(err));
+    int ok = !c && strstr(err, want) && strstr(err, "/tmp/sluice-config-test-");
+    if (!ok) printf("#   got: %s\n", c ? "(loaded)" : err);
+    sl_config_destroy(c);
+    return ok;
+}
+
+static void durations(void) {
+    static const struct { const char *s; int64_t ms; } good[] = {
+        {"250ms", 250}, {"5s", 5000}, {"5m", 300000}, {"1h", 3600000},
+        {"2d", 172800000}, {"1m30s", 90000}, {"0s", 0}};
+    static const char *bad[] = {"", "5", "m", "-5m", "5x", "5 m", "1.5m", "ms5"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        int64_t ms = -1;
+        char name[64];
+        snprintf(name, sizeof(name), "duration \"%s\" is %lld ms", good[i].s, (long long)good[i].ms);
+        TEST(name, sl_config_parse_duration(good[i].s, &ms) == SL_OK && ms == good[i].ms);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int64_t ms;
+        char name[64];
+        snprintf(name, sizeof(name), "duration \"%s\" is refused", bad[i]);
+        TEST(name, sl_config_parse_duration(bad[i], &ms) == SL_ERR);
+    }
+    size_t b = 0;
+    TEST("size 64KB", sl_config_parse_size("64KB", &b) == SL_OK && b == 64000);
+    TEST("size 5MiB", sl_config_parse_size("5MiB", &b) == SL_OK && b == 5u << 20);
+    TEST("size 1024", sl_config_parse_size("1024", &b) == SL_OK && b == 1024);
+    TEST("size 5 lightyears refused", sl_config_parse_size("5ly", &b) == SL_ERR);
+}
+
+int main(void) {
+    char err[512];
+    durations();
+
+    setenv("SLUICE_CONFIG_TEST_TOPIC", "from-env", 1);
+    struct sl_config *c = load(
+        "return { kafka = { input = env('SLUICE_CONFIG_TEST_TOPIC', 'x'),"
+        "  properties = { ['fetch.wait.max.ms'] = 50, ['check.crcs'] = true } },"
+        "  pipeline = {"
+        "    { lua = 'recommendations.extract', params = { app_id = 'a', n = 1795667677389 } },"
+        "    { window = { key = 'userId', length = '5m', dedupe = 'eventId',"
+        "        aggregate = { slugs = { 'list', 'product.slug' } } } },"
+        "    { kafka = { topic = 'out', key = 'userId', fields = { 'userId' } } } } }",
+        err, sizeof(err));
+    TEST("a good config loads", c != NULL);
+    if (c) {
+        TEST("brokers default to embedded", c->kafka.embedded && !strcmp(c->kafka.brokers, "embedded"));
+        TEST("env() reads the environment", !strcmp(c->kafka.input[0], "from-env"));
+        TEST("dead-letter topic default", !strcmp(c->kafka.dead_letter, "sluice.dead-letter"));
+        TEST("three steps", c->nsteps == 3);
+        TEST("lua step name defaults to the module's last part",
+             !strcmp(c->steps[0].name, "extract") && !strcmp(c->steps[0].fn, "extract"));
+        TEST("params travel as faithful JSON",
+             strstr(c->steps[0].params_json, "1795667677389") != NULL);
+        TEST("window length parsed", c->steps[1].type == SL_STEP_WINDOW &&
+                                     c->steps[1].length_ms == 300000);
+        TEST("window time defaults to the Kafka timestamp", c->steps[1].time_var == NULL);
+        TEST("window aggregation parsed", c->steps[1].naggs == 1 &&
+             c->steps[1].aggs[0].kind == SL_AGG_LIST && !strcmp(c->steps[1].aggs[0].var, "product.slug"));
+        TEST("kafka step parsed", c->steps[2].type == SL_STEP_KAFKA && c->steps[2].nfields == 1);
+        TEST("kafka properties: numbers and booleans become strings", c->kafka.nprops == 2);
+        TEST("step lookup by name", sl_config_step_index(c, "extract") == 0 &&
+                                    sl_config_step_index(c, "nope") == -1);
+        TEST("rules budget default 200 ms, watchdog 10x", c->rules.budget_ms == 200 &&
+                                                          c->rules.watchdog_ms == 2000);
+    }
+    sl_config_destroy(c);
+    sl_config_destroy(NULL);
+
+    TEST("window length as a number names the key path",
+         fails_with("return { pipeline = { { lua = 'a.b' }, { window = { key = 'k', length = 5,"
+                    " aggregate = {} } } } }",
+                    "pipeline[2].window.length: expected a duration like \"5m\", got 5"));
+    TEST("unknown top-level key", fails_with("return { pipline = {} }", "pipline: unknown key"));
+    TEST("unknown key in a section", fails_with("return { rules = { budgett = '1s' }, pipeline = { { lua = 'a' } } }",
+                                                "rules.budgett: unknown key"));
+    TEST("a step with two kinds", fails_with("return { pipeline = { { lua = 'a', kafka = { topic = 't' } } } }",
+                                             "pipeline[1]: expected exactly one of"));
+    TEST("a kafka step without a topic", fails_with("return { pipeline = { { kafka = {} } } }",
+                                                    "pipeline[1].kafka.topic: expected a string"));
+    TEST("a bad aggregation", fails_with("return { pipeline = { { window = { key = 'k', length = '1m',"
+                                         " aggregate = { x = { 'sum', 'v' } } } } } }",
+                                         "pipeline[1].window.aggregate.x"));
+    TEST("duplicate step names", fails_with("return { pipeline = { { lua = 'a.x' }, { lua = 'b.x' } } }",
+                                            "pipeline[2].name: expected a step name not used before"));
+    TEST("a syntax error gives file:line", fails_with("return {\n pipeline = { { lua = } }\n}", ":2:"));
+    TEST("a config returning no table", fails_with("return 5", "expected the file to return a table"));
+    TEST("collector.ip must be hash, keep or drop",
+         fails_with("return { collector = { ip = 'maybe' } }", "collector.ip: expected \"hash\""));
+    TEST("rules.watchdog shorter than the budget",
+         fails_with("return { rules = { budget = '1s', watchdog = '500ms' }, pipeline = { { lua = 'a' } } }",
+                    "rules.watchdog"));
+    TEST("neither pipeline nor collector", fails_with("return {}", "needs a pipeline, a collector or both"));
+    TEST("a missing file", fails_with("return nil --", "expected the file to return a table"));
+    c = sl_config_load("/nonexistent/sluice.lua", err, sizeof(err));
+    TEST("a file that does not exist names it", !c && strstr(err, "/nonexistent/sluice.lua"));
+    return TEST_DONE();
+}

@@ -1,0 +1,136 @@
+/* rules_test.c -- the rules VM: step results, errors with file:line and
+ * traceback, the budget, versions, reference counting. */
+#define _GNU_SOURCE
+#include "config.h"
+#include "rules.h"
+#include "sl.h"
+#include "test.h"
+
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char dir[64];
+
+static void put(const char *name, const char *text) {
+    char p[256];
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    fputs(text, f);
+    fclose(f);
+}
+
+static struct sl_config *config(void) {
+    char p[256], err[512];
+    snprintf(p, sizeof(p), "%s/config.lua", dir);
+    FILE *f = fopen(p, "w");
+    fprintf(f, "return { rules = { path = '%s/lua', budget = '100ms', watchdog = '10s' },"
+               " pipeline = { { lua = 't.steps', fn = 'pass' }, { lua = 't.steps', fn = 'drop', name = 'drop' },"
+               " { lua = 't.steps', fn = 'split', name = 'split' }, { lua = 't.steps', fn = 'boom', name = 'boom' },"
+               " { lua = 't.steps', fn = 'spin', name = 'spin' }, { lua = 't.steps', fn = 'bad', name = 'bad' } } }",
+            dir);
+    fclose(f);
+    struct sl_config *c = sl_config_load(p, err, sizeof(err));
+    if (!c) printf("# %s\n", err);
+    return c;
+}
+
+static int new_ctx(struct sl_rules *r) {
+    lua_State *L = sl_rules_state(r);
+    lua_newtable(L);
+    lua_pushstring(L, "v");
+    lua_setfield(L, -2, "x");
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+int main(void) {
+    char err[512];
+    struct sl_rules_out out = {0};
+
+    strcpy(dir, "/tmp/sluice-rules-test-XXXXXX");
+    if (!mkdtemp(dir)) return 1;
+    char p[128];
+    snprintf(p, sizeof(p), "%s/lua", dir); mkdir(p, 0755);
+    snprintf(p, sizeof(p), "%s/lua/t", dir); mkdir(p, 0755);
+    put("lua/t/steps.lua",
+        "local M = {}\n"
+        "function M.pass(ctx) ctx.y = 1; return ctx end\n"
+        "function M.drop(ctx) return nil, 'not wanted!' end\n"
+        "function M.split(ctx) return { { a = 1 }, { a = 2 } } end\n"
+        "function M.boom(ctx)\n  error('kaput')\nend\n"
+        "function M.spin(ctx) jit.off(true, true); local n = 0; while true do n = n + 1 end end\n"
+        "function M.bad(ctx) return 42 end\n"
+        "return M\n");
+    struct sl_config *cf = config();
+    TEST("the test config loads", cf != NULL);
+    if (!cf) return TEST_DONE();
+
+    struct sl_rules *r = sl_rules_create(cf, err, sizeof(err));
+    TEST("rules load", r != NULL);
+    if (!r) return TEST_DONE();
+    TEST("version is 16 hex digits", strlen(sl_rules_version(r)) == 16);
+
+    int ref = new_ctx(r);
+    TEST("a step returning its context goes on", sl_rules_call(r, 0, &ref, "t/0/0", &out) == SL_RULES_NEXT);
+    lua_rawgeti(sl_rules_state(r), LUA_REGISTRYINDEX, ref);
+    lua_getfield(sl_rules_state(r), -1, "y");
+    TEST("the step's change is visible", lua_tonumber(sl_rules_state(r), -1) == 1);
+    lua_pop(sl_rules_state(r), 2);
+
+    TEST("nil, reason filters", sl_rules_call(r, 1, &ref, "t/0/0", &out) == SL_RULES_FILTERED);
+    TEST("the reason is made safe for a metric label", !strcmp(out.reason, "not_wanted_"));
+
+    TEST("a list of contexts fans out", sl_rules_call(r, 2, &ref, "t/0/0", &out) == SL_RULES_MANY &&
+                                        out.nrefs == 2);
+    for (size_t i = 0; i < out.nrefs; i++) luaL_unref(sl_rules_state(r), LUA_REGISTRYINDEX, out.refs[i]);
+
+    TEST("a Lua error is reported", sl_rules_call(r, 3, &ref, "t/0/0", &out) == SL_RULES_ERROR);
+    TEST("the error names file:line", strstr(sl_buf_cstr(&out.error), "steps.lua:6: kaput") != NULL);
+    TEST("the error has a traceback", strstr(sl_buf_cstr(&out.error), "stack traceback") != NULL);
+
+    int64_t t0 = sl_mono_ms();
+    TEST("an endless interpreted loop is stopped by the budget",
+         sl_rules_call(r, 4, &ref, "t/0/0", &out) == SL_RULES_ERROR &&
+         strstr(sl_buf_cstr(&out.error), "budget of 100 ms"));
+    TEST("...within a few budgets", sl_mono_ms() - t0 < 1000);
+
+    TEST("a bad return value is an error naming the step",
+         sl_rules_call(r, 5, &ref, "t/0/0", &out) == SL_RULES_ERROR &&
+         strstr(sl_buf_cstr(&out.error), "step bad must return"));
+
+    /* Version: content changes it, an unchanged reload keeps it. */
+    char v1[17];
+    strcpy(v1, sl_rules_version(r));
+    struct sl_rules *same = sl_rules_create(cf, err, sizeof(err));
+    TEST("same files, same version", same && !strcmp(v1, sl_rules_version(same)));
+    put("lua/t/steps.lua", "local M = {}\nfunction M.pass(c) return c end\nM.drop = M.pass\n"
+        "M.split = M.pass\nM.boom = M.pass\nM.spin = M.pass\nM.bad = M.pass\nreturn M\n");
+    struct sl_rules *changed = sl_rules_create(cf, err, sizeof(err));
+    TEST("changed files, new version", changed && strcmp(v1, sl_rules_version(changed)));
+
+    put("lua/t/steps.lua", "local M = {}\nfunction M.pass(c)\n  return c +\nend\nreturn M\n");
+    struct sl_rules *broken = sl_rules_create(cf, err, sizeof(err));
+    TEST("a syntax error fails the load", broken == NULL);
+    TEST("...naming file:line on one line", strstr(err, "steps.lua:4:") && !strchr(err, '\n'));
+    put("lua/t/steps.lua", "return { pass = 1 }\n");
+    broken = sl_rules_create(cf, err, sizeof(err));
+    TEST("a missing function fails the load", broken == NULL && strstr(err, "has no function pass"));
+
+    /* Reference counting: a retained VM survives its first release. */
+    sl_rules_retain(same);
+    sl_rules_release(same);
+    TEST("a retained VM is still usable", lua_gettop(sl_rules_state(same)) >= 0);
+    sl_rules_release(same);
+    sl_rules_release(changed);
+    luaL_unref(sl_rules_state(r), LUA_REGISTRYINDEX, ref);
+    sl_rules_release(r);
+    sl_rules_release(NULL);
+    sl_rules_out_free(&out);
+    sl_config_destroy(cf);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    if (system(cmd)) {}
+    return TEST_DONE();
+}
