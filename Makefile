@@ -2,6 +2,17 @@
 # Debian packages themselves (scripts/deps.sh).
 
 CC      ?= gcc
+
+# On a fresh machine, install what is missing before pkg-config is asked.
+ifeq ($(filter clean,$(MAKECMDGOALS)),)
+ifneq ($(shell pkg-config --exists luajit rdkafka libevent libcurl 2>/dev/null && command -v busted >/dev/null && command -v kcat >/dev/null && echo ok),ok)
+$(info scripts/deps.sh: installing missing Debian packages)
+DEPS_STATUS := $(shell ./scripts/deps.sh >&2; echo $$?)
+ifneq ($(DEPS_STATUS),0)
+$(error scripts/deps.sh failed (status $(DEPS_STATUS)): install the packages it names by hand or run it as root)
+endif
+endif
+endif
 PKGS    := luajit rdkafka libevent libevent_pthreads libcurl
 CFLAGS  ?= -O2 -g
 # Truncated error messages are acceptable; truncation warnings are not errors.
@@ -19,7 +30,7 @@ BENCH_BINS := $(patsubst core/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 
 DEPS_STAMP := $(BUILD)/.deps-ok
 
-.PHONY: all deps test unit spec integration asan lint bench run demo fuzz clean
+.PHONY: all deps test unit spec integration asan sluice-asan lint bench run demo fuzz clean
 
 all: sluice
 
@@ -91,6 +102,10 @@ bench: sluice $(BENCH_BINS)
 
 run: sluice
 	./sluice run -c config/recommendations.lua
+
+# The job on embedded defaults, fed with the captured tracker requests.
+demo: sluice
+	@./scripts/demo.sh
 
 clean:
 	rm -rf build build-asan sluice
