@@ -259,17 +259,19 @@ static void on_rebalance(void *arg, bool assigned, void *parts_) {
     struct worker *w = arg;
     rd_kafka_topic_partition_list_t *parts = parts_;
     if (assigned) {
-        plan_restore(w, parts);
+        if (w->pipeline) plan_restore(w, parts);
         return;
     }
     /* Let what is in flight reach its sinks, so its offsets are stored
      * before the consumer commits and hands the partitions over. */
-    if (sl_kafka_producer_flush(w->producer, (int)w->cf->shutdown_ms) > 0)
+    if (w->pipeline && sl_kafka_producer_flush(w->producer, (int)w->cf->shutdown_ms) > 0)
         sl_log(SL_LOG_WARN, "worker", "revoke: records still in flight; the next owner "
                "will process them again");
     for (int i = 0; i < parts->cnt; i++) {
         sl_offsets_drop(w->offsets, parts->elems[i].topic, parts->elems[i].partition);
-        sl_pipeline_drop_partition(w->pipeline, parts->elems[i].topic, parts->elems[i].partition);
+        if (w->pipeline)     /* NULL when the consumer leaves the group at exit */
+            sl_pipeline_drop_partition(w->pipeline, parts->elems[i].topic,
+                                       parts->elems[i].partition);
         restoring_drop(w, parts->elems[i].topic, parts->elems[i].partition);
     }
 }
@@ -463,7 +465,8 @@ static void teardown(struct worker *w) {
     /* Records still in flight hold Kafka messages: the pipeline drops them
      * (uncommitted, so they are consumed again) before the consumer goes. */
     sl_pipeline_destroy(w->pipeline);
-    sl_kafka_consumer_destroy(w->consumer);
+    w->pipeline = NULL;
+    sl_kafka_consumer_destroy(w->consumer);   /* leaves the group: a last revoke */
     sl_kafka_producer_destroy(w->producer);
     sl_kafka_producer_destroy(w->cproducer);
     sl_offsets_destroy(w->offsets);
