@@ -5,3 +5,7 @@ max_line_length = 120
 files["spec"] = {
   std = "+busted",
 }
+
+-- Job configs run with one extra global, env(NAME, DEFAULT).
+files["config"] = { read_globals = { "env" } }
+files["spec/integration/fixtures"] = { read_globals = { "env" } }
