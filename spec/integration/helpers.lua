@@ -483,4 +483,60 @@ function H.pipeline_config(t)
   return cfg
 end
 
+
+-- ==================== Real Kafka cluster (scripts/kafka.sh) ====================
+
+-- Runs `scripts/kafka.sh ARGS` (env: extra "NAME=value " words); returns
+-- exit status, stdout, stderr.
+function H.kafka_sh(args, env)
+  return H.run((env or "") .. "scripts/kafka.sh " .. args)
+end
+
+-- Creates topic on the cluster of scripts/kafka.sh with `partitions`
+-- partitions (default 4) and replication factor `rf` (default 3), and waits
+-- until brokers list it.
+function H.create_replicated_topic(brokers, topic, partitions, rf)
+  local rc, out, err = H.kafka_sh(string.format("topic create %s --partitions %d --replication-factor %d",
+    q(topic), partitions or 4, rf or 3))
+  assert(rc == 0, "kafka.sh topic create " .. topic .. " failed: " .. out .. err)
+  H.create_topic(brokers, topic)
+end
+
+-- kill -9 of node n of the cluster of scripts/kafka.sh.
+function H.kill_kafka_node(n)
+  local rc, out, err = H.kafka_sh("kill-broker " .. n)
+  assert(rc == 0, "kafka.sh kill-broker " .. n .. " failed: " .. out .. err)
+end
+
+-- Starts the killed nodes of `nodes` again, in order, and waits until the
+-- cluster lists them all. Every node is a KRaft controller too, so after all
+-- of them were killed the first restarted one cannot answer before a second
+-- one gives the quorum a majority: `kafka.sh restart-broker` then gives up
+-- waiting for it (after `alone` seconds, default 5) while the node keeps
+-- starting; the next restart is the one that waits for both.
+function H.restart_kafka_nodes(brokers, nodes, alone)
+  local total = #H.split_brokers(brokers)
+  for i, n in ipairs(nodes) do
+    local live = total - (#nodes - i) -- nodes running once this one is up
+    local quorum = live * 2 > total
+    local rc, out, err = H.kafka_sh("restart-broker " .. n,
+      quorum and "" or string.format("KAFKA_START_TIMEOUT=%d ", alone or 5))
+    assert(rc == 0 or not quorum, "kafka.sh restart-broker " .. n .. " failed: " .. out .. err)
+  end
+  local ok = H.wait_for(function()
+    local out = sh(string.format("kcat -b %s -L -m 3 2>/dev/null", q(brokers)))
+    return tonumber(out:match("(%d+) brokers:")) == total
+  end, 60, 0.5)
+  assert(ok, "the cluster " .. brokers .. " does not list its " .. total .. " brokers again")
+  local rc, _, err = H.kafka_sh("status")
+  assert(rc == 0 and not err:find("not running"), "kafka.sh status after the restart: " .. err)
+end
+
+-- The addresses of a bootstrap list "host:port,host:port".
+function H.split_brokers(brokers)
+  local out = {}
+  for a in tostring(brokers):gmatch("[^,]+") do out[#out + 1] = a end
+  return out
+end
+
 return H
