@@ -274,6 +274,14 @@ static int step_kafka(struct ctx *c, const struct sl_step_conf *s) {
         return 1;
     }
     lua_settop(L, top);
+    if (c->step + 1 == pl->cf->nsteps) {
+        /* No step reads the context again: free it now rather than when the
+         * broker acknowledges (linger plus a round trip later), so records
+         * waiting for the sink do not keep their decoded input alive for
+         * the garbage collector to traverse. */
+        luaL_unref(L, LUA_REGISTRYINDEX, c->ref);
+        c->ref = LUA_NOREF;
+    }
     return 1;
 bad:
     lua_settop(L, top);

@@ -53,26 +53,32 @@ done_count() {
         awk '$1 == "sluice_records_done_total" { print $2 }'
 }
 cpu_now() { awk -v t="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$pid/stat"; }
-first= last= d0=0 cpu0=0
+# user CPU s, system CPU s and minor page faults, space-separated
+usage_now() { awk -v t="$(getconf CLK_TCK)" '{ printf "%.2f %.2f %d", $14 / t, $15 / t, $10 }' "/proc/$pid/stat"; }
+first= last= d0=0 cpu0=0 use0="0 0 0"
 for _ in $(seq 2400); do
     d=$(done_count); d=${d:-0}
     now=$(date +%s.%N)
-    if [ -z "$first" ] && [ "$d" != 0 ]; then first=$now; d0=$d; cpu0=$(cpu_now); fi
+    if [ -z "$first" ] && [ "$d" != 0 ]; then first=$now; d0=$d; cpu0=$(cpu_now); use0=$(usage_now); fi
     if [ "$d" -ge "$N" ] 2>/dev/null; then last=$now; break; fi
     sleep 0.05
 done
 [ -n "$last" ] || { echo "bench-pipeline: only $(done_count) of $N records done" >&2; cat "$tmp/run.err" >&2; exit 1; }
 cpu=$(cpu_now)
+use=$(usage_now)
 rss=$(awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$pid/status")
 kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
 out=$(kcat -b "$brokers" -C -t bench-out -e -q -f '.' 2>/dev/null | wc -c)
 # Steady state: from the first poll that saw records done to the last, so
 # start-up (group join, VM load) is not counted against the per-record cost.
 awk -v n="$N" -v d0="$d0" -v a="$first" -v b="$last" -v cpu="$cpu" -v cpu0="$cpu0" \
-    -v rss="$rss" -v out="$out" 'BEGIN {
+    -v rss="$rss" -v out="$out" -v use0="$use0" -v use="$use" 'BEGIN {
+    split(use0, u0, " "); split(use, u1, " ")
     printf "pipeline: %d records (~1.4 KB, 10%% filtered) kafka -> extract -> kafka, %d records out\n", n, out
     printf "pipeline: %.0f records/s wall, %.2f CPU s in all (start-up included), peak RSS %d MB\n",
            (n - d0) / (b - a), cpu, rss
     printf "pipeline: %.0f records per CPU-second (steady state: %d records in %.2f CPU s)\n",
            (n - d0) / (cpu - cpu0), n - d0, cpu - cpu0
+    printf "pipeline: steady state %.2f s user, %.2f s system, %.1f minor page faults per record\n",
+           u1[1] - u0[1], u1[2] - u0[2], (u1[3] - u0[3]) / (n - d0)
 }'
