@@ -79,9 +79,12 @@ end
 
 -- A TCP port on 127.0.0.1 that nothing listens on right now (random in
 -- 20000-60000; a connection attempt that fails means free).
+-- Ports come from below Linux's ephemeral range (32768-60999), so an outgoing
+-- connection of kcat or librdkafka cannot take one between the check and the
+-- bind.
 function H.free_port()
   for _ = 1, 50 do
-    local port = math.random(20000, 60000)
+    local port = math.random(20000, 32000)
     local busy = os.execute(string.format(
       "bash -c 'exec 3<>/dev/tcp/127.0.0.1/%d' 2>/dev/null", port))
     if busy ~= 0 and busy ~= true then return port end

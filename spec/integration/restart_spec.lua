@@ -103,7 +103,7 @@ describe("restart", function()
     local n, cfg = job("term")
     local w1 = H.start_sluice(dir, "term-1", cfg, { admin_port = n.admin_port })
     procs[#procs + 1] = w1
-    local input = views(300000, 1500)
+    local input = views(300000, 4000)
     local producer = H.produce_slowly(dir, "term-producer", brokers, n.input, input, 100, 0.1)
     procs[#procs + 1] = producer
     assert.is_truthy(H.wait_for(function()
