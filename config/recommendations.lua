@@ -7,6 +7,7 @@
 --   SNOWPLOW_APP_ID    the tracker's app id (aid)
 --   COLLECTOR_LISTEN   the collector's host:port
 --   COLLECTOR_ORIGINS  store origins allowed to post, comma-separated
+--   COLLECTOR_IP_SALT  salt of the hashed client IPs (default: random per process)
 --   ADMIN_LISTEN       the admin listener (/metrics, /health)
 
 local function list(s)
@@ -29,6 +30,8 @@ return {
     listen = env("COLLECTOR_LISTEN", "127.0.0.1:8080"),
     topic = "http.shopify-events",
     allowed_origins = list(env("COLLECTOR_ORIGINS", store_url)),
+    ip = "hash",
+    ip_salt = env("COLLECTOR_IP_SALT", nil),
   },
   admin = env("ADMIN_LISTEN", "127.0.0.1:9100"),
   pipeline = {
