@@ -11,15 +11,15 @@
 
 #define SL_METRICS_BUCKETS 256 /* Hash buckets; chains stay short for a few hundred series. */
 
-struct series {
+struct sl_metrics_series {
     char *name;
     char *labels;        /* "" when none */
     double value;
     int gauge;           /* 1: gauge, 0: counter */
-    struct series *next;
+    struct sl_metrics_series *next;
 };
 
-static struct series *buckets[SL_METRICS_BUCKETS];
+static struct sl_metrics_series *buckets[SL_METRICS_BUCKETS];
 
 static unsigned hash(const char *a, const char *b) {
     unsigned h = 2166136261u;
@@ -29,13 +29,13 @@ static unsigned hash(const char *a, const char *b) {
     return h % SL_METRICS_BUCKETS;
 }
 
-static struct series *find(const char *name, const char *labels, int create, int gauge) {
+static struct sl_metrics_series *find(const char *name, const char *labels, int create, int gauge) {
     if (!labels) labels = "";
     unsigned h = hash(name, labels);
-    for (struct series *s = buckets[h]; s; s = s->next)
+    for (struct sl_metrics_series *s = buckets[h]; s; s = s->next)
         if (!strcmp(s->name, name) && !strcmp(s->labels, labels)) return s;
     if (!create) return NULL;
-    struct series *s = sl_calloc(1, sizeof(*s));
+    struct sl_metrics_series *s = sl_calloc(1, sizeof(*s));
     s->name = sl_strdup(name);
     s->labels = sl_strdup(labels);
     s->gauge = gauge;
@@ -48,26 +48,33 @@ void sl_metrics_inc(const char *name, const char *labels, uint64_t n) {
     find(name, labels, 1, 0)->value += (double)n;
 }
 
+struct sl_metrics_series *sl_metrics_counter(const char *name, const char *labels) {
+    return find(name, labels, 1, 0);
+}
+
+void sl_metrics_add(struct sl_metrics_series *s, uint64_t n) { s->value += (double)n; }
+
 void sl_metrics_set(const char *name, const char *labels, double v) {
     find(name, labels, 1, 1)->value = v;
 }
 
 double sl_metrics_get(const char *name, const char *labels) {
-    struct series *s = find(name, labels, 0, 0);
+    struct sl_metrics_series *s = find(name, labels, 0, 0);
     return s ? s->value : 0;
 }
 
 static int cmp(const void *a, const void *b) {
-    const struct series *x = *(struct series *const *)a, *y = *(struct series *const *)b;
+    const struct sl_metrics_series *x = *(struct sl_metrics_series *const *)a;
+    const struct sl_metrics_series *y = *(struct sl_metrics_series *const *)b;
     int c = strcmp(x->name, y->name);
     return c ? c : strcmp(x->labels, y->labels);
 }
 
 void sl_metrics_render(struct sl_buf *out) {
     size_t n = 0, cap = 64;
-    struct series **all = sl_malloc(cap * sizeof(*all));
+    struct sl_metrics_series **all = sl_malloc(cap * sizeof(*all));
     for (int i = 0; i < SL_METRICS_BUCKETS; i++)
-        for (struct series *s = buckets[i]; s; s = s->next) {
+        for (struct sl_metrics_series *s = buckets[i]; s; s = s->next) {
             if (n == cap) all = sl_realloc(all, (cap *= 2) * sizeof(*all));
             all[n++] = s;
         }
@@ -86,9 +93,9 @@ void sl_metrics_render(struct sl_buf *out) {
 
 void sl_metrics_reset(void) {
     for (int i = 0; i < SL_METRICS_BUCKETS; i++) {
-        struct series *s = buckets[i];
+        struct sl_metrics_series *s = buckets[i];
         while (s) {
-            struct series *next = s->next;
+            struct sl_metrics_series *next = s->next;
             free(s->name);
             free(s->labels);
             free(s);

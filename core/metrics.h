@@ -9,8 +9,16 @@
 #include <stdint.h>
 #include "sl.h"
 
-/* Adds n to the counter name{labels}; labels may be NULL. */
+struct sl_metrics_series;
+
+/* Adds n to the counter name{labels}; labels may be NULL. O(length of name
+ * and labels): hashes both. */
 void sl_metrics_inc(const char *name, const char *labels, uint64_t n);
+/* The counter name{labels}, created at 0 if new, for sl_metrics_add on hot
+ * paths. Valid until sl_metrics_reset. */
+struct sl_metrics_series *sl_metrics_counter(const char *name, const char *labels);
+/* Adds n to a counter from sl_metrics_counter. O(1). */
+void sl_metrics_add(struct sl_metrics_series *s, uint64_t n);
 /* Sets the gauge name{labels} to v. */
 void sl_metrics_set(const char *name, const char *labels, double v);
 /* Current value of a series, 0 if it does not exist. */

@@ -11,6 +11,18 @@
 
 #include <lauxlib.h>
 
+#define SL_PIPELINE_REASONS 16 /* Filter reasons per step whose counters are kept at hand. */
+
+/* The counters of one step, resolved on first use (a series appears in
+ * /metrics only once it counted something). */
+struct step_metrics {
+    struct sl_metrics_series *out;       /* sluice_step_out_total */
+    struct sl_metrics_series *errors;    /* sluice_step_errors_total */
+    struct sl_metrics_series *filtered[SL_PIPELINE_REASONS]; /* sluice_filtered_total */
+    char reasons[SL_PIPELINE_REASONS][64];                   /* their reason labels */
+    size_t nreasons;
+};
+
 /* The window state of one input partition: one window per window step. */
 struct wpart {
     char *topic;
@@ -34,6 +46,8 @@ struct sl_pipeline {
     struct sl_value *vals;       /* scratch: one value per aggregation */
     struct sl_value *agg;        /* scratch: aggregation output */
     size_t agg_cap;
+    struct step_metrics *sm;     /* per step */
+    struct sl_metrics_series *records_in, *records_done;
 };
 
 /* A record in flight. */
@@ -64,7 +78,9 @@ static void record_release(struct record *rec) {
     if (rec->prev) rec->prev->next = rec->next;
     else pl->live = rec->next;
     if (rec->next) rec->next->prev = rec->prev;
-    sl_metrics_inc("sluice_records_done_total", NULL, 1);
+    if (!pl->records_done)
+        pl->records_done = sl_metrics_counter("sluice_records_done_total", NULL);
+    sl_metrics_add(pl->records_done, 1);
     sl_rules_release(rec->rules);
     struct sl_input *in = rec->in;
     free(rec);
@@ -300,6 +316,41 @@ static void count_step(const char *step, const char *what, const char *reason) {
     sl_metrics_inc(what, labels, 1);
 }
 
+/* The counter what{step=...} of a step, resolved once. */
+static void count_step_at(struct sl_metrics_series **at, const char *step, const char *what) {
+    if (!*at) {
+        char labels[256];
+        snprintf(labels, sizeof(labels), "step=\"%s\"", step);
+        *at = sl_metrics_counter(what, labels);
+    }
+    sl_metrics_add(*at, 1);
+}
+
+static void count_out(struct sl_pipeline *pl, size_t step) {
+    count_step_at(&pl->sm[step].out, pl->cf->steps[step].name, "sluice_step_out_total");
+}
+
+/* Counts a filtered context; the first SL_PIPELINE_REASONS reasons of a
+ * step keep their counter at hand, later ones are looked up each time. */
+static void count_filtered(struct sl_pipeline *pl, size_t step, const char *reason) {
+    struct step_metrics *m = &pl->sm[step];
+    const char *name = pl->cf->steps[step].name;
+    for (size_t i = 0; i < m->nreasons; i++)
+        if (!strcmp(m->reasons[i], reason)) {
+            sl_metrics_add(m->filtered[i], 1);
+            return;
+        }
+    if (m->nreasons == SL_PIPELINE_REASONS || strlen(reason) >= sizeof(m->reasons[0])) {
+        count_step(name, "sluice_filtered_total", reason);
+        return;
+    }
+    char labels[256];
+    snprintf(labels, sizeof(labels), "step=\"%s\",reason=\"%s\"", name, reason);
+    strcpy(m->reasons[m->nreasons], reason);
+    m->filtered[m->nreasons] = sl_metrics_counter("sluice_filtered_total", labels);
+    sl_metrics_add(m->filtered[m->nreasons++], 1);
+}
+
 static void trace_ctx(struct record *rec, const char *step, int ref) {
     if (!rec->pl->conf.trace) return;
     lua_State *L = sl_rules_state(rec->rules);
@@ -381,10 +432,9 @@ static void push_value(lua_State *L, const struct sl_value *v) {
     else lua_pushnil(L);
 }
 
-static void window_filter(struct ctx *c, const struct sl_step_conf *s, const char *reason) {
-    char labels[256];
-    snprintf(labels, sizeof(labels), "step=\"%s\",reason=\"%s\"", s->name, reason);
-    sl_metrics_inc("sluice_filtered_total", labels, 1);
+static void window_filter(struct ctx *c, size_t step, const struct sl_step_conf *s,
+                          const char *reason) {
+    count_filtered(c->rec->pl, step, reason);
     if (c->rec->pl->conf.trace) {
         char q[80];
         snprintf(q, sizeof(q), "\"%s\"", reason);
@@ -480,9 +530,30 @@ static int step_window(struct ctx *c, size_t step, const struct sl_step_conf *s)
     return 0;
 filtered:
     lua_settop(L, top);
-    if (!rec->in->restore) window_filter(c, s, reason);
+    if (!rec->in->restore) window_filter(c, step, s, reason);
     ctx_finish(c);
     return -1;
+}
+
+/* Writes "topic/partition/offset" of the input into out[n], n >= 64 (what a
+ * rule error or the watchdog names). Called for every Lua step: no printf. */
+static void input_name(const struct sl_input *in, char *out, size_t n) {
+    const char *topic = in->topic ? in->topic : "-";
+    size_t len = strlen(topic), room = n - 48;   /* 48: '/', two integers, NUL */
+    char digits[24];
+    int64_t nums[2] = {in->partition, in->offset};
+
+    if (len > room) len = room;
+    memcpy(out, topic, len);
+    for (int i = 0; i < 2; i++) {
+        uint64_t u = nums[i] < 0 ? -(uint64_t)nums[i] : (uint64_t)nums[i];
+        size_t d = 0;
+        out[len++] = '/';
+        if (nums[i] < 0) out[len++] = '-';
+        do { digits[d++] = (char)('0' + u % 10); u /= 10; } while (u);
+        while (d) out[len++] = digits[--d];
+    }
+    out[len] = '\0';
 }
 
 /* Runs the context from its current step until it finishes or waits. */
@@ -505,22 +576,21 @@ static void run(struct ctx *c) {
         }
         if (s->type == SL_STEP_WINDOW) {
             if (step_window(c, c->step, s)) return;
-            count_step(s->name, "sluice_step_out_total", NULL);
+            count_out(pl, c->step);
             if (!rec->in->restore) trace_ctx(rec, s->name, c->ref);
             c->step++;
             continue;
         }
-        snprintf(what, sizeof(what), "%s/%d/%lld", rec->in->topic ? rec->in->topic : "-",
-                 rec->in->partition, (long long)rec->in->offset);
+        input_name(rec->in, what, sizeof(what));
         struct sl_rules_out *o = &pl->out;
         switch (sl_rules_call(rec->rules, c->step, &c->ref, what, o)) {
         case SL_RULES_NEXT:
-            count_step(s->name, "sluice_step_out_total", NULL);
+            count_out(pl, c->step);
             trace_ctx(rec, s->name, c->ref);
             c->step++;
             break;
         case SL_RULES_FILTERED:
-            count_step(s->name, "sluice_filtered_total", o->reason);
+            count_filtered(pl, c->step, o->reason);
             if (pl->conf.trace) {
                 char q[80];
                 snprintf(q, sizeof(q), "\"%s\"", o->reason);
@@ -536,7 +606,7 @@ static void run(struct ctx *c) {
             memcpy(refs, o->refs, n * sizeof(int));
             rec->pending += (int)n;
             for (size_t i = 0; i < n; i++) {
-                count_step(s->name, "sluice_step_out_total", NULL);
+                count_out(pl, c->step);
                 trace_ctx(rec, s->name, refs[i]);
             }
             size_t next = c->step + 1;
@@ -556,7 +626,7 @@ static void run(struct ctx *c) {
                 ctx_finish(c);
                 return;
             }
-            count_step(s->name, "sluice_step_errors_total", NULL);
+            count_step_at(&pl->sm[c->step].errors, s->name, "sluice_step_errors_total");
             sl_log(SL_LOG_WARN, "pipeline", "step %s failed on %s: %s", s->name, what,
                    sl_buf_cstr(&o->error));
             dead_letter(c, s->name, sl_buf_cstr(&o->error));
@@ -582,7 +652,8 @@ static struct record *record_new(struct sl_pipeline *pl, struct sl_input *in) {
     if (pl->live) pl->live->prev = rec;
     pl->live = rec;
     pl->inflight++;
-    sl_metrics_inc("sluice_records_in_total", NULL, 1);
+    if (!pl->records_in) pl->records_in = sl_metrics_counter("sluice_records_in_total", NULL);
+    sl_metrics_add(pl->records_in, 1);
     return rec;
 }
 
@@ -649,6 +720,7 @@ struct sl_pipeline *sl_pipeline_create(const struct sl_pipeline_conf *conf,
             if (pl->cf->steps[i].naggs > maxaggs) maxaggs = pl->cf->steps[i].naggs;
         }
     pl->vals = sl_calloc(maxaggs + 1, sizeof(*pl->vals));
+    pl->sm = sl_calloc(pl->cf->nsteps + 1, sizeof(*pl->sm));
     return pl;
 }
 
@@ -670,6 +742,7 @@ void sl_pipeline_destroy(struct sl_pipeline *pl) {
     }
     free(pl->vals);
     free(pl->agg);
+    free(pl->sm);
     sl_rules_release(pl->rules);
     sl_rules_out_free(&pl->out);
     sl_buf_free(&pl->buf);
