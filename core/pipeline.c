@@ -47,6 +47,7 @@ struct sl_pipeline {
     struct sl_value *agg;        /* scratch: aggregation output */
     size_t agg_cap;
     struct step_metrics *sm;     /* per step */
+    char ***field_keys;          /* per kafka step: its fields as JSON strings, or NULL */
     struct sl_metrics_series *records_in, *records_done;
 };
 
@@ -240,6 +241,63 @@ static void kafka_done(void *opaque, const char *err, int32_t p, int64_t o) {
     run(c);
 }
 
+/* The JSON string literals of a kafka step's field names, made once. NULL
+ * (err set) when a name cannot be encoded. */
+static char **field_keys(struct sl_pipeline *pl, lua_State *L, size_t step, char *err,
+                         size_t errlen) {
+    const struct sl_step_conf *s = &pl->cf->steps[step];
+    if (pl->field_keys[step]) return pl->field_keys[step];
+    char **keys = sl_calloc(s->nfields + 1, sizeof(*keys));
+    struct sl_buf b = {0};
+    for (size_t i = 0; i < s->nfields; i++) {
+        sl_buf_reset(&b);
+        lua_pushstring(L, s->fields[i]);
+        int rc = sl_json_encode(L, -1, &b, err, errlen);
+        lua_pop(L, 1);
+        if (rc) {
+            for (size_t j = 0; j < i; j++) free(keys[j]);
+            free(keys);
+            sl_buf_free(&b);
+            return NULL;
+        }
+        keys[i] = sl_strdup(sl_buf_cstr(&b));
+    }
+    sl_buf_free(&b);
+    pl->field_keys[step] = keys;
+    return keys;
+}
+
+/* Appends the JSON object {field: value, ...} of the step's fields to b,
+ * straight from the context at ctx_idx: fields that are nil are left out, a
+ * field named twice is written once. */
+static int encode_fields(struct sl_pipeline *pl, lua_State *L, int ctx_idx, size_t step,
+                         struct sl_buf *b, char *err, size_t errlen) {
+    const struct sl_step_conf *s = &pl->cf->steps[step];
+    char **keys = field_keys(pl, L, step, err, errlen);
+    int first = 1;
+    if (!keys) return SL_ERR;
+    sl_buf_addc(b, '{');
+    for (size_t i = 0; i < s->nfields; i++) {
+        size_t j = 0;
+        while (j < i && strcmp(s->fields[j], s->fields[i])) j++;
+        if (j < i) continue;                         /* named before */
+        push_path(L, ctx_idx, s->fields[i]);         /* ... v */
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            continue;
+        }
+        if (!first) sl_buf_addc(b, ',');
+        first = 0;
+        sl_buf_adds(b, keys[i]);
+        sl_buf_addc(b, ':');
+        int rc = sl_json_encode(L, -1, b, err, errlen);
+        lua_pop(L, 1);                               /* ... */
+        if (rc) return SL_ERR;
+    }
+    sl_buf_addc(b, '}');
+    return SL_OK;
+}
+
 /* Produces the step's fields of the context. Returns 1 when the context
  * waits for the broker, 0 when it may go on, -1 when it was dead-lettered. */
 static int step_kafka(struct ctx *c, const struct sl_step_conf *s) {
@@ -256,12 +314,7 @@ static int step_kafka(struct ctx *c, const struct sl_step_conf *s) {
     int ctx_idx = lua_gettop(L);
     sl_buf_reset(b);
     if (s->nfields) {
-        lua_newtable(L);                                 /* ctx value */
-        for (size_t i = 0; i < s->nfields; i++) {
-            push_path(L, ctx_idx, s->fields[i]);         /* ctx value v */
-            lua_setfield(L, -2, s->fields[i]);
-        }
-        if (sl_json_encode(L, -1, b, err, sizeof(err))) goto bad;
+        if (encode_fields(pl, L, ctx_idx, c->step, b, err, sizeof(err))) goto bad;
     } else if (encode_vars(L, ctx_idx, b, err, sizeof(err))) {
         goto bad;
     }
@@ -721,6 +774,7 @@ struct sl_pipeline *sl_pipeline_create(const struct sl_pipeline_conf *conf,
         }
     pl->vals = sl_calloc(maxaggs + 1, sizeof(*pl->vals));
     pl->sm = sl_calloc(pl->cf->nsteps + 1, sizeof(*pl->sm));
+    pl->field_keys = sl_calloc(pl->cf->nsteps + 1, sizeof(*pl->field_keys));
     return pl;
 }
 
@@ -743,6 +797,12 @@ void sl_pipeline_destroy(struct sl_pipeline *pl) {
     free(pl->vals);
     free(pl->agg);
     free(pl->sm);
+    for (size_t i = 0; i < pl->cf->nsteps; i++) {
+        if (!pl->field_keys[i]) continue;
+        for (size_t j = 0; j < pl->cf->steps[i].nfields; j++) free(pl->field_keys[i][j]);
+        free(pl->field_keys[i]);
+    }
+    free(pl->field_keys);
     sl_rules_release(pl->rules);
     sl_rules_out_free(&pl->out);
     sl_buf_free(&pl->buf);
