@@ -17,6 +17,8 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+static void monitor_start(void);
+
 struct sl_rules {
     lua_State *L;
     int refcount;
@@ -25,7 +27,6 @@ struct sl_rules {
     int *params_refs;        /* per step: the params table */
     int traceback_ref;
     char version[17];
-    int64_t deadline;        /* monotonic ms after which the running step stops */
 };
 
 /* ==================== The sluice module ==================== */
@@ -214,6 +215,7 @@ struct sl_rules *sl_rules_create(const struct sl_config *cf, char *err, size_t e
     set_path(r->L, cf);
     lua_pushcfunction(r->L, traceback);
     r->traceback_ref = luaL_ref(r->L, LUA_REGISTRYINDEX);
+    monitor_start();
     r->fn_refs = sl_malloc((cf->nsteps + 1) * sizeof(int));
     r->params_refs = sl_malloc((cf->nsteps + 1) * sizeof(int));
     for (size_t i = 0; i < cf->nsteps; i++) r->fn_refs[i] = r->params_refs[i] = LUA_NOREF;
@@ -243,19 +245,26 @@ const char *sl_rules_version(const struct sl_rules *r) { return r->version; }
 
 /* ==================== Calling steps ==================== */
 
-/* The VM whose step runs now; the loop is single-threaded. */
-static struct sl_rules *running;
+/* The step that runs now, shared with the monitor thread. The loop is
+ * single-threaded: one step runs at a time. Strings are the caller's and live
+ * while the step runs. */
+static _Atomic(lua_State *) mon_L;          /* VM of the running step */
+static _Atomic int64_t mon_started;         /* monotonic ms the step began, 0 idle */
+static _Atomic int64_t mon_budget;          /* its budget, ms */
+static _Atomic int mon_armed;               /* the monitor set the budget hook */
+static const char *_Atomic mon_what;        /* "topic/partition/offset" */
+static const char *_Atomic mon_step;        /* the step's name */
 
-/* Watchdog state, shared with its thread. */
-static _Atomic int64_t wd_started;          /* monotonic ms the step began, 0 idle */
-static char wd_what[256], wd_step[64];      /* written before wd_started is set */
-
+/* Set by the monitor thread once the step ran past its budget (lua_sethook
+ * is safe to call from another thread or a signal, as lua.c does on SIGINT).
+ * Raises the budget error in the step, unless the step it was meant for has
+ * already ended. */
 static void budget_hook(lua_State *L, lua_Debug *ar) {
+    int64_t started = mon_started;
     (void)ar;
-    if (running && sl_mono_ms() > running->deadline) {
-        lua_sethook(L, NULL, 0, 0);
-        luaL_error(L, "step exceeded its budget of %d ms", (int)running->cf->rules.budget_ms);
-    }
+    lua_sethook(L, NULL, 0, 0);
+    if (started && sl_mono_ms() - started >= mon_budget)
+        luaL_error(L, "step exceeded its budget of %d ms", (int)mon_budget);
 }
 
 static void sanitize_reason(const char *in, char *out, size_t n) {
@@ -286,16 +295,19 @@ enum sl_rules_result sl_rules_call(struct sl_rules *r, size_t step, int *ctx_ref
     lua_rawgeti(L, LUA_REGISTRYINDEX, *ctx_ref);          /* tb fn ctx */
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->params_refs[step]); /* tb fn ctx params */
 
-    snprintf(wd_what, sizeof(wd_what), "%s", what ? what : "-");
-    snprintf(wd_step, sizeof(wd_step), "%s", r->cf->steps[step].name);
-    running = r;
-    r->deadline = sl_mono_ms() + r->cf->rules.budget_ms;
-    wd_started = sl_mono_ms();
-    lua_sethook(L, budget_hook, LUA_MASKCOUNT, SL_RULES_HOOK_COUNT);
+    /* No hook while the step runs within its budget: a count hook slows
+     * the interpreter. The monitor thread arms one when the budget passes. */
+    mon_what = what ? what : "-";
+    mon_step = r->cf->steps[step].name;
+    mon_budget = r->cf->rules.budget_ms;
+    mon_L = L;
+    mon_started = sl_mono_ms();
     int rc = lua_pcall(L, 2, 2, top + 1);                 /* tb r1 r2 */
-    lua_sethook(L, NULL, 0, 0);
-    wd_started = 0;
-    running = NULL;
+    mon_started = 0;
+    if (mon_armed) {
+        lua_sethook(L, NULL, 0, 0);
+        mon_armed = 0;
+    }
 
     if (rc) {
         const char *m = lua_tostring(L, -1);
@@ -352,49 +364,59 @@ void sl_rules_out_free(struct sl_rules_out *out) {
 
 /* ==================== Watchdog ==================== */
 
-static char wd_file[4096];
-static int64_t wd_limit;
-static pthread_t wd_thread;
-static int wd_running;
+static char wd_file[4096];                  /* where the watchdog leaves the record */
+static _Atomic int64_t wd_limit;            /* 0: watchdog off (check, test) */
+static pthread_once_t mon_once = PTHREAD_ONCE_INIT;
 
 static void poison_path(const struct sl_config *cf, char *out, size_t n) {
     snprintf(out, n, "%s/poisoned-%s", cf->rules.state_dir, cf->kafka.group);
 }
 
-static void *watchdog(void *arg) {
+/* Watches the running step: past its budget it arms the budget hook; past
+ * the watchdog limit (a compiled loop ignores hooks) it records the record,
+ * logs and exits so that a supervisor restarts the process. */
+static void *monitor(void *arg) {
     (void)arg;
     for (;;) {
-        usleep(50 * 1000);
-        int64_t started = wd_started;
-        if (!started || sl_mono_ms() - started < wd_limit) continue;
+        usleep(SL_RULES_MONITOR_MS * 1000);
+        int64_t started = mon_started;
+        if (!started) continue;
+        int64_t ran = sl_mono_ms() - started;
+        if (ran >= mon_budget && !mon_armed) {
+            mon_armed = 1;
+            lua_sethook(mon_L, budget_hook, LUA_MASKCOUNT, SL_RULES_HOOK_COUNT);
+        }
+        if (!wd_limit || ran < wd_limit || mon_started != started) continue;
         FILE *f = fopen(wd_file, "w");
         if (f) {
-            fprintf(f, "%s\n%s\n", wd_what, wd_step);
+            fprintf(f, "%s\n%s\n", mon_what, mon_step);
             fclose(f);
         }
         sl_log(SL_LOG_ERROR, "rules",
                "watchdog: step %s has run %lld ms on record %s; exiting so a "
                "supervisor restarts sluice; the record will be dead-lettered (%s)",
-               wd_step, (long long)(sl_mono_ms() - started), wd_what, wd_file);
+               mon_step, (long long)ran, mon_what, wd_file);
         _exit(SL_RULES_WATCHDOG_EXIT);
     }
     return NULL;
 }
 
+static void monitor_thread(void) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, monitor, NULL) == 0) pthread_detach(t);
+    else sl_log(SL_LOG_ERROR, "rules", "cannot start the monitor thread: budgets are off");
+}
+
+static void monitor_start(void) { pthread_once(&mon_once, monitor_thread); }
+
 int sl_rules_watchdog_start(const struct sl_config *cf, char *err, size_t errlen) {
-    if (wd_running) return SL_OK;
     if (mkdir(cf->rules.state_dir, 0755) && errno != EEXIST) {
         sl_errf(err, errlen, "rules.state_dir %s: %s", cf->rules.state_dir, strerror(errno));
         return SL_ERR;
     }
     poison_path(cf, wd_file, sizeof(wd_file));
     wd_limit = cf->rules.watchdog_ms;
-    if (pthread_create(&wd_thread, NULL, watchdog, NULL)) {
-        sl_errf(err, errlen, "cannot start the watchdog thread");
-        return SL_ERR;
-    }
-    pthread_detach(wd_thread);
-    wd_running = 1;
+    monitor_start();
     return SL_OK;
 }
 

@@ -6,9 +6,10 @@
  * loaded; records in flight keep a reference to the VM they started on, and
  * a VM is closed when its last reference goes (sl_rules_release).
  *
- * A step that runs longer than rules.budget is interrupted by a count hook
- * where the VM allows it. Compiled LuaJIT traces ignore hooks, so a watchdog
- * thread also watches the running step: past rules.watchdog it writes the
+ * A monitor thread watches the running step. Past rules.budget it arms a
+ * count hook that interrupts the step where the VM allows it (no hook is set
+ * otherwise: it would slow the interpreter). Compiled LuaJIT traces ignore
+ * hooks, so past rules.watchdog (run only) it writes the
  * record's coordinates to the state directory, logs step and record, and
  * exits with SL_RULES_WATCHDOG_EXIT so a supervisor restarts the process;
  * the next process dead-letters that record instead of running it again.
@@ -25,7 +26,8 @@
 #include "sl.h"
 
 #define SL_RULES_WATCHDOG_EXIT 70  /* Exit status when the watchdog stops a stuck step. */
-#define SL_RULES_HOOK_COUNT 1000   /* VM instructions between budget checks. */
+#define SL_RULES_HOOK_COUNT 1000   /* VM instructions between checks once the hook is armed. */
+#define SL_RULES_MONITOR_MS 20     /* How often the monitor thread looks at the running step. */
 
 struct sl_rules;
 
