@@ -4,7 +4,9 @@
  * that are not UUIDs), then an array of fixed-size entries sorted by time,
  * used from index head for count entries. The header links the key into
  * three structures, all intrusive so that nothing else is allocated per key:
- * - the key table, open addressing with linear probing over key pointers;
+ * - the key table, open addressing with linear probing over tagged key
+ *   pointers (a hash tag and a prefetch hint in the pointer's top bits), so
+ *   that a lookup reads one line of the table and then only its own key;
  * - the recency list (most recently added-to first), only with max_keys;
  * - one hashed timer wheel for all keys, slot = due tick mod slots, where a
  *   key is due when its newest entry leaves. An add only makes a key due
@@ -32,8 +34,12 @@
 #define VAL_STR 0xfffb000000000000ULL   /* slot: tag | intern id */
 #define VAL_TAG_MASK 0xffff000000000000ULL
 #define VAL_NAN 0x7ff8000000000000ULL   /* every NaN is stored as this one */
-#define PREFETCH_LINES 8                /* cache lines of a key fetched ahead on add */
 #define DISTINCT_SMALL 32               /* up to this many outputs, DISTINCT compares pairwise */
+#define EARLY_FIELDS 8                  /* up to this many values are encoded while a key loads */
+#define SLOT_PTR_MASK ((UINT64_C(1) << 48) - 1) /* slot bits of the key pointer */
+#define SLOT_LINES_SHIFT 48             /* slot bits of the lines hint */
+#define SLOT_LINES_MAX 15
+#define SLOT_TAG_SHIFT 52               /* slot bits of the hash tag */
 
 struct wkey {
     struct wkey *lru_prev;  /* more recently added-to key, NULL for the first */
@@ -41,7 +47,7 @@ struct wkey {
     struct wkey *t_next;    /* next key in the same wheel slot */
     struct wkey **t_pprev;  /* the pointer that points at this key in its slot */
     unsigned char uuid[16]; /* UUID key bytes; zero for a named key */
-    uint32_t hash;          /* hash of the key */
+    uint32_t hash;          /* low 32 bits of the key's hash: its home slot */
     uint32_t head;          /* index of the oldest entry */
     uint32_t count;         /* entries */
     uint32_t cap;           /* entries room */
@@ -58,7 +64,7 @@ struct sl_window {
     size_t stride;                /* bytes per entry */
     size_t idoff, valoff;         /* offsets of the id and values in an entry */
 
-    struct wkey **table;          /* key table, tmask + 1 slots */
+    uint64_t *table;              /* key table, tmask + 1 tagged slots */
     size_t tmask;
     struct wkey *lru_head, *lru_tail; /* recency list, kept only with max_keys */
 
@@ -114,16 +120,74 @@ static inline size_t key_size(const struct sl_window *w, const struct wkey *k, s
     return sizeof(struct wkey) + name_room(k) + cap * w->stride;
 }
 
-/* Hex digit values, -1 for other bytes. */
+/* Cache lines from k's header to the end of the entry after its newest. */
+static inline uint64_t key_lines(const struct sl_window *w, const struct wkey *k) {
+    size_t end = ((uintptr_t)k & 63) + sizeof(*k) + name_room(k) +
+                 ((size_t)k->head + k->count + 1) * w->stride;
+    size_t n = (end + 63) / 64;
+    return n < SLOT_LINES_MAX ? n : SLOT_LINES_MAX;
+}
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define ONES 0x0101010101010101ULL      /* one in every byte */
+
+/* 8 hex digits (first in the lowest byte) to 4 bytes in memory order (first
+ * digit in the high nibble of the lowest byte); false if a byte is not a hex
+ * digit. Eight bytes at a time: each byte is range-checked with an add that
+ * cannot carry out of the byte, because bytes >= 0x80 are rejected first. */
+static inline bool hex8(uint64_t x, uint64_t *out) {
+    uint64_t l = x | 0x20 * ONES, digit, alpha, v;
+
+#define GE(x, lo) (((x) + (0x80 - (lo)) * ONES) & 0x80 * ONES)
+    digit = GE(x, '0') & ~GE(x, '9' + 1);
+    alpha = GE(l, 'a') & ~GE(l, 'f' + 1);
+#undef GE
+    v = (x & 0x0f * ONES) + ((x >> 6) & ONES) * 9;        /* each byte its value */
+    v = ((v << 4) | (v >> 8)) & 0x00ff00ff00ff00ffULL;    /* pairs to bytes */
+    v = (v | (v >> 8)) & 0x0000ffff0000ffffULL;
+    *out = (v | (v >> 16)) & 0xffffffffULL;
+    return !(x & 0x80 * ONES) && (digit | alpha) == 0x80 * ONES;
+}
+
+static inline uint64_t load4x2(const unsigned char *a, const unsigned char *b) {
+    uint32_t lo, hi;
+    memcpy(&lo, a, 4);
+    memcpy(&hi, b, 4);
+    return (uint64_t)hi << 32 | lo;
+}
+
+/* Parses a canonical 8-4-4-4-12 UUID, any case, into out[0..16) and also
+ * into two words (w[0] = out[0..8) as a native load would give). */
+static inline bool uuid_parse_words(const char *s, size_t len, unsigned char out[16],
+                                    uint64_t w[2]) {
+    const unsigned char *p = (const unsigned char *)s;
+    uint64_t a, d, q[4];
+    bool ok;
+
+    if (len != 36 || p[8] != '-' || p[13] != '-' || p[18] != '-' || p[23] != '-')
+        return false;
+    memcpy(&a, p, 8);
+    memcpy(&d, p + 28, 8);
+    ok = hex8(a, &q[0]) & hex8(load4x2(p + 9, p + 14), &q[1]) &
+         hex8(load4x2(p + 19, p + 24), &q[2]) & hex8(d, &q[3]);
+    w[0] = q[0] | q[1] << 32;
+    w[1] = q[2] | q[3] << 32;
+    memcpy(out, w, 16);
+    return ok;
+}
+#else
+/* Hex digit values + 1, so that the zero of every other byte means "not hex". */
 static const signed char hexval[256] = {
     ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7,
     ['7'] = 8, ['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14,
     ['e'] = 15, ['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15,
     ['F'] = 16,
-}; /* stored + 1, so that the zero of every other byte means "not hex" */
+};
 
-/* Parses a canonical 8-4-4-4-12 UUID, any case. */
-static bool uuid_parse(const char *s, size_t len, unsigned char out[16]) {
+/* Parses a canonical 8-4-4-4-12 UUID, any case, into out[0..16) and also
+ * into two words (w[0] = out[0..8) as a native load would give). */
+static bool uuid_parse_words(const char *s, size_t len, unsigned char out[16],
+                             uint64_t w[2]) {
     static const unsigned char at[16] = {0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34};
     const unsigned char *p = (const unsigned char *)s;
     int bad = 0;
@@ -135,7 +199,14 @@ static bool uuid_parse(const char *s, size_t len, unsigned char out[16]) {
         bad |= (hi == 0) | (lo == 0);
         out[i] = (unsigned char)((hi - 1) << 4 | (lo - 1));
     }
+    memcpy(w, out, 16);
     return !bad;
+}
+#endif
+
+static inline bool uuid_parse(const char *s, size_t len, unsigned char out[16]) {
+    uint64_t w[2];
+    return uuid_parse_words(s, len, out, w);
 }
 
 /* The 16 bytes an id is kept as: a UUID's own bytes or a 128-bit hash; all
@@ -184,34 +255,69 @@ static inline void val_decode(const struct sl_window *w, uint64_t bits, struct s
     }
 }
 
+/* Releases what one encoded value holds. */
+static inline void val_release(struct sl_window *w, uint64_t v) {
+    if ((v & VAL_TAG_MASK) == VAL_STR) sl_intern_unref(w->strs, (uint32_t)v);
+}
+
 /* Releases what the values of entry e hold. */
 static inline void ent_release(struct sl_window *w, const unsigned char *e) {
-    for (size_t f = 0; f < w->nfields; f++) {
-        uint64_t v = ent_val(w, e, f);
-        if ((v & VAL_TAG_MASK) == VAL_STR) sl_intern_unref(w->strs, (uint32_t)v);
-    }
+    for (size_t f = 0; f < w->nfields; f++) val_release(w, ent_val(w, e, f));
 }
 
 /* ==================== Key table ==================== */
 
-static uint32_t key_hash(const char *key, size_t len, unsigned char uuid[16], bool *is_uuid) {
-    uint64_t a, b;
-    *is_uuid = uuid_parse(key, len, uuid);
-    if (!*is_uuid) return (uint32_t)sl_intern_hash(key, len, 0x3c6ef372fe94f82bULL);
-    memcpy(&a, uuid, 8);
-    memcpy(&b, uuid + 8, 8);
-    a = (a ^ (b * 0x9e3779b97f4a7c15ULL)) * 0xbf58476d1ce4e5b9ULL;
-    return (uint32_t)(a ^ (a >> 31) ^ (a >> 17));
+/* A slot is 0 when empty, else a key pointer (user-space pointers fit in 48
+ * bits) with, in the 16 bits above it:
+ * - the number of cache lines the key's next add will touch, from its header
+ *   to the entry after its newest (capped at 15), so that the add can fetch
+ *   them all at once, before it reads the header;
+ * - the top 12 bits of the key's 64-bit hash, so that a lookup reads a key's
+ *   memory only on a tag match: 1 in 4096 for another key. */
+
+static inline uint64_t slot_tag(uint64_t hash) { return hash >> SLOT_TAG_SHIFT; }
+
+static inline struct wkey *slot_key(uint64_t slot) {
+    return (struct wkey *)(uintptr_t)(slot & SLOT_PTR_MASK);
+}
+
+static inline unsigned slot_lines(uint64_t slot) {
+    return (unsigned)(slot >> SLOT_LINES_SHIFT) & SLOT_LINES_MAX;
+}
+
+static inline uint64_t slot_make(struct wkey *k, uint64_t tag) {
+    assert(((uint64_t)(uintptr_t)k & ~SLOT_PTR_MASK) == 0);
+    return (uint64_t)(uintptr_t)k | tag << SLOT_TAG_SHIFT;
+}
+
+/* Re-points slot i at k (same key, moved), keeping its tag and hint. */
+static inline void slot_repoint(struct sl_window *w, size_t i, struct wkey *k) {
+    assert(((uint64_t)(uintptr_t)k & ~SLOT_PTR_MASK) == 0);
+    w->table[i] = (w->table[i] & ~SLOT_PTR_MASK) | (uint64_t)(uintptr_t)k;
+}
+
+static uint64_t key_hash(const char *key, size_t len, unsigned char uuid[16], bool *is_uuid) {
+    uint64_t q[2], a, b;
+    *is_uuid = uuid_parse_words(key, len, uuid, q);
+    if (!*is_uuid) return sl_intern_hash(key, len, 0x3c6ef372fe94f82bULL);
+    a = q[0];
+    b = q[1];
+    a ^= (b ^ (b >> 29)) * 0x9e3779b97f4a7c15ULL;
+    a = (a ^ (a >> 32)) * 0xbf58476d1ce4e5b9ULL;
+    return a ^ (a >> 29);
 }
 
 /* Slot holding the key, or the empty slot where it would go. */
 static size_t table_find(const struct sl_window *w, const char *key, size_t len,
-                         const unsigned char *uuid, bool is_uuid, uint32_t hash) {
-    size_t i = hash & w->tmask;
+                         const unsigned char *uuid, bool is_uuid, uint64_t hash) {
+    uint64_t tag = slot_tag(hash);
+    size_t i = (uint32_t)hash & w->tmask;
     for (;; i = (i + 1) & w->tmask) {
-        struct wkey *k = w->table[i];
-        if (!k) return i;
-        if (k->hash != hash) continue;
+        uint64_t sl = w->table[i];
+        struct wkey *k;
+        if (!sl) return i;
+        if (sl >> SLOT_TAG_SHIFT != tag) continue;
+        k = slot_key(sl);
         if (is_uuid) {
             if (k->namelen == KEY_NAMED_NONE && memcmp(k->uuid, uuid, 16) == 0) return i;
         } else if (k->namelen == len && memcmp(key_name(k), key, len) == 0) {
@@ -220,22 +326,33 @@ static size_t table_find(const struct sl_window *w, const char *key, size_t len,
     }
 }
 
+/* The first slot whose tag matches hash (most likely the key's), or 0.
+ * Reads the table only. */
+static inline uint64_t table_peek(const struct sl_window *w, uint64_t hash) {
+    uint64_t tag = slot_tag(hash);
+    size_t i = (uint32_t)hash & w->tmask;
+    for (;; i = (i + 1) & w->tmask) {
+        uint64_t sl = w->table[i];
+        if (!sl || sl >> SLOT_TAG_SHIFT == tag) return sl;
+    }
+}
+
 /* Slot holding exactly this key object. */
 static size_t table_slot_of(const struct sl_window *w, const struct wkey *k) {
     size_t i = k->hash & w->tmask;
-    while (w->table[i] != k) i = (i + 1) & w->tmask;
+    while (slot_key(w->table[i]) != k) i = (i + 1) & w->tmask;
     return i;
 }
 
 static void table_resize(struct sl_window *w, size_t nslots) {
-    struct wkey **old = w->table;
+    uint64_t *old = w->table;
     size_t oldn = w->tmask + 1;
 
     w->table = sl_calloc(nslots, sizeof(*w->table));
     w->tmask = nslots - 1;
     for (size_t i = 0; i < oldn; i++) {
         if (!old[i]) continue;
-        size_t j = old[i]->hash & w->tmask;
+        size_t j = slot_key(old[i])->hash & w->tmask;
         while (w->table[j]) j = (j + 1) & w->tmask;
         w->table[j] = old[i];
     }
@@ -250,13 +367,13 @@ static void table_delete(struct sl_window *w, size_t i) {
     for (;;) {
         j = (j + 1) & w->tmask;
         if (!w->table[j]) break;
-        size_t home = w->table[j]->hash & w->tmask;
+        size_t home = slot_key(w->table[j])->hash & w->tmask;
         if (((j - home) & w->tmask) >= ((j - i) & w->tmask)) {
             w->table[i] = w->table[j];
             i = j;
         }
     }
-    w->table[i] = NULL;
+    w->table[i] = 0;
     if (w->tmask + 1 > TABLE_MIN && w->st.keys * 8 < w->tmask + 1)
         table_resize(w, (w->tmask + 1) / 2);
 }
@@ -309,7 +426,7 @@ static void wheel_link(struct sl_window *w, struct wkey *k, int64_t due) {
 
 /* Fixes every pointer to a key whose allocation moved from old to k. */
 static void key_moved(struct sl_window *w, struct wkey *k, size_t slot) {
-    w->table[slot] = k;
+    slot_repoint(w, slot, k);
     if (w->max_keys) {
         if (k->lru_prev) k->lru_prev->lru_next = k;
         else w->lru_head = k;
@@ -433,8 +550,7 @@ struct sl_window *sl_window_create(const struct sl_window_conf *conf, char *err,
 void sl_window_destroy(struct sl_window *w) {
     if (!w) return;
     for (size_t i = 0; i <= w->tmask; i++) {
-        struct wkey *k = w->table[i];
-        if (k) free(k); /* its strings go with the intern table */
+        if (w->table[i]) free(slot_key(w->table[i])); /* its strings go with the intern table */
     }
     sl_intern_destroy(w->strs);
     free(w->table);
@@ -446,7 +562,7 @@ void sl_window_destroy(struct sl_window *w) {
 /* Makes a key with room for one entry and links it everywhere but the wheel
  * (which needs its first entry). */
 static struct wkey *key_new(struct sl_window *w, const char *key, size_t len,
-                            const unsigned char *uuid, bool is_uuid, uint32_t hash,
+                            const unsigned char *uuid, bool is_uuid, uint64_t hash,
                             size_t slot) {
     struct wkey *k;
     size_t room = is_uuid ? 0 : pad8(len), size;
@@ -462,10 +578,10 @@ static struct wkey *key_new(struct sl_window *w, const char *key, size_t len,
         k->namelen = (uint32_t)len;
         if (len) memcpy(key_name(k), key, len);
     }
-    k->hash = hash;
+    k->hash = (uint32_t)hash;
     k->cap = 1;
     w->bytes += size;
-    w->table[slot] = k;
+    w->table[slot] = slot_make(k, slot_tag(hash));
     w->st.keys++;
     if (w->max_keys) lru_push(w, k);
     return k;
@@ -474,8 +590,11 @@ static struct wkey *key_new(struct sl_window *w, const char *key, size_t len,
 int sl_window_add(struct sl_window *w, const char *key, size_t keylen, int64_t t,
                   const char *id, size_t idlen, const struct sl_value *vals) {
     unsigned char uuid[16], idb[16];
-    bool is_uuid, fresh = false;
-    uint32_t hash, drop = 0, evict = 0, pos;
+    uint64_t early[EARLY_FIELDS];
+    bool is_uuid, fresh = false, is_early = w->nfields <= EARLY_FIELDS;
+    int ret;
+    uint64_t hash;
+    uint32_t drop = 0, evict = 0, pos;
     struct wkey *k;
     size_t slot;
     unsigned char *e;
@@ -488,29 +607,36 @@ int sl_window_add(struct sl_window *w, const char *key, size_t keylen, int64_t t
     /* The key's slot and header are most likely cache misses: start them,
      * and parse the id while they load. */
     hash = key_hash(key, keylen, uuid, &is_uuid);
-    k = w->table[hash & w->tmask];
-    if (k) {
-        /* Header and the first entries, whose lines do not depend on each other. */
-        for (int line = 0; line < PREFETCH_LINES; line++)
-            __builtin_prefetch((const char *)k + 64 * line);
+    {
+        /* The lines the add will touch, whose addresses do not depend on
+         * each other. */
+        uint64_t sl = table_peek(w, hash);
+        const char *p = (const char *)slot_key(sl);
+        for (unsigned line = 0, n = slot_lines(sl); line < n; line++)
+            __builtin_prefetch(p + 64 * line);
     }
     if (w->dedupe) id_bytes(id, idlen, idb);
+    /* Interning does not depend on the key either (references taken here
+     * are dropped if the entry is not added). */
+    for (size_t f = 0; is_early && f < w->nfields; f++) early[f] = val_encode(w, &vals[f]);
     slot = table_find(w, key, keylen, uuid, is_uuid, hash);
-    k = w->table[slot];
+    k = slot_key(w->table[slot]);
 
     if (k) {
         int64_t newest = ent_time(ent(w, k, k->count - 1));
         int64_t cutoff;
         if (t <= newest - w->length) {
             w->st.too_old++;
-            return SL_WINDOW_TOO_OLD;
+            ret = SL_WINDOW_TOO_OLD;
+            goto rejected;
         }
         cutoff = (t > newest ? t : newest) - w->length;
         if (ent_time(ent(w, k, 0)) <= cutoff) drop = upper_bound(w, k, cutoff);
         if (w->max_entries && k->count - drop >= w->max_entries) {
             if (t < ent_time(ent(w, k, drop))) {
                 w->st.too_old++;
-                return SL_WINDOW_TOO_OLD;
+                ret = SL_WINDOW_TOO_OLD;
+                goto rejected;
             }
             evict = k->count - drop - (uint32_t)w->max_entries + 1;
         }
@@ -518,7 +644,8 @@ int sl_window_add(struct sl_window *w, const char *key, size_t keylen, int64_t t
             for (uint32_t i = drop; i < k->count; i++) {
                 if (memcmp(ent(w, k, i) + w->idoff, idb, 16) == 0) {
                     w->st.duplicates++;
-                    return SL_WINDOW_DUPLICATE;
+                    ret = SL_WINDOW_DUPLICATE;
+                    goto rejected;
                 }
             }
         }
@@ -532,8 +659,9 @@ int sl_window_add(struct sl_window *w, const char *key, size_t keylen, int64_t t
             w->st.evicted_entries += evict;
         }
     } else {
-        /* Keep the table at most 3/4 full. */
-        if ((w->st.keys + 1) * 4 > (w->tmask + 1) * 3) {
+        /* Keep the table at most 7/8 full: tags keep long probe runs in the
+         * table's own lines, and a small table stays in cache longer. */
+        if ((w->st.keys + 1) * 8 > (w->tmask + 1) * 7) {
             table_resize(w, (w->tmask + 1) * 2);
             slot = table_find(w, key, keylen, uuid, is_uuid, hash);
         }
@@ -559,12 +687,15 @@ int sl_window_add(struct sl_window *w, const char *key, size_t keylen, int64_t t
     memcpy(e, &t, 8);
     if (w->dedupe) memcpy(e + w->idoff, idb, 16);
     for (size_t f = 0; f < w->nfields; f++) {
-        uint64_t v = val_encode(w, &vals[f]);
+        uint64_t v = is_early ? early[f] : val_encode(w, &vals[f]);
         memcpy(e + w->valoff + 8 * f, &v, 8);
     }
     k->count++;
     w->st.entries++;
     w->st.added++;
+    /* Before any eviction below, which may move slots. */
+    w->table[slot] = (w->table[slot] & ~((uint64_t)SLOT_LINES_MAX << SLOT_LINES_SHIFT)) |
+                     key_lines(w, k) << SLOT_LINES_SHIFT;
 
     if (fresh) {
         wheel_link(w, k, key_due(w, k));
@@ -580,14 +711,18 @@ int sl_window_add(struct sl_window *w, const char *key, size_t keylen, int64_t t
     }
     w->view = k;
     return SL_WINDOW_ADDED;
+
+rejected:
+    for (size_t f = 0; is_early && f < w->nfields; f++) val_release(w, early[f]);
+    return ret;
 }
 
 size_t sl_window_select(struct sl_window *w, const char *key, size_t keylen) {
     unsigned char uuid[16];
     bool is_uuid;
-    uint32_t hash = key_hash(key, keylen, uuid, &is_uuid);
+    uint64_t hash = key_hash(key, keylen, uuid, &is_uuid);
 
-    w->view = w->table[table_find(w, key, keylen, uuid, is_uuid, hash)];
+    w->view = slot_key(w->table[table_find(w, key, keylen, uuid, is_uuid, hash)]);
     return w->view ? w->view->count : 0;
 }
 

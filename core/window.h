@@ -37,7 +37,7 @@
  * - string values are interned (intern.h), refcounted across all keys;
  *   numbers are doubles, exact for integer timestamps below 2^53.
  * - an entry is 8 bytes of time + 16 of id (with dedupe) + 8 per field; a
- *   key is a 72-byte header, its name when it is not a UUID, and 8-21 bytes
+ *   key is a 72-byte header, its name when it is not a UUID, and 9-19 bytes
  *   of table slot; one allocation per key holds header, name and entries.
  *
  * Not thread-safe: one window belongs to one thread (the loop). Uses

@@ -559,6 +559,91 @@ static size_t m_expire(struct model *m, int64_t now) {
     return freed;
 }
 
+static void uuid_keys_and_ids_parsed_exactly(void) {
+    /* Bytes next to the hex ranges, and bytes >= 0x80 that alias them. */
+    static const unsigned char near[] = {'/', ':', '@', 'G', '`', 'g', 0xb0, 0xe1, 0xc1, 0};
+    struct sl_window *w = mk(1000, 0, 0, false, 0, NULL);
+    size_t base = stats(w).bytes, uuid_cost, named_cost;
+    char key[37];
+    bool ok = true;
+
+    sl_window_add(w, K1, 36, 1, NULL, 0, NULL);
+    uuid_cost = stats(w).bytes - base;
+    TEST("a UUID key costs its header and an entry, no name", uuid_cost == 72 + 8);
+    for (size_t pos = 0; pos < 36; pos++) {
+        if (pos == 8 || pos == 13 || pos == 18 || pos == 23) continue;
+        for (size_t c = 0; c < sizeof(near); c++) {
+            struct sl_window *one = mk(1000, 0, 0, false, 0, NULL);
+            size_t before = stats(one).bytes;
+            memcpy(key, K1, 37);
+            key[pos] = (char)near[c];
+            ok &= sl_window_add(one, key, 36, 1, NULL, 0, NULL) == SL_WINDOW_ADDED;
+            named_cost = stats(one).bytes - before;
+            ok &= named_cost == 72 + 40 + 8;
+            sl_window_destroy(one);
+        }
+    }
+    TEST("a non-hex byte at any digit makes the key a plain name", ok);
+    TEST("upper-case UUID key is the same key", sl_window_select(w, "6F1C2A5E-0D4B-4C7E-9A3F-2B8D1E5C7A90", 36) == 1);
+    sl_window_destroy(w);
+
+    w = mk(1000, 0, 0, true, 0, NULL);
+    ok = true;
+    for (int i = 0; i < 256; i++) {
+        char id[37];
+        snprintf(id, sizeof(id), "%02x%06x-0000-4000-8000-%012x", i, i * 7, i * 31);
+        ok &= sl_window_add(w, K1, 36, 10 + i, id, 36, NULL) == SL_WINDOW_ADDED;
+        for (size_t j = 0; id[j]; j++) id[j] = (char)(id[j] >= 'a' && id[j] <= 'f' ? id[j] - 32 : id[j]);
+        ok &= sl_window_add(w, K1, 36, 10 + i, id, 36, NULL) == SL_WINDOW_DUPLICATE;
+    }
+    TEST("every byte value of a UUID id round-trips, any case", ok && stats(w).entries == 256);
+    sl_window_destroy(w);
+}
+
+static void rejected_adds_keep_no_strings(void) {
+    struct sl_window *w = mk(100, 0, 0, true, 1, NULL);
+    size_t base = stats(w).bytes;
+    add(w, K1, 1000, ID1, "a");
+    TEST("a duplicate with a new string keeps no string",
+         add(w, K1, 1001, ID1, "new") == SL_WINDOW_DUPLICATE && stats(w).strings == 1);
+    TEST("a too old entry with a new string keeps no string",
+         add(w, K1, 800, ID2, "old") == SL_WINDOW_TOO_OLD && stats(w).strings == 1);
+    TEST("a rejected add with the key's own string keeps its count",
+         add(w, K1, 1002, ID1, "a") == SL_WINDOW_DUPLICATE && stats(w).strings == 1 &&
+         add(w, K1, 1003, ID2, "a") == SL_WINDOW_ADDED && strcmp(strs(w), "a,a") == 0);
+    sl_window_expire(w, 5000);
+    TEST("all strings go with the key", stats(w).strings == 0 && stats(w).bytes == base);
+    sl_window_destroy(w);
+}
+
+static void many_fields_round_trip(void) {
+    enum { NF = 11 };
+    struct sl_window *w = mk(1000, 0, 0, true, NF, NULL);
+    size_t base = stats(w).bytes;
+    struct sl_value v[NF], out;
+    char s[NF][8];
+    bool ok = true;
+
+    for (int f = 0; f < NF; f++) {
+        snprintf(s[f], sizeof(s[f]), "f%d", f);
+        v[f] = f % 3 == 0 ? num(f * 1.5) : f % 3 == 1 ? str(s[f]) : (struct sl_value){.type = SL_VAL_NONE};
+    }
+    ok &= sl_window_add(w, K1, 36, 1000, ID1, 36, v) == SL_WINDOW_ADDED;
+    ok &= sl_window_add(w, K1, 36, 1001, ID1, 36, v) == SL_WINDOW_DUPLICATE;
+    for (int f = 0; f < NF; f++) {
+        sl_window_select(w, K1, 36);
+        sl_window_entry_value(w, 0, (size_t)f, &out);
+        ok &= out.type == v[f].type;
+        if (out.type == SL_VAL_NUM) ok &= out.num == v[f].num;
+        if (out.type == SL_VAL_STR) ok &= out.len == v[f].len && memcmp(out.s, v[f].s, out.len) == 0;
+    }
+    TEST("11 fields of each type round-trip", ok);
+    TEST("a duplicate with 11 fields keeps no extra string", stats(w).strings == 4);
+    sl_window_expire(w, 5000);
+    TEST("11-field strings go with the key", stats(w).strings == 0 && stats(w).bytes == base);
+    sl_window_destroy(w);
+}
+
 /* The window's view equals the model's key (or both are empty). */
 static bool same_view(const struct sl_window *w, const struct m_key *k) {
     size_t n = sl_window_entries(w);
@@ -675,6 +760,9 @@ static const struct {
     {"expiry across wheel turns", expire_across_wheel_turns},
     {"interning refcounts", interning_shares_strings},
     {"bytes accounting", bytes_accounting},
+    {"UUID parsing", uuid_keys_and_ids_parsed_exactly},
+    {"rejected adds", rejected_adds_keep_no_strings},
+    {"many fields", many_fields_round_trip},
     {"values", values_round_trip},
     {"aggregates", aggregates},
     {"bad conf", bad_conf_refused},
