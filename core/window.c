@@ -134,7 +134,8 @@ static inline uint64_t key_lines(const struct sl_window *w, const struct wkey *k
 /* 8 hex digits (first in the lowest byte) to 4 bytes in memory order (first
  * digit in the high nibble of the lowest byte); false if a byte is not a hex
  * digit. Eight bytes at a time: each byte is range-checked with an add that
- * cannot carry out of the byte, because bytes >= 0x80 are rejected first. */
+ * cannot carry out of a byte < 0x80 (a byte >= 0x80 may spoil its
+ * neighbour's check, but rejects the word by itself). */
 static inline bool hex8(uint64_t x, uint64_t *out) {
     uint64_t l = x | 0x20 * ONES, digit, alpha, v;
 
@@ -267,8 +268,9 @@ static inline void ent_release(struct sl_window *w, const unsigned char *e) {
 
 /* ==================== Key table ==================== */
 
-/* A slot is 0 when empty, else a key pointer (user-space pointers fit in 48
- * bits) with, in the 16 bits above it:
+/* A slot is 0 when empty, else a key pointer (user-space pointers from
+ * malloc fit in 48 bits on x86-64 and arm64 Linux; slot_make asserts it)
+ * with, in the 16 bits above it:
  * - the number of cache lines the key's next add will touch, from its header
  *   to the entry after its newest (capped at 15), so that the add can fetch
  *   them all at once, before it reads the header;
