@@ -11,19 +11,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-int sl_tester_check(const char *config_file) {
+/* Loads the config and builds its rules VM, or prints why not. */
+static int load(const char *config_file, struct sl_config **cf, struct sl_rules **r) {
     char err[SL_ERRLEN];
-    struct sl_config *cf = sl_config_load(config_file, err, sizeof(err));
-    if (!cf) {
-        fprintf(stderr, "%s\n", err);
-        return 1;
-    }
-    struct sl_rules *r = sl_rules_create(cf, err, sizeof(err));
-    if (!r) {
-        fprintf(stderr, "%s\n", err);
-        sl_config_destroy(cf);
-        return 1;
-    }
+    *r = NULL;
+    *cf = sl_config_load(config_file, err, sizeof(err));
+    if (*cf) *r = sl_rules_create(*cf, err, sizeof(err));
+    if (*r) return SL_OK;
+    fprintf(stderr, "%s\n", err);
+    sl_config_destroy(*cf);
+    *cf = NULL;
+    return SL_ERR;
+}
+
+int sl_tester_check(const char *config_file) {
+    struct sl_config *cf;
+    struct sl_rules *r;
+    if (load(config_file, &cf, &r)) return 1;
     printf("%s: ok: %zu step(s), rules version %s\n", config_file, cf->nsteps,
            sl_rules_version(r));
     sl_rules_release(r);
@@ -37,7 +41,6 @@ static void nothing_fatal(void *arg, const char *why) {
 }
 
 int sl_tester_run(const char *config_file, const char *input, FILE *out, bool summary) {
-    char err[SL_ERRLEN];
     int status = 1;
     FILE *in = NULL;
     char *line = NULL;
@@ -45,17 +48,10 @@ int sl_tester_run(const char *config_file, const char *input, FILE *out, bool su
     ssize_t n;
     int64_t lineno = 0;
     struct sl_pipeline *pl = NULL;
-    struct sl_config *cf = sl_config_load(config_file, err, sizeof(err));
+    struct sl_config *cf;
+    struct sl_rules *r;
 
-    if (!cf) {
-        fprintf(stderr, "%s\n", err);
-        return 1;
-    }
-    struct sl_rules *r = sl_rules_create(cf, err, sizeof(err));
-    if (!r) {
-        fprintf(stderr, "%s\n", err);
-        goto done;
-    }
+    if (load(config_file, &cf, &r)) return 1;
     in = strcmp(input, "-") ? fopen(input, "r") : stdin;
     if (!in) {
         fprintf(stderr, "sluice test: %s: %s\n", input, strerror(errno));
