@@ -198,9 +198,58 @@ static int enter(struct cur *c, const char *path, const char *key) {
 
 /* ==================== Sections ==================== */
 
+/* Reads a table of librdkafka properties (name = string, number or boolean). */
+static int get_props(struct cur *c, const char *path, const char *key,
+                     struct sl_kafka_prop **out, size_t *nout) {
+    char p[SL_CONFIG_PATHLEN];
+    size_t n = 0, cap = 8;
+    join(p, path, key);
+    int t = field(c, key);
+    if (t == LUA_TNIL) {
+        lua_pop(c->L, 1);
+        return SL_OK;
+    }
+    if (t != LUA_TTABLE) {
+        fail(c, p, "a table of librdkafka properties", -1);
+        lua_pop(c->L, 1);
+        return SL_ERR;
+    }
+    *out = sl_calloc(cap, sizeof(**out));
+    lua_pushnil(c->L);
+    while (lua_next(c->L, -2)) {
+        if (lua_type(c->L, -2) != LUA_TSTRING ||
+            (lua_type(c->L, -1) != LUA_TSTRING && lua_type(c->L, -1) != LUA_TNUMBER &&
+             lua_type(c->L, -1) != LUA_TBOOLEAN)) {
+            fail(c, p, "name = string value pairs", -1);
+            lua_pop(c->L, 3);
+            *nout = n;
+            return SL_ERR;
+        }
+        if (n == cap) *out = sl_realloc(*out, (cap *= 2) * sizeof(**out));
+        const char *v = lua_type(c->L, -1) == LUA_TBOOLEAN
+                            ? (lua_toboolean(c->L, -1) ? "true" : "false")
+                            : lua_tostring(c->L, -1);
+        (*out)[n].name = sl_strdup(lua_tostring(c->L, -2));
+        (*out)[n].value = sl_strdup(v);
+        n++;
+        lua_pop(c->L, 1);
+    }
+    lua_pop(c->L, 1);
+    *nout = n;
+    return SL_OK;
+}
+
+static void free_props(struct sl_kafka_prop *props, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        free((char *)props[i].name);
+        free((char *)props[i].value);
+    }
+    free(props);
+}
+
 static int load_kafka(struct cur *c, struct sl_config *cf) {
     static const char *keys[] = {"brokers", "group", "input", "dead_letter",
-                                 "partitions", "properties", NULL};
+                                 "partitions", "properties", "consumer", "producer", NULL};
     int64_t parts;
     int in = enter(c, "", "kafka");
     if (in < 0) return SL_ERR;
@@ -218,38 +267,11 @@ static int load_kafka(struct cur *c, struct sl_config *cf) {
         cf->kafka.input = sl_calloc(1, sizeof(char *));
         cf->kafka.input[cf->kafka.ninput++] = sl_strdup("http.shopify-events");
     }
-    int t = field(c, "properties");
-    if (t == LUA_TTABLE) {
-        size_t n = 0, cap = 8;
-        cf->kafka.props = sl_calloc(cap, sizeof(*cf->kafka.props));
-        lua_pushnil(c->L);
-        while (lua_next(c->L, -2)) {
-            if (lua_type(c->L, -2) != LUA_TSTRING ||
-                (lua_type(c->L, -1) != LUA_TSTRING && lua_type(c->L, -1) != LUA_TNUMBER &&
-                 lua_type(c->L, -1) != LUA_TBOOLEAN)) {
-                fail(c, "kafka.properties", "name = string value pairs", -1);
-                lua_pop(c->L, 3);
-                goto bad;
-            }
-            if (n == cap) {
-                cap *= 2;
-                cf->kafka.props = sl_realloc(cf->kafka.props, cap * sizeof(*cf->kafka.props));
-            }
-            const char *v = lua_type(c->L, -1) == LUA_TBOOLEAN
-                                ? (lua_toboolean(c->L, -1) ? "true" : "false")
-                                : lua_tostring(c->L, -1);
-            cf->kafka.props[n].name = sl_strdup(lua_tostring(c->L, -2));
-            cf->kafka.props[n].value = sl_strdup(v);
-            n++;
-            lua_pop(c->L, 1);
-        }
-        cf->kafka.nprops = n;
-    } else if (t != LUA_TNIL) {
-        fail(c, "kafka.properties", "a table", -1);
-        lua_pop(c->L, 1);
+    if (get_props(c, "kafka", "properties", &cf->kafka.props, &cf->kafka.nprops) ||
+        get_props(c, "kafka", "consumer", &cf->kafka.consumer_props, &cf->kafka.nconsumer_props) ||
+        get_props(c, "kafka", "producer", &cf->kafka.producer_props, &cf->kafka.nproducer_props))
         goto bad;
-    }
-    lua_pop(c->L, 2);
+    lua_pop(c->L, 1);
     return SL_OK;
 bad:
     lua_pop(c->L, 1);
@@ -557,11 +579,9 @@ void sl_config_destroy(struct sl_config *cf) {
     free(cf->kafka.group);
     free_strlist(cf->kafka.input, cf->kafka.ninput);
     free(cf->kafka.dead_letter);
-    for (size_t i = 0; i < cf->kafka.nprops; i++) {
-        free((char *)cf->kafka.props[i].name);
-        free((char *)cf->kafka.props[i].value);
-    }
-    free(cf->kafka.props);
+    free_props(cf->kafka.props, cf->kafka.nprops);
+    free_props(cf->kafka.consumer_props, cf->kafka.nconsumer_props);
+    free_props(cf->kafka.producer_props, cf->kafka.nproducer_props);
     free_strlist(cf->rules.path, cf->rules.npath);
     free(cf->rules.state_dir);
     free(cf->collector.listen);

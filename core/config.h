@@ -62,8 +62,12 @@ struct sl_config {
         char **input;        /* topics consumed */
         size_t ninput;
         char *dead_letter;
-        struct sl_kafka_prop *props; /* extra librdkafka properties */
+        struct sl_kafka_prop *props; /* librdkafka properties of every handle */
         size_t nprops;
+        struct sl_kafka_prop *consumer_props; /* ...of the consumer only */
+        size_t nconsumer_props;
+        struct sl_kafka_prop *producer_props; /* ...of the producers only */
+        size_t nproducer_props;
     } kafka;
     struct {
         char **path;         /* directories holding rule modules */

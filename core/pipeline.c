@@ -28,6 +28,7 @@ struct wpart {
     char *topic;
     int32_t partition;
     struct sl_window **w;        /* per step; NULL for other steps */
+    struct sl_window_stats *seen; /* per step: counters already exported */
     int64_t watermark;           /* newest event time seen, ms */
     int64_t watermark_mono;      /* monotonic ms when it was seen */
     struct wpart *next;
@@ -430,15 +431,39 @@ static struct wpart *wpart_get(struct sl_pipeline *pl, const char *topic, int32_
     p->topic = sl_strdup(topic);
     p->partition = partition;
     p->w = sl_calloc(pl->cf->nsteps, sizeof(*p->w));
+    p->seen = sl_calloc(pl->cf->nsteps, sizeof(*p->seen));
     p->watermark = INT64_MIN;
     p->next = pl->wparts;
     pl->wparts = p;
     return p;
 }
 
+/* Adds what window `step` of p bounded or expired since the last call to
+ * the process-wide counters (windows come and go with partitions). */
+static void export_bounds(struct sl_pipeline *pl, struct wpart *p, size_t step,
+                          struct sl_window_stats *st) {
+    char labels[128];
+    struct sl_window_stats *seen = &p->seen[step];
+    snprintf(labels, sizeof(labels), "step=\"%s\"", pl->cf->steps[step].name);
+    sl_metrics_inc("sluice_window_evicted_entries_total", labels,
+                   st->evicted_entries - seen->evicted_entries);
+    sl_metrics_inc("sluice_window_evicted_keys_total", labels,
+                   st->evicted_keys - seen->evicted_keys);
+    sl_metrics_inc("sluice_window_expired_keys_total", labels,
+                   st->expired_keys - seen->expired_keys);
+    *seen = *st;
+}
+
 static void wpart_destroy(struct sl_pipeline *pl, struct wpart *p) {
-    for (size_t i = 0; i < pl->cf->nsteps; i++) sl_window_destroy(p->w[i]);
+    for (size_t i = 0; i < pl->cf->nsteps; i++) {
+        if (!p->w[i]) continue;
+        struct sl_window_stats st;
+        sl_window_stats(p->w[i], &st);
+        export_bounds(pl, p, i, &st);
+        sl_window_destroy(p->w[i]);
+    }
     free(p->w);
+    free(p->seen);
     free(p->topic);
     free(p);
 }
@@ -832,6 +857,7 @@ void sl_pipeline_tick(struct sl_pipeline *pl) {
             /* Event time as of now: the newest event, plus the time since. */
             sl_window_expire(p->w[i], p->watermark + (mono - p->watermark_mono));
             sl_window_stats(p->w[i], &st);
+            export_bounds(pl, p, i, &st);
             sum.keys += st.keys;
             sum.entries += st.entries;
             sum.bytes += st.bytes;

@@ -46,6 +46,7 @@ struct worker {
     int status;                          /* exit status */
     char poisoned[256], poisoned_step[64]; /* record the watchdog stopped in */
     struct restoring *restoring;         /* partitions rebuilding their windows */
+    struct sl_kafka_prop *cprops, *pprops; /* kafka.properties + consumer / producer */
     unsigned ticks;
 };
 
@@ -361,6 +362,15 @@ static int start_broker(struct worker *w, char *err, size_t errlen) {
     return SL_OK;
 }
 
+/* a followed by b, in a new array (the strings stay the config's). */
+static struct sl_kafka_prop *merge_props(const struct sl_kafka_prop *a, size_t na,
+                                         const struct sl_kafka_prop *b, size_t nb) {
+    struct sl_kafka_prop *m = sl_calloc(na + nb + 1, sizeof(*m));
+    if (na) memcpy(m, a, na * sizeof(*m));
+    if (nb) memcpy(m + na, b, nb * sizeof(*m));
+    return m;
+}
+
 static int setup(struct worker *w, char *err, size_t errlen) {
     const struct sl_config *cf = w->cf;
     struct sl_kafka_conf kc;
@@ -375,9 +385,13 @@ static int setup(struct worker *w, char *err, size_t errlen) {
     } else {
         snprintf(w->brokers, sizeof(w->brokers), "%s", cf->kafka.brokers);
     }
+    w->cprops = merge_props(cf->kafka.props, cf->kafka.nprops, cf->kafka.consumer_props,
+                            cf->kafka.nconsumer_props);
+    w->pprops = merge_props(cf->kafka.props, cf->kafka.nprops, cf->kafka.producer_props,
+                            cf->kafka.nproducer_props);
     kc.brokers = w->brokers;
-    kc.props = cf->kafka.props;
-    kc.nprops = cf->kafka.nprops;
+    kc.props = w->pprops;
+    kc.nprops = cf->kafka.nprops + cf->kafka.nproducer_props;
     kc.linger_ms = SL_WORKER_SINK_LINGER_MS;
     w->producer = sl_kafka_producer_create(w->base, &kc, err, errlen);
     if (!w->producer) return SL_ERR;
@@ -400,7 +414,9 @@ static int setup(struct worker *w, char *err, size_t errlen) {
                    "step %s on record %s: that record will be dead-lettered",
                    w->poisoned_step, w->poisoned);
         struct sl_kafka_consumer_conf cc = {
-            .kafka = kc, .group = cf->kafka.group,
+            .kafka = {.brokers = w->brokers, .props = w->cprops,
+                      .nprops = cf->kafka.nprops + cf->kafka.nconsumer_props},
+            .group = cf->kafka.group,
             .topics = (const char *const *)cf->kafka.input, .ntopics = cf->kafka.ninput,
             .on_record = on_record, .on_rebalance = on_rebalance, .arg = w,
         };
@@ -477,6 +493,8 @@ static void teardown(struct worker *w) {
         free(r);
     }
     sl_broker_destroy(w->broker);
+    free(w->cprops);
+    free(w->pprops);
     if (w->base) event_base_free(w->base);
     sl_config_destroy(w->cf);
     sl_metrics_reset();

@@ -470,7 +470,7 @@ H.FAST_GROUP = { ["session.timeout.ms"] = "6000", ["heartbeat.interval.ms"] = "1
 function H.pipeline_config(t)
   local cfg = {
     kafka = { brokers = t.brokers, group = t.group, input = t.input, dead_letter = t.dead_letter,
-      properties = t.properties or H.FAST_GROUP },
+      properties = t.properties, consumer = t.consumer or H.FAST_GROUP },
     rules = { path = t.rules or "lua", budget = t.budget or "200ms", watchdog = t.watchdog or "5s",
       state_dir = t.state_dir },
     admin = t.admin_port and ("127.0.0.1:" .. t.admin_port) or nil,
