@@ -75,6 +75,7 @@ int sl_tester_run(const char *config_file, const char *input, FILE *out, bool su
     }
     if (summary) {
         struct sl_buf b = {0};
+        sl_pipeline_tick(pl);   /* window gauges and counters */
         sl_metrics_render(&b);
         fprintf(out, "%lld record(s) in %lld ms\n%s", (long long)lineno,
                 (long long)(sl_mono_ms() - t0), b.data ? b.data : "");

@@ -169,6 +169,31 @@ describe("sluice test", function()
     assert.are.equal("debug", lines[#lines].step)
   end)
 
+  it("--summary counts what the window bounded: entries beyond max_entries, keys beyond max_keys", function()
+    -- 6 views of visitor a, then one each of b and c: with max_entries 3 and
+    -- max_keys 2, a loses 3 entries and then the whole key.
+    local lines = {}
+    for i = 1, 6 do lines[#lines + 1] = H.page_view(100 + i, { duid = "aaaaaaaa-1111-4111-8111-000000000001" }).value end
+    lines[#lines + 1] = H.page_view(200, { duid = "bbbbbbbb-1111-4111-8111-000000000002" }).value
+    lines[#lines + 1] = H.page_view(300, { duid = "cccccccc-1111-4111-8111-000000000003" }).value
+    H.write(dir .. "/bounds.jsonl", table.concat(lines, "\n") .. "\n")
+    H.write(dir .. "/bounds.lua", [[
+return { rules = { path = "lua" }, pipeline = {
+  { lua = "recommendations.extract",
+    params = { store_url = "http://127.0.0.1:8080", app_id = "shopify-nu-recommendations" } },
+  { name = "window", window = { key = "userId", time = "product.viewTimestamp", length = "5m",
+    dedupe = "eventId", aggregate = { slugs = { "list", "product.slug" } }, as = "w",
+    max_entries = 3, max_keys = 2 } } } }
+]])
+    local rc, out, err = sluice("test -s -c " .. H.q(dir .. "/bounds.lua") .. " -i " .. H.q(dir .. "/bounds.jsonl"))
+    assert.are.equal(0, rc, err)
+    assert.matches("8 record%(s%)", out)
+    assert.matches('sluice_window_evicted_entries_total{step="window"} 3\n', out, 1, true)
+    assert.matches('sluice_window_evicted_keys_total{step="window"} 1\n', out, 1, true)
+    assert.matches('sluice_window_keys{step="window"} 2\n', out, 1, true)
+    assert.matches('sluice_window_entries{step="window"} 2\n', out, 1, true)
+  end)
+
   it("exits 1 on a rule that does not compile, naming file:line, and traces nothing", function()
     H.write(dir .. "/one.jsonl", H.page_view(8).value .. "\n")
     local rc, out, err = sluice("test -c " .. FIX .. "broken-rule.lua -i " .. H.q(dir .. "/one.jsonl"))
