@@ -173,7 +173,8 @@ describe("sluice test", function()
     -- 6 views of visitor a, then one each of b and c: with max_entries 3 and
     -- max_keys 2, a loses 3 entries and then the whole key.
     local lines = {}
-    for i = 1, 6 do lines[#lines + 1] = H.page_view(100 + i, { duid = "aaaaaaaa-1111-4111-8111-000000000001" }).value end
+    local a = "aaaaaaaa-1111-4111-8111-000000000001"
+    for i = 1, 6 do lines[#lines + 1] = H.page_view(100 + i, { duid = a }).value end
     lines[#lines + 1] = H.page_view(200, { duid = "bbbbbbbb-1111-4111-8111-000000000002" }).value
     lines[#lines + 1] = H.page_view(300, { duid = "cccccccc-1111-4111-8111-000000000003" }).value
     H.write(dir .. "/bounds.jsonl", table.concat(lines, "\n") .. "\n")
@@ -185,7 +186,8 @@ return { rules = { path = "lua" }, pipeline = {
     dedupe = "eventId", aggregate = { slugs = { "list", "product.slug" } }, as = "w",
     max_entries = 3, max_keys = 2 } } } }
 ]])
-    local rc, out, err = sluice("test -s -c " .. H.q(dir .. "/bounds.lua") .. " -i " .. H.q(dir .. "/bounds.jsonl"))
+    local rc, out, err = sluice("test -s -c " .. H.q(dir .. "/bounds.lua")
+      .. " -i " .. H.q(dir .. "/bounds.jsonl"))
     assert.are.equal(0, rc, err)
     assert.matches("8 record%(s%)", out)
     assert.matches('sluice_window_evicted_entries_total{step="window"} 3\n', out, 1, true)

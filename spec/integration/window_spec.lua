@@ -292,9 +292,9 @@ describe("window", function()
       twant[i] = { v.eid, canon({ slugs = { unpack(slugs) }, viewTimestamps = { unpack(ts) } }) }
     end
 
-    local recs = H.wait_records(brokers, j.output, #want + #twant, 30)
+    H.wait_records(brokers, j.output, #want + #twant, 30)
     H.sleep(1.5) -- nothing more may come
-    recs = H.records(brokers, j.output)
+    local recs = H.records(brokers, j.output)
     local byuser = {}
     for _, r in ipairs(recs) do
       local v = r.json or {}
