@@ -606,6 +606,17 @@ void sl_config_destroy(struct sl_config *cf) {
     free(cf);
 }
 
+struct sl_kafka_prop *sl_config_kafka_props(const struct sl_config *c, bool consumer,
+                                            size_t *n) {
+    const struct sl_kafka_prop *extra = consumer ? c->kafka.consumer_props : c->kafka.producer_props;
+    size_t nextra = consumer ? c->kafka.nconsumer_props : c->kafka.nproducer_props;
+    struct sl_kafka_prop *m = sl_calloc(c->kafka.nprops + nextra + 1, sizeof(*m));
+    if (c->kafka.nprops) memcpy(m, c->kafka.props, c->kafka.nprops * sizeof(*m));
+    if (nextra) memcpy(m + c->kafka.nprops, extra, nextra * sizeof(*m));
+    *n = c->kafka.nprops + nextra;
+    return m;
+}
+
 int sl_config_step_index(const struct sl_config *c, const char *name) {
     for (size_t i = 0; i < c->nsteps; i++)
         if (!strcmp(c->steps[i].name, name)) return (int)i;

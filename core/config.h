@@ -103,6 +103,13 @@ int sl_config_parse_duration(const char *s, int64_t *ms);
 /* Parses "64KB", "5MiB", "1024" into bytes. */
 int sl_config_parse_size(const char *s, size_t *bytes);
 
+/* The librdkafka properties of the consumer (consumer = true) or of the
+ * producers: kafka.properties then kafka.consumer or kafka.producer, plus
+ * room for one more at the end. The array is the caller's to free; its
+ * strings stay the config's. */
+struct sl_kafka_prop *sl_config_kafka_props(const struct sl_config *c, bool consumer,
+                                            size_t *n);
+
 /* Index of the step named name, or -1. */
 int sl_config_step_index(const struct sl_config *c, const char *name);
 

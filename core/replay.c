@@ -184,13 +184,12 @@ int sl_replay_run(const char *config_file, bool dry_run) {
                 config_file);
         goto done;
     }
-    struct sl_kafka_conf kc = {.brokers = rp.cf->kafka.brokers, .props = rp.cf->kafka.props,
-                               .nprops = rp.cf->kafka.nprops};
-    struct sl_kafka_prop eof = {"enable.partition.eof", "true"};
-    struct sl_kafka_prop *props = sl_calloc(kc.nprops + 1, sizeof(*props));
-    memcpy(props, kc.props, kc.nprops * sizeof(*props));
-    props[kc.nprops] = eof;
-    struct sl_kafka_conf cc_kafka = {.brokers = kc.brokers, .props = props, .nprops = kc.nprops + 1};
+    struct sl_kafka_conf kc = {.brokers = rp.cf->kafka.brokers}, cc_kafka = kc;
+    struct sl_kafka_prop *pprops = sl_config_kafka_props(rp.cf, false, &kc.nprops);
+    struct sl_kafka_prop *props = sl_config_kafka_props(rp.cf, true, &cc_kafka.nprops);
+    props[cc_kafka.nprops++] = (struct sl_kafka_prop){"enable.partition.eof", "true"};
+    kc.props = pprops;
+    cc_kafka.props = props;
     const char *topics[1] = {rp.cf->kafka.dead_letter};
     snprintf(group, sizeof(group), "%s.replay", rp.cf->kafka.group);
 
@@ -205,6 +204,7 @@ int sl_replay_run(const char *config_file, bool dry_run) {
     };
     if (rp.producer) rp.consumer = sl_kafka_consumer_create(rp.base, &cc, err, sizeof(err));
     free(props);
+    free(pprops);
     if (!rp.producer || !rp.consumer) {
         fprintf(stderr, "sluice replay: %s\n", err);
         goto done;

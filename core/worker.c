@@ -362,15 +362,6 @@ static int start_broker(struct worker *w, char *err, size_t errlen) {
     return SL_OK;
 }
 
-/* a followed by b, in a new array (the strings stay the config's). */
-static struct sl_kafka_prop *merge_props(const struct sl_kafka_prop *a, size_t na,
-                                         const struct sl_kafka_prop *b, size_t nb) {
-    struct sl_kafka_prop *m = sl_calloc(na + nb + 1, sizeof(*m));
-    if (na) memcpy(m, a, na * sizeof(*m));
-    if (nb) memcpy(m + na, b, nb * sizeof(*m));
-    return m;
-}
-
 static int setup(struct worker *w, char *err, size_t errlen) {
     const struct sl_config *cf = w->cf;
     struct sl_kafka_conf kc;
@@ -385,13 +376,11 @@ static int setup(struct worker *w, char *err, size_t errlen) {
     } else {
         snprintf(w->brokers, sizeof(w->brokers), "%s", cf->kafka.brokers);
     }
-    w->cprops = merge_props(cf->kafka.props, cf->kafka.nprops, cf->kafka.consumer_props,
-                            cf->kafka.nconsumer_props);
-    w->pprops = merge_props(cf->kafka.props, cf->kafka.nprops, cf->kafka.producer_props,
-                            cf->kafka.nproducer_props);
+    size_t ncprops;
+    w->cprops = sl_config_kafka_props(cf, true, &ncprops);
+    w->pprops = sl_config_kafka_props(cf, false, &kc.nprops);
     kc.brokers = w->brokers;
     kc.props = w->pprops;
-    kc.nprops = cf->kafka.nprops + cf->kafka.nproducer_props;
     kc.linger_ms = SL_WORKER_SINK_LINGER_MS;
     w->producer = sl_kafka_producer_create(w->base, &kc, err, errlen);
     if (!w->producer) return SL_ERR;
@@ -414,8 +403,7 @@ static int setup(struct worker *w, char *err, size_t errlen) {
                    "step %s on record %s: that record will be dead-lettered",
                    w->poisoned_step, w->poisoned);
         struct sl_kafka_consumer_conf cc = {
-            .kafka = {.brokers = w->brokers, .props = w->cprops,
-                      .nprops = cf->kafka.nprops + cf->kafka.nconsumer_props},
+            .kafka = {.brokers = w->brokers, .props = w->cprops, .nprops = ncprops},
             .group = cf->kafka.group,
             .topics = (const char *const *)cf->kafka.input, .ntopics = cf->kafka.ninput,
             .on_record = on_record, .on_rebalance = on_rebalance, .arg = w,

@@ -65,7 +65,8 @@ int main(void) {
     setenv("SLUICE_CONFIG_TEST_TOPIC", "from-env", 1);
     struct sl_config *c = load(
         "return { kafka = { input = env('SLUICE_CONFIG_TEST_TOPIC', 'x'),"
-        "  properties = { ['fetch.wait.max.ms'] = 50, ['check.crcs'] = true } },"
+        "  properties = { ['fetch.wait.max.ms'] = 50, ['check.crcs'] = true },"
+        "  consumer = { ['session.timeout.ms'] = '6000' }, producer = { ['linger.ms'] = 5 } },"
         "  pipeline = {"
         "    { lua = 'recommendations.extract', params = { app_id = 'a', n = 1795667677389 } },"
         "    { window = { key = 'userId', length = '5m', dedupe = 'eventId',"
@@ -89,6 +90,15 @@ int main(void) {
              c->steps[1].aggs[0].kind == SL_AGG_LIST && !strcmp(c->steps[1].aggs[0].var, "product.slug"));
         TEST("kafka step parsed", c->steps[2].type == SL_STEP_KAFKA && c->steps[2].nfields == 1);
         TEST("kafka properties: numbers and booleans become strings", c->kafka.nprops == 2);
+        size_t n;
+        struct sl_kafka_prop *p = sl_config_kafka_props(c, true, &n);
+        TEST("consumer properties: the shared ones then kafka.consumer's",
+             n == 3 && !strcmp(p[2].name, "session.timeout.ms") && !strcmp(p[2].value, "6000"));
+        free(p);
+        p = sl_config_kafka_props(c, false, &n);
+        TEST("producer properties: the shared ones then kafka.producer's",
+             n == 3 && !strcmp(p[2].name, "linger.ms"));
+        free(p);
         TEST("step lookup by name", sl_config_step_index(c, "extract") == 0 &&
                                     sl_config_step_index(c, "nope") == -1);
         TEST("rules budget default 200 ms, watchdog 10x", c->rules.budget_ms == 200 &&
@@ -122,6 +132,16 @@ int main(void) {
                     "rules.watchdog"));
     TEST("neither pipeline nor collector", fails_with("return {}", "needs a pipeline, a collector or both"));
     TEST("a missing file", fails_with("return nil --", "expected the file to return a table"));
+    TEST("kafka.consumer must be a table of properties",
+         fails_with("return { kafka = { consumer = 5 }, pipeline = { { lua = 'a' } } }",
+                    "kafka.consumer: expected a table of librdkafka properties"));
+    /* No properties at all: empty arrays, not NULL copies. */
+    c = load("return { pipeline = { { lua = 'a' } } }", err, sizeof(err));
+    size_t n = 9;
+    struct sl_kafka_prop *none = c ? sl_config_kafka_props(c, true, &n) : NULL;
+    TEST("no properties: an empty list", none && n == 0);
+    free(none);
+    sl_config_destroy(c);
     c = sl_config_load("/nonexistent/sluice.lua", err, sizeof(err));
     TEST("a file that does not exist names it", !c && strstr(err, "/nonexistent/sluice.lua"));
     return TEST_DONE();
