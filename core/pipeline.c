@@ -405,6 +405,16 @@ static void count_filtered(struct sl_pipeline *pl, size_t step, const char *reas
     sl_metrics_add(m->filtered[m->nreasons++], 1);
 }
 
+/* Counts and traces a context a step filtered out. */
+static void filtered(struct ctx *c, size_t step, const char *reason) {
+    count_filtered(c->rec->pl, step, reason);
+    if (c->rec->pl->conf.trace) {
+        char q[80];
+        snprintf(q, sizeof(q), "\"%s\"", reason);
+        trace_line(c->rec, c->rec->pl->cf->steps[step].name, "filtered", q);
+    }
+}
+
 static void trace_ctx(struct record *rec, const char *step, int ref) {
     if (!rec->pl->conf.trace) return;
     lua_State *L = sl_rules_state(rec->rules);
@@ -510,15 +520,6 @@ static void push_value(lua_State *L, const struct sl_value *v) {
     else lua_pushnil(L);
 }
 
-static void window_filter(struct ctx *c, size_t step, const struct sl_step_conf *s,
-                          const char *reason) {
-    count_filtered(c->rec->pl, step, reason);
-    if (c->rec->pl->conf.trace) {
-        char q[80];
-        snprintf(q, sizeof(q), "\"%s\"", reason);
-        trace_line(c->rec, s->name, "filtered", q);
-    }
-}
 
 /* Adds the context to the window of its key and sets the aggregate as a
  * variable. Returns 0 when the context goes on, -1 when it ended here. */
@@ -608,7 +609,7 @@ static int step_window(struct ctx *c, size_t step, const struct sl_step_conf *s)
     return 0;
 filtered:
     lua_settop(L, top);
-    if (!rec->in->restore) window_filter(c, step, s, reason);
+    if (!rec->in->restore) filtered(c, step, reason);
     ctx_finish(c);
     return -1;
 }
@@ -668,12 +669,7 @@ static void run(struct ctx *c) {
             c->step++;
             break;
         case SL_RULES_FILTERED:
-            count_filtered(pl, c->step, o->reason);
-            if (pl->conf.trace) {
-                char q[80];
-                snprintf(q, sizeof(q), "\"%s\"", o->reason);
-                trace_line(rec, s->name, "filtered", q);
-            }
+            filtered(c, c->step, o->reason);
             ctx_finish(c);
             return;
         case SL_RULES_MANY: {

@@ -156,54 +156,51 @@ static bool restore_record(struct worker *w, struct sl_kafka_record *k, bool *sk
     return true;
 }
 
+/* Is this the record the watchdog stopped the previous process in? */
+static bool is_poisoned(const struct worker *w, const struct sl_kafka_record *k) {
+    char what[256];
+    if (!w->poisoned[0]) return false;
+    snprintf(what, sizeof(what), "%s/%d/%lld", k->topic, k->partition, (long long)k->offset);
+    return !strcmp(what, w->poisoned);
+}
+
+/* The pipeline input for a consumed record; owns k. */
+static struct inrec *inrec_new(struct sl_kafka_record *k, bool restore) {
+    struct inrec *r = sl_calloc(1, sizeof(*r));
+    r->krec = k;
+    r->in = (struct sl_input){
+        .topic = k->topic, .partition = k->partition, .offset = k->offset,
+        .timestamp = k->timestamp, .key = k->key, .keylen = k->keylen,
+        .value = k->value, .len = k->len, .owner = r, .restore = restore,
+    };
+    return r;
+}
+
 static void on_record(void *arg, struct sl_kafka_record *k) {
     struct worker *w = arg;
-    struct inrec *r;
-    char what[256];
-    bool skip;
+    bool skip, restore = restore_record(w, k, &skip);
+    bool poisoned = is_poisoned(w, k);
 
-    if (restore_record(w, k, &skip)) {
-        snprintf(what, sizeof(what), "%s/%d/%lld", k->topic, k->partition, (long long)k->offset);
-        if (skip || (w->poisoned[0] && !strcmp(what, w->poisoned))) {
-            sl_kafka_record_free(k);
-            return;
-        }
-        r = sl_calloc(1, sizeof(*r));
-        r->krec = k;
-        r->in = (struct sl_input){
-            .topic = k->topic, .partition = k->partition, .offset = k->offset,
-            .timestamp = k->timestamp, .key = k->key, .keylen = k->keylen,
-            .value = k->value, .len = k->len, .owner = r, .restore = true,
-        };
+    if (restore && (skip || poisoned)) {
+        sl_kafka_record_free(k);
+        return;
+    }
+    struct inrec *r = inrec_new(k, restore);
+    if (restore) {
         sl_metrics_inc("sluice_restored_records_total", NULL, 1);
         sl_pipeline_push(w->pipeline, &r->in);
         return;
     }
-    r = sl_calloc(1, sizeof(*r));
-
-    r->krec = k;
-    r->in.topic = k->topic;
-    r->in.partition = k->partition;
-    r->in.offset = k->offset;
-    r->in.timestamp = k->timestamp;
-    r->in.key = k->key;
-    r->in.keylen = k->keylen;
-    r->in.value = k->value;
-    r->in.len = k->len;
-    r->in.owner = r;
     sl_offsets_track(w->offsets, k->topic, k->partition, k->offset);
-    if (w->poisoned[0]) {
-        snprintf(what, sizeof(what), "%s/%d/%lld", k->topic, k->partition, (long long)k->offset);
-        if (!strcmp(what, w->poisoned)) {
-            char why[512];
-            r->poisoned = 1;
-            snprintf(why, sizeof(why), "step %s ran past rules.watchdog (%lld ms) on this "
-                     "record and the process was restarted", w->poisoned_step,
-                     (long long)w->cf->rules.watchdog_ms);
-            sl_log(SL_LOG_WARN, "worker", "dead-lettering %s: %s", what, why);
-            sl_pipeline_reject(w->pipeline, &r->in, w->poisoned_step, why);
-            return;
-        }
+    if (poisoned) {
+        char why[512];
+        r->poisoned = 1;
+        snprintf(why, sizeof(why), "step %s ran past rules.watchdog (%lld ms) on this "
+                 "record and the process was restarted", w->poisoned_step,
+                 (long long)w->cf->rules.watchdog_ms);
+        sl_log(SL_LOG_WARN, "worker", "dead-lettering %s: %s", w->poisoned, why);
+        sl_pipeline_reject(w->pipeline, &r->in, w->poisoned_step, why);
+        return;
     }
     sl_pipeline_push(w->pipeline, &r->in);
     if (sl_pipeline_inflight(w->pipeline) >= w->cf->max_inflight && !w->stopping &&
