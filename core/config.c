@@ -3,7 +3,9 @@
 #include "config.h"
 #include "json.h"
 #include "sl.h"
+#include "step.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,10 +14,8 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
-#define SL_CONFIG_PATHLEN 256 /* Longest key path in an error message. */
-
 /* A position in the config table, for error messages. */
-struct cur {
+struct sl_config_cur {
     lua_State *L;
     const char *file;
     char *err;
@@ -23,7 +23,7 @@ struct cur {
     int failed;
 };
 
-static int fail(struct cur *c, const char *path, const char *expected, int idx) {
+int sl_config_fail(struct sl_config_cur *c, const char *path, const char *expected, int idx) {
     char got[96];
     int t = lua_type(c->L, idx);
     if (t == LUA_TSTRING) snprintf(got, sizeof(got), "\"%.80s\"", lua_tostring(c->L, idx));
@@ -36,46 +36,46 @@ static int fail(struct cur *c, const char *path, const char *expected, int idx) 
     return SL_ERR;
 }
 
-static void join(char *out, const char *path, const char *key) {
+void sl_config_join(char *out, const char *path, const char *key) {
     snprintf(out, SL_CONFIG_PATHLEN, "%s%s%s", path, *path ? "." : "", key);
 }
 
 /* Pushes t[key] for the table at the top of the stack. */
-static int field(struct cur *c, const char *key) {
+static int field(struct sl_config_cur *c, const char *key) {
     lua_getfield(c->L, -1, key);
     return lua_type(c->L, -1);
 }
 
 /* Reads an optional string; def may be NULL. */
-static int get_str(struct cur *c, const char *path, const char *key,
+int sl_config_get_str(struct sl_config_cur *c, const char *path, const char *key,
                    const char *def, char **out) {
     char p[SL_CONFIG_PATHLEN];
     int ret = SL_OK;
-    join(p, path, key);
+    sl_config_join(p, path, key);
     int t = field(c, key);
     if (t == LUA_TNIL) *out = def ? sl_strdup(def) : NULL;
     else if (t == LUA_TSTRING) *out = sl_strdup(lua_tostring(c->L, -1));
-    else ret = fail(c, p, "a string", -1);
+    else ret = sl_config_fail(c, p, "a string", -1);
     lua_pop(c->L, 1);
     return ret;
 }
 
-static int need_str(struct cur *c, const char *path, const char *key, char **out) {
+int sl_config_need_str(struct sl_config_cur *c, const char *path, const char *key, char **out) {
     char p[SL_CONFIG_PATHLEN];
-    if (get_str(c, path, key, NULL, out)) return SL_ERR;
+    if (sl_config_get_str(c, path, key, NULL, out)) return SL_ERR;
     if (*out) return SL_OK;
-    join(p, path, key);
+    sl_config_join(p, path, key);
     lua_pushnil(c->L);
-    fail(c, p, "a string", -1);
+    sl_config_fail(c, p, "a string", -1);
     lua_pop(c->L, 1);
     return SL_ERR;
 }
 
-static int get_int(struct cur *c, const char *path, const char *key,
+int sl_config_get_int(struct sl_config_cur *c, const char *path, const char *key,
                    int64_t def, int64_t min, int64_t *out) {
     char p[SL_CONFIG_PATHLEN];
     int ret = SL_OK;
-    join(p, path, key);
+    sl_config_join(p, path, key);
     int t = field(c, key);
     if (t == LUA_TNIL) *out = def;
     else if (t == LUA_TNUMBER && lua_tonumber(c->L, -1) == (double)(int64_t)lua_tonumber(c->L, -1)
@@ -84,46 +84,46 @@ static int get_int(struct cur *c, const char *path, const char *key,
     else {
         char what[64];
         snprintf(what, sizeof(what), "an integer >= %lld", (long long)min);
-        ret = fail(c, p, what, -1);
+        ret = sl_config_fail(c, p, what, -1);
     }
     lua_pop(c->L, 1);
     return ret;
 }
 
-static int get_duration(struct cur *c, const char *path, const char *key,
+int sl_config_get_duration(struct sl_config_cur *c, const char *path, const char *key,
                         int64_t def, int64_t *out) {
     char p[SL_CONFIG_PATHLEN];
     int ret = SL_OK;
-    join(p, path, key);
+    sl_config_join(p, path, key);
     int t = field(c, key);
     if (t == LUA_TNIL) *out = def;
     else if (t != LUA_TSTRING || sl_config_parse_duration(lua_tostring(c->L, -1), out))
-        ret = fail(c, p, "a duration like \"5m\"", -1);
+        ret = sl_config_fail(c, p, "a duration like \"5m\"", -1);
     lua_pop(c->L, 1);
     return ret;
 }
 
-static int get_size(struct cur *c, const char *path, const char *key,
+static int get_size(struct sl_config_cur *c, const char *path, const char *key,
                     size_t def, size_t *out) {
     char p[SL_CONFIG_PATHLEN];
     int ret = SL_OK;
-    join(p, path, key);
+    sl_config_join(p, path, key);
     int t = field(c, key);
     if (t == LUA_TNIL) *out = def;
     else if (t == LUA_TNUMBER && lua_tonumber(c->L, -1) >= 0)
         *out = (size_t)lua_tonumber(c->L, -1);
     else if (t != LUA_TSTRING || sl_config_parse_size(lua_tostring(c->L, -1), out))
-        ret = fail(c, p, "a size like \"64KB\"", -1);
+        ret = sl_config_fail(c, p, "a size like \"64KB\"", -1);
     lua_pop(c->L, 1);
     return ret;
 }
 
 /* Reads a list of strings; a single string is a list of one. */
-static int get_strlist(struct cur *c, const char *path, const char *key,
+int sl_config_get_strlist(struct sl_config_cur *c, const char *path, const char *key,
                        char ***out, size_t *n) {
     char p[SL_CONFIG_PATHLEN];
     int ret = SL_OK;
-    join(p, path, key);
+    sl_config_join(p, path, key);
     int t = field(c, key);
     *out = NULL;
     *n = 0;
@@ -138,7 +138,7 @@ static int get_strlist(struct cur *c, const char *path, const char *key,
             if (lua_type(c->L, -1) != LUA_TSTRING) {
                 char ip[SL_CONFIG_PATHLEN];
                 snprintf(ip, sizeof(ip), "%s[%zu]", p, i);
-                ret = fail(c, ip, "a string", -1);
+                ret = sl_config_fail(c, ip, "a string", -1);
                 lua_pop(c->L, 1);
                 break;
             }
@@ -146,7 +146,7 @@ static int get_strlist(struct cur *c, const char *path, const char *key,
             lua_pop(c->L, 1);
         }
     } else if (t != LUA_TNIL) {
-        ret = fail(c, p, "a list of strings", -1);
+        ret = sl_config_fail(c, p, "a list of strings", -1);
     }
     lua_pop(c->L, 1);
     return ret;
@@ -158,7 +158,7 @@ static void free_strlist(char **l, size_t n) {
 }
 
 /* Checks that every key of the table at the top is one of allowed. */
-static int only_keys(struct cur *c, const char *path, const char *const *allowed) {
+int sl_config_only_keys(struct sl_config_cur *c, const char *path, const char *const *allowed) {
     int ret = SL_OK;
     lua_pushnil(c->L);
     while (lua_next(c->L, -2)) {
@@ -169,7 +169,7 @@ static int only_keys(struct cur *c, const char *path, const char *const *allowed
                 if (!strcmp(allowed[i], k)) ok = true;
             if (!ok && !c->failed) {
                 char p[SL_CONFIG_PATHLEN];
-                join(p, path, k);
+                sl_config_join(p, path, k);
                 sl_errf(c->err, c->errlen, "%s: %s: unknown key", c->file, p);
                 c->failed = 1;
             }
@@ -185,32 +185,34 @@ static int only_keys(struct cur *c, const char *path, const char *const *allowed
 }
 
 /* Enters t[key] if it is a table (returns 1), is absent (0), or fails. */
-static int enter(struct cur *c, const char *path, const char *key) {
+int sl_config_enter(struct sl_config_cur *c, const char *path, const char *key) {
     char p[SL_CONFIG_PATHLEN];
-    join(p, path, key);
+    sl_config_join(p, path, key);
     int t = field(c, key);
     if (t == LUA_TTABLE) return 1;
     if (t == LUA_TNIL) { lua_pop(c->L, 1); return 0; }
-    fail(c, p, "a table", -1);
+    sl_config_fail(c, p, "a table", -1);
     lua_pop(c->L, 1);
     return -1;
 }
 
+lua_State *sl_config_state(struct sl_config_cur *c) { return c->L; }
+
 /* ==================== Sections ==================== */
 
 /* Reads a table of librdkafka properties (name = string, number or boolean). */
-static int get_props(struct cur *c, const char *path, const char *key,
+static int get_props(struct sl_config_cur *c, const char *path, const char *key,
                      struct sl_kafka_prop **out, size_t *nout) {
     char p[SL_CONFIG_PATHLEN];
     size_t n = 0, cap = 8;
-    join(p, path, key);
+    sl_config_join(p, path, key);
     int t = field(c, key);
     if (t == LUA_TNIL) {
         lua_pop(c->L, 1);
         return SL_OK;
     }
     if (t != LUA_TTABLE) {
-        fail(c, p, "a table of librdkafka properties", -1);
+        sl_config_fail(c, p, "a table of librdkafka properties", -1);
         lua_pop(c->L, 1);
         return SL_ERR;
     }
@@ -220,7 +222,7 @@ static int get_props(struct cur *c, const char *path, const char *key,
         if (lua_type(c->L, -2) != LUA_TSTRING ||
             (lua_type(c->L, -1) != LUA_TSTRING && lua_type(c->L, -1) != LUA_TNUMBER &&
              lua_type(c->L, -1) != LUA_TBOOLEAN)) {
-            fail(c, p, "name = string value pairs", -1);
+            sl_config_fail(c, p, "name = string value pairs", -1);
             lua_pop(c->L, 3);
             *nout = n;
             return SL_ERR;
@@ -247,19 +249,19 @@ static void free_props(struct sl_kafka_prop *props, size_t n) {
     free(props);
 }
 
-static int load_kafka(struct cur *c, struct sl_config *cf) {
+static int load_kafka(struct sl_config_cur *c, struct sl_config *cf) {
     static const char *keys[] = {"brokers", "group", "input", "dead_letter",
                                  "partitions", "properties", "consumer", "producer", NULL};
     int64_t parts;
-    int in = enter(c, "", "kafka");
+    int in = sl_config_enter(c, "", "kafka");
     if (in < 0) return SL_ERR;
     if (in == 0) lua_newtable(c->L);
-    if (only_keys(c, "kafka", keys) ||
-        get_str(c, "kafka", "brokers", "embedded", &cf->kafka.brokers) ||
-        get_str(c, "kafka", "group", "sluice", &cf->kafka.group) ||
-        get_strlist(c, "kafka", "input", &cf->kafka.input, &cf->kafka.ninput) ||
-        get_str(c, "kafka", "dead_letter", "sluice.dead-letter", &cf->kafka.dead_letter) ||
-        get_int(c, "kafka", "partitions", 4, 1, &parts))
+    if (sl_config_only_keys(c, "kafka", keys) ||
+        sl_config_get_str(c, "kafka", "brokers", "embedded", &cf->kafka.brokers) ||
+        sl_config_get_str(c, "kafka", "group", "sluice", &cf->kafka.group) ||
+        sl_config_get_strlist(c, "kafka", "input", &cf->kafka.input, &cf->kafka.ninput) ||
+        sl_config_get_str(c, "kafka", "dead_letter", "sluice.dead-letter", &cf->kafka.dead_letter) ||
+        sl_config_get_int(c, "kafka", "partitions", 4, 1, &parts))
         goto bad;
     cf->kafka.partitions = (int)parts;
     cf->kafka.embedded = !strcmp(cf->kafka.brokers, "embedded");
@@ -278,17 +280,17 @@ bad:
     return SL_ERR;
 }
 
-static int load_rules(struct cur *c, struct sl_config *cf) {
+static int load_rules(struct sl_config_cur *c, struct sl_config *cf) {
     static const char *keys[] = {"path", "budget", "watchdog", "state_dir", NULL};
-    int in = enter(c, "", "rules");
+    int in = sl_config_enter(c, "", "rules");
     if (in < 0) return SL_ERR;
     if (in == 0) lua_newtable(c->L);
     int ret = SL_ERR;
-    if (only_keys(c, "rules", keys) ||
-        get_strlist(c, "rules", "path", &cf->rules.path, &cf->rules.npath) ||
-        get_duration(c, "rules", "budget", 200, &cf->rules.budget_ms) ||
-        get_duration(c, "rules", "watchdog", 0, &cf->rules.watchdog_ms) ||
-        get_str(c, "rules", "state_dir", ".sluice", &cf->rules.state_dir))
+    if (sl_config_only_keys(c, "rules", keys) ||
+        sl_config_get_strlist(c, "rules", "path", &cf->rules.path, &cf->rules.npath) ||
+        sl_config_get_duration(c, "rules", "budget", 200, &cf->rules.budget_ms) ||
+        sl_config_get_duration(c, "rules", "watchdog", 0, &cf->rules.watchdog_ms) ||
+        sl_config_get_str(c, "rules", "state_dir", ".sluice", &cf->rules.state_dir))
         goto done;
     if (cf->rules.npath == 0) {
         cf->rules.path = sl_calloc(1, sizeof(char *));
@@ -297,7 +299,7 @@ static int load_rules(struct cur *c, struct sl_config *cf) {
     if (cf->rules.watchdog_ms == 0) cf->rules.watchdog_ms = cf->rules.budget_ms * 10;
     if (cf->rules.watchdog_ms < cf->rules.budget_ms) {
         lua_pushstring(c->L, "shorter than rules.budget");
-        fail(c, "rules.watchdog", "a duration at least rules.budget", -1);
+        sl_config_fail(c, "rules.watchdog", "a duration at least rules.budget", -1);
         lua_pop(c->L, 1);
         goto done;
     }
@@ -307,29 +309,29 @@ done:
     return ret;
 }
 
-static int load_collector(struct cur *c, struct sl_config *cf) {
+static int load_collector(struct sl_config_cur *c, struct sl_config *cf) {
     static const char *keys[] = {"listen", "topic", "allowed_origins", "max_body",
                                  "ip", "ip_salt", "max_inflight", NULL};
     int64_t inflight;
-    int in = enter(c, "", "collector");
+    int in = sl_config_enter(c, "", "collector");
     if (in <= 0) return in < 0 ? SL_ERR : SL_OK;
     int ret = SL_ERR;
     cf->has_collector = true;
-    if (only_keys(c, "collector", keys) ||
-        get_str(c, "collector", "listen", "127.0.0.1:8080", &cf->collector.listen) ||
-        get_str(c, "collector", "topic", "http.shopify-events", &cf->collector.topic) ||
-        get_strlist(c, "collector", "allowed_origins", &cf->collector.allowed_origins,
+    if (sl_config_only_keys(c, "collector", keys) ||
+        sl_config_get_str(c, "collector", "listen", "127.0.0.1:8080", &cf->collector.listen) ||
+        sl_config_get_str(c, "collector", "topic", "http.shopify-events", &cf->collector.topic) ||
+        sl_config_get_strlist(c, "collector", "allowed_origins", &cf->collector.allowed_origins,
                     &cf->collector.norigins) ||
         get_size(c, "collector", "max_body", 65536, &cf->collector.max_body) ||
-        get_str(c, "collector", "ip", "hash", &cf->collector.ip) ||
-        get_str(c, "collector", "ip_salt", NULL, &cf->collector.ip_salt) ||
-        get_int(c, "collector", "max_inflight", 10000, 1, &inflight))
+        sl_config_get_str(c, "collector", "ip", "hash", &cf->collector.ip) ||
+        sl_config_get_str(c, "collector", "ip_salt", NULL, &cf->collector.ip_salt) ||
+        sl_config_get_int(c, "collector", "max_inflight", 10000, 1, &inflight))
         goto done;
     cf->collector.max_inflight = (size_t)inflight;
     if (strcmp(cf->collector.ip, "hash") && strcmp(cf->collector.ip, "keep") &&
         strcmp(cf->collector.ip, "drop")) {
         lua_pushstring(c->L, cf->collector.ip);
-        fail(c, "collector.ip", "\"hash\", \"keep\" or \"drop\"", -1);
+        sl_config_fail(c, "collector.ip", "\"hash\", \"keep\" or \"drop\"", -1);
         lua_pop(c->L, 1);
         goto done;
     }
@@ -339,155 +341,53 @@ done:
     return ret;
 }
 
-static int load_aggs(struct cur *c, const char *path, struct sl_step_conf *s) {
-    static const char *kinds[] = {"list", "count", "first", "last", "distinct", NULL};
-    char p[SL_CONFIG_PATHLEN];
-    join(p, path, "aggregate");
-    int t = field(c, "aggregate");
-    if (t != LUA_TTABLE) {
-        fail(c, p, "a table of name = { \"list\", \"var\" }", -1);
-        lua_pop(c->L, 1);
-        return SL_ERR;
-    }
-    size_t cap = 4;
-    s->aggs = sl_calloc(cap, sizeof(*s->aggs));
-    lua_pushnil(c->L);
-    while (lua_next(c->L, -2)) {
-        char ap[SL_CONFIG_PATHLEN];
-        const char *name = lua_type(c->L, -2) == LUA_TSTRING ? lua_tostring(c->L, -2) : "?";
-        snprintf(ap, sizeof(ap), "%s.%s", p, name);
-        if (lua_type(c->L, -2) != LUA_TSTRING || lua_type(c->L, -1) != LUA_TTABLE) {
-            fail(c, ap, "{ \"list\"|\"count\"|\"first\"|\"last\"|\"distinct\", \"var\" }", -1);
-            lua_pop(c->L, 3);
-            return SL_ERR;
-        }
-        lua_rawgeti(c->L, -1, 1);
-        lua_rawgeti(c->L, -2, 2);
-        int kind = -1;
-        if (lua_type(c->L, -2) == LUA_TSTRING)
-            for (int i = 0; kinds[i]; i++)
-                if (!strcmp(kinds[i], lua_tostring(c->L, -2))) kind = i;
-        if (kind < 0 || lua_type(c->L, -1) != LUA_TSTRING) {
-            fail(c, ap, "{ \"list\"|\"count\"|\"first\"|\"last\"|\"distinct\", \"var\" }",
-                 kind < 0 ? -2 : -1);
-            lua_pop(c->L, 5);
-            return SL_ERR;
-        }
-        if (s->naggs == cap) {
-            cap *= 2;
-            s->aggs = sl_realloc(s->aggs, cap * sizeof(*s->aggs));
-        }
-        s->aggs[s->naggs].name = sl_strdup(name);
-        s->aggs[s->naggs].kind = (enum sl_agg_kind)kind;
-        s->aggs[s->naggs].var = sl_strdup(lua_tostring(c->L, -1));
-        s->naggs++;
-        lua_pop(c->L, 3);
-    }
-    lua_pop(c->L, 1);
-    return SL_OK;
-}
-
-static int load_step(struct cur *c, const char *path, struct sl_step_conf *s,
+/* Reads pipeline[pos] (the table at the top): exactly one kind's key, then
+ * the kind reads its part; a name the kind did not derive defaults to the
+ * kind's name plus pos. */
+static int load_step(struct sl_config_cur *c, const char *path, struct sl_step_conf *s,
                      size_t pos) {
-    static const char *step_keys[] = {"name", "lua", "fn", "params", "kafka", "window", NULL};
-    static const char *kafka_keys[] = {"topic", "key", "fields", NULL};
-    static const char *window_keys[] = {"key", "time", "length", "dedupe", "as",
-                                        "aggregate", "max_entries", "max_keys", NULL};
-    char p[SL_CONFIG_PATHLEN], def[64];
-    int64_t n;
-    int kinds = 0;
+    const char *allowed[32];
+    size_t nallowed = 0, nkinds = 0;
+    struct sl_buf expected = {0};
+    char def[64];
+    int ret = SL_ERR;
 
-    if (only_keys(c, path, step_keys)) return SL_ERR;
-    lua_getfield(c->L, -1, "lua");    kinds += !lua_isnil(c->L, -1);
-    lua_getfield(c->L, -2, "kafka");  kinds += !lua_isnil(c->L, -1);
-    lua_getfield(c->L, -3, "window"); kinds += !lua_isnil(c->L, -1);
-    lua_pop(c->L, 3);
-    if (kinds != 1) {
-        lua_pushvalue(c->L, -1);
-        fail(c, path, "exactly one of lua = \"module\", kafka = {...}, window = {...}", -1);
-        lua_pop(c->L, 1);
-        return SL_ERR;
-    }
-    if (field(c, "lua") != LUA_TNIL) {
-        lua_pop(c->L, 1);
-        s->type = SL_STEP_LUA;
-        if (need_str(c, path, "lua", &s->module)) return SL_ERR;
-        const char *dot = strrchr(s->module, '.');
-        if (get_str(c, path, "name", dot ? dot + 1 : s->module, &s->name) ||
-            get_str(c, path, "fn", s->name, &s->fn))
-            return SL_ERR;
-        join(p, path, "params");
-        int t = field(c, "params");
-        if (t == LUA_TNIL) s->params_json = sl_strdup("{}");
-        else if (t != LUA_TTABLE) {
-            fail(c, p, "a table", -1);
-            lua_pop(c->L, 1);
-            return SL_ERR;
-        } else {
-            struct sl_buf b = {0};
-            char jerr[128];
-            if (sl_json_encode(c->L, -1, &b, jerr, sizeof(jerr))) {
-                sl_buf_free(&b);
-                fail(c, p, "a table of JSON values", -1);
-                lua_pop(c->L, 1);
-                return SL_ERR;
-            }
-            s->params_json = sl_strdup(sl_buf_cstr(&b));
-            sl_buf_free(&b);
+    allowed[nallowed++] = "name";
+    sl_buf_adds(&expected, "exactly one of ");
+    for (size_t k = 0; sl_step_kinds[k]; k++) {
+        const struct sl_step_kind *kind = sl_step_kinds[k];
+        allowed[nallowed++] = kind->name;
+        for (size_t j = 0; kind->keys[j]; j++) allowed[nallowed++] = kind->keys[j];
+        sl_buf_printf(&expected, "%s%s", k ? ", " : "", kind->synopsis);
+        lua_getfield(c->L, -1, kind->name);
+        if (!lua_isnil(c->L, -1)) {
+            s->kind = kind;
+            nkinds++;
         }
         lua_pop(c->L, 1);
-        return SL_OK;
     }
-    lua_pop(c->L, 1);
-    if (field(c, "kafka") != LUA_TNIL) {
+    assert(nallowed < sizeof(allowed) / sizeof(allowed[0]));
+    allowed[nallowed] = NULL;
+    if (sl_config_only_keys(c, path, allowed)) goto done;
+    if (nkinds != 1) {
+        s->kind = NULL;
+        lua_pushvalue(c->L, -1);
+        sl_config_fail(c, path, sl_buf_cstr(&expected), -1);
         lua_pop(c->L, 1);
-        s->type = SL_STEP_KAFKA;
-        snprintf(def, sizeof(def), "kafka%zu", pos);
-        if (get_str(c, path, "name", def, &s->name)) return SL_ERR;
-        join(p, path, "kafka");
-        if (enter(c, path, "kafka") != 1) return SL_ERR;
-        int ret = (only_keys(c, p, kafka_keys) ||
-                   need_str(c, p, "topic", &s->topic) ||
-                   get_str(c, p, "key", NULL, &s->key_var) ||
-                   get_strlist(c, p, "fields", &s->fields, &s->nfields)) ? SL_ERR : SL_OK;
-        lua_pop(c->L, 1);
-        return ret;
+        goto done;
     }
-    lua_pop(c->L, 1);
-    s->type = SL_STEP_WINDOW;
-    snprintf(def, sizeof(def), "window%zu", pos);
-    if (get_str(c, path, "name", def, &s->name)) return SL_ERR;
-    join(p, path, "window");
-    if (enter(c, path, "window") != 1) return SL_ERR;
-    int ret = SL_ERR;
-    if (only_keys(c, p, window_keys) ||
-        need_str(c, p, "key", &s->key_var) ||
-        get_str(c, p, "time", NULL, &s->time_var) ||
-        get_duration(c, p, "length", -1, &s->length_ms) ||
-        get_str(c, p, "dedupe", NULL, &s->dedupe_var) ||
-        get_str(c, p, "as", "window", &s->as) ||
-        load_aggs(c, p, s))
-        goto wdone;
-    if (s->length_ms <= 0) {
-        char lp[SL_CONFIG_PATHLEN];
-        join(lp, p, "length");
-        lua_pushnil(c->L);
-        fail(c, lp, "a duration like \"5m\"", -1);
-        lua_pop(c->L, 1);
-        goto wdone;
-    }
-    if (get_int(c, p, "max_entries", 100, 1, &n)) goto wdone;
-    s->max_entries = (size_t)n;
-    if (get_int(c, p, "max_keys", 1000000, 1, &n)) goto wdone;
-    s->max_keys = (size_t)n;
+    s->type = s->kind->type;
+    if (s->kind->load(c, path, s, pos)) goto done;
+    snprintf(def, sizeof(def), "%s%zu", s->kind->name, pos);
+    if (!s->name && sl_config_get_str(c, path, "name", def, &s->name)) goto done;
     ret = SL_OK;
-wdone:
-    lua_pop(c->L, 1);
+done:
+    sl_buf_free(&expected);
     return ret;
 }
 
-static int load_pipeline(struct cur *c, struct sl_config *cf) {
-    int in = enter(c, "", "pipeline");
+static int load_pipeline(struct sl_config_cur *c, struct sl_config *cf) {
+    int in = sl_config_enter(c, "", "pipeline");
     if (in <= 0) return in < 0 ? SL_ERR : SL_OK;
     size_t n = lua_objlen(c->L, -1);
     cf->steps = sl_calloc(n ? n : 1, sizeof(*cf->steps));
@@ -496,7 +396,7 @@ static int load_pipeline(struct cur *c, struct sl_config *cf) {
         snprintf(p, sizeof(p), "pipeline[%zu]", i);
         lua_rawgeti(c->L, -1, (int)i);
         if (!lua_istable(c->L, -1)) {
-            fail(c, p, "a step table", -1);
+            sl_config_fail(c, p, "a step table", -1);
             lua_pop(c->L, 2);
             return SL_ERR;
         }
@@ -509,7 +409,7 @@ static int load_pipeline(struct cur *c, struct sl_config *cf) {
                 lua_pushstring(c->L, cf->steps[i - 1].name);
                 char np[SL_CONFIG_PATHLEN];
                 snprintf(np, sizeof(np), "%s.name", p);
-                fail(c, np, "a step name not used before", -1);
+                sl_config_fail(c, np, "a step name not used before", -1);
                 lua_pop(c->L, 2);
                 return SL_ERR;
             }
@@ -531,7 +431,7 @@ struct sl_config *sl_config_load(const char *file, char *err, size_t errlen) {
     static const char *top[] = {"kafka", "rules", "collector", "admin", "pipeline",
                                 "max_inflight", "shutdown_timeout", NULL};
     struct sl_config *cf = sl_calloc(1, sizeof(*cf));
-    struct cur c = {0};
+    struct sl_config_cur c = {0};
     lua_State *L = luaL_newstate();
     int64_t n;
 
@@ -549,15 +449,15 @@ struct sl_config *sl_config_load(const char *file, char *err, size_t errlen) {
         goto fail;
     }
     if (!lua_istable(L, -1)) {
-        fail(&c, "(top)", "the file to return a table", -1);
+        sl_config_fail(&c, "(top)", "the file to return a table", -1);
         goto fail;
     }
-    if (only_keys(&c, "", top) || load_kafka(&c, cf) || load_rules(&c, cf) ||
-        load_collector(&c, cf) || get_str(&c, "", "admin", NULL, &cf->admin_listen) ||
-        get_int(&c, "", "max_inflight", 10000, 1, &n))
+    if (sl_config_only_keys(&c, "", top) || load_kafka(&c, cf) || load_rules(&c, cf) ||
+        load_collector(&c, cf) || sl_config_get_str(&c, "", "admin", NULL, &cf->admin_listen) ||
+        sl_config_get_int(&c, "", "max_inflight", 10000, 1, &n))
         goto fail;
     cf->max_inflight = (size_t)n;
-    if (get_duration(&c, "", "shutdown_timeout", 10000, &cf->shutdown_ms) ||
+    if (sl_config_get_duration(&c, "", "shutdown_timeout", 10000, &cf->shutdown_ms) ||
         load_pipeline(&c, cf))
         goto fail;
     if (!cf->has_collector && cf->nsteps == 0) {
@@ -592,15 +492,8 @@ void sl_config_destroy(struct sl_config *cf) {
     free(cf->admin_listen);
     for (size_t i = 0; i < cf->nsteps; i++) {
         struct sl_step_conf *s = &cf->steps[i];
-        free(s->name); free(s->module); free(s->fn); free(s->params_json);
-        free(s->topic); free(s->key_var);
-        free_strlist(s->fields, s->nfields);
-        free(s->time_var); free(s->dedupe_var); free(s->as);
-        for (size_t j = 0; j < s->naggs; j++) {
-            free(s->aggs[j].name);
-            free(s->aggs[j].var);
-        }
-        free(s->aggs);
+        if (s->kind) s->kind->unload(s);
+        free(s->name);
     }
     free(cf->steps);
     free(cf);

@@ -5,7 +5,10 @@
  * and copied into plain C structs; errors name the file, the key path and
  * what was expected, e.g.
  *   config/x.lua: pipeline[2].window.length: expected a duration like "5m", got 5
- * Uses LuaJIT and json.c (step params travel to the rules VM as JSON). */
+ * A step's own part (pipeline[i].lua, .kafka, .window, ...) is read by its
+ * kind (step.h) through the helpers at the end of this header.
+ * Uses LuaJIT, json.c (step params travel to the rules VM as JSON) and
+ * step.c (the table of step kinds). */
 #ifndef SL_CONFIG_H
 #define SL_CONFIG_H
 
@@ -13,7 +16,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <lua.h>
+
 #include "kafka.h"
+
+#define SL_CONFIG_PATHLEN 256 /* Longest key path in an error message. */
+
+struct sl_step_kind;
 
 enum sl_step_type {
     SL_STEP_LUA,     /* a rule function f(ctx, params) */
@@ -29,9 +38,12 @@ struct sl_agg_conf {
     char *var;               /* dotted context path, e.g. "product.slug" */
 };
 
+/* A step: its kind and name, then the parts its kind loads. */
 struct sl_step_conf {
-    enum sl_step_type type;
-    char *name;              /* unique; defaults to the type plus position */
+    const struct sl_step_kind *kind; /* from sl_step_kinds */
+    enum sl_step_type type;  /* kind->type */
+    char *name;              /* unique; defaults to the kind plus position */
+    void *data;              /* a kind's own parsed part, freed by its unload */
     /* lua */
     char *module;            /* "recommendations.extract" */
     char *fn;                /* function in the module, default: the name */
@@ -112,5 +124,38 @@ struct sl_kafka_prop *sl_config_kafka_props(const struct sl_config *c, bool cons
 
 /* Index of the step named name, or -1. */
 int sl_config_step_index(const struct sl_config *c, const char *name);
+
+/* ==================== Reading a config table ====================
+ * For step kinds' load callbacks. A cursor is a config being loaded: its Lua
+ * state holds the table being read at the top of the stack. path is the key
+ * path of that table ("pipeline[2].window"); errors name file, path.key and
+ * what was expected, and only the first error of a load is kept. Each
+ * returns SL_OK or SL_ERR and leaves the stack as it found it. */
+
+struct sl_config_cur;
+
+lua_State *sl_config_state(struct sl_config_cur *c);
+/* Records "FILE: path: expected EXPECTED, got <value at idx>"; SL_ERR. */
+int sl_config_fail(struct sl_config_cur *c, const char *path, const char *expected, int idx);
+/* out = path.key (out has SL_CONFIG_PATHLEN bytes). */
+void sl_config_join(char *out, const char *path, const char *key);
+/* An optional string (def, which may be NULL, when absent), or a required one. */
+int sl_config_get_str(struct sl_config_cur *c, const char *path, const char *key,
+                      const char *def, char **out);
+int sl_config_need_str(struct sl_config_cur *c, const char *path, const char *key, char **out);
+/* An integer >= min, def when absent. */
+int sl_config_get_int(struct sl_config_cur *c, const char *path, const char *key,
+                      int64_t def, int64_t min, int64_t *out);
+/* A duration like "5m" in ms, def when absent. */
+int sl_config_get_duration(struct sl_config_cur *c, const char *path, const char *key,
+                           int64_t def, int64_t *out);
+/* A list of strings (a single string is a list of one); none when absent. */
+int sl_config_get_strlist(struct sl_config_cur *c, const char *path, const char *key,
+                          char ***out, size_t *n);
+/* Checks that every key of the table is one of allowed (NULL-ended). */
+int sl_config_only_keys(struct sl_config_cur *c, const char *path, const char *const *allowed);
+/* Pushes t[key] and returns 1 when it is a table, 0 when absent (nothing
+ * pushed), -1 on error (nothing pushed). */
+int sl_config_enter(struct sl_config_cur *c, const char *path, const char *key);
 
 #endif

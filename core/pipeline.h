@@ -1,18 +1,24 @@
 /* pipeline.h -- runs records through the steps of a config.
  *
  * A record becomes a context (a Lua table: input = the decoded value, kafka =
- * its metadata) that moves through the steps in order. Lua steps run in the
- * rules VM; kafka steps produce and wait for the broker's acknowledgement;
- * a step error dead-letters the record. When every context of a record has
- * finished, the record is reported done, so its offset may be committed.
+ * its metadata) that moves through the steps in order. Each step is of a
+ * kind behind the interface of step.h (step_lua.c, step_window.c,
+ * step_kafka.c); the pipeline keeps records and contexts, routes a context
+ * from step to step, counts, traces and dead-letters. A step finishes a
+ * context at once or later through sl_pipeline_resume (a kafka step on the
+ * broker's acknowledgement); a step error dead-letters the record. When
+ * every context of a record has finished, the record is reported done, so
+ * its offset may be committed. A record holds the rules VM it started on
+ * until it is done, so a reload never closes a VM under a pending context.
  * Without a producer (sluice test), kafka steps and dead-letters are traced
  * instead of produced, and every step writes one JSON line to the trace.
  *
- * Window steps keep their state in the core, one window per step and input
- * partition (keys of a partition never span workers), so it survives rule
- * reloads and moves with its partition: a worker given a partition replays
- * its recent records as restore records before it emits for them.
- * Uses rules.c, json.c, kafka.c, window.c, metrics.c. */
+ * Steps that keep state (windows) keep it in the core, per input partition,
+ * so it survives rule reloads and moves with its partition: a worker given a
+ * partition replays its recent records as restore records, which run only
+ * the steps that rebuild state (and the steps before them that run for
+ * restore records) and emit and dead-letter nothing.
+ * Uses rules.c, json.c, kafka.c, metrics.c and the step kinds. */
 #ifndef SL_PIPELINE_H
 #define SL_PIPELINE_H
 
@@ -23,6 +29,7 @@
 #include "config.h"
 #include "kafka.h"
 #include "rules.h"
+#include "step.h"
 
 struct sl_pipeline;
 
@@ -41,6 +48,16 @@ struct sl_input {
     bool restore;            /* rebuild window state only: run the steps up to
                                 the last window step, emit and dead-letter
                                 nothing */
+};
+
+/* A context at a step: one table in the VM its record started on. A step
+ * reads it and may replace ref (a Lua step may return a new table); it is
+ * valid from start until the step hands it back. */
+struct sl_pipeline_ctx {
+    struct sl_rules *rules;        /* the record's VM, held until the record ends */
+    const struct sl_input *in;     /* the record */
+    int ref;                       /* the context table in the VM's registry */
+    size_t step;                   /* index of the step it is at */
 };
 
 /* The record has finished every step (or was dead-lettered). */
@@ -74,6 +91,14 @@ const char *sl_pipeline_version(const struct sl_pipeline *pl);
 /* Runs one record. Synchronous steps run now; on_done may be called before
  * this returns. */
 void sl_pipeline_push(struct sl_pipeline *pl, struct sl_input *in);
+/* Hands back a context its step kept (SL_STEP_PENDING) with the outcome:
+ * exactly once per pending start, and not from within that start (a step
+ * may resume another context it held, e.g. one a newer one supersedes).
+ * The context goes on, ends or is dead-lettered as if start had set res. */
+void sl_pipeline_resume(struct sl_pipeline_ctx *c, const struct sl_step_result *res);
+/* Writes {"record":N,"step":STEP,"<what>":json} to the trace, if any. */
+void sl_pipeline_trace(struct sl_pipeline_ctx *c, const char *what, const char *json);
+
 /* Dead-letters a record without running it (the watchdog's victim). */
 void sl_pipeline_reject(struct sl_pipeline *pl, struct sl_input *in,
                         const char *step, const char *why);
@@ -81,18 +106,18 @@ void sl_pipeline_reject(struct sl_pipeline *pl, struct sl_input *in,
 /* Records pushed and not yet done. */
 size_t sl_pipeline_inflight(const struct sl_pipeline *pl);
 
-/* Housekeeping from the caller's periodic timer: window expiry (on each
- * partition's event-time watermark advanced by the wall clock since) and the
- * window gauges. */
+/* Housekeeping from the caller's periodic timer: each step's tick (window
+ * expiry on each partition's event-time watermark advanced by the wall
+ * clock since, and the window gauges). */
 void sl_pipeline_tick(struct sl_pipeline *pl);
 
-/* Forgets the window state of a partition (revoked: its keys now live in
+/* Forgets the state steps keep for a partition (revoked: its keys now live in
  * another worker; if it comes back, it is rebuilt by restore records). */
 void sl_pipeline_drop_partition(struct sl_pipeline *pl, const char *topic,
                                 int32_t partition);
 
-/* True when the config has a window step (so a new partition needs restore
- * records); its longest length in *length_ms. */
+/* True when a step keeps state rebuilt from recent input (a window step),
+ * so a new partition needs restore records; how far back in *length_ms. */
 bool sl_pipeline_has_window(const struct sl_pipeline *pl, int64_t *length_ms);
 
 #endif
