@@ -1,0 +1,133 @@
+/* pipeline_test.c -- the step interface: a step that keeps its context and
+ * finishes it later through sl_pipeline_resume (as an HTTP step will), in
+ * trace mode (no producer). */
+#define _GNU_SOURCE
+#include "config.h"
+#include "pipeline.h"
+#include "rules.h"
+#include "sl.h"
+#include "step.h"
+#include "test.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ==================== A step that answers later ==================== */
+
+static struct sl_pipeline_ctx *held;  /* the context the step keeps */
+static int starts;
+
+static void *held_create(const struct sl_step_env *env) { (void)env; return &held; }
+static void held_start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result *res) {
+    (void)state;
+    starts++;
+    held = c;
+    res->status = SL_STEP_PENDING;
+}
+static void held_destroy(void *state) { (void)state; }
+
+static const char *const no_keys[] = {NULL};
+static const struct sl_step_kind held_kind = {
+    .name = "held", .synopsis = "held = {...}", .keys = no_keys, .type = SL_STEP_LUA,
+    .create = held_create, .start = held_start, .destroy = held_destroy,
+};
+
+/* Resumes the held context with status (and reason or error). */
+static void answer(enum sl_step_status status, const char *text) {
+    struct sl_step_result res = {.status = status, .reason = text, .error = text};
+    struct sl_pipeline_ctx *c = held;
+    held = NULL;
+    sl_pipeline_resume(c, &res);
+}
+
+/* ==================== Harness ==================== */
+
+static int done, dropped;
+static void on_done(void *arg, struct sl_input *in) { (void)arg; (void)in; done++; }
+static void on_drop(void *arg, struct sl_input *in) { (void)arg; (void)in; dropped++; }
+static void on_fatal(void *arg, const char *why) { (void)arg; printf("# fatal: %s\n", why); }
+
+static struct sl_config *load(const char *text) {
+    char path[64], err[512];
+    strcpy(path, "/tmp/sluice-pipeline-test-XXXXXX.lua");
+    int fd = mkstemps(path, 4);
+    if (fd < 0) return NULL;
+    if (write(fd, text, strlen(text)) != (ssize_t)strlen(text)) { close(fd); return NULL; }
+    close(fd);
+    struct sl_config *c = sl_config_load(path, err, sizeof(err));
+    if (!c) printf("# %s\n", err);
+    unlink(path);
+    return c;
+}
+
+int main(void) {
+    struct sl_config *cf = load(
+        "return { pipeline = { { kafka = { topic = 'first' } },\n"
+        "                      { name = 'after', kafka = { topic = 'out' } },\n"
+        "                      { window = { key = 'input.a', length = '5m',\n"
+        "                                   aggregate = { n = { 'count', 'input.a' } } } } } }\n");
+    char err[SL_ERRLEN], *trace = NULL;
+    size_t tracelen = 0;
+    if (!cf) return 1;
+    const struct sl_step_kind *kafka = cf->steps[0].kind;
+    cf->steps[0].kind = &held_kind;           /* step 1 answers later */
+    FILE *t = open_memstream(&trace, &tracelen);
+    struct sl_rules *rules = sl_rules_create(cf, err, sizeof(err));
+    struct sl_pipeline_conf pc = {.cf = cf, .trace = t, .on_done = on_done,
+                                  .on_fatal = on_fatal, .on_drop = on_drop};
+    struct sl_pipeline *pl = sl_pipeline_create(&pc, rules);
+    struct sl_input in = {.topic = "in", .partition = 3, .offset = 7, .timestamp = 1000,
+                          .value = "{\"a\":1}", .len = 7};
+
+    sl_pipeline_push(pl, &in);
+    TEST("a pending step holds the record", held && done == 0 && sl_pipeline_inflight(pl) == 1);
+    answer(SL_STEP_NEXT, NULL);
+    fflush(t);
+    TEST("resumed with next, the context goes on to the next step and the record is done",
+         done == 1 && sl_pipeline_inflight(pl) == 0 && trace &&
+         strstr(trace, "\"step\":\"after\",\"produce\":{\"topic\":\"out\""));
+
+    sl_pipeline_push(pl, &in);
+    answer(SL_STEP_FILTERED, "too_slow");
+    fflush(t);
+    TEST("resumed as filtered, the reason is traced and the record is done",
+         done == 2 && strstr(trace, "\"filtered\":\"too_slow\""));
+
+    sl_pipeline_push(pl, &in);
+    answer(SL_STEP_ERROR, "status 500");
+    fflush(t);
+    TEST("resumed with an error, the record is dead-lettered with step and error",
+         done == 3 && strstr(trace, "\"dead_letter\":") &&
+         strstr(trace, "\"step\":\"kafka1\",\"error\":\"status 500\""));
+
+    sl_pipeline_push(pl, &in);
+    sl_pipeline_swap_rules(pl, sl_rules_create(cf, err, sizeof(err)));
+    answer(SL_STEP_NEXT, NULL);
+    TEST("a context pending across a reload finishes on the VM it started on", done == 4);
+
+    sl_pipeline_push(pl, &in);
+    answer(SL_STEP_DONE, NULL);
+    TEST("resumed as done, the record is done", done == 5 && sl_pipeline_inflight(pl) == 0);
+
+    starts = 0;
+    in.restore = true;
+    sl_pipeline_push(pl, &in);
+    TEST("a restore record never starts a step that does not run for restore records",
+         starts == 0 && done == 6 && !held);
+    in.restore = false;
+    sl_pipeline_push(pl, &in);
+    answer(SL_STEP_NEXT, NULL);
+    fflush(t);
+    TEST("the window counted the records resumed with next and the restore record",
+         strstr(trace, "\"step\":\"window3\",\"ctx\":") && strstr(trace, "\"window\":{\"n\":4}}"));
+
+    sl_pipeline_destroy(pl);
+    TEST("nothing in flight is dropped", dropped == 0);
+
+    cf->steps[0].kind = kafka;                /* its unload frees the kafka part */
+    sl_config_destroy(cf);
+    fclose(t);
+    free(trace);
+    return TEST_DONE();
+}
