@@ -80,6 +80,10 @@ unit() {
 }
 
 spec() {
+    if ! scripts/node-deps.sh >"$LOGDIR/node-deps.log" 2>&1; then
+        sed 's/^/# /' "$LOGDIR/node-deps.log"
+        fail "Node test tools could not be installed (scripts/node-deps.sh)"
+    fi
     run_suite "busted:rules" busted -o TAP
 }
 
