@@ -3,12 +3,9 @@
 local sluice = require "sluice"
 local limit = require("recommendations.limit")
 
-local function read(name)
-  local f = assert(io.open("spec/fixtures/recommendations/" .. name, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local fx = dofile("spec/fixtures/load.lua")
+
+local function read(name) return fx.file("spec/fixtures/recommendations/" .. name) end
 
 -- A context after the model step, with the given itemIds (a decoded JSON
 -- list when given as text).

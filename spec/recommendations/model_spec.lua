@@ -8,12 +8,9 @@ local response = require "sluice.response"
 
 local FIX = "spec/fixtures/recommendations/"
 
-local function read(name)
-  local f = assert(io.open(FIX .. name, "rb"), "fixture missing: " .. name)
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local fx = dofile("spec/fixtures/load.lua")
+
+local function read(name) return fx.file(FIX .. name) end
 
 -- The context the window step emitted for three views of one visitor
 -- (`sluice test` on config/recommendations.lua), decoded as the core does.

@@ -14,17 +14,13 @@ local model = require "recommendations.model"
 
 local SCHEMA = "spec/fixtures/shopify/admin_2026-07.json.gz"
 
-local function read(path)
-  local f = assert(io.open(path, "rb"), "missing: " .. path)
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = dofile("spec/fixtures/load.lua").file
+local FIX = "spec/fixtures/recommendations/"
 
 -- The body the rules build for the real window context and MLflow answer.
 local function body_of(ids_override)
-  local ctx = assert(sluice.json_decode(read("spec/fixtures/recommendations/window.ctx.json")))
-  ctx.recommendationsModelOutput = model.output(ctx, 200, {}, read("spec/fixtures/recommendations/mlflow.predictions.json"))
+  local ctx = assert(sluice.json_decode(read(FIX .. "window.ctx.json")))
+  ctx.recommendationsModelOutput = model.output(ctx, 200, {}, read(FIX .. "mlflow.predictions.json"))
   ctx = limit.limit(ctx, {})
   if ids_override then ctx.recommendationIds = ids_override end
   return shopify.request(ctx, {})

@@ -6,12 +6,7 @@ local sluice = require "sluice"
 local shopify = require "recommendations.shopify"
 local response = require "sluice.response"
 
-local function read(path)
-  local f = assert(io.open(path, "rb"), "fixture missing: " .. path)
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = dofile("spec/fixtures/load.lua").file
 
 local function answer(name) return read("spec/fixtures/shopify/responses/" .. name) end
 
