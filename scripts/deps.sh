@@ -12,6 +12,10 @@ for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
         || missing="$missing $p"
 done
+# Node and npm (test tools, scripts/node-deps.sh) by command, not by package:
+# NodeSource's nodejs package brings its own npm, Debian's needs the npm one.
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 [ -z "$missing" ] && exit 0
 
 echo "deps.sh: installing:$missing" >&2

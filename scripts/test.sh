@@ -12,7 +12,9 @@
 # three-broker cluster (SLUICE_TEST_KAFKA3), killing and restarting brokers.
 # A real MLflow scoring server (scripts/mlflow.sh) serves every integration
 # run (SLUICE_TEST_MLFLOW); its contract spec, spec/integration/mlflow_spec.lua,
-# runs once. A server or cluster that cannot start is a "not ok", never a skip.
+# runs once, as does spec/integration/testservers_spec.lua (the HTTP test
+# servers of scripts/testservers/, no Kafka). A server or cluster that
+# cannot start is a "not ok", never a skip.
 # Brokers and the MLflow server this script started are stopped on exit,
 # Ctrl-C included. Each part's wall time is printed as a "# time:" comment.
 # Environment: SLUICE_BIN (the binary, default ./sluice),
@@ -80,6 +82,10 @@ unit() {
 }
 
 spec() {
+    if ! scripts/node-deps.sh >"$LOGDIR/node-deps.log" 2>&1; then
+        sed 's/^/# /' "$LOGDIR/node-deps.log"
+        fail "Node test tools could not be installed (scripts/node-deps.sh)"
+    fi
     run_suite "busted:rules" busted -o TAP
 }
 
@@ -121,7 +127,8 @@ start_mlflow() {
 # once (three brokers, the MLflow contract) are left out by name.
 flavour() {
     run_suite "$1" busted -o TAP --run=integration \
-        --exclude-pattern='^realkafka_spec' --exclude-pattern='^mlflow_spec'
+        --exclude-pattern='^realkafka_spec' --exclude-pattern='^mlflow_spec' \
+        --exclude-pattern='^testservers_spec'
 }
 
 kafka1() {
@@ -139,6 +146,11 @@ kafka3() {
     stop_kafka
 }
 
+# The HTTP test servers of scripts/testservers/ (no Kafka: once).
+testservers() {
+    run_suite "integration:testservers" busted -o TAP spec/integration/testservers_spec.lua
+}
+
 mlflow_contract() {
     [ -n "${SLUICE_TEST_MLFLOW:-}" ] || return
     run_suite "integration:mlflow" busted -o TAP spec/integration/mlflow_spec.lua
@@ -152,6 +164,7 @@ integration() {
     unset SLUICE_TEST_KAFKA3
     timed "MLflow server start" start_mlflow
     timed "integration:mlflow" mlflow_contract
+    timed "integration:testservers" testservers
     timed "integration:embedded" embedded
     if [ "${SLUICE_TEST_REAL_KAFKA:-1}" = 0 ]; then
         fail "integration against real Kafka skipped (SLUICE_TEST_REAL_KAFKA=0)"

@@ -248,6 +248,27 @@ describe("MLflow scoring server (" .. URL .. ")", function()
     assert.is_true(code >= 400, "status " .. tostring(code))
   end)
 
+  it("takes the bodies the model rule builds and gives answers the rule reads", function()
+    local sluice = require "sluice"
+    local model = require "recommendations.model"
+    local ctx = assert(sluice.json_decode(H.read("spec/fixtures/recommendations/window.ctx.json")))
+    local want = expected(ctx.aggregatedProducts.slugs)
+    -- this model's signature has timestamps: Array(long), so numbers or none
+    for _, p in ipairs({ { timestamps = "number" }, { timestamps = "none" },
+                         { format = "dataframe_records", timestamps = "number" },
+                         { format = "inputs", timestamps = "number" } }) do
+      local what = (p.format or "dataframe_split") .. ", timestamps " .. p.timestamps
+      local code, _, raw = post(assert(sluice.json_encode(model.input(ctx, p))))
+      assert.are.equal(200, code, what .. ": " .. raw)
+      assert.are.same(want.itemIds, model.output(ctx, code, {}, raw).itemIds, what)
+    end
+    local code, _, raw = post(assert(sluice.json_encode(model.input(ctx, {}))))
+    assert.are.equal(400, code, "strings for an Array(long) column: " .. raw)
+    local ok, err = pcall(model.output, ctx, code, {}, raw)
+    assert.is_false(ok)
+    assert.are.equal("http_400", err.reason)
+  end)
+
   it("answers 400 with an error_code on bad input", function()
     local bad = {
       ["not JSON"] = "not json",
