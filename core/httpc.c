@@ -42,7 +42,8 @@
 #define SL_HTTPC_TOKEN_DEFAULT_TTL_S 3600     /* Token lifetime when expires_in is missing. */
 #define SL_HTTPC_TOKEN_REFRESH_AHEAD_S 60     /* Refresh this long before expiry (at most 1/4 of the lifetime). */
 #define SL_HTTPC_TOKEN_STALE_AHEAD_S 5        /* Stop using a token this long before expiry (at most 1/10). */
-#define SL_HTTPC_SNIPPET 200                  /* Response bytes quoted in token errors. */
+/* Characters of an HTTP token (RFC 9110): header names, methods. */
+#define TOKEN_CHARS "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 /* Upper bounds of the attempt-duration buckets, in seconds. */
 static const double duration_le[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -430,6 +431,12 @@ static void add_url(const struct sl_httpc_endpoint *ep, const char *url, struct 
 }
 
 /* ==================== Requests: building ==================== */
+
+/* A header line: a name of token characters, ':', a value without CR/LF. */
+static bool header_ok(const char *h) {
+    size_t n = strcspn(h, ":");
+    return n && h[n] == ':' && strspn(h, TOKEN_CHARS) == n && !strpbrk(h, "\r\n");
+}
 
 static bool header_named(const char *line, const char *name, size_t n) {
     return !strncasecmp(line, name, n) && line[n] == ':';
@@ -881,12 +888,28 @@ static void call_attempt_done(struct sl_httpc_call *call, CURLcode rc) {
 }
 
 int sl_httpc_request(struct sl_httpc_endpoint *ep, const struct sl_httpc_req *req,
-                     sl_httpc_done_fn *done, void *arg, struct sl_httpc_call **callp) {
+                     sl_httpc_done_fn *done, void *arg, struct sl_httpc_call **callp,
+                     char *err, size_t errlen) {
     assert(ep && req && done);
     if (callp) *callp = NULL;
-    if (ep->closing || ep->c->closing) return SL_ERR;
+    if (ep->closing || ep->c->closing) {
+        sl_errf(err, errlen, "%s: the endpoint is closing", ep->name);
+        return SL_ERR;
+    }
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (!req->headers[i] || !header_ok(req->headers[i])) {
+            sl_errf(err, errlen, "%s: request header %zu is not one \"Name: value\" line",
+                    ep->name, i + 1);
+            return SL_ERR;
+        }
+    if (req->method && (!*req->method || strspn(req->method, TOKEN_CHARS) != strlen(req->method))) {
+        sl_errf(err, errlen, "%s: the request method is not an HTTP method name", ep->name);
+        return SL_ERR;
+    }
     if (ep->nactive >= ep->max_in_flight && ep->nqueued >= ep->max_queued) {
         sl_metrics_add(ep->m_rejected, 1);
+        sl_errf(err, errlen, "%s: %zu requests in flight and %zu queued", ep->name,
+                ep->nactive, ep->nqueued);
         return SL_HTTPC_FULL;
     }
     struct sl_httpc_call *call = sl_calloc(1, sizeof(*call));
@@ -1238,10 +1261,16 @@ static int check_conf(const struct sl_httpc_endpoint_conf *conf, char *err, size
         return SL_ERR;
     }
     for (size_t i = 0; i < conf->nheaders; i++)
-        if (!conf->headers[i] || !strchr(conf->headers[i], ':') || conf->headers[i][0] == ':') {
-            sl_errf(err, errlen, "http endpoint %s: headers[%zu] is not \"Name: value\"", name, i + 1);
+        if (!conf->headers[i] || !header_ok(conf->headers[i])) {
+            sl_errf(err, errlen, "http endpoint %s: headers[%zu] is not one \"Name: value\" line",
+                    name, i + 1);
             return SL_ERR;
         }
+    if (conf->method && (!*conf->method || strspn(conf->method, TOKEN_CHARS) != strlen(conf->method))) {
+        sl_errf(err, errlen, "http endpoint %s: method \"%s\" is not an HTTP method name", name,
+                conf->method);
+        return SL_ERR;
+    }
     if (conf->timeout_ms < 0 || conf->connect_timeout_ms < 0 || conf->retries < 0 ||
         conf->backoff_base_ms < 0 || conf->backoff_max_ms < 0 || conf->retry_after_max_ms < 0) {
         sl_errf(err, errlen, "http endpoint %s: timeouts, retries and backoff must not be negative", name);

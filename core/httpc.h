@@ -196,9 +196,12 @@ void sl_httpc_endpoint_destroy(struct sl_httpc_endpoint *ep);
  * already wait: nothing was done, done will not be called; space frees only
  * when a request finishes, and it is free before that request's callback
  * runs, so a caller holding its consumer can try again from any callback.
- * Returns SL_ERR while the endpoint is being destroyed. */
+ * Returns SL_ERR, nothing done and err filled, when a header is not one
+ * "Name: value" line, the method is not a token, or the endpoint is being
+ * destroyed. err may be NULL. */
 int sl_httpc_request(struct sl_httpc_endpoint *ep, const struct sl_httpc_req *req,
-                     sl_httpc_done_fn *done, void *arg, struct sl_httpc_call **call);
+                     sl_httpc_done_fn *done, void *arg, struct sl_httpc_call **call,
+                     char *err, size_t errlen);
 
 /* Abandons a request: its callback is NOT called, its slot or queue place
  * is freed at once. call must be a handle whose callback has not run. */

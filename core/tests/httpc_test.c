@@ -384,7 +384,7 @@ static struct sl_httpc_endpoint_conf conf_of(const char *name, const char *u) {
 
 static int get(struct sl_httpc_endpoint *ep, const char *path, struct got *g) {
     struct sl_httpc_req req = {.path = path};
-    int rc = sl_httpc_request(ep, &req, on_done, g, NULL);
+    int rc = sl_httpc_request(ep, &req, on_done, g, NULL, NULL, 0);
     if (rc == SL_OK) outstanding++;
     return rc;
 }
@@ -438,7 +438,7 @@ static void t_success(struct sl_httpc *c) {
     struct got g = {0};
     struct sl_httpc_req req = {.path = "/echo", .body = "{\"a\":1}", .len = 7,
                                .headers = extra, .nheaders = 1};
-    int rc = sl_httpc_request(ep, &req, on_done, &g, NULL);
+    int rc = sl_httpc_request(ep, &req, on_done, &g, NULL, NULL, 0);
     outstanding += rc == SL_OK;
     TEST("a request is accepted", rc == SL_OK);
     TEST("its callback is never called from inside sl_httpc_request", g.called == 0);
@@ -479,7 +479,7 @@ static void on_seq(const struct sl_httpc_response *r, void *arg) {
     outstanding--;
     if (--seq_left > 0) {       /* the next one only after this one ended */
         struct sl_httpc_req req = {.path = "/fast"};
-        if (sl_httpc_request(seq_ep, &req, on_seq, ok, NULL) == SL_OK) outstanding++;
+        if (sl_httpc_request(seq_ep, &req, on_seq, ok, NULL, NULL, 0) == SL_OK) outstanding++;
     }
 }
 
@@ -489,7 +489,7 @@ static void t_keepalive(struct sl_httpc *c) {
     seq_ep = sl_httpc_endpoint_create(c, &conf, NULL, 0);
     seq_left = 5;
     struct sl_httpc_req req = {.path = "/fast"};
-    outstanding += sl_httpc_request(seq_ep, &req, on_seq, &ok, NULL) == SL_OK;
+    outstanding += sl_httpc_request(seq_ep, &req, on_seq, &ok, NULL, NULL, 0) == SL_OK;
     run(2000);
     TEST("keep-alive: 5 sequential requests succeed", ok == 5);
     TEST("keep-alive: over one connection", S.conns == 1);
@@ -618,13 +618,15 @@ static void t_limits(struct sl_httpc *c) {
     memset(g, 0, sizeof(g));
     for (int i = 0; i < 8; i++) {
         struct sl_httpc_req req = {.path = "/slow/60"};
-        if (sl_httpc_request(lim_ep, &req, on_lim, &g[i], NULL) == SL_OK) accepted++, outstanding++;
+        if (sl_httpc_request(lim_ep, &req, on_lim, &g[i], NULL, NULL, 0) == SL_OK) accepted++, outstanding++;
     }
     TEST("max_in_flight: 3 in flight, 5 queued",
          sl_httpc_in_flight(lim_ep) == 3 && sl_httpc_queued(lim_ep) == 5 && accepted == 8);
     struct sl_httpc_req req = {.path = "/slow/60"};
+    char err[SL_ERRLEN];
     TEST("queue bound: the next request is refused with SL_HTTPC_FULL",
-         sl_httpc_request(lim_ep, &req, on_done, &g[8], NULL) == SL_HTTPC_FULL);
+         sl_httpc_request(lim_ep, &req, on_done, &g[8], NULL, err, sizeof(err)) == SL_HTTPC_FULL &&
+         strstr(err, "3 requests in flight and 5 queued"));
     TEST("queue bound: refusals are counted", metric("sluice_http_rejected_total", "limits") == 1);
     run(3000);
     int ok = 0;
@@ -645,9 +647,9 @@ static void t_cancel(struct sl_httpc *c) {
     struct got a = {0}, b = {0}, d = {0};
     struct sl_httpc_call *ca, *cb;
     struct sl_httpc_req slow = {.path = "/slow/50"}, fast = {.path = "/fast"};
-    sl_httpc_request(ep, &slow, on_done, &a, &ca);
-    sl_httpc_request(ep, &slow, on_done, &b, &cb);
-    sl_httpc_request(ep, &fast, on_done, &d, NULL);
+    sl_httpc_request(ep, &slow, on_done, &a, &ca, NULL, 0);
+    sl_httpc_request(ep, &slow, on_done, &b, &cb, NULL, 0);
+    sl_httpc_request(ep, &fast, on_done, &d, NULL, NULL, 0);
     outstanding++;
     sl_httpc_cancel(cb);         /* queued */
     TEST("cancel: a queued request leaves the queue", sl_httpc_queued(ep) == 1);
@@ -848,6 +850,21 @@ static void t_conf_errors(struct sl_httpc *c) {
     conf.auth.kind = SL_HTTPC_AUTH_BEARER;
     TEST("conf: bearer without a token is refused",
          !sl_httpc_endpoint_create(c, &conf, err, sizeof(err)) && strstr(err, "token"));
+    conf = conf_of("inject", url(""));
+    struct sl_httpc_endpoint *ep = sl_httpc_endpoint_create(c, &conf, NULL, 0);
+    const char *evil[] = {"X-A: 1\r\nX-Injected: 2"};
+    struct sl_httpc_req req = {.path = "/fast", .headers = evil, .nheaders = 1};
+    struct got g = {0};
+    err[0] = '\0';
+    TEST("request: a header with CR/LF is refused, saying which",
+         sl_httpc_request(ep, &req, on_done, &g, NULL, err, sizeof(err)) == SL_ERR &&
+         strstr(err, "inject") && strstr(err, "header 1"));
+    struct sl_httpc_req m = {.path = "/fast", .method = "GET /x HTTP/1.1\r\n"};
+    TEST("request: a method that is not a token is refused",
+         sl_httpc_request(ep, &m, on_done, &g, NULL, err, sizeof(err)) == SL_ERR && strstr(err, "method"));
+    run_for(20);
+    TEST("request: refused requests never call back", g.called == 0 && S.hits == 0);
+    sl_httpc_endpoint_destroy(ep);
     TEST("result names are stable", !strcmp(sl_httpc_result_name(SL_HTTPC_ETIMEOUT), "timeout") &&
                                     !strcmp(sl_httpc_result_name(SL_HTTPC_ECANCELLED), "cancelled"));
 }
@@ -858,7 +875,7 @@ static void on_cancelled(const struct sl_httpc_response *r, void *arg) {
     on_done(r, arg);
     struct sl_httpc_req req = {.path = "/fast"};
     static struct got never;
-    refused_in_cancel += sl_httpc_request(dying_ep, &req, on_done, &never, NULL) == SL_ERR;
+    refused_in_cancel += sl_httpc_request(dying_ep, &req, on_done, &never, NULL, NULL, 0) == SL_ERR;
 }
 
 /* Runs last: destroys the client with requests running, queued, waiting for
@@ -876,12 +893,12 @@ static void t_destroy(struct sl_httpc *c) {
     memset(g, 0, sizeof(g));
     struct sl_httpc_req slow = {.path = "/slow/1000"}, flaky = {.path = "/status/500"};
     outstanding = 0;
-    sl_httpc_request(dying_ep, &flaky, on_cancelled, &g[0], NULL);   /* will wait 5 s to retry */
-    sl_httpc_request(dying_ep, &slow, on_cancelled, &g[1], NULL);    /* running */
-    sl_httpc_request(dying_ep, &slow, on_cancelled, &g[2], NULL);    /* running */
-    sl_httpc_request(dying_ep, &slow, on_cancelled, &g[3], NULL);    /* queued */
-    sl_httpc_request(oep, &slow, on_cancelled, &g[4], NULL);         /* waits for a token */
-    sl_httpc_request(oep, &slow, on_cancelled, &g[5], NULL);
+    sl_httpc_request(dying_ep, &flaky, on_cancelled, &g[0], NULL, NULL, 0);   /* will wait 5 s to retry */
+    sl_httpc_request(dying_ep, &slow, on_cancelled, &g[1], NULL, NULL, 0);    /* running */
+    sl_httpc_request(dying_ep, &slow, on_cancelled, &g[2], NULL, NULL, 0);    /* running */
+    sl_httpc_request(dying_ep, &slow, on_cancelled, &g[3], NULL, NULL, 0);    /* queued */
+    sl_httpc_request(oep, &slow, on_cancelled, &g[4], NULL, NULL, 0);         /* waits for a token */
+    sl_httpc_request(oep, &slow, on_cancelled, &g[5], NULL, NULL, 0);
     run_for(150);
     TEST("destroy: set up with requests in every state",
          sl_httpc_in_flight(dying_ep) == 3 && sl_httpc_queued(dying_ep) == 1 &&
