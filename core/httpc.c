@@ -163,6 +163,7 @@ struct sl_httpc {
     struct sock *socks;
     struct sl_httpc_endpoint *eps;
     int running;                 /* transfers curl reports as running */
+    int depth;                   /* > 0 inside a callback of ours */
     uint64_t rng;                /* xorshift state for jitter */
     bool closing;
 };
@@ -600,6 +601,16 @@ static void call_easy(struct sl_httpc_call *call) {
 
 /* ==================== Requests: running ==================== */
 
+/* The counter name{endpoint="...",key="value"}. */
+static struct sl_metrics_series *series(const struct sl_httpc_endpoint *ep, const char *name,
+                                        const char *key, const char *value) {
+    struct sl_buf b = {0};
+    sl_buf_printf(&b, "%s,%s=\"%s\"", ep->labels, key, value);
+    struct sl_metrics_series *s = sl_metrics_counter(name, b.data);
+    sl_buf_free(&b);
+    return s;
+}
+
 static void gauges(struct sl_httpc_endpoint *ep) {
     sl_metrics_set("sluice_http_in_flight", ep->labels, (double)ep->nactive);
     sl_metrics_set("sluice_http_queued", ep->labels, (double)ep->nqueued);
@@ -695,13 +706,12 @@ static void call_finish(struct sl_httpc_call *call, enum sl_httpc_result res, co
     call_detach(call);
     pump(ep);
     sl_metrics_add(ep->m_requests, 1);
-    if (res != SL_HTTPC_OK) {
-        char labels[512];
-        snprintf(labels, sizeof(labels), "%s,error=\"%s\"", ep->labels, result_names[res]);
-        sl_metrics_inc("sluice_http_errors_total", labels, 1);
-    }
+    if (res != SL_HTTPC_OK)
+        sl_metrics_add(series(ep, "sluice_http_errors_total", "error", result_names[res]), 1);
     view_make(call, res, status, error, &v);
+    ep->c->depth++;
     call->done(&v.r, call->arg);
+    ep->c->depth--;
     free(v.h);
     call_free(call);
 }
@@ -855,7 +865,9 @@ static void call_attempt_done(struct sl_httpc_call *call, CURLcode rc) {
         if (ep->classify) {
             struct view v;
             view_make(call, res, status, NULL, &v);
+            ep->c->depth++;
             verdict = ep->classify(&v.r, ep->classify_arg, &delay);
+            ep->c->depth--;
             free(v.h);
         }
         retry = verdict == SL_HTTPC_RETRY ||
@@ -1194,9 +1206,7 @@ static void token_done(struct token_fetch *f, CURLcode rc) {
         ep->token_gen++;
         ep->refresh_us = now + (int64_t)((ttl - ahead) * 1e6);
         ep->stale_us = now + (int64_t)((ttl - stale) * 1e6);
-        char labels[512];
-        snprintf(labels, sizeof(labels), "%s,result=\"ok\"", ep->labels);
-        sl_metrics_inc("sluice_http_token_fetches_total", labels, 1);
+        sl_metrics_add(series(ep, "sluice_http_token_fetches_total", "result", "ok"), 1);
         token_fetch_free(f);
         /* A fresh token is used even if its lifetime is shorter than the
          * margins: waiters run now, never wait again for this fetch. */
@@ -1207,11 +1217,7 @@ static void token_done(struct token_fetch *f, CURLcode rc) {
         return;
     }
     wipe_free(token);
-    {
-        char labels[512];
-        snprintf(labels, sizeof(labels), "%s,result=\"error\"", ep->labels);
-        sl_metrics_inc("sluice_http_token_fetches_total", labels, 1);
-    }
+    sl_metrics_add(series(ep, "sluice_http_token_fetches_total", "result", "error"), 1);
     char *text = redacted(ep, error);
     sl_log(SL_LOG_WARN, "httpc", "%s: token request failed: %s", ep->name, text);
     token_fetch_free(f);
@@ -1306,21 +1312,17 @@ static char *label_of(const char *name) {
 }
 
 static void metrics_resolve(struct sl_httpc_endpoint *ep) {
-    char labels[512];
+    char le[32];
     ep->m_requests = sl_metrics_counter("sluice_http_requests_total", ep->labels);
     ep->m_retries = sl_metrics_counter("sluice_http_retries_total", ep->labels);
     ep->m_rejected = sl_metrics_counter("sluice_http_rejected_total", ep->labels);
-    for (int i = 0; i < 6; i++) {
-        snprintf(labels, sizeof(labels), "%s,code=\"%s\"", ep->labels,
-                 (const char *[]){"other", "1xx", "2xx", "3xx", "4xx", "5xx"}[i]);
-        ep->m_codes[i] = sl_metrics_counter("sluice_http_responses_total", labels);
-    }
+    for (int i = 0; i < 6; i++)
+        ep->m_codes[i] = series(ep, "sluice_http_responses_total", "code",
+                                (const char *[]){"other", "1xx", "2xx", "3xx", "4xx", "5xx"}[i]);
     for (size_t i = 0; i <= SL_HTTPC_NBUCKETS; i++) {
-        if (i < SL_HTTPC_NBUCKETS)
-            snprintf(labels, sizeof(labels), "%s,le=\"%g\"", ep->labels, duration_le[i]);
-        else
-            snprintf(labels, sizeof(labels), "%s,le=\"+Inf\"", ep->labels);
-        ep->m_buckets[i] = sl_metrics_counter("sluice_http_duration_seconds_bucket", labels);
+        if (i < SL_HTTPC_NBUCKETS) snprintf(le, sizeof(le), "%g", duration_le[i]);
+        else snprintf(le, sizeof(le), "+Inf");
+        ep->m_buckets[i] = series(ep, "sluice_http_duration_seconds_bucket", "le", le);
     }
     ep->m_count = sl_metrics_counter("sluice_http_duration_seconds_count", ep->labels);
     gauges(ep);
@@ -1390,6 +1392,8 @@ void sl_httpc_endpoint_destroy(struct sl_httpc_endpoint *ep) {
     struct sl_httpc_call *call;
     if (!ep) return;
     struct sl_httpc *c = ep->c;
+    assert(!c->depth || c->closing);   /* not from a callback of this client */
+    assert(!ep->closing);
     ep->closing = true;
     if (ep->fetch) {
         curl_multi_remove_handle(c->multi, ep->fetch->easy);
@@ -1457,6 +1461,7 @@ struct sl_httpc *sl_httpc_create(struct event_base *base, char *err, size_t errl
 
 void sl_httpc_destroy(struct sl_httpc *c) {
     if (!c) return;
+    assert(!c->depth);                 /* not from a callback of this client */
     c->closing = true;
     while (c->eps) sl_httpc_endpoint_destroy(c->eps);
     curl_multi_cleanup(c->multi);   /* closes kept-alive connections: sock_cb REMOVEs */

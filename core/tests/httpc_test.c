@@ -4,7 +4,9 @@
  * 429 + Retry-After, a body too large, THROTTLED in a 200 body, an OAuth
  * token endpoint with short-lived tokens and an API that accepts only valid
  * tokens. A raw listener answers garbage or closes without answering. The
- * server counts accepted connections and the requests it holds at once. */
+ * server counts accepted connections and the requests it holds at once.
+ * The same handler also answers over TLS with a certificate made for the
+ * test (self-signed, for IP 127.0.0.1), to check that peers are verified. */
 #define _GNU_SOURCE
 #include "httpc.h"
 #include "metrics.h"
@@ -26,6 +28,10 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #define SECRET "very-secret-42"        /* the OAuth client secret */
 #define CLIENT "client-1"              /* the OAuth client id */
@@ -51,6 +57,10 @@ static struct srv {
     struct event_base *base;
     struct evhttp *http;
     int port;
+    struct evhttp *https;        /* the same handler over TLS */
+    int tls_port;
+    SSL_CTX *tls;
+    char cert_file[64];          /* the certificate, PEM, for ca_file */
     struct evconnlistener *raw_l;
     int raw_port;
     struct raw *raws;
@@ -279,6 +289,49 @@ static int bound_port(evutil_socket_t fd) {
     return ntohs(sin.sin_port);
 }
 
+static struct bufferevent *tls_conn(struct event_base *base, void *arg) {
+    (void)arg;
+    return bufferevent_openssl_socket_new(base, -1, SSL_new(S.tls), BUFFEREVENT_SSL_ACCEPTING,
+                                          BEV_OPT_CLOSE_ON_FREE);
+}
+
+/* A P-256 key and a self-signed certificate for IP 127.0.0.1, valid an
+ * hour; the certificate is also written to S.cert_file. */
+static void tls_start(struct event_base *base) {
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    X509V3_CTX v3;
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -60);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, key);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+                               (const unsigned char *)"127.0.0.1", -1, -1, 0);
+    X509_set_issuer_name(x, X509_get_subject_name(x));
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+    X509_EXTENSION *san = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, "IP:127.0.0.1");
+    X509_add_ext(x, san, -1);
+    X509_EXTENSION_free(san);
+    X509_sign(x, key, EVP_sha256());
+    snprintf(S.cert_file, sizeof(S.cert_file), "/tmp/httpc_test_cert_XXXXXX");
+    int fd = mkstemp(S.cert_file);
+    FILE *f = fdopen(fd, "w");
+    PEM_write_X509(f, x);
+    fclose(f);
+    S.tls = SSL_CTX_new(TLS_server_method());
+    SSL_CTX_use_certificate(S.tls, x);
+    SSL_CTX_use_PrivateKey(S.tls, key);
+    X509_free(x);
+    EVP_PKEY_free(key);
+    S.https = evhttp_new(base);
+    evhttp_set_gencb(S.https, handle, NULL);
+    evhttp_set_bevcb(S.https, tls_conn, NULL);
+    S.tls_port = bound_port(evhttp_bound_socket_get_fd(
+        evhttp_bind_socket_with_handle(S.https, "127.0.0.1", 0)));
+}
+
 static void srv_start(struct event_base *base) {
     struct sockaddr_in sin = {.sin_family = AF_INET};
     memset(&S, 0, sizeof(S));
@@ -292,6 +345,7 @@ static void srv_start(struct event_base *base) {
     S.raw_l = evconnlistener_new_bind(base, raw_accept, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE,
                                       16, (struct sockaddr *)&sin, sizeof(sin));
     S.raw_port = bound_port(evconnlistener_get_fd(S.raw_l));
+    tls_start(base);
 }
 
 /* Answers what is still pending (frees requests whose client left), then
@@ -304,6 +358,9 @@ static void srv_stop(void) {
     while (S.raws) raw_free(S.raws->bev);
     evconnlistener_free(S.raw_l);
     evhttp_free(S.http);
+    evhttp_free(S.https);
+    SSL_CTX_free(S.tls);
+    unlink(S.cert_file);
 }
 
 /* Counters back to zero between cases; tokens forgotten. */
@@ -662,6 +719,39 @@ static void t_cancel(struct sl_httpc *c) {
     sl_httpc_endpoint_destroy(ep);
 }
 
+static void t_tls(struct sl_httpc *c) {
+    char u[64];
+    snprintf(u, sizeof(u), "https://127.0.0.1:%d", S.tls_port);
+    struct sl_httpc_endpoint_conf conf = conf_of("tls_default", u);
+    conf.retries = 2;
+    struct sl_httpc_endpoint *ep = sl_httpc_endpoint_create(c, &conf, NULL, 0);
+    struct got g = {0};
+    get(ep, "/fast", &g);
+    run(3000);
+    TEST("TLS: an untrusted certificate is refused by default",
+         g.result == SL_HTTPC_ETLS && g.status == 0 && S.hits == 0);
+    TEST("TLS: a verification failure is not retried", g.attempts == 1);
+    sl_httpc_endpoint_destroy(ep);
+
+    conf = conf_of("tls_ca", u);
+    conf.ca_file = S.cert_file;
+    ep = sl_httpc_endpoint_create(c, &conf, NULL, 0);
+    struct got v = {0};
+    get(ep, "/fast", &v);
+    run(3000);
+    TEST("TLS: with its CA given, the peer is verified and answers", v.status == 200 && !strcmp(v.body, "ok"));
+    sl_httpc_endpoint_destroy(ep);
+
+    conf = conf_of("tls_insecure", u);
+    conf.tls_insecure = true;
+    ep = sl_httpc_endpoint_create(c, &conf, NULL, 0);
+    struct got i = {0};
+    get(ep, "/fast", &i);
+    run(3000);
+    TEST("TLS: tls_insecure skips verification", i.status == 200);
+    sl_httpc_endpoint_destroy(ep);
+}
+
 static enum sl_httpc_verdict classify(const struct sl_httpc_response *r, void *arg, int64_t *delay) {
     int *seen = arg;
     (*seen)++;
@@ -923,6 +1013,7 @@ static const struct {
     {"Retry-After", t_retry_after},
     {"limits", t_limits},
     {"cancel", t_cancel},
+    {"TLS", t_tls},
     {"classify", t_classify},
     {"oauth", t_oauth_once},
     {"oauth expiry", t_oauth_expiry},
