@@ -21,6 +21,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -446,6 +447,16 @@ static int get(struct sl_httpc_endpoint *ep, const char *path, struct got *g) {
     return rc;
 }
 
+/* One request on a new endpoint of conf, run to its end; the endpoint is
+ * destroyed after. */
+static void one_request(struct sl_httpc *c, const struct sl_httpc_endpoint_conf *conf,
+                        const char *path, struct got *g) {
+    struct sl_httpc_endpoint *ep = sl_httpc_endpoint_create(c, conf, NULL, 0);
+    get(ep, path, g);
+    run(4000);
+    sl_httpc_endpoint_destroy(ep);
+}
+
 static char token_url_buf[128];
 static struct sl_httpc_endpoint_conf oauth_conf(const char *name) {
     struct sl_httpc_endpoint_conf c = conf_of(name, url(""));
@@ -556,16 +567,13 @@ static void t_keepalive(struct sl_httpc *c) {
 static void t_timeout(struct sl_httpc *c) {
     struct sl_httpc_endpoint_conf conf = conf_of("timeout", url(""));
     conf.timeout_ms = 150;
-    struct sl_httpc_endpoint *ep = sl_httpc_endpoint_create(c, &conf, NULL, 0);
     struct got g = {0};
-    get(ep, "/slow/1000", &g);
-    run(3000);
+    one_request(c, &conf, "/slow/1000", &g);
     TEST("timeout: ends with SL_HTTPC_ETIMEOUT", g.called == 1 && g.result == SL_HTTPC_ETIMEOUT);
     TEST("timeout: after about timeout_ms", g.elapsed_ms >= 140 && g.elapsed_ms < 800);
     TEST("timeout: no status, an error text", g.status == 0 && strstr(g.error, "timeout:") == g.error);
     TEST("timeout: counted as an error",
          sl_metrics_get("sluice_http_errors_total", "endpoint=\"timeout\",error=\"timeout\"") == 1);
-    sl_httpc_endpoint_destroy(ep);
 }
 
 static void t_retries(struct sl_httpc *c) {
@@ -587,14 +595,11 @@ static void t_retries(struct sl_httpc *c) {
 
     conf = conf_of("exhausted", url(""));
     conf.retries = 2;
-    ep = sl_httpc_endpoint_create(c, &conf, NULL, 0);
     struct got e = {0};
     S.hits = 0;
-    get(ep, "/status/503", &e);
-    run(3000);
+    one_request(c, &conf, "/status/503", &e);
     TEST("retries exhausted: the last response is handed over", e.result == SL_HTTPC_OK && e.status == 503);
     TEST("retries exhausted: 1 + retries attempts", e.attempts == 3 && S.hits == 3);
-    sl_httpc_endpoint_destroy(ep);
 }
 
 static void t_broken(struct sl_httpc *c) {
@@ -619,13 +624,10 @@ static void t_broken(struct sl_httpc *c) {
     conf = conf_of("big", url(""));
     conf.max_response = 1000;
     conf.retries = 2;
-    ep = sl_httpc_endpoint_create(c, &conf, NULL, 0);
     struct got big = {0};
-    get(ep, "/big", &big);
-    run(3000);
+    one_request(c, &conf, "/big", &big);
     TEST("a body over max_response is SL_HTTPC_ETOOLARGE, not retried",
          big.result == SL_HTTPC_ETOOLARGE && big.attempts == 1 && strstr(big.error, "1000"));
-    sl_httpc_endpoint_destroy(ep);
 }
 
 static void t_retry_after(struct sl_httpc *c) {
@@ -724,32 +726,23 @@ static void t_tls(struct sl_httpc *c) {
     snprintf(u, sizeof(u), "https://127.0.0.1:%d", S.tls_port);
     struct sl_httpc_endpoint_conf conf = conf_of("tls_default", u);
     conf.retries = 2;
-    struct sl_httpc_endpoint *ep = sl_httpc_endpoint_create(c, &conf, NULL, 0);
     struct got g = {0};
-    get(ep, "/fast", &g);
-    run(3000);
+    one_request(c, &conf, "/fast", &g);
     TEST("TLS: an untrusted certificate is refused by default",
          g.result == SL_HTTPC_ETLS && g.status == 0 && S.hits == 0);
     TEST("TLS: a verification failure is not retried", g.attempts == 1);
-    sl_httpc_endpoint_destroy(ep);
 
     conf = conf_of("tls_ca", u);
     conf.ca_file = S.cert_file;
-    ep = sl_httpc_endpoint_create(c, &conf, NULL, 0);
     struct got v = {0};
-    get(ep, "/fast", &v);
-    run(3000);
+    one_request(c, &conf, "/fast", &v);
     TEST("TLS: with its CA given, the peer is verified and answers", v.status == 200 && !strcmp(v.body, "ok"));
-    sl_httpc_endpoint_destroy(ep);
 
     conf = conf_of("tls_insecure", u);
     conf.tls_insecure = true;
-    ep = sl_httpc_endpoint_create(c, &conf, NULL, 0);
     struct got i = {0};
-    get(ep, "/fast", &i);
-    run(3000);
+    one_request(c, &conf, "/fast", &i);
     TEST("TLS: tls_insecure skips verification", i.status == 200);
-    sl_httpc_endpoint_destroy(ep);
 }
 
 static enum sl_httpc_verdict classify(const struct sl_httpc_response *r, void *arg, int64_t *delay) {
@@ -858,8 +851,23 @@ static void t_secrets(struct sl_httpc *c) {
     memset(g, 0, sizeof(g));
     S.token_fail = true;         /* the 401 body echoes the secret */
     S.token_delay_ms = 30;       /* still in flight when every waiter retries */
+    FILE *log = tmpfile();       /* stderr, where sl_log writes, goes here a while */
+    int saved = dup(2);
+    fflush(stderr);
+    dup2(fileno(log), 2);
+    sl_log_set_level(SL_LOG_DEBUG);
     for (int i = 0; i < 3; i++) get(ep, "/api", &g[i]);
     run(3000);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    sl_log_set_level(SL_LOG_ERROR);
+    char logged[4096] = {0};
+    rewind(log);
+    size_t nlog = fread(logged, 1, sizeof(logged) - 1, log);
+    fclose(log);
+    TEST("token refused: logged, without the secret",
+         nlog > 0 && strstr(logged, "token request failed") && !strstr(logged, SECRET));
     int auth = 0, clean = 0;
     for (int i = 0; i < 3; i++) {
         auth += g[i].result == SL_HTTPC_EAUTH && g[i].attempts == 2;
