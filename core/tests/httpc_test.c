@@ -826,7 +826,7 @@ static void t_oauth_expiry(struct sl_httpc *c) {
     snprintf(want, sizeof(want), "tok-%d", first);
     TEST("expiry: first token used", a.status == 200 && !strcmp(a.body, want) && S.token_fetches == 1);
 
-    run_for(800);                /* into the refresh window, not stale yet */
+    run_for(760);                /* into the refresh window (0.75-0.9 s), not stale yet */
     struct got b = {0};
     get(ep, "/api", &b);
     run(2000);
