@@ -5,7 +5,7 @@ CC      ?= gcc
 
 # On a fresh machine, install what is missing before pkg-config is asked.
 ifeq ($(filter clean,$(MAKECMDGOALS)),)
-ifneq ($(shell pkg-config --exists luajit rdkafka libevent libcurl 2>/dev/null && command -v busted >/dev/null && command -v kcat >/dev/null && echo ok),ok)
+ifneq ($(shell pkg-config --exists luajit rdkafka libevent libcurl openssl 2>/dev/null && command -v busted >/dev/null && command -v kcat >/dev/null && echo ok),ok)
 $(info scripts/deps.sh: installing missing Debian packages)
 DEPS_STATUS := $(shell ./scripts/deps.sh >&2; echo $$?)
 ifneq ($(DEPS_STATUS),0)
@@ -53,6 +53,9 @@ sluice: $(BUILD)/obj/main.o $(BUILD)/libsluice.a
 $(BUILD)/tests/%: core/tests/%.c $(BUILD)/libsluice.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icore $(LDFLAGS) -o $@ $< $(BUILD)/libsluice.a $(LDLIBS)
+
+# The HTTP client's test also serves TLS (a certificate made at run time).
+$(BUILD)/tests/httpc_test: override LDLIBS += $(shell pkg-config --libs libevent_openssl openssl 2>/dev/null)
 
 $(BUILD)/bench/%: core/bench/%.c $(BUILD)/libsluice.a
 	@mkdir -p $(dir $@)

@@ -4,7 +4,7 @@
 set -eu
 
 PKGS="pkg-config libluajit-5.1-dev luajit librdkafka-dev libevent-dev
-libcurl4-openssl-dev lua-cjson lua-busted lua-check kcat wrk curl cppcheck
+libcurl4-openssl-dev libssl-dev lua-cjson lua-busted lua-check kcat wrk curl cppcheck
 clang libclang-rt-14-dev"
 
 missing=""
