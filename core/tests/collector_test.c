@@ -312,6 +312,12 @@ static void test_payload(void) {
         {"{" S ",\"data\":[{\"a\":01}]}", "bad_json"},
         {"{" S ",\"data\":[{\"a\":1.}]}", "bad_json"},
         {"{" S ",\"data\":[{\"a\":-}]}", "bad_json"},
+        /* Beyond a double: what json.c cannot decode is refused here. */
+        {"{" S ",\"data\":[{\"a\":1e999}]}", "bad_json"},
+        {"{" S ",\"data\":[{\"a\":-1e400}]}", "bad_json"},
+        {"{" S ",\"data\":[{\"a\":1.2e329}]}", "bad_json"},
+        {"{" S ",\"data\":[{\"co\":[1e999]}],\"x\":0}", "bad_json"},
+        {"{\"x\":1e309," S ",\"data\":[{}]}", "bad_json"},
         {"{" S ",\"data\":[{\"a\":\"\x01\"}]}", "bad_json"},
         {"{" S ",\"data\":[{\"a\":\"\xff\"}]}", "bad_json"},
         {"{" S ",\"data\":[{\"a\":\"\xc0\x80\"}]}", "bad_json"},
@@ -348,6 +354,10 @@ static void test_payload(void) {
     TEST("a body with a NUL byte inside is bad_json",
          sl_collector_check_payload("{\"a\":\0}", 7, &key, &n, &why) == SL_ERR &&
          strcmp(why, "bad_json") == 0);
+
+    TEST("numbers a double holds are accepted (1.7e308, -1e-400 underflows to 0)",
+         check("{" S ",\"data\":[{\"a\":1.7e308,\"b\":-1e-400,\"c\":-0.0e+5}]}",
+               &key, &n, &why) == SL_OK && n == 1);
 
     struct sl_buf deep = {0};
     sl_buf_adds(&deep, "{" S ",\"data\":[{\"a\":");

@@ -1,0 +1,77 @@
+-- edge_spec.lua -- the listeners facing the network (collector and admin)
+-- under hostile input: what the collector accepts the pipeline can decode.
+--
+-- Drives the built binary over HTTP with curl (and python3 for many sockets at
+-- once) and reads what it produced with kcat. SLUICE_BIN names the binary;
+-- SLUICE_TEST_KAFKA is "embedded" (default: a `sluice broker` process) or the
+-- address of a real Kafka broker.
+
+local cjson = require "cjson"
+local S = dofile("spec/integration/helpers.lua")
+
+local ORIGIN = S.STORE_URL
+local TP2 = "/com.snowplowanalytics.snowplow/tp2"
+local SCHEMA = "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4"
+
+local function post_headers()
+  return { "Origin: " .. ORIGIN, "Content-Type: application/json; charset=UTF-8" }
+end
+
+-- A tp2 body of one product page view (event id `id`) whose event carries
+-- `extra` as a member written raw (e.g. '"x":1e999').
+local function view_body(id, extra)
+  local ev = cjson.decode(S.page_view(id).value).message.data[1]
+  local body = cjson.encode({ schema = SCHEMA, data = { ev } })
+  local raw = body:gsub('"eid":', extra .. ',"eid":', 1)
+  return raw, ev.eid
+end
+
+local function count(text, reason)
+  return S.metric(text, 'sluice_collector_requests_total{result="' .. reason .. '"}') or 0
+end
+
+describe("collector and pipeline agree on JSON numbers", function()
+  local dir, broker, brokers, sluice, port, admin_port, input, output
+
+  lazy_setup(function()
+    dir = S.mktemp()
+    brokers, broker = S.kafka(dir, "broker")
+    input, output = S.unique("edge-in"), S.unique("edge-out")
+    port, admin_port = S.free_port(), S.free_port()
+    local cfg = S.pipeline_config({ brokers = brokers, group = S.unique("edge"), input = input,
+      dead_letter = S.unique("edge-dl"), output = output, admin_port = admin_port })
+    cfg.collector = { listen = "127.0.0.1:" .. port, topic = input, allowed_origins = { ORIGIN } }
+    sluice = S.start_sluice(dir, "sluice", cfg, { admin_port = admin_port })
+  end)
+
+  lazy_teardown(function()
+    if sluice then sluice:stop() end
+    if broker then broker:stop() end
+    S.rmrf(dir)
+  end)
+
+  it("refuses numbers beyond a double with 400 bad_json, counted, and produces nothing", function()
+    local before = count(S.metrics(admin_port), "bad_json")
+    for i, num in ipairs({ "1e999", "-1e400", "1.2e329" }) do
+      local body = view_body(100 + i, '"x":' .. num)
+      local code, text = S.http(port, "POST", TP2, { headers = post_headers(), body = body })
+      assert.are.equal(400, code, num .. " must be refused, not lost after a 200")
+      assert.are.equal("bad_json\n", text)
+    end
+    assert.are.equal(before + 3, count(S.metrics(admin_port), "bad_json"))
+    assert.are.equal(0, #S.records(brokers, input), "nothing produced")
+  end)
+
+  it("accepts numbers a double holds and the pipeline emits the view", function()
+    local filtered = 'sluice_filtered_total{step="extract",reason="not_json_object"}'
+    local before = S.metric(S.metrics(admin_port), filtered) or 0
+    local body, eid = view_body(200, '"x":1.7e308,"y":-1e-400,"z":[0.5e-3]')
+    local code = S.http(port, "POST", TP2, { headers = post_headers(), body = body })
+    assert.are.equal(200, code)
+    local recs = S.wait_records(brokers, output, 1)
+    assert.are.equal(1, #recs, "the view reached the output topic")
+    assert.are.equal(eid, recs[1].json.eventId)
+    assert.are.equal(before, S.metric(S.metrics(admin_port), filtered) or 0,
+      "nothing filtered as not_json_object")
+  end)
+end)
