@@ -75,3 +75,50 @@ describe("collector and pipeline agree on JSON numbers", function()
       "nothing filtered as not_json_object")
   end)
 end)
+
+describe("allowed origins", function()
+  it("match as a browser sends them, whatever case, default port or trailing slash", function()
+    local dir = S.mktemp()
+    local brokers, broker = S.kafka(dir, "broker")
+    local port, admin_port = S.free_port(), S.free_port()
+    local topic = S.unique("edge-origins")
+    local sluice = S.start_sluice(dir, "sluice", {
+      kafka = { brokers = brokers },
+      collector = { listen = "127.0.0.1:" .. port, topic = topic,
+        allowed_origins = { "HTTP://127.0.0.1:8080/", "https://Shop.Example:443" } },
+      admin = "127.0.0.1:" .. admin_port,
+    }, { wait_assigned = false, admin_port = admin_port })
+    local results = {}
+    for _, origin in ipairs({ "http://127.0.0.1:8080", "https://shop.example" }) do
+      local code, _, h = S.http(port, "POST", TP2, { headers = { "Origin: " .. origin,
+        "Content-Type: application/json" }, body = view_body(300, '"x":1') })
+      results[#results + 1] = { code, h["access-control-allow-origin"] }
+    end
+    sluice:stop()
+    if broker then broker:stop() end
+    S.rmrf(dir)
+    assert.are.same({ { 200, "http://127.0.0.1:8080" }, { 200, "https://shop.example" } }, results)
+  end)
+
+  it("refuse an entry that is not an origin, naming it and its key path", function()
+    local dir = S.mktemp()
+    local cfg = S.write_config(dir .. "/bad.lua", { kafka = { brokers = "embedded" },
+      collector = { allowed_origins = { "http://127.0.0.1:8080", "http://shop.example/products" } } })
+    local rc, _, err = S.run(S.q(S.BIN) .. " check -c " .. S.q(cfg))
+    S.rmrf(dir)
+    assert.are.equal(1, rc)
+    assert.matches('collector.allowed_origins[2]: expected an origin like', err, 1, true)
+    assert.matches('got "http://shop.example/products"', err, 1, true)
+  end)
+
+  it("the shipped config does not put the collector on the store's address", function()
+    local env = {}
+    local chunk = assert(loadfile("config/recommendations.lua"))
+    setfenv(chunk, setmetatable({ env = function(name, def) return env[name] or def end },
+      { __index = _G }))
+    local cfg = chunk()
+    local store = cfg.pipeline[1].params.store_url:match("^https?://([^/]+)")
+    assert.are_not.equal(store, cfg.collector.listen)
+    assert.are.same({ "http://127.0.0.1:8080" }, cfg.collector.allowed_origins)
+  end)
+end)
