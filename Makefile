@@ -88,7 +88,7 @@ lint: | $(DEPS_STAMP)
 # libFuzzer on the collector's request parsing, bounded by FUZZ_SECONDS (not in CI).
 FUZZ_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror -Wstrict-prototypes \
                -fsanitize=fuzzer,address,undefined -Icore $(shell pkg-config --cflags luajit 2>/dev/null)
-$(BUILD)/fuzz/collector_fuzz: core/fuzz/collector_fuzz.c core/collector.c core/json.c core/kafka.c core/metrics.c core/sl.c | $(DEPS_STAMP)
+$(BUILD)/fuzz/collector_fuzz: core/fuzz/collector_fuzz.c core/collector.c core/httpd.c core/json.c core/kafka.c core/metrics.c core/sl.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $^ $(shell pkg-config --libs rdkafka libevent luajit) -lpthread -lm
 fuzz: $(BUILD)/fuzz/collector_fuzz

@@ -26,6 +26,12 @@ local function view_body(id, extra)
   return raw, ev.eid
 end
 
+local function stop_all(sluice, broker, dir)
+  if sluice then sluice:stop() end
+  if broker then broker:stop() end
+  S.rmrf(dir)
+end
+
 local function count(text, reason)
   return S.metric(text, 'sluice_collector_requests_total{result="' .. reason .. '"}') or 0
 end
@@ -44,11 +50,7 @@ describe("collector and pipeline agree on JSON numbers", function()
     sluice = S.start_sluice(dir, "sluice", cfg, { admin_port = admin_port })
   end)
 
-  lazy_teardown(function()
-    if sluice then sluice:stop() end
-    if broker then broker:stop() end
-    S.rmrf(dir)
-  end)
+  lazy_teardown(function() stop_all(sluice, broker, dir) end)
 
   it("refuses numbers beyond a double with 400 bad_json, counted, and produces nothing", function()
     local before = count(S.metrics(admin_port), "bad_json")
@@ -94,9 +96,7 @@ describe("allowed origins", function()
         "Content-Type: application/json" }, body = view_body(300, '"x":1') })
       results[#results + 1] = { code, h["access-control-allow-origin"] }
     end
-    sluice:stop()
-    if broker then broker:stop() end
-    S.rmrf(dir)
+    stop_all(sluice, broker, dir)
     assert.are.same({ { 200, "http://127.0.0.1:8080" }, { 200, "https://shop.example" } }, results)
   end)
 
@@ -120,5 +120,140 @@ describe("allowed origins", function()
     local store = cfg.pipeline[1].params.store_url:match("^https?://([^/]+)")
     assert.are_not.equal(store, cfg.collector.listen)
     assert.are.same({ "http://127.0.0.1:8080" }, cfg.collector.allowed_origins)
+  end)
+end)
+
+-- ==================== Raw HTTP (fixtures/edge_client.py) ====================
+
+local CLIENT = "python3 spec/integration/fixtures/edge_client.py"
+
+-- Sends a raw request head (and body) to port; returns {status, headers,
+-- body, ms, interim, interim_ms, closed} (status nil: no answer in time).
+local function raw(port, req)
+  local dir = S.mktemp()
+  S.write(dir .. "/req.json", cjson.encode(req))
+  local out = S.sh(string.format("%s request %d <%s", CLIENT, port, S.q(dir .. "/req.json")))
+  S.rmrf(dir)
+  return assert(cjson.decode(out), "edge_client.py printed nothing")
+end
+
+local function head(method, path, headers)
+  return method .. " " .. path .. " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    .. table.concat(headers or {}, "\r\n") .. (headers and #headers > 0 and "\r\n" or "") .. "\r\n"
+end
+
+-- A collector-only job (max_body 8192) with an admin listener; env: extra
+-- words before the command (ulimit). Returns the process, port, admin port.
+local function start_collector(dir, name, brokers, extra_shell)
+  local port, admin_port = S.free_port(), S.free_port()
+  local cfg = S.write_config(dir .. "/" .. name .. ".lua", {
+    kafka = { brokers = brokers },
+    collector = { listen = "127.0.0.1:" .. port, topic = S.unique("edge"),
+      allowed_origins = { ORIGIN }, max_body = 8192 },
+    admin = "127.0.0.1:" .. admin_port,
+  })
+  local p = S.spawn(dir, name, string.format("sh -c %s", S.q((extra_shell or "") .. "exec "
+    .. S.q(S.BIN) .. " run -c " .. S.q(cfg))))
+  local ok = S.wait_for(function() return S.http(admin_port, "GET", "/health") == 200 end, 15)
+  if not ok then
+    local err = p:stderr()
+    p:stop(2)
+    error("sluice run did not answer /health; stderr:\n" .. err)
+  end
+  return p, port, admin_port
+end
+
+local function has_cors(r)
+  return r.headers and r.headers["access-control-allow-origin"] == ORIGIN
+    and r.headers["access-control-allow-credentials"] == "true"
+end
+
+describe("every answer of the collector is its own: counted, with CORS", function()
+  local dir, broker, sluice, port, admin_port
+
+  lazy_setup(function()
+    dir = S.mktemp()
+    local brokers
+    brokers, broker = S.kafka(dir, "broker")
+    sluice, port, admin_port = start_collector(dir, "sluice", brokers)
+  end)
+
+  lazy_teardown(function() stop_all(sluice, broker, dir) end)
+
+  local origin = "Origin: " .. ORIGIN
+  local json = "Content-Type: application/json"
+
+  it("TRACE, CONNECT and an unknown method get 405 with CORS, counted", function()
+    local before = count(S.metrics(admin_port), "method_not_allowed")
+    for _, m in ipairs({ "TRACE", "CONNECT", "PROPFIND" }) do
+      local r = raw(port, { head = head(m, TP2, { origin }) })
+      assert.are.equal(405, r.status, m)
+      assert.is_true(has_cors(r), "CORS headers on the 405 to " .. m)
+      assert.are.equal("GET, HEAD, POST, OPTIONS", r.headers.allow)
+    end
+    assert.are.equal(before + 3, count(S.metrics(admin_port), "method_not_allowed"))
+  end)
+
+  it("a declared length above max_body gets 413 at once, with no body sent", function()
+    local before = count(S.metrics(admin_port), "too_large")
+    local r = raw(port, { head = head("POST", TP2, { origin, json, "Content-Length: 100000" }) })
+    assert.are.equal(413, r.status, "413 before any body byte")
+    assert.is_true(r.ms < 1000, "at once, not after a timeout: " .. r.ms .. " ms")
+    assert.is_true(has_cors(r))
+    assert.is_true(r.closed, "the connection is closed: the body is not read")
+    assert.are.equal(before + 1, count(S.metrics(admin_port), "too_large"))
+  end)
+
+  it("a chunked body above max_body gets 413 with CORS; a small chunked body is taken", function()
+    local before = count(S.metrics(admin_port), "too_large")
+    local chunk = string.rep("a", 4096)
+    local big = string.rep(string.format("%x\r\n%s\r\n", #chunk, chunk), 10) .. "0\r\n\r\n"
+    local r = raw(port, { head = head("POST", TP2, { origin, json, "Transfer-Encoding: chunked" }),
+      body = big })
+    assert.are.equal(413, r.status)
+    assert.is_true(has_cors(r))
+    assert.are.equal(before + 1, count(S.metrics(admin_port), "too_large"))
+    local body = view_body(400, '"x":1')
+    local half = math.floor(#body / 2)
+    local small = string.format("%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n", half, body:sub(1, half),
+      #body - half, body:sub(half + 1))
+    r = raw(port, { head = head("POST", TP2, { origin, json, "Transfer-Encoding: chunked" }),
+      body = small })
+    assert.are.equal(200, r.status, "a chunked tracker body is decoded and taken")
+  end)
+
+  it("a 100 KB header gets 431 with CORS, counted", function()
+    local before = count(S.metrics(admin_port), "header_too_large")
+    local r = raw(port, { head = head("POST", TP2, { origin, json, "X-Big: " .. string.rep("b", 100000),
+      "Content-Length: 2" }), body = "{}" })
+    assert.are.equal(431, r.status)
+    assert.is_true(has_cors(r))
+    assert.are.equal(before + 1, count(S.metrics(admin_port), "header_too_large"))
+  end)
+
+  it("Expect: 100-continue gets 100 at once, then the answer; too large gets 413 at once", function()
+    local body = view_body(401, '"x":1')
+    local r = raw(port, { head = head("POST", TP2, { origin, json, "Expect: 100-continue",
+      "Content-Length: " .. #body }), body = body, expect = true })
+    assert.are.equal(100, r.interim, "a 100 Continue")
+    assert.is_true(r.interim_ms < 1000, "100 Continue at once: " .. tostring(r.interim_ms) .. " ms")
+    assert.are.equal(200, r.status)
+    r = raw(port, { head = head("POST", TP2, { origin, json, "Expect: 100-continue",
+      "Content-Length: 1000000" }), expect = true })
+    assert.is_nil(r.interim)
+    assert.are.equal(413, r.status)
+    assert.is_true(r.ms < 1000 and has_cors(r))
+    r = raw(port, { head = head("POST", TP2, { origin, json, "Expect: something-else",
+      "Content-Length: 2" }), body = "{}" })
+    assert.are.equal(417, r.status)
+    assert.is_true(has_cors(r))
+    assert.are.equal(1, count(S.metrics(admin_port), "expectation_failed"))
+  end)
+
+  it("a request line that is no HTTP gets 400, counted", function()
+    local before = count(S.metrics(admin_port), "bad_request")
+    local r = raw(port, { head = "GARBAGE\r\n\r\n" })
+    assert.are.equal(400, r.status)
+    assert.are.equal(before + 1, count(S.metrics(admin_port), "bad_request"))
   end)
 end)
