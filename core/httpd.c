@@ -82,11 +82,13 @@ static size_t take_line(struct sl_httpd_parser *p, const char *data, size_t len,
     const char *lf = memchr(data, '\n', len);
     size_t seg = lf ? (size_t)(lf - data) : len, used = lf ? seg + 1 : len;
     *done = lf != NULL;
-    p->head_bytes += used;
-    if (p->head_bytes > hard_head(p)) {
+    if (p->head_bytes + used > hard_head(p)) {
+        used = hard_head(p) - p->head_bytes + 1;   /* read no further than the bound */
+        p->head_bytes += used;
         refuse(p, 431, "header_too_large");
         return used;
     }
+    p->head_bytes += used;
     if (!p->skip_line) {
         if (p->line.len + seg > bound) {
             p->skip_line = true;

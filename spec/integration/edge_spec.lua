@@ -137,6 +137,19 @@ local function raw(port, req)
   return assert(cjson.decode(out), "edge_client.py printed nothing")
 end
 
+local function client(args)
+  local out = S.sh(CLIENT .. " " .. args)
+  return assert(cjson.decode(out), "edge_client.py printed nothing")
+end
+
+-- CPU seconds (user + system) the process has used so far.
+local function cpu_s(pid)
+  local stat = S.read("/proc/" .. pid .. "/stat") or ""
+  local fields = {}
+  for f in stat:gsub("^.*%) ", ""):gmatch("%S+") do fields[#fields + 1] = f end
+  return (tonumber(fields[12]) + tonumber(fields[13])) / 100 -- utime, stime in ticks
+end
+
 local function head(method, path, headers)
   return method .. " " .. path .. " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
     .. table.concat(headers or {}, "\r\n") .. (headers and #headers > 0 and "\r\n" or "") .. "\r\n"
@@ -255,5 +268,61 @@ describe("every answer of the collector is its own: counted, with CORS", functio
     local r = raw(port, { head = "GARBAGE\r\n\r\n" })
     assert.are.equal(400, r.status)
     assert.are.equal(before + 1, count(S.metrics(admin_port), "bad_request"))
+  end)
+end)
+
+describe("descriptors and slow clients", function()
+  local dir, broker, brokers
+
+  lazy_setup(function()
+    dir = S.mktemp()
+    brokers, broker = S.kafka(dir, "broker")
+  end)
+
+  lazy_teardown(function() stop_all(nil, broker, dir) end)
+
+  it("with ulimit -n 256, 300 idle connections: no spin, no log flood, /health and POSTs answered", function()
+    local sluice, port, admin_port = start_collector(dir, "fd", brokers, "ulimit -n 256; ")
+    local log0 = #sluice:stderr()
+    local cpu0 = cpu_s(sluice.pid)
+    local bg = S.spawn(dir, "idle", string.format("%s idle %d 300 6", CLIENT, port))
+    S.sleep(2)
+    local t0 = S.now_ms()
+    local health = S.http(admin_port, "GET", "/health")
+    local health_ms = S.now_ms() - t0
+    local post = S.http(port, "POST", TP2, { headers = post_headers(), body = view_body(500, '"x":1') })
+    bg:wait(20)
+    local cpu = cpu_s(sluice.pid) - cpu0
+    local res = cjson.decode(bg:stdout())
+    local metrics = S.metrics(admin_port)
+    local log = sluice:stderr():sub(log0 + 1)
+    local _, nlines = log:gsub("\n", "")
+    stop_all(sluice)
+    print(string.format("# 300 idle connections under ulimit -n 256: %s; sluice CPU %.2f s in ~8 s, "
+      .. "/health in %d ms, %d log lines", bg:stdout():gsub("\n", ""), cpu, health_ms, nlines))
+    assert.are.equal(300, res.connected, "every connection accepted or answered")
+    assert.are.equal(200, health, "/health answers while the collector is full")
+    assert.is_true(health_ms < 1000, "/health at once: " .. health_ms .. " ms")
+    assert.are.equal(200, post, "a tracker still gets through (an idle connection makes room)")
+    assert.is_true(cpu < 1.5, "no spinning: " .. cpu .. " CPU s")
+    assert.is_true(nlines < 20, "no log flood: " .. nlines .. " lines")
+    local limit = S.metric(metrics, 'sluice_collector_connections{state="limit"}')
+    assert.is_true(limit < 256, "the limit is below the descriptor limit: " .. tostring(limit))
+    assert.is_true(S.metric(metrics, 'sluice_collector_connections{state="open"}') <= limit)
+    assert.is_true(S.metric(metrics, 'sluice_collector_connections_total{event="evicted_idle"}') > 0,
+      "idle connections were closed to make room, counted")
+  end)
+
+  it("closes 500 connections sending a byte a second once the head deadline (10 s) passed", function()
+    local sluice, port, admin_port = start_collector(dir, "slow", brokers)
+    local res = client(string.format("slowloris %d 500 14", port))
+    local timeouts = count(S.metrics(admin_port), "timeout")
+    stop_all(sluice)
+    print(string.format("# slowloris, 500 connections at 1 byte/s: %d closed by the server, first at %s s, "
+      .. "last at %s s", res.closed, tostring(res.first_close_s), tostring(res.last_close_s)))
+    assert.are.equal(0, res.open, "every slow connection closed")
+    assert.is_true(res.first_close_s >= 9, "not before the bound")
+    assert.is_true(res.last_close_s < 13, "all within the bound and a margin")
+    assert.are.equal(500, timeouts, "each answered 408 and counted as timeout")
   end)
 end)
