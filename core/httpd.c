@@ -747,6 +747,21 @@ void sl_httpd_stats(const struct sl_httpd *h, struct sl_httpd_stats *out) {
 
 /* ---------- Requests ---------- */
 
+const char *sl_httpd_reason(int code) {
+    switch (code) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 417: return "Expectation Failed";
+    case 431: return "Request Header Fields Too Large";
+    case 503: return "Service Unavailable";
+    default: return "Error";
+    }
+}
+
 int sl_httpd_req_error(const struct sl_httpd_req *req) { return req->error; }
 const char *sl_httpd_req_error_name(const struct sl_httpd_req *req) {
     return req->error_name ? req->error_name : "";

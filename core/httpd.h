@@ -110,6 +110,9 @@ const char *sl_httpd_req_body(const struct sl_httpd_req *req, size_t *len);
 /* The peer's address ("127.0.0.1", "::1"), or NULL. */
 const char *sl_httpd_req_peer(const struct sl_httpd_req *req);
 
+/* The reason phrase of a status sluice answers with ("Not Found"). */
+const char *sl_httpd_reason(int code);
+
 /* Adds a response header. A name or value with CR, LF or NUL is dropped. */
 void sl_httpd_add_header(struct sl_httpd_req *req, const char *name, const char *value);
 /* Closes the connection after the answer. */

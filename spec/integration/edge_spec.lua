@@ -326,3 +326,51 @@ describe("descriptors and slow clients", function()
     assert.are.equal(500, timeouts, "each answered 408 and counted as timeout")
   end)
 end)
+
+describe("admin listener bounds", function()
+  local dir, broker, sluice, admin_port
+
+  lazy_setup(function()
+    dir = S.mktemp()
+    local brokers, port
+    brokers, broker = S.kafka(dir, "broker")
+    sluice, port, admin_port = start_collector(dir, "sluice", brokers)
+    assert(port)
+  end)
+
+  lazy_teardown(function() stop_all(sluice, broker, dir) end)
+
+  local function rss_kb()
+    local status = S.read("/proc/" .. sluice.pid .. "/status") or ""
+    return tonumber(status:match("VmRSS:%s*(%d+)"))
+  end
+
+  it("refuses a POST to /metrics at once, before its body", function()
+    local r = raw(admin_port, { head = head("POST", "/metrics", { "Content-Length: 300000000" }) })
+    assert.are.equal(405, r.status)
+    assert.is_true(r.ms < 1000, "at once: " .. r.ms .. " ms")
+    assert.are.equal("GET, HEAD", r.headers.allow)
+    r = raw(admin_port, { head = head("PUT", "/health", {}) })
+    assert.are.equal(405, r.status)
+  end)
+
+  it("keeps memory bounded: a 64 MB POST body and a 64 MB header line", function()
+    local rss0 = rss_kb()
+    local body = client(string.format("big %d body 64 /metrics", admin_port))
+    local hdr = client(string.format("big %d header 64 /metrics", admin_port))
+    S.sleep(0.5)
+    local grown = rss_kb() - rss0
+    print(string.format("# admin: 64 MB POST -> %s after %d MB sent, 64 MB header -> %s after %d MB sent; "
+      .. "RSS %+d KB", tostring(body.status), body.sent_mb, tostring(hdr.status), hdr.sent_mb, grown))
+    assert.are.equal(405, body.status)
+    assert.are.equal(431, hdr.status)
+    assert.is_true(grown < 8192, "RSS grew by " .. grown .. " KB")
+  end)
+
+  it("still serves GET and HEAD", function()
+    assert.are.equal(200, S.http(admin_port, "GET", "/health"))
+    assert.are.equal(200, raw(admin_port, { head = head("HEAD", "/health", {}) }).status)
+    assert.is_truthy(S.metrics(admin_port):find("sluice_collector_requests_total", 1, true))
+    assert.are.equal(404, S.http(admin_port, "GET", "/nope"))
+  end)
+end)
