@@ -88,17 +88,23 @@ lint: | $(DEPS_STAMP)
 	    --suppress=missingIncludeSystem core
 	luacheck lua spec config
 
-# libFuzzer on the collector's request parsing, bounded by FUZZ_SECONDS (not in CI).
+# libFuzzer on the collector's and the admin listener's request parsing, FUZZ_SECONDS each (not in CI).
 FUZZ_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror -Wstrict-prototypes \
-               -fsanitize=fuzzer,address,undefined -Icore
-$(BUILD)/fuzz/collector_fuzz: core/fuzz/collector_fuzz.c core/collector.c core/kafka.c core/metrics.c core/sl.c | $(DEPS_STAMP)
+               -fsanitize=fuzzer,address,undefined -Icore $(shell pkg-config --cflags luajit 2>/dev/null)
+$(BUILD)/fuzz/collector_fuzz: core/fuzz/collector_fuzz.c core/collector.c core/httpd.c core/json.c core/kafka.c core/metrics.c core/sl.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -o $@ $^ $(shell pkg-config --libs rdkafka libevent)
-fuzz: $(BUILD)/fuzz/collector_fuzz
-	@mkdir -p $(BUILD)/fuzz/corpus-collector
+	clang $(FUZZ_CFLAGS) -o $@ $^ $(shell pkg-config --libs rdkafka libevent luajit) -lpthread -lm
+$(BUILD)/fuzz/admin_fuzz: core/fuzz/admin_fuzz.c core/httpd.c core/sl.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $^ $(shell pkg-config --libs libevent) -lpthread
+fuzz: $(BUILD)/fuzz/collector_fuzz $(BUILD)/fuzz/admin_fuzz
+	@mkdir -p $(BUILD)/fuzz/corpus-collector $(BUILD)/fuzz/corpus-admin
 	@(printf '\0'; cat spec/fixtures/snowplow/tp2-post-product.body.raw) > $(BUILD)/fuzz/corpus-collector/post
 	@(printf '\1'; cat spec/fixtures/snowplow/get-i-product.querystring.txt) > $(BUILD)/fuzz/corpus-collector/get
+	@printf '\3GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n' > $(BUILD)/fuzz/corpus-admin/get
+	@printf '\0POST /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n' > $(BUILD)/fuzz/corpus-admin/post
 	$(BUILD)/fuzz/collector_fuzz -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096 $(BUILD)/fuzz/corpus-collector
+	$(BUILD)/fuzz/admin_fuzz -max_total_time=$${FUZZ_SECONDS:-60} -max_len=20000 $(BUILD)/fuzz/corpus-admin
 
 bench: sluice $(BENCH_BINS)
 	@./scripts/bench.sh

@@ -27,7 +27,7 @@ return {
   },
   rules = { path = env("SLUICE_RULES", "lua"), budget = "200ms", watchdog = "5s" },
   collector = {
-    listen = env("COLLECTOR_LISTEN", "127.0.0.1:8080"),
+    listen = env("COLLECTOR_LISTEN", "127.0.0.1:9090"),
     topic = "http.shopify-events",
     allowed_origins = list(env("COLLECTOR_ORIGINS", store_url)),
     ip = "hash",

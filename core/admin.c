@@ -1,47 +1,63 @@
-/* admin.c -- /metrics and /health over evhttp (see admin.h). */
+/* admin.c -- /metrics and /health over httpd.c (see admin.h).
+ *
+ * Bounded as the collector is: GET and HEAD only (405 otherwise, before any
+ * body is read), no body at all (413), a head of SL_ADMIN_MAX_HEAD (431),
+ * SL_ADMIN_MAX_CONNS connections, httpd.c's deadlines. */
 #include "admin.h"
+#include "httpd.h"
 #include "metrics.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/buffer.h>
-#include <event2/http.h>
-
 struct sl_admin {
-    struct evhttp *http;
+    struct sl_httpd *http;
     sl_admin_metrics_fn *fn;
     void *arg;
+    uint64_t answers[6];         /* 200, 404, 405, 4xx other, 503, timeouts */
 };
 
-static void handle(struct evhttp_request *req, void *arg) {
-    struct sl_admin *a = arg;
-    const char *uri = evhttp_request_get_uri(req);
-    struct evbuffer *body = evbuffer_new();
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+static void answer(struct sl_admin *a, struct sl_httpd_req *req, int code,
+                   const char *reason, const char *ctype, const char *body, size_t len) {
+    int slot = code == 200 ? 0 : code == 404 ? 1 : code == 405 ? 2 : code == 503 ? 4
+             : code == 408 ? 5 : 3;
+    a->answers[slot]++;
+    if (ctype) sl_httpd_add_header(req, "Content-Type", ctype);
+    if (code == 405) sl_httpd_add_header(req, "Allow", "GET, HEAD");
+    sl_httpd_reply(req, code, reason, body, len);
+}
 
-    if (!body) {
-        evhttp_send_error(req, 500, NULL);
-        return;
-    }
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
-        evhttp_send_error(req, 405, NULL);
+static void handle(struct sl_httpd_req *req, void *arg) {
+    struct sl_admin *a = arg;
+    const char *uri = sl_httpd_req_target(req);
+    int err = sl_httpd_req_error(req);
+
+    if (err) {
+        const char *name = sl_httpd_req_error_name(req);
+        answer(a, req, err, sl_httpd_reason(err), "text/plain", name, strlen(name));
     } else if (!strcmp(uri, "/metrics")) {
         struct sl_buf b = {0};
         if (a->fn) a->fn(a->arg, &b);
+        sl_buf_printf(&b,
+            "# HELP sluice_admin_requests_total Admin listener answers by status.\n"
+            "# TYPE sluice_admin_requests_total counter\n"
+            "sluice_admin_requests_total{status=\"200\"} %llu\n"
+            "sluice_admin_requests_total{status=\"404\"} %llu\n"
+            "sluice_admin_requests_total{status=\"405\"} %llu\n"
+            "sluice_admin_requests_total{status=\"4xx\"} %llu\n"
+            "sluice_admin_requests_total{status=\"503\"} %llu\n"
+            "sluice_admin_requests_total{status=\"408\"} %llu\n",
+            (unsigned long long)a->answers[0], (unsigned long long)a->answers[1],
+            (unsigned long long)a->answers[2], (unsigned long long)a->answers[3],
+            (unsigned long long)a->answers[4], (unsigned long long)a->answers[5]);
         sl_metrics_render(&b);
-        evbuffer_add(body, b.data ? b.data : "", b.len);
+        answer(a, req, 200, "OK", "text/plain; version=0.0.4", b.data ? b.data : "", b.len);
         sl_buf_free(&b);
-        evhttp_add_header(h, "Content-Type", "text/plain; version=0.0.4");
-        evhttp_send_reply(req, 200, "OK", body);
     } else if (!strcmp(uri, "/health")) {
-        evbuffer_add_printf(body, "ok\n");
-        evhttp_add_header(h, "Content-Type", "text/plain");
-        evhttp_send_reply(req, 200, "OK", body);
+        answer(a, req, 200, "OK", "text/plain", "ok\n", 3);
     } else {
-        evhttp_send_error(req, 404, NULL);
+        answer(a, req, 404, "Not Found", "text/plain", "not found\n", 10);
     }
-    evbuffer_free(body);
 }
 
 int sl_admin_parse_listen(const char *listen, char *host, size_t hostlen, int *port) {
@@ -59,6 +75,9 @@ int sl_admin_parse_listen(const char *listen, char *host, size_t hostlen, int *p
 struct sl_admin *sl_admin_create(struct event_base *base, const char *listen,
                                  sl_admin_metrics_fn *fn, void *arg,
                                  char *err, size_t errlen) {
+    struct sl_httpd_conf hc = {.name = "admin", .listen = listen,
+        .max_head = SL_ADMIN_MAX_HEAD, .max_body = 0,
+        .methods = SL_ADMIN_METHODS, .max_conns = SL_ADMIN_MAX_CONNS};
     char host[256];
     int port;
     struct sl_admin *a;
@@ -70,18 +89,16 @@ struct sl_admin *sl_admin_create(struct event_base *base, const char *listen,
     a = sl_calloc(1, sizeof(*a));
     a->fn = fn;
     a->arg = arg;
-    a->http = evhttp_new(base);
-    if (!a->http || evhttp_bind_socket(a->http, host, (ev_uint16_t)port) != 0) {
-        sl_errf(err, errlen, "admin: cannot listen on %s", listen);
+    a->http = sl_httpd_create(base, &hc, handle, a, err, errlen);
+    if (!a->http) {
         sl_admin_destroy(a);
         return NULL;
     }
-    evhttp_set_gencb(a->http, handle, a);
     return a;
 }
 
 void sl_admin_destroy(struct sl_admin *a) {
     if (!a) return;
-    if (a->http) evhttp_free(a->http);
+    sl_httpd_destroy(a->http);
     free(a);
 }

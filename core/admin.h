@@ -1,5 +1,6 @@
 /* admin.h -- the admin HTTP listener: GET /metrics (Prometheus text) and
- * GET /health. Runs on the loop with libevent's evhttp. Uses metrics.c. */
+ * GET /health. Runs on the loop with httpd.c, bounded (GET/HEAD only, no
+ * body, 8 KB of head, 64 connections). Uses metrics.c. */
 #ifndef SL_ADMIN_H
 #define SL_ADMIN_H
 
@@ -8,10 +9,16 @@
 struct event_base;
 struct sl_admin;
 
+#define SL_ADMIN_MAX_HEAD 8192   /* request line and headers of a scrape */
+#define SL_ADMIN_MAX_CONNS 64    /* a few scrapers and probes */
+#define SL_ADMIN_METHODS 0x03    /* SL_HTTPD_GET | SL_HTTPD_HEAD */
+
 /* Called before /metrics renders, so units can refresh their gauges and
  * append series of their own. */
 typedef void sl_admin_metrics_fn(void *arg, struct sl_buf *out);
 
+/* Binds listen ("host:port", numeric host) on base; fn (may be NULL) runs
+ * before each /metrics. NULL and err filled on failure. */
 struct sl_admin *sl_admin_create(struct event_base *base, const char *listen,
                                  sl_admin_metrics_fn *fn, void *arg,
                                  char *err, size_t errlen);

@@ -1,12 +1,14 @@
 /* collector.c -- the Snowplow collector endpoint (see collector.h).
  *
- * One request, one Kafka record. The evhttp request is held until the
+ * One request, one Kafka record. The request (httpd.c) is held until the
  * producer's delivery report: 200 on ack, 503 on failure or after
  * SL_COLLECTOR_ACK_TIMEOUT_MS. Admission (503 at once) looks at the producer's
  * health, the records in flight and, on the embedded broker, at how many
  * produced bytes the watched consumer group has not committed yet. */
 #define _GNU_SOURCE
 #include "collector.h"
+#include "httpd.h"
+#include "json.h"
 #include "kafka.h"
 #include "sl.h"
 
@@ -21,11 +23,7 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <librdkafka/rdkafka.h>
 
 #define SL_COLLECTOR_TP2_PATH "/com.snowplowanalytics.snowplow/tp2" /* POST path. */
@@ -36,9 +34,7 @@
 #define SL_COLLECTOR_SCHEMA_PREFIX \
     "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-"
 #define SL_COLLECTOR_MAX_DEPTH 64        /* JSON nesting accepted in a body. */
-#define SL_COLLECTOR_HARD_BODY_FACTOR 4  /* evhttp drops bodies over this x max_body. */
 #define SL_COLLECTOR_HEADROOM 8192       /* Header bytes beyond max_body (cookies, UA). */
-#define SL_COLLECTOR_TIMEOUT_S 30        /* evhttp read/write timeout. */
 #define SL_COLLECTOR_TICK_MS 1000        /* Ack deadlines and offset lookups. */
 #define SL_COLLECTOR_RECORD_OVERHEAD 70  /* Broker bytes per record beyond key+value. */
 #define SL_COLLECTOR_PREFLIGHT_MAX_AGE "7200" /* Chromium caps it at 2 h. */
@@ -49,7 +45,10 @@ enum result {
     RES_OK, RES_BAD_JSON, RES_BAD_PAYLOAD, RES_BAD_QUERY, RES_TOO_LARGE,
     RES_BAD_CONTENT_TYPE, RES_FORBIDDEN_ORIGIN, RES_NOT_FOUND, RES_UNAVAILABLE,
     RES_OVERLOADED, RES_BACKLOG, RES_KAFKA_ERROR, RES_ACK_TIMEOUT, RES_SHUTTING_DOWN,
-    RES_PREFLIGHT, RES_HEALTH, RES_COUNT
+    RES_PREFLIGHT, RES_HEALTH,
+    /* Refused by the HTTP layer (httpd.c), named as sl_httpd_req_error_name(). */
+    RES_BAD_REQUEST, RES_METHOD_NOT_ALLOWED, RES_TIMEOUT, RES_EXPECTATION_FAILED,
+    RES_HEADER_TOO_LARGE, RES_CONNECTION_LIMIT, RES_COUNT
 };
 
 static const char *const result_names[RES_COUNT] = {
@@ -57,6 +56,8 @@ static const char *const result_names[RES_COUNT] = {
     "bad_content_type", "forbidden_origin", "not_found", "unavailable",
     "overloaded", "backlog", "kafka_error", "ack_timeout", "shutting_down",
     "preflight", "health",
+    "bad_request", "method_not_allowed", "timeout", "expectation_failed",
+    "header_too_large", "connection_limit",
 };
 
 /* A 1x1 transparent GIF89a: header, screen of 1x1 with a 2-colour table,
@@ -303,26 +304,13 @@ static int jp_string(struct jp *j, struct sl_buf *out, const unsigned char **raw
     return SL_ERR;
 }
 
-static int jp_digits(struct jp *j) {
-    const unsigned char *s = j->p;
-    while (j->p < j->end && *j->p >= '0' && *j->p <= '9') j->p++;
-    return j->p > s ? SL_OK : SL_ERR;
-}
-
+/* A number as the core's JSON codec reads it (json.c): a body the pipeline
+ * could not decode (1e999) is refused here, not lost there. */
 static int jp_number(struct jp *j) {
-    if (*j->p == '-') j->p++;
-    if (j->p >= j->end) return SL_ERR;
-    if (*j->p == '0') j->p++;
-    else if (jp_digits(j)) return SL_ERR;
-    if (j->p < j->end && *j->p == '.') {
-        j->p++;
-        if (jp_digits(j)) return SL_ERR;
-    }
-    if (j->p < j->end && (*j->p == 'e' || *j->p == 'E')) {
-        j->p++;
-        if (j->p < j->end && (*j->p == '+' || *j->p == '-')) j->p++;
-        if (jp_digits(j)) return SL_ERR;
-    }
+    double v;
+    size_t n = sl_json_number((const char *)j->p, (size_t)(j->end - j->p), &v, NULL, NULL);
+    if (n == 0) return SL_ERR;
+    j->p += n;
     return SL_OK;
 }
 
@@ -672,7 +660,7 @@ struct part_ring {
  * report, even when its request was answered earlier (ack timeout, destroy). */
 struct pending {
     struct sl_collector *c;        /* NULL once the collector is gone */
-    struct evhttp_request *req;    /* NULL once answered */
+    struct sl_httpd_req *req;      /* NULL once answered */
     struct pending *prev, *next;   /* c->inflight list, oldest first */
     int64_t start_mono;            /* for the ack deadline and latency */
     size_t bytes;                  /* broker bytes of the record */
@@ -684,8 +672,7 @@ struct sl_collector {
     struct event_base *base;
     struct sl_collector_conf conf;   /* defaults filled in */
     struct sl_kafka_producer *producer;
-    struct evhttp *http;
-    struct evhttp_bound_socket *sock;
+    struct sl_httpd *http;
     struct event *tick;              /* ack deadlines, offset lookups */
     int port;
     bool stopping;
@@ -871,54 +858,41 @@ static void admin_close(struct sl_collector *c) {
 
 /* CORS headers for an allowed origin; Vary always, as the answer depends
  * on Origin. */
-static void add_cors(struct evhttp_request *req, const char *origin) {
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Vary", "Origin");
+static void add_cors(struct sl_httpd_req *req, const char *origin) {
+    sl_httpd_add_header(req, "Vary", "Origin");
     if (!origin) return;
-    evhttp_add_header(h, "Access-Control-Allow-Origin", origin);
-    evhttp_add_header(h, "Access-Control-Allow-Credentials", "true");
+    sl_httpd_add_header(req, "Access-Control-Allow-Origin", origin);
+    sl_httpd_add_header(req, "Access-Control-Allow-Credentials", "true");
 }
 
-static void reply(struct sl_collector *c, struct evhttp_request *req,
+/* Every answer goes through here or reply_ok: counted under r. */
+static void reply(struct sl_collector *c, struct sl_httpd_req *req,
                   enum result r, int code, const char *reason, const char *text) {
-    struct evbuffer *body = evbuffer_new();
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    if (!body) {
-        evhttp_send_error(req, HTTP_INTERNAL, NULL);
-        return;
-    }
+    char body[64];
+    int n = 0;
     c->results[r]++;
     if (text) {
-        evhttp_add_header(h, "Content-Type", "text/plain; charset=utf-8");
-        evbuffer_add_printf(body, "%s\n", text);
+        sl_httpd_add_header(req, "Content-Type", "text/plain; charset=utf-8");
+        n = snprintf(body, sizeof(body), "%s\n", text);
     }
-    if (code == 503) evhttp_add_header(h, "Retry-After", "1");
-    if (c->stopping) evhttp_add_header(h, "Connection", "close");
-    evhttp_send_reply(req, code, reason, body);
-    evbuffer_free(body);
+    if (code == 503) sl_httpd_add_header(req, "Retry-After", "1");
+    if (c->stopping) sl_httpd_set_close(req);
+    sl_httpd_reply(req, code, reason, body, (size_t)n);
 }
 
-static void reply_ok(struct sl_collector *c, struct evhttp_request *req, bool get) {
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    struct evbuffer *body;
+static void reply_ok(struct sl_collector *c, struct sl_httpd_req *req, bool get) {
     if (!get) {
-        reply(c, req, RES_OK, HTTP_OK, "OK", "ok");
-        return;
-    }
-    body = evbuffer_new();
-    if (!body) {
-        evhttp_send_error(req, HTTP_INTERNAL, NULL);
+        reply(c, req, RES_OK, 200, "OK", "ok");
         return;
     }
     c->results[RES_OK]++;
-    evhttp_add_header(h, "Content-Type", "image/gif");
-    evhttp_add_header(h, "Cache-Control", "no-cache, no-store, must-revalidate");
-    evbuffer_add(body, pixel_gif, sizeof(pixel_gif));
-    evhttp_send_reply(req, HTTP_OK, "OK", body);
-    evbuffer_free(body);
+    sl_httpd_add_header(req, "Content-Type", "image/gif");
+    sl_httpd_add_header(req, "Cache-Control", "no-cache, no-store, must-revalidate");
+    if (c->stopping) sl_httpd_set_close(req);
+    sl_httpd_reply(req, 200, "OK", pixel_gif, sizeof(pixel_gif));
 }
 
-static void reply_unavailable(struct sl_collector *c, struct evhttp_request *req,
+static void reply_unavailable(struct sl_collector *c, struct sl_httpd_req *req,
                               enum result r) {
     reply(c, req, r, 503, "Service Unavailable", result_names[r]);
 }
@@ -967,18 +941,13 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
 
 /* ---------- Requests ---------- */
 
-static const char *client_ip(struct sl_collector *c, struct evhttp_request *req,
+static const char *client_ip(struct sl_collector *c, struct sl_httpd_req *req,
                              char hex[65]) {
-    struct evhttp_connection *conn = evhttp_request_get_connection(req);
-    char *addr = NULL;
-    ev_uint16_t port;
+    const char *addr = sl_httpd_req_peer(req);
     unsigned char d[32];
 
-    if (c->conf.ip == SL_COLLECTOR_IP_DROP || !conn) return NULL;
-    if (evhttp_find_header(evhttp_request_get_input_headers(req), "SP-Anonymous"))
-        return NULL;
-    evhttp_connection_get_peer(conn, &addr, &port);
-    if (!addr) return NULL;
+    if (c->conf.ip == SL_COLLECTOR_IP_DROP || !addr) return NULL;
+    if (sl_httpd_req_header(req, "SP-Anonymous")) return NULL;
     if (c->conf.ip == SL_COLLECTOR_IP_KEEP) return addr;
     size_t al = strlen(addr);
     unsigned char *m = sl_malloc(c->saltlen + al);
@@ -995,10 +964,9 @@ static const char *client_ip(struct sl_collector *c, struct evhttp_request *req,
 }
 
 /* Produces the record for an accepted payload and holds the request. */
-static void produce(struct sl_collector *c, struct evhttp_request *req,
+static void produce(struct sl_collector *c, struct sl_httpd_req *req,
                     const char *msg, size_t len, size_t nevents, bool get,
                     int64_t now, const char *origin) {
-    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
     struct pending *p;
     char hex[65], err[SL_ERRLEN];
     size_t bytes;
@@ -1013,7 +981,7 @@ static void produce(struct sl_collector *c, struct evhttp_request *req,
     }
     sl_buf_reset(&c->value);
     sl_collector_envelope(&c->value, msg, len, now, origin,
-                          evhttp_find_header(in, "User-Agent"), client_ip(c, req, hex));
+                          sl_httpd_req_header(req, "User-Agent"), client_ip(c, req, hex));
     bytes = c->value.len + c->key.len + SL_COLLECTOR_RECORD_OVERHEAD;
     if (backlog_on(c) &&
         unconsumed_bytes(c) + bytes > c->conf.max_unconsumed_bytes) {
@@ -1044,26 +1012,23 @@ static void produce(struct sl_collector *c, struct evhttp_request *req,
     c->waiting++;
 }
 
-static void handle_post(struct sl_collector *c, struct evhttp_request *req,
+static void handle_post(struct sl_collector *c, struct sl_httpd_req *req,
                         int64_t now, const char *origin) {
-    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    struct evbuffer *buf = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(buf), nevents;
-    const char *enc = evhttp_find_header(in, "Content-Encoding");
+    size_t len, nevents;
+    const char *body = sl_httpd_req_body(req, &len);
+    const char *enc = sl_httpd_req_header(req, "Content-Encoding");
     const char *reason;
-    const char *body;
 
     if (len > c->conf.max_body) {
         reply(c, req, RES_TOO_LARGE, 413, "Payload Too Large", "too_large");
         return;
     }
-    if (!sl_collector_is_json_type(evhttp_find_header(in, "Content-Type")) ||
+    if (!sl_collector_is_json_type(sl_httpd_req_header(req, "Content-Type")) ||
         (enc && strcasecmp(enc, "identity") != 0)) {
         reply(c, req, RES_BAD_CONTENT_TYPE, 415, "Unsupported Media Type",
               "bad_content_type");
         return;
     }
-    body = len ? (const char *)evbuffer_pullup(buf, -1) : "";
     if (sl_collector_check_payload(body, len, &c->key, &nevents, &reason) != SL_OK) {
         reply(c, req, strcmp(reason, "bad_json") == 0 ? RES_BAD_JSON : RES_BAD_PAYLOAD, 400,
               "Bad Request", reason);
@@ -1072,7 +1037,7 @@ static void handle_post(struct sl_collector *c, struct evhttp_request *req,
     produce(c, req, body, len, nevents, false, now, origin);
 }
 
-static void handle_get(struct sl_collector *c, struct evhttp_request *req,
+static void handle_get(struct sl_collector *c, struct sl_httpd_req *req,
                        const char *query, size_t qlen, int64_t now,
                        const char *origin) {
     sl_buf_reset(&c->scratch);
@@ -1087,34 +1052,58 @@ static void handle_get(struct sl_collector *c, struct evhttp_request *req,
     produce(c, req, c->scratch.data, c->scratch.len, 1, true, now, origin);
 }
 
-static void preflight(struct sl_collector *c, struct evhttp_request *req) {
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Access-Control-Allow-Methods", "POST, GET, OPTIONS");
-    evhttp_add_header(h, "Access-Control-Allow-Headers", "Content-Type, SP-Anonymous");
-    evhttp_add_header(h, "Access-Control-Max-Age", SL_COLLECTOR_PREFLIGHT_MAX_AGE);
-    reply(c, req, RES_PREFLIGHT, HTTP_OK, "OK", NULL);
+static void preflight(struct sl_collector *c, struct sl_httpd_req *req) {
+    sl_httpd_add_header(req, "Access-Control-Allow-Methods", "POST, GET, OPTIONS");
+    sl_httpd_add_header(req, "Access-Control-Allow-Headers", "Content-Type, SP-Anonymous");
+    sl_httpd_add_header(req, "Access-Control-Max-Age", SL_COLLECTOR_PREFLIGHT_MAX_AGE);
+    reply(c, req, RES_PREFLIGHT, 200, "OK", NULL);
 }
 
 static bool path_is(const char *path, size_t n, const char *lit) {
     return n == strlen(lit) && memcmp(path, lit, n) == 0;
 }
 
-static void on_request(struct evhttp_request *req, void *arg) {
+/* A request the HTTP layer refused (httpd.h): answered with its status,
+ * CORS headers for an allowed origin, counted under its name. */
+static void refused(struct sl_collector *c, struct sl_httpd_req *req, const char *origin) {
+    static const struct { int code; const char *reason; enum result r; } map[] = {
+        {400, "Bad Request", RES_BAD_REQUEST},
+        {405, "Method Not Allowed", RES_METHOD_NOT_ALLOWED},
+        {408, "Request Timeout", RES_TIMEOUT},
+        {413, "Payload Too Large", RES_TOO_LARGE},
+        {417, "Expectation Failed", RES_EXPECTATION_FAILED},
+        {431, "Request Header Fields Too Large", RES_HEADER_TOO_LARGE},
+        {503, "Service Unavailable", RES_CONNECTION_LIMIT},
+    };
+    int code = sl_httpd_req_error(req);
+    size_t i = 0;
+    while (i + 1 < sizeof(map) / sizeof(map[0]) && map[i].code != code) i++;
+    assert(map[i].code == code);
+    if (sl_collector_origin_allowed(&c->conf, origin)) add_cors(req, origin);
+    else sl_httpd_add_header(req, "Vary", "Origin");
+    if (code == 405) sl_httpd_add_header(req, "Allow", "GET, HEAD, POST, OPTIONS");
+    reply(c, req, map[i].r, code, map[i].reason, result_names[map[i].r]);
+}
+
+static void on_request(struct sl_httpd_req *req, void *arg) {
     struct sl_collector *c = arg;
     int64_t now = sl_now_ms();
-    const char *uri = evhttp_request_get_uri(req);
-    const char *origin = evhttp_find_header(evhttp_request_get_input_headers(req),
-                                            "Origin");
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    const char *uri = sl_httpd_req_target(req);
+    const char *origin = sl_httpd_req_header(req, "Origin");
+    unsigned cmd = sl_httpd_req_method(req);
     size_t plen = strcspn(uri, "?#"), qlen = 0;
     const char *query = NULL;
 
+    if (sl_httpd_req_error(req)) {
+        refused(c, req, origin);
+        return;
+    }
     if (uri[plen] == '?') {
         query = uri + plen + 1;
         qlen = strcspn(query, "#");
     }
     if (!sl_collector_origin_allowed(&c->conf, origin)) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Vary", "Origin");
+        sl_httpd_add_header(req, "Vary", "Origin");
         reply(c, req, RES_FORBIDDEN_ORIGIN, 403, "Forbidden", "forbidden_origin");
         return;
     }
@@ -1124,55 +1113,29 @@ static void on_request(struct evhttp_request *req, void *arg) {
         return;
     }
     if (path_is(uri, plen, SL_COLLECTOR_TP2_PATH)) {
-        if (cmd == EVHTTP_REQ_POST) { handle_post(c, req, now, origin); return; }
-        if (cmd == EVHTTP_REQ_OPTIONS) { preflight(c, req); return; }
+        if (cmd == SL_HTTPD_POST) { handle_post(c, req, now, origin); return; }
+        if (cmd == SL_HTTPD_OPTIONS) { preflight(c, req); return; }
     } else if (path_is(uri, plen, SL_COLLECTOR_GET_PATH)) {
-        if (cmd == EVHTTP_REQ_GET) {
+        if (cmd == SL_HTTPD_GET) {
             handle_get(c, req, query ? query : "", qlen, now, origin);
             return;
         }
-        if (cmd == EVHTTP_REQ_OPTIONS) { preflight(c, req); return; }
+        if (cmd == SL_HTTPD_OPTIONS) { preflight(c, req); return; }
     } else if (path_is(uri, plen, SL_COLLECTOR_HEALTH_PATH) &&
-               (cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD)) {
-        reply(c, req, RES_HEALTH, HTTP_OK, "OK", "ok");
+               (cmd == SL_HTTPD_GET || cmd == SL_HTTPD_HEAD)) {
+        reply(c, req, RES_HEALTH, 200, "OK", "ok");
         return;
     }
-    reply(c, req, RES_NOT_FOUND, HTTP_NOTFOUND, "Not Found", "not_found");
+    reply(c, req, RES_NOT_FOUND, 404, "Not Found", "not_found");
 }
 
 /* ---------- Life cycle ---------- */
-
-static int parse_listen(const char *listen, char *host, size_t hostlen,
-                        uint16_t *port) {
-    const char *colon = strrchr(listen, ':');
-    const char *h = listen, *he;
-    char *end;
-    long v;
-    if (!colon) return SL_ERR;
-    he = colon;
-    if (*h == '[') {
-        h++;
-        if (he == h || he[-1] != ']') return SL_ERR;
-        he--;
-    }
-    if (he == h) { h = "0.0.0.0"; he = h + 7; }
-    if ((size_t)(he - h) >= hostlen) return SL_ERR;
-    memcpy(host, h, (size_t)(he - h));
-    host[he - h] = '\0';
-    errno = 0;
-    v = strtol(colon + 1, &end, 10);
-    if (errno || end == colon + 1 || *end || v < 0 || v > 65535) return SL_ERR;
-    *port = (uint16_t)v;
-    return SL_OK;
-}
 
 struct sl_collector *sl_collector_create(struct event_base *base,
         const struct sl_collector_conf *conf, struct sl_kafka_producer *producer,
         char *err, size_t errlen) {
     struct sl_collector *c = sl_calloc(1, sizeof(*c));
-    char host[256];
-    uint16_t port;
-    size_t hard, headers;
+    struct sl_httpd_conf hc = {0};
     struct timeval tick = {SL_COLLECTOR_TICK_MS / 1000, (SL_COLLECTOR_TICK_MS % 1000) * 1000};
 
     assert(base && conf && producer);
@@ -1183,11 +1146,6 @@ struct sl_collector *sl_collector_create(struct event_base *base,
     if (!c->conf.topic) c->conf.topic = SL_COLLECTOR_DEFAULT_TOPIC;
     if (!c->conf.max_body) c->conf.max_body = SL_COLLECTOR_DEFAULT_MAX_BODY;
     if (!c->conf.max_inflight) c->conf.max_inflight = SL_COLLECTOR_DEFAULT_INFLIGHT;
-    if (!conf->listen || parse_listen(conf->listen, host, sizeof(host), &port)) {
-        sl_errf(err, errlen, "collector: listen must be \"host:port\", got \"%s\"",
-                conf->listen ? conf->listen : "(none)");
-        goto fail;
-    }
     if (conf->ip_salt) {
         size_t n = strlen(conf->ip_salt);
         sl_collector_sha256(conf->ip_salt, n, c->salt); /* any length fits */
@@ -1199,44 +1157,22 @@ struct sl_collector *sl_collector_create(struct event_base *base,
         }
         c->saltlen = 16;
     }
-    c->http = evhttp_new(base);
-    if (!c->http) {
-        sl_errf(err, errlen, "collector: evhttp_new failed");
-        goto fail;
-    }
-    hard = c->conf.max_body * SL_COLLECTOR_HARD_BODY_FACTOR;
-    headers = c->conf.max_body + SL_COLLECTOR_HEADROOM;
-    evhttp_set_max_body_size(c->http, (ev_ssize_t)hard);
-    evhttp_set_max_headers_size(c->http, (ev_ssize_t)headers);
-    evhttp_set_timeout(c->http, SL_COLLECTOR_TIMEOUT_S);
-    evhttp_set_flags(c->http, EVHTTP_SERVER_LINGERING_CLOSE);
-    evhttp_set_allowed_methods(c->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
-        EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PUT |
-        EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH);
-    evhttp_set_gencb(c->http, on_request, c);
-    c->sock = evhttp_bind_socket_with_handle(c->http, host, port);
-    if (!c->sock) {
-        sl_errf(err, errlen, "collector: cannot listen on %s: %s", conf->listen,
-                strerror(errno));
-        goto fail;
-    }
-    {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        evutil_socket_t fd = evhttp_bound_socket_get_fd(c->sock);
-        if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-            c->port = ss.ss_family == AF_INET6
-                ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
-                : ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    }
+    hc.name = "collector";
+    hc.listen = conf->listen;
+    hc.max_body = c->conf.max_body;
+    hc.max_head = c->conf.max_body + SL_COLLECTOR_HEADROOM;  /* a GET carries its event */
+    hc.methods = SL_HTTPD_GET | SL_HTTPD_HEAD | SL_HTTPD_POST | SL_HTTPD_OPTIONS;
+    c->http = sl_httpd_create(base, &hc, on_request, c, err, errlen);
+    if (!c->http) goto fail;
+    c->port = sl_httpd_port(c->http);
     if (admin_open(c, err, errlen)) goto fail;
     c->tick = event_new(base, -1, EV_PERSIST, on_tick, c);
     if (!c->tick || event_add(c->tick, &tick) != 0) {
         sl_errf(err, errlen, "collector: cannot add the timer");
         goto fail;
     }
-    sl_log(SL_LOG_INFO, "collector", "listening on %s:%d, topic %s", host, c->port,
-           c->conf.topic);
+    sl_log(SL_LOG_INFO, "collector", "listening on %s (port %d), topic %s", conf->listen,
+           c->port, c->conf.topic);
     return c;
 fail:
     sl_collector_destroy(c);
@@ -1246,8 +1182,7 @@ fail:
 void sl_collector_stop_accepting(struct sl_collector *c) {
     if (!c || c->stopping) return;
     c->stopping = true;
-    if (c->sock) evhttp_del_accept_socket(c->http, c->sock);
-    c->sock = NULL;
+    sl_httpd_stop_accepting(c->http);
 }
 
 size_t sl_collector_pending(const struct sl_collector *c) {
@@ -1261,20 +1196,15 @@ void sl_collector_destroy(struct sl_collector *c) {
     c->stopping = true;
     for (struct pending *p = c->head, *next; p; p = next) {
         next = p->next;
-        if (p->req) {
-            struct evhttp_connection *conn = evhttp_request_get_connection(p->req);
-            struct bufferevent *bev = conn ? evhttp_connection_get_bufferevent(conn) : NULL;
-            reply_unavailable(c, p->req, RES_SHUTTING_DOWN);
-            /* Write the 503 now: evhttp_free below closes the socket. */
-            if (bev) evbuffer_write(bufferevent_get_output(bev), bufferevent_getfd(bev));
-        }
+        /* The 503 goes out now: sl_httpd_destroy below writes what it can. */
+        if (p->req) reply_unavailable(c, p->req, RES_SHUTTING_DOWN);
         p->req = NULL;
         p->c = NULL;   /* freed by its delivery report */
         p->prev = p->next = NULL;
     }
     if (c->tick) event_free(c->tick);
     admin_close(c);
-    if (c->http) evhttp_free(c->http);
+    sl_httpd_destroy(c->http);
     for (size_t i = 0; i < c->nparts; i++) {
         free(c->parts[i].off);
         free(c->parts[i].bytes);
@@ -1312,4 +1242,26 @@ void sl_collector_metrics(const struct sl_collector *c, struct sl_buf *out) {
         (unsigned long long)c->events, (unsigned long long)c->bytes, c->inflight,
         (unsigned long long)(backlog_on(c) ? unconsumed_bytes(c) : 0),
         (double)c->ack_ms_sum / 1000.0, (unsigned long long)c->ack_count);
+    if (c->http) {
+        struct sl_httpd_stats st;
+        sl_httpd_stats(c->http, &st);
+        sl_buf_printf(out,
+            "# HELP sluice_collector_connections Open connections and their limit.\n"
+            "# TYPE sluice_collector_connections gauge\n"
+            "sluice_collector_connections{state=\"open\"} %zu\n"
+            "sluice_collector_connections{state=\"limit\"} %zu\n"
+            "# HELP sluice_collector_connections_total Connections by what became of them at accept.\n"
+            "# TYPE sluice_collector_connections_total counter\n"
+            "sluice_collector_connections_total{event=\"accepted\"} %llu\n"
+            "sluice_collector_connections_total{event=\"evicted_idle\"} %llu\n"
+            "sluice_collector_connections_total{event=\"refused\"} %llu\n"
+            "# HELP sluice_collector_accept_errors_total accept() failures (EMFILE, ENFILE); accepting pauses.\n"
+            "# TYPE sluice_collector_accept_errors_total counter\n"
+            "sluice_collector_accept_errors_total %llu\n"
+            "# HELP sluice_collector_accept_paused 1 while accepting is paused after such a failure.\n"
+            "# TYPE sluice_collector_accept_paused gauge\n"
+            "sluice_collector_accept_paused %d\n",
+            st.open, st.max, (unsigned long long)st.accepted, (unsigned long long)st.evicted,
+            (unsigned long long)st.refused, (unsigned long long)st.accept_errors, st.paused ? 1 : 0);
+    }
 }

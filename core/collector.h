@@ -6,7 +6,8 @@
  * and GET /health. Each accepted request becomes one Kafka record
  * {"message": <payload>, "collector": {...}} keyed by the first event's duid;
  * the tracker is answered 200 only once the broker acknowledged the record.
- * Uses kafka.h for producing and committed-offset lookups, sl.h for the rest.
+ * Uses kafka.h for producing and committed-offset lookups, json.h for what a
+ * JSON number is, sl.h for the rest.
  *
  * Client IP: the TCP peer address, never X-Forwarded-For (a header anyone can
  * write). Behind a proxy every event carries the proxy's address; use ip =
@@ -80,7 +81,8 @@ void sl_collector_metrics(const struct sl_collector *c, struct sl_buf *out);
 
 /* ==================== Request parsing (pure; tests, fuzzing) ==================== */
 
-/* Checks a tp2 POST body: strict RFC 8259 JSON (valid UTF-8, depth <= 64)
+/* Checks a tp2 POST body: strict RFC 8259 JSON (valid UTF-8, depth <= 64,
+ * numbers within a double's range as json.c reads them: 1e999 is bad_json)
  * holding an object whose "schema" is a string starting with
  * "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-" and whose
  * "data" is a non-empty array of objects; other members are allowed, a

@@ -7,8 +7,11 @@
 
 #include <assert.h>
 #include <ctype.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <lua.h>
 #include <lauxlib.h>
@@ -309,6 +312,72 @@ done:
     return ret;
 }
 
+/* ==================== Origins ==================== */
+
+int sl_config_normalize_origin(const char *in, char *out, size_t outlen) {
+    const char *p, *host, *hend, *port = NULL;
+    bool https;
+    long num = -1;
+    int n;
+
+    if (strcmp(in, "*") == 0) {
+        n = snprintf(out, outlen, "*");
+        return n < 0 || (size_t)n >= outlen ? SL_ERR : SL_OK;
+    }
+    if (strncasecmp(in, "http://", 7) == 0) { https = false; p = in + 7; }
+    else if (strncasecmp(in, "https://", 8) == 0) { https = true; p = in + 8; }
+    else return SL_ERR;
+    host = p;
+    if (*p == '[') {                       /* [IPv6] */
+        p++;
+        while (isxdigit((unsigned char)*p) || *p == ':' || *p == '.') p++;
+        if (*p != ']' || p == host + 1) return SL_ERR;
+        p++;
+    } else {
+        while (isalnum((unsigned char)*p) || *p == '-' || *p == '.' || *p == '_') p++;
+        if (p == host || *host == '.' || *host == '-') return SL_ERR;
+    }
+    hend = p;
+    if (*p == ':') {
+        char *end;
+        port = ++p;
+        if (!isdigit((unsigned char)*p)) return SL_ERR;
+        num = strtol(port, &end, 10);
+        if (num < 1 || num > 65535 || end - port > 5) return SL_ERR;
+        p = end;
+    }
+    if (*p == '/') p++;                     /* a trailing slash only, no path */
+    if (*p) return SL_ERR;
+    if (num == (https ? 443 : 80)) num = -1; /* browsers leave the default out */
+    n = snprintf(out, outlen, "%s://%.*s", https ? "https" : "http", (int)(hend - host), host);
+    if (n < 0 || (size_t)n >= outlen) return SL_ERR;
+    for (char *q = out + (https ? 8 : 7); *q; q++) *q = (char)tolower((unsigned char)*q);
+    if (num > 0) {
+        int m = snprintf(out + n, outlen - (size_t)n, ":%ld", num);
+        if (m < 0 || (size_t)m >= outlen - (size_t)n) return SL_ERR;
+    }
+    return SL_OK;
+}
+
+/* Replaces each allowed origin by its normal form; names a bad entry. */
+static int normalize_origins(struct sl_config_cur *c, char **origins, size_t n, bool list) {
+    for (size_t i = 0; i < n; i++) {
+        char norm[512], p[SL_CONFIG_PATHLEN];
+        if (sl_config_normalize_origin(origins[i], norm, sizeof(norm)) != SL_OK) {
+            if (list) snprintf(p, sizeof(p), "collector.allowed_origins[%zu]", i + 1);
+            else snprintf(p, sizeof(p), "collector.allowed_origins");
+            lua_pushstring(c->L, origins[i]);
+            sl_config_fail(c, p, "an origin like \"https://shop.example\" or \"http://127.0.0.1:8080\" "
+                 "(scheme://host[:port], no path)", -1);
+            lua_pop(c->L, 1);
+            return SL_ERR;
+        }
+        free(origins[i]);
+        origins[i] = sl_strdup(norm);
+    }
+    return SL_OK;
+}
+
 static int load_collector(struct sl_config_cur *c, struct sl_config *cf) {
     static const char *keys[] = {"listen", "topic", "allowed_origins", "max_body",
                                  "ip", "ip_salt", "max_inflight", NULL};
@@ -318,7 +387,7 @@ static int load_collector(struct sl_config_cur *c, struct sl_config *cf) {
     int ret = SL_ERR;
     cf->has_collector = true;
     if (sl_config_only_keys(c, "collector", keys) ||
-        sl_config_get_str(c, "collector", "listen", "127.0.0.1:8080", &cf->collector.listen) ||
+        sl_config_get_str(c, "collector", "listen", "127.0.0.1:9090", &cf->collector.listen) ||
         sl_config_get_str(c, "collector", "topic", "http.shopify-events", &cf->collector.topic) ||
         sl_config_get_strlist(c, "collector", "allowed_origins", &cf->collector.allowed_origins,
                     &cf->collector.norigins) ||
@@ -327,6 +396,12 @@ static int load_collector(struct sl_config_cur *c, struct sl_config *cf) {
         sl_config_get_str(c, "collector", "ip_salt", NULL, &cf->collector.ip_salt) ||
         sl_config_get_int(c, "collector", "max_inflight", 10000, 1, &inflight))
         goto done;
+    if (normalize_origins(c, cf->collector.allowed_origins, cf->collector.norigins,
+                          field(c, "allowed_origins") == LUA_TTABLE) != SL_OK) {
+        lua_pop(c->L, 1);
+        goto done;
+    }
+    lua_pop(c->L, 1);
     cf->collector.max_inflight = (size_t)inflight;
     if (strcmp(cf->collector.ip, "hash") && strcmp(cf->collector.ip, "keep") &&
         strcmp(cf->collector.ip, "drop")) {

@@ -114,6 +114,12 @@ void sl_config_destroy(struct sl_config *c);
 int sl_config_parse_duration(const char *s, int64_t *ms);
 /* Parses "64KB", "5MiB", "1024" into bytes. */
 int sl_config_parse_size(const char *s, size_t *bytes);
+/* Writes the origin a browser sends for in to out: "HTTP://Shop.Example:80/"
+ * gives "http://shop.example" (scheme and host lower case, the scheme's
+ * default port left out, one trailing slash accepted). "*" stays "*". SL_ERR
+ * when in is no origin (another scheme, a path, a query, user info, a bad
+ * port) or out is too small. */
+int sl_config_normalize_origin(const char *in, char *out, size_t outlen);
 
 /* The librdkafka properties of the consumer (consumer = true) or of the
  * producers: kafka.properties then kafka.consumer or kafka.producer, plus

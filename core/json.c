@@ -301,19 +301,22 @@ static const double pow10_exact[] = {  /* every power of ten a double holds exac
     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 };
 
-/* Parses the number at d->p (RFC 8259 grammar) and pushes it. Numbers with at
- * most 19 significant digits, a mantissa <= 2^53 and a small exponent are
- * converted exactly by one correctly rounded operation; others go through
- * strtod_l in the C locale. */
-static int dec_number(struct dec *d) {
-    const unsigned char *p = d->p, *end = d->end, *num = p;
+/* ==================== Numbers ==================== */
+
+/* Numbers with at most 19 significant digits, a mantissa <= 2^53 and a small
+ * exponent are converted exactly by one correctly rounded operation; others
+ * go through strtod_l in the C locale. */
+size_t sl_json_number(const char *s, size_t n, double *v, size_t *fault,
+                      const char **why) {
+    const unsigned char *num = (const unsigned char *)s, *p = num, *end = num + n;
     uint64_t m = 0;
     int ndig = 0, exact = 1, neg = 0;
     long exp10 = 0, e = 0;
-    double v;
+    const char *bad = "bad number";
+    double x;
 
-    if (*p == '-') { neg = 1; p++; }
-    if (p >= end || *p < '0' || *p > '9') return dec_fail_at(d, p, "bad number");
+    if (p < end && *p == '-') { neg = 1; p++; }
+    if (p >= end || *p < '0' || *p > '9') goto fail;
     if (*p == '0') {
         p++;
     } else {
@@ -324,7 +327,8 @@ static int dec_number(struct dec *d) {
     }
     if (p < end && *p == '.') {
         p++;
-        if (p >= end || *p < '0' || *p > '9') return dec_fail_at(d, p, "bad number (digit expected after '.')");
+        bad = "bad number (digit expected after '.')";
+        if (p >= end || *p < '0' || *p > '9') goto fail;
         for (; p < end && *p >= '0' && *p <= '9'; p++) {
             if (ndig < 19) {
                 m = m * 10 + (*p - '0');
@@ -339,30 +343,55 @@ static int dec_number(struct dec *d) {
         int eneg = 0;
         p++;
         if (p < end && (*p == '+' || *p == '-')) { eneg = *p == '-'; p++; }
-        if (p >= end || *p < '0' || *p > '9') return dec_fail_at(d, p, "bad number (digit expected in exponent)");
+        bad = "bad number (digit expected in exponent)";
+        if (p >= end || *p < '0' || *p > '9') goto fail;
         for (; p < end && *p >= '0' && *p <= '9'; p++)
             if (e < 100000) e = e * 10 + (*p - '0');
         exp10 += eneg ? -e : e;
     }
 
     if (exact && m <= (1ULL << 53) && exp10 >= -22 && exp10 <= 22) {
-        v = (double)m;
-        if (exp10 < 0) v /= pow10_exact[-exp10];
-        else if (exp10 > 0) v *= pow10_exact[exp10];
-        if (neg) v = -v;
+        x = (double)m;
+        if (exp10 < 0) x /= pow10_exact[-exp10];
+        else if (exp10 > 0) x *= pow10_exact[exp10];
+        if (neg) x = -x;
     } else {
         char local[JSON_NUM_MAX], *buf = local;
-        size_t n = (size_t)(p - num);
+        size_t len = (size_t)(p - num);
         pthread_once(&c_locale_once, c_locale_create);
-        if (n >= sizeof(local)) buf = sl_malloc(n + 1);
-        memcpy(buf, num, n);
-        buf[n] = '\0';
-        v = strtod_l(buf, NULL, c_locale);
+        if (len >= sizeof(local)) buf = sl_malloc(len + 1);
+        memcpy(buf, num, len);
+        buf[len] = '\0';
+        x = strtod_l(buf, NULL, c_locale);
         if (buf != local) free(buf);
-        if (!isfinite(v)) return dec_fail_msg(d, num, "number out of range");
+        if (!isfinite(x)) {
+            p = num;
+            bad = "number out of range";
+            goto fail;
+        }
+    }
+    *v = x;
+    return (size_t)(p - num);
+fail:
+    if (fault) *fault = (size_t)(p - num);
+    if (why) *why = bad;
+    return 0;
+}
+
+/* Parses the number at d->p and pushes it. */
+static int dec_number(struct dec *d) {
+    double v;
+    size_t fault = 0, n;
+    const char *why = NULL;
+
+    n = sl_json_number((const char *)d->p, (size_t)(d->end - d->p), &v, &fault, &why);
+    if (n == 0) {
+        /* A number starts with '-' or a digit here, so a fault at 0 is a
+         * well-formed number out of range. */
+        return fault ? dec_fail_at(d, d->p + fault, why) : dec_fail_msg(d, d->p, why);
     }
     lua_pushnumber(d->L, v);
-    d->p = p;
+    d->p += n;
     return 0;
 }
 

@@ -42,6 +42,17 @@ void sl_json_init(lua_State *L);
  * protected: never raises a Lua error, never leaves the stack unbalanced. */
 int sl_json_decode(lua_State *L, const char *s, size_t n, char *err, size_t errlen);
 
+/* Reads the JSON number (RFC 8259 grammar) at the start of s[0..n) and
+ * converts it as sl_json_decode does: the one definition of a number for
+ * every part of sluice that reads JSON (the collector refuses what this
+ * refuses). Returns the bytes it took and sets *v; returns 0 when s does not
+ * start with a well-formed number or when the number is beyond a double's
+ * range (1e999, -1e400, 1.2e329; an underflow such as 1e-400 reads as 0).
+ * Then *why says which and *fault is the offset of the faulty byte (0 for a
+ * number out of range); either may be NULL. Needs no lua_State. */
+size_t sl_json_number(const char *s, size_t n, double *v, size_t *fault,
+                      const char **why);
+
 /* Appends the JSON text of the value at stack index idx to out. On
  * unencodable values (function, userdata other than null, NaN/inf, mixed or
  * non-string keys, invalid UTF-8, too deep) returns SL_ERR with err set and

@@ -58,9 +58,53 @@ static void durations(void) {
     TEST("size 5 lightyears refused", sl_config_parse_size("5ly", &b) == SL_ERR);
 }
 
+static void origins(void) {
+    static const struct { const char *in, *want; } good[] = {
+        {"http://127.0.0.1:8080/", "http://127.0.0.1:8080"},
+        {"http://127.0.0.1:8080", "http://127.0.0.1:8080"},
+        {"HTTPS://Shop.Example", "https://shop.example"},
+        {"https://shop.example:443/", "https://shop.example"},
+        {"http://shop.example:80", "http://shop.example"},
+        {"http://shop.example:443", "http://shop.example:443"},
+        {"http://[::1]:9090", "http://[::1]:9090"},
+        {"*", "*"},
+    };
+    static const char *bad[] = {
+        "shop.example", "ftp://shop.example", "http://", "http://shop.example/products",
+        "http://shop.example//", "http://shop.example?x=1", "http://user@shop.example",
+        "http://shop.example:0", "http://shop.example:99999", "http://shop.example:",
+        "http://shop example", "http://[::1", "https://shop.example#x", " http://a",
+    };
+    char out[128], name[160];
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        snprintf(name, sizeof(name), "origin %s normalises to %s", good[i].in, good[i].want);
+        TEST(name, sl_config_normalize_origin(good[i].in, out, sizeof(out)) == SL_OK &&
+                   !strcmp(out, good[i].want));
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(name, sizeof(name), "\"%s\" is no origin", bad[i]);
+        TEST(name, sl_config_normalize_origin(bad[i], out, sizeof(out)) == SL_ERR);
+    }
+    TEST("an entry that is no origin names its key path and value",
+         fails_with("return { collector = { allowed_origins = { 'http://a:1', 'http://shop/x' } } }",
+                    "collector.allowed_origins[2]: expected an origin like"));
+    TEST("the bad value is quoted in the message",
+         fails_with("return { collector = { allowed_origins = 'shop.example' } }",
+                    "collector.allowed_origins: expected an origin like \"https://shop.example\""
+                    " or \"http://127.0.0.1:8080\" (scheme://host[:port], no path), got \"shop.example\""));
+    char err[512];
+    struct sl_config *c = load("return { collector = { allowed_origins = { 'HTTP://127.0.0.1:8080/' } } }",
+                               err, sizeof(err));
+    TEST("a loaded origin with a trailing slash is stored normalised",
+         c && c->collector.norigins == 1 &&
+         !strcmp(c->collector.allowed_origins[0], "http://127.0.0.1:8080"));
+    sl_config_destroy(c);
+}
+
 int main(void) {
     char err[512];
     durations();
+    origins();
 
     setenv("SLUICE_CONFIG_TEST_TOPIC", "from-env", 1);
     struct sl_config *c = load(
