@@ -429,6 +429,33 @@ done:
     return ret;
 }
 
+int sl_model_train_file(const char *tsv, const char *catalog, const char *out, bool by_time,
+                        const struct sl_model_params *p, char *err, size_t errlen) {
+    struct sl_catalog *cat = sl_catalog_load(catalog, err, errlen);
+    struct sl_model_data d = {0};
+    struct sl_buf text = {0};
+    struct sl_model *m = NULL;
+    int ret = SL_ERR;
+    if (!cat || sl_read_file(tsv, &text, SL_MODEL_MAX_TSV, err, errlen) ||
+        sl_model_data_parse(&d, cat, text.data ? text.data : "", text.len, tsv, err, errlen))
+        goto done;
+    if (by_time) sl_model_data_order_by_time(&d);
+    int64_t t0 = sl_mono_ms();
+    if (!(m = sl_model_train(cat, &d, 0, p, err, errlen))) goto done;
+    int64_t ms = sl_mono_ms() - t0;
+    if (sl_model_save(m, out, err, errlen)) goto done;
+    sl_log(SL_LOG_INFO, "model", "%s: %zu lines of %zu sequences (%zu skipped), %zu of %zu "
+           "products seen, trained in %" PRId64 " ms; %zu bytes in memory", out, m->lines,
+           m->sequences, m->skipped, m->products, m->nitems, ms, sl_model_bytes(m));
+    ret = SL_OK;
+done:
+    sl_model_destroy(m);
+    sl_model_data_free(&d);
+    sl_buf_free(&text);
+    sl_catalog_destroy(cat);
+    return ret;
+}
+
 /* ==================== Files ==================== */
 
 static void put_u16(struct sl_buf *b, uint16_t v) {

@@ -98,6 +98,11 @@ struct sl_model *sl_model_train(const struct sl_catalog *cat, const struct sl_mo
                                 size_t holdout, const struct sl_model_params *p, char *err,
                                 size_t errlen);
 void sl_model_destroy(struct sl_model *m);
+/* `sluice model train`: reads the catalog and the TSV (by_time: each
+ * sequence in timestamp order), trains on every line, saves to out and logs
+ * a summary. SL_ERR with err naming the file. */
+int sl_model_train_file(const char *tsv, const char *catalog, const char *out, bool by_time,
+                        const struct sl_model_params *p, char *err, size_t errlen);
 
 /* Writes the model file (to path.tmp, then renamed over path, so a reader
  * never sees half a file). */

@@ -8,7 +8,9 @@
 
 #include <ctype.h>
 #include <stdbool.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -436,4 +438,46 @@ int sl_model_gen_catalog(const struct sl_model_gen *g, struct sl_buf *out, char 
     sl_buf_free(&tmp);
     if (!ok) sl_errf(err, errlen, "inventory: a title or handle is not valid UTF-8");
     return ok ? SL_OK : SL_ERR;
+}
+
+struct sl_catalog *sl_model_gen_products(const struct sl_model_gen *g) {
+    struct sl_catalog *c = sl_catalog_create();
+    for (size_t i = 0; i < g->nproducts; i++) {
+        const struct product *p = &g->products[i];
+        if (sl_catalog_add(c, p->handle, strlen(p->handle), p->gid, strlen(p->gid), NULL, 0))
+            sl_log(SL_LOG_WARN, "model", "inventory: product \"%s\" left out of the catalog",
+                   p->handle);
+    }
+    return c;
+}
+
+/* Writes b to path ("-": stdout). */
+static int write_out(const char *path, const struct sl_buf *b, char *err, size_t errlen) {
+    bool out = !strcmp(path, "-");
+    FILE *f = out ? stdout : fopen(path, "wb");
+    bool bad = !f || fwrite(b->data ? b->data : "", 1, b->len, f) != b->len;
+    if (f) bad |= (out ? fflush(f) : fclose(f)) != 0;
+    if (bad) sl_errf(err, errlen, "%s: %s", path, strerror(errno ? errno : EIO));
+    return bad ? SL_ERR : SL_OK;
+}
+
+int sl_model_gen_write(const char *inventory, const char *rules, uint64_t seed, int64_t now,
+                       const char *tsv_path, const char *catalog_path, char *err, size_t errlen) {
+    struct sl_buf b = {0};
+    int ret = SL_ERR;
+    struct sl_model_gen *g = sl_model_gen_load(inventory, rules, err, errlen);
+    if (!g) return SL_ERR;
+    if (catalog_path && (sl_model_gen_catalog(g, &b, err, errlen) ||
+                         write_out(catalog_path, &b, err, errlen)))
+        goto done;
+    if (tsv_path) {
+        sl_buf_reset(&b);
+        sl_model_gen_tsv(g, seed, now, &b);
+        if (write_out(tsv_path, &b, err, errlen)) goto done;
+    }
+    ret = SL_OK;
+done:
+    sl_buf_free(&b);
+    sl_model_gen_destroy(g);
+    return ret;
 }

@@ -46,4 +46,14 @@ void sl_model_gen_tsv(const struct sl_model_gen *g, uint64_t seed, int64_t now,
 int sl_model_gen_catalog(const struct sl_model_gen *g, struct sl_buf *out, char *err,
                          size_t errlen);
 
+/* `sluice model gen`: loads the inventory and rules, writes the TSV of seed
+ * to tsv_path ("-": stdout; NULL: none) and the catalog to catalog_path
+ * (NULL: none). SL_ERR with err naming the file. */
+int sl_model_gen_write(const char *inventory, const char *rules, uint64_t seed, int64_t now,
+                       const char *tsv_path, const char *catalog_path, char *err, size_t errlen);
+
+/* A catalog of the inventory's handle_to_id, in handle order: the products
+ * of sl_model_gen_catalog, numbered alike. Never NULL. */
+struct sl_catalog *sl_model_gen_products(const struct sl_model_gen *g);
+
 #endif
