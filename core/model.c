@@ -265,7 +265,8 @@ void sl_model_data_order_by_time(struct sl_model_data *d) {
 
 /* Popularity order: more lines first, then the lower product number. */
 static bool pop_before(const struct sl_model *m, uint32_t a, uint32_t b) {
-    return m->pop[a] > m->pop[b] || (m->pop[a] == m->pop[b] && a < b);
+    double pa = m->pop[a], pb = m->pop[b];
+    return pa > pb || (pa == pb && a < b);
 }
 
 static int pop_cmp(const void *a, const void *b, void *arg) {
@@ -413,6 +414,10 @@ struct sl_model *sl_model_train(const struct sl_catalog *cat, const struct sl_mo
         struct row *r = &m->rows[i];
         if (r->n) qsort(r->e, r->n, sizeof(*r->e), edge_by_item);
         row_prune(r, p->max_neighbors);
+        if (r->cap > r->n && r->n) {
+            r->e = sl_realloc(r->e, r->n * sizeof(*r->e));
+            r->cap = r->n;
+        }
         m->pop_total += m->pop[i];
         m->products += m->pop[i] > 0;
     }
