@@ -880,6 +880,26 @@ done:
 
 /* ==================== Lua interface ==================== */
 
+int sl_json_add_string(struct sl_buf *out, const char *s, size_t n, char *err, size_t errlen) {
+    struct enc e = {NULL, out, 0, err, errlen};
+    size_t len = out->len;
+    if (enc_string(&e, s, n)) {
+        out->len = len;
+        return SL_ERR;
+    }
+    return SL_OK;
+}
+
+int sl_json_add_number(struct sl_buf *out, double x, char *err, size_t errlen) {
+    struct enc e = {NULL, out, 0, err, errlen};
+    size_t len = out->len;
+    if (enc_number(&e, x)) {
+        out->len = len;
+        return SL_ERR;
+    }
+    return SL_OK;
+}
+
 void sl_json_push_array_mt(lua_State *L) {
     lua_pushlightuserdata(L, &array_mt_key);
     lua_rawget(L, LUA_REGISTRYINDEX);                 /* mt */

@@ -59,6 +59,12 @@ size_t sl_json_number(const char *s, size_t n, double *v, size_t *fault,
  * out as it was before the call. Never raises; leaves the stack as it was. */
 int sl_json_encode(lua_State *L, int idx, struct sl_buf *out, char *err, size_t errlen);
 
+/* Appends s[0..n) as a JSON string (quoted, escaped as the encoder does).
+ * SL_ERR with err (and out as it was) when s is not valid UTF-8. */
+int sl_json_add_string(struct sl_buf *out, const char *s, size_t n, char *err, size_t errlen);
+/* Appends x as the encoder writes numbers. SL_ERR for NaN or infinity. */
+int sl_json_add_number(struct sl_buf *out, double x, char *err, size_t errlen);
+
 /* Pushes the shared array metatable. */
 void sl_json_push_array_mt(lua_State *L);
 

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "sl.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,4 +134,31 @@ void sl_errf(char *buf, size_t n, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(buf, n, fmt, ap);
     va_end(ap);
+}
+
+int sl_read_file(const char *path, struct sl_buf *out, size_t max, char *err, size_t errlen) {
+    char chunk[65536];
+    size_t k, start = out->len;
+    int ret = SL_ERR;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        sl_errf(err, errlen, "%s: %s", path, strerror(errno));
+        return SL_ERR;
+    }
+    while ((k = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        if (out->len - start + k > max) {
+            sl_errf(err, errlen, "%s: larger than %zu bytes", path, max);
+            goto done;
+        }
+        sl_buf_add(out, chunk, k);
+    }
+    if (ferror(f)) {
+        sl_errf(err, errlen, "%s: %s", path, strerror(errno));
+        goto done;
+    }
+    sl_buf_cstr(out);
+    ret = SL_OK;
+done:
+    fclose(f);
+    return ret;
 }

@@ -53,4 +53,8 @@ void sl_buf_free(struct sl_buf *b);
 void sl_errf(char *buf, size_t n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Reads the whole file at path into out (appending), at most max bytes.
+ * SL_ERR with err naming the file on a read error or a larger file. */
+int sl_read_file(const char *path, struct sl_buf *out, size_t max, char *err, size_t errlen);
+
 #endif

@@ -5,6 +5,7 @@
 #   JSON decode of a tracker record          core/bench/json_bench.c
 #   window updates/s, bytes per key/entry    core/bench/window_bench.c
 #   HTTP client requests per CPU-second      core/bench/httpc_bench.c
+#   model training, bytes, us per request    core/bench/model_bench.c
 #   Kafka -> extract -> Kafka, per CPU-s     scripts/bench-pipeline.sh
 #   collector requests/s, p50/p99            scripts/bench-collector.sh
 set -eu
@@ -17,6 +18,8 @@ echo "## window ($BUILD/bench/window_bench)"
 "$BUILD/bench/window_bench"
 echo "## http client ($BUILD/bench/httpc_bench)"
 "$BUILD/bench/httpc_bench"
+echo "## model ($BUILD/bench/model_bench)"
+"$BUILD/bench/model_bench"
 echo "## pipeline (scripts/bench-pipeline.sh)"
 scripts/bench-pipeline.sh "${BENCH_RECORDS:-90000}"
 echo "## collector (scripts/bench-collector.sh)"

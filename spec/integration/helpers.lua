@@ -403,6 +403,51 @@ function H.http(port, method, path, opts)
   return code, body, headers
 end
 
+-- JSON of a request body: a table with string keys is an object (sorted
+-- keys), any other table an array, so an empty list stays [] (cjson 2.1.0
+-- would write {}, which a scoring server does not read as a list).
+function H.json(v)
+  if type(v) ~= "table" then
+    if type(v) == "number" and v % 1 == 0 then return string.format("%d", v) end
+    return cjson.encode(v)
+  end
+  local keys = {}
+  for k in pairs(v) do if type(k) == "string" then keys[#keys + 1] = k end end
+  local parts = {}
+  if #keys == 0 then
+    for i, x in ipairs(v) do parts[i] = H.json(x) end
+    return "[" .. table.concat(parts, ",") .. "]"
+  end
+  table.sort(keys)
+  for i, k in ipairs(keys) do parts[i] = cjson.encode(k) .. ":" .. H.json(v[k]) end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
+-- n increasing epoch-millisecond timestamps, one second apart (rows of the
+-- seed model's signature).
+function H.stamps(n)
+  local t = {}
+  for i = 1, n do t[i] = 1795667676496 + i * 1000 end
+  return t
+end
+
+-- post_json(url, body, content_type or false) -> status, decoded JSON or
+-- nil, raw body. body is a string or a table (H.json); content_type
+-- defaults to application/json, false sends no Content-Type header at all.
+function H.post_json(url, body, content_type)
+  local dir = H.mktemp()
+  H.write(dir .. "/req", type(body) == "string" and body or H.json(body))
+  local ct = content_type == false and "-H 'Content-Type:'"
+    or "-H " .. q("Content-Type: " .. (content_type or "application/json"))
+  local code = tonumber(sh(string.format(
+    "curl -s -m 30 -o %s -w '%%{http_code}' %s --data-binary @%s %s 2>/dev/null",
+    q(dir .. "/resp"), ct, q(dir .. "/req"), q(url))))
+  local raw = read(dir .. "/resp") or ""
+  H.rmrf(dir)
+  local ok, decoded = pcall(cjson.decode, raw)
+  return code, ok and decoded or nil, raw
+end
+
 -- The Prometheus text of /metrics on the admin port.
 function H.metrics(port)
   local code, text = H.http(port, "GET", "/metrics")

@@ -79,41 +79,10 @@ end
 
 -- ==================== HTTP ====================
 
--- JSON of a request: a table with string keys is an object (sorted keys),
--- any other table an array, so an empty list stays [] (cjson 2.1.0 would
--- write {}, which the server does not read as a list).
-local function json(v)
-  if type(v) ~= "table" then
-    if type(v) == "number" and v % 1 == 0 then return string.format("%d", v) end
-    return cjson.encode(v)
-  end
-  local keys = {}
-  for k in pairs(v) do if type(k) == "string" then keys[#keys + 1] = k end end
-  local parts = {}
-  if #keys == 0 then
-    for i, x in ipairs(v) do parts[i] = json(x) end
-    return "[" .. table.concat(parts, ",") .. "]"
-  end
-  table.sort(keys)
-  for i, k in ipairs(keys) do parts[i] = cjson.encode(k) .. ":" .. json(v[k]) end
-  return "{" .. table.concat(parts, ",") .. "}"
-end
+local json = H.json
 
 -- post(body, content_type or false) -> status, decoded JSON or nil, raw body.
--- content_type false sends no Content-Type header at all.
-local function post(body, content_type)
-  local dir = H.mktemp()
-  H.write(dir .. "/req", type(body) == "string" and body or json(body))
-  local ct = content_type == false and "-H 'Content-Type:'"
-    or "-H " .. H.q("Content-Type: " .. (content_type or "application/json"))
-  local code = tonumber(H.sh(string.format(
-    "curl -s -m 30 -o %s -w '%%{http_code}' %s --data-binary @%s %s 2>/dev/null",
-    H.q(dir .. "/resp"), ct, H.q(dir .. "/req"), H.q(INVOCATIONS))))
-  local raw = H.read(dir .. "/resp") or ""
-  H.rmrf(dir)
-  local ok, decoded = pcall(cjson.decode, raw)
-  return code, ok and decoded or nil, raw
-end
+local function post(body, content_type) return H.post_json(INVOCATIONS, body, content_type) end
 
 local function split(rows)
   local data = {}
@@ -121,11 +90,7 @@ local function split(rows)
   return { dataframe_split = { columns = { "userId", "items", "timestamps" }, data = data } }
 end
 
-local function stamps(n)
-  local t = {}
-  for i = 1, n do t[i] = 1795667676496 + i * 1000 end
-  return t
-end
+local stamps = H.stamps
 
 -- Checks one prediction against the rule's answer for items.
 local function assert_prediction(p, items, what)
