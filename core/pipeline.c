@@ -14,9 +14,15 @@
 
 #define SL_PIPELINE_REASONS 16 /* Filter reasons per step whose counters are kept at hand. */
 
+/* Upper bounds (s) of sluice_end_to_end_seconds: Kafka timestamp to sinks done. */
+static const double latency_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                        1, 2.5, 5, 10, 30, 60, 300};
+
 /* The counters of one step, resolved on first use (a series appears in
- * /metrics only once it counted something). */
+ * /metrics only once it counted something). Restore records count nowhere:
+ * they were counted when first run. */
 struct step_metrics {
+    struct sl_metrics_series *in;        /* sluice_step_in_total */
     struct sl_metrics_series *out;       /* sluice_step_out_total */
     struct sl_metrics_series *errors;    /* sluice_step_errors_total */
     struct sl_metrics_series *filtered[SL_PIPELINE_REASONS]; /* sluice_filtered_total */
@@ -44,6 +50,7 @@ struct sl_pipeline {
     int last_restore;            /* restore records stop after this step, -1: none */
     void *shared[SL_STEP_MAX_KINDS]; /* per kind: state its steps share */
     struct sl_metrics_series *records_in, *records_done;
+    struct sl_metrics_histogram *latency; /* sluice_end_to_end_seconds */
 };
 
 /* A record in flight. */
@@ -52,6 +59,7 @@ struct record {
     struct sl_input *in;
     struct sl_rules *rules;      /* retained for the record's lifetime */
     int pending;                 /* contexts not finished */
+    bool sunk;                   /* a sink finished one of its contexts */
     long seq;                    /* position in the trace */
     struct record *prev, *next;  /* in pl->live */
 };
@@ -64,6 +72,7 @@ struct ctx {
 };
 
 static void run(struct ctx *c);
+static void count_step(const char *step, const char *what, const char *reason);
 
 static struct ctx *ctx_of(struct sl_pipeline_ctx *p) {
     return (struct ctx *)((char *)p - offsetof(struct ctx, pub));
@@ -92,6 +101,13 @@ static void record_release(struct record *rec) {
     if (!pl->records_done)
         pl->records_done = sl_metrics_counter("sluice_records_done_total", NULL);
     sl_metrics_add(pl->records_done, 1);
+    if (rec->sunk && rec->in->timestamp >= 0) {
+        if (!pl->latency)
+            pl->latency = sl_metrics_histogram("sluice_end_to_end_seconds", NULL, latency_bounds,
+                                               sizeof(latency_bounds) / sizeof(latency_bounds[0]));
+        int64_t ms = sl_now_ms() - rec->in->timestamp;
+        sl_metrics_observe(pl->latency, ms > 0 ? (double)ms / 1000 : 0);
+    }
     sl_rules_release(rec->rules);
     struct sl_input *in = rec->in;
     free(rec);
@@ -156,6 +172,7 @@ static void dead_letter(struct ctx *c, const char *step, const char *error) {
     char err[SL_ERRLEN];
 
     sl_metrics_inc("sluice_dead_letters_total", NULL, 1);
+    count_step(step, "sluice_step_dead_letters_total", NULL);
     sl_buf_reset(b);
     sl_buf_adds(b, "{\"source\":{\"topic\":");
     sl_step_json_str(L, b, in->topic ? in->topic : "", in->topic ? strlen(in->topic) : 0);
@@ -265,6 +282,13 @@ static void trace_ctx(struct record *rec, const char *step, int ref) {
     sl_buf_free(&b);
 }
 
+/* version="<rules version>" for the errors counted per rules version. */
+static const char *version_label(const struct sl_rules *r) {
+    static char label[64];
+    snprintf(label, sizeof(label), "version=\"%s\"", sl_rules_version(r));
+    return label;
+}
+
 /* ==================== Routing ==================== */
 
 /* One context in, several out: each continues after the step, in order.
@@ -275,7 +299,7 @@ static void fan_out(struct ctx *c, struct step *s, const int *from, size_t n) {
     memcpy(refs, from, n * sizeof(int));
     rec->pending += (int)n;
     for (size_t i = 0; i < n; i++) {
-        count_out(s);
+        if (!rec->in->restore) count_out(s);
         trace_ctx(rec, s->name, refs[i]);
     }
     size_t next = c->pub.step + 1;
@@ -295,14 +319,15 @@ static bool settle(struct ctx *c, const struct sl_step_result *res) {
 
     switch (res->status) {
     case SL_STEP_NEXT:
-        if (!(s->kind->flags & SL_STEP_SINK)) {
+        if (!rec->in->restore) {
             count_out(s);
-            if (!rec->in->restore) trace_ctx(rec, s->name, c->pub.ref);
+            if (s->kind->flags & SL_STEP_SINK) rec->sunk = true;
+            else trace_ctx(rec, s->name, c->pub.ref);
         }
         c->pub.step++;
         return true;
     case SL_STEP_FILTERED:
-        filtered(c, s, res->reason);
+        if (!rec->in->restore) filtered(c, s, res->reason);
         ctx_finish(c);
         return false;
     case SL_STEP_DONE:
@@ -317,6 +342,7 @@ static bool settle(struct ctx *c, const struct sl_step_result *res) {
             return false;
         }
         count_step_at(&s->m.errors, s->name, "sluice_step_errors_total");
+        sl_metrics_inc("sluice_rules_errors_total", version_label(rec->rules), 1);
         sl_step_input_name(rec->in, what, sizeof(what));
         sl_log(SL_LOG_WARN, "pipeline", "step %s failed on %s: %s", s->name, what, res->error);
         dead_letter(c, s->name, res->error);
@@ -350,6 +376,7 @@ static void run(struct ctx *c) {
                 continue;
             }
         }
+        if (!rec->in->restore) count_step_at(&s->m.in, s->name, "sluice_step_in_total");
         res.status = SL_STEP_NEXT;
         s->kind->start(s->state, &c->pub, &res);
         if (!settle(c, &res)) return;

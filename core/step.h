@@ -27,7 +27,7 @@
 #include "sl.h"
 
 #define SL_STEP_FOR_RESTORE 1u  /* Runs for restore records (they only rebuild state). */
-#define SL_STEP_SINK 2u         /* Writes out: not counted in sluice_step_out_total nor traced as a context. */
+#define SL_STEP_SINK 2u         /* Writes out: its context is not traced; its acknowledgement ends a record's latency. */
 #define SL_STEP_MAX_KINDS 16    /* Bound on enum sl_step_type values (the kinds' shared slots). */
 
 struct sl_kafka_producer;

@@ -26,6 +26,16 @@ int main(void) {
     sl_metrics_set("sluice_g", NULL, 3);
     TEST("a gauge keeps the last value", sl_metrics_get("sluice_g", NULL) == 3);
     sl_metrics_set("sluice_big", NULL, 1795667677389.0);
+    static const double bounds[] = {0.1, 1, 10};
+    struct sl_metrics_histogram *h = sl_metrics_histogram("sluice_lat_seconds", "k=\"v\"", bounds, 3);
+    TEST("a histogram is found again by name and labels",
+         sl_metrics_histogram("sluice_lat_seconds", "k=\"v\"", bounds, 3) == h);
+    sl_metrics_observe(h, 0.05);
+    sl_metrics_observe(h, 1);       /* on a bound: counted in that bucket */
+    sl_metrics_observe(h, 5);
+    sl_metrics_observe(h, 50);
+    struct sl_metrics_histogram *h0 = sl_metrics_histogram("sluice_nolabel_seconds", NULL, bounds, 1);
+    sl_metrics_observe(h0, 2);
 
     sl_metrics_render(&b);
     const char *t = sl_buf_cstr(&b);
@@ -36,6 +46,18 @@ int main(void) {
     TEST("big values stay integers", strstr(t, "sluice_big 1795667677389\n") != NULL);
     TEST("series come sorted by name", strstr(t, "sluice_big") < strstr(t, "sluice_f_total") &&
                                        strstr(t, "sluice_f_total") < strstr(t, "sluice_g "));
+    TEST("histograms render cumulative buckets, sum and count",
+         strstr(t, "# TYPE sluice_lat_seconds histogram\n"
+                   "sluice_lat_seconds_bucket{k=\"v\",le=\"0.1\"} 1\n"
+                   "sluice_lat_seconds_bucket{k=\"v\",le=\"1\"} 2\n"
+                   "sluice_lat_seconds_bucket{k=\"v\",le=\"10\"} 3\n"
+                   "sluice_lat_seconds_bucket{k=\"v\",le=\"+Inf\"} 4\n"
+                   "sluice_lat_seconds_sum{k=\"v\"} 56.049999999999997\n"
+                   "sluice_lat_seconds_count{k=\"v\"} 4\n") != NULL);
+    TEST("a histogram without labels has only le",
+         strstr(t, "sluice_nolabel_seconds_bucket{le=\"0.1\"} 0\n"
+                   "sluice_nolabel_seconds_bucket{le=\"+Inf\"} 1\n"
+                   "sluice_nolabel_seconds_sum 2\nsluice_nolabel_seconds_count 1\n") != NULL);
     sl_buf_free(&b);
 
     sl_metrics_reset();
