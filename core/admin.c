@@ -1,4 +1,5 @@
-/* admin.c -- /metrics and /health over httpd.c (see admin.h).
+/* admin.c -- /metrics, /healthz, /readyz and /status over httpd.c (see
+ * admin.h).
  *
  * Bounded as the collector is: GET and HEAD only (405 otherwise, before any
  * body is read), no body at all (413), a head of SL_ADMIN_MAX_HEAD (431),
@@ -13,6 +14,8 @@
 struct sl_admin {
     struct sl_httpd *http;
     sl_admin_metrics_fn *fn;
+    sl_admin_ready_fn *ready;
+    sl_admin_status_fn *status;
     void *arg;
     uint64_t answers[6];         /* 200, 404, 405, 4xx other, 503, timeouts */
 };
@@ -53,8 +56,24 @@ static void handle(struct sl_httpd_req *req, void *arg) {
         sl_metrics_render(&b);
         answer(a, req, 200, "OK", "text/plain; version=0.0.4", b.data ? b.data : "", b.len);
         sl_buf_free(&b);
-    } else if (!strcmp(uri, "/health")) {
+    } else if (!strcmp(uri, "/health") || !strcmp(uri, "/healthz")) {
         answer(a, req, 200, "OK", "text/plain", "ok\n", 3);
+    } else if (!strcmp(uri, "/readyz")) {
+        char why[256] = "";
+        if (!a->ready || a->ready(a->arg, why, sizeof(why))) {
+            answer(a, req, 200, "OK", "text/plain", "ready\n", 6);
+        } else {
+            struct sl_buf b = {0};
+            sl_buf_printf(&b, "not ready: %s\n", why);
+            answer(a, req, 503, "Service Unavailable", "text/plain", b.data, b.len);
+            sl_buf_free(&b);
+        }
+    } else if (!strcmp(uri, "/status") && a->status) {
+        struct sl_buf b = {0};
+        a->status(a->arg, &b);
+        sl_buf_addc(&b, '\n');
+        answer(a, req, 200, "OK", "application/json", b.data, b.len);
+        sl_buf_free(&b);
     } else {
         answer(a, req, 404, "Not Found", "text/plain", "not found\n", 10);
     }
@@ -101,4 +120,10 @@ void sl_admin_destroy(struct sl_admin *a) {
     if (!a) return;
     sl_httpd_destroy(a->http);
     free(a);
+}
+
+void sl_admin_set_probes(struct sl_admin *a, sl_admin_ready_fn *ready,
+                         sl_admin_status_fn *status) {
+    a->ready = ready;
+    a->status = status;
 }

@@ -286,6 +286,16 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
     }
 }
 
+/* Counts commits by result in sluice_commits_total (nothing to commit is
+ * not a commit). */
+static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
+                      rd_kafka_topic_partition_list_t *offsets, void *arg) {
+    (void)rk; (void)offsets; (void)arg;
+    if (e == RD_KAFKA_RESP_ERR__NO_OFFSET) return;
+    sl_metrics_inc("sluice_commits_total", e ? "result=\"error\"" : "result=\"ok\"", 1);
+    if (e) sl_log(SL_LOG_WARN, "kafka", "commit failed: %s", rd_kafka_err2str(e));
+}
+
 static void consumer_error(struct sl_kafka_consumer *c, rd_kafka_message_t *m) {
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
         if (c->conf.on_eof)
@@ -364,6 +374,7 @@ struct sl_kafka_consumer *sl_kafka_consumer_create(struct event_base *base,
         goto fail;
     rd_kafka_conf_set_opaque(rc, c);
     rd_kafka_conf_set_rebalance_cb(rc, rebalance_cb);
+    rd_kafka_conf_set_offset_commit_cb(rc, commit_cb);
     rd_kafka_conf_set_log_cb(rc, log_cb);
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, rc, rerr, sizeof(rerr));
     if (!c->rk) {
@@ -436,4 +447,21 @@ bool sl_kafka_consumer_paused(const struct sl_kafka_consumer *c) {
 
 struct rd_kafka_s *sl_kafka_consumer_handle(struct sl_kafka_consumer *c) {
     return c->rk;
+}
+
+int sl_kafka_consumer_partitions(struct sl_kafka_consumer *c, sl_kafka_partition_fn *fn,
+                                 void *arg) {
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    int n;
+    if (rd_kafka_assignment(c->rk, &parts) || !parts) return 0;
+    rd_kafka_position(c->rk, parts);
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *p = &parts->elems[i];
+        int64_t lo = -1, hi = -1;
+        if (rd_kafka_get_watermark_offsets(c->rk, p->topic, p->partition, &lo, &hi)) hi = -1;
+        fn(arg, p->topic, p->partition, p->offset >= 0 ? p->offset : -1, hi);
+    }
+    n = parts->cnt;
+    rd_kafka_topic_partition_list_destroy(parts);
+    return n;
 }

@@ -140,6 +140,15 @@ void sl_kafka_consumer_pause(struct sl_kafka_consumer *c, bool pause);
 bool sl_kafka_consumer_paused(const struct sl_kafka_consumer *c);
 
 struct rd_kafka_s *sl_kafka_consumer_handle(struct sl_kafka_consumer *c);
+/* Called per assigned partition: position is the next offset the consumer
+ * fetches (-1 unknown), high the partition's end as last fetched (-1
+ * unknown). */
+typedef void sl_kafka_partition_fn(void *arg, const char *topic, int32_t partition,
+                                   int64_t position, int64_t high);
+/* Calls fn for each partition assigned now, without blocking (cached
+ * watermarks). Returns how many. */
+int sl_kafka_consumer_partitions(struct sl_kafka_consumer *c, sl_kafka_partition_fn *fn,
+                                 void *arg);
 
 /* Applies conf->props to a librdkafka configuration; err names the bad
  * property. Shared by every handle sluice creates. */

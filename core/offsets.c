@@ -20,6 +20,7 @@ struct part {
     int32_t partition;
     struct slot *ring;
     size_t cap, head, len;   /* ring capacity (power of two), first slot, slots used */
+    int64_t next_done;       /* one past the last finished when len == 0, else -1 */
     struct part *next;
 };
 
@@ -64,6 +65,7 @@ void sl_offsets_track(struct sl_offsets *o, const char *topic, int32_t partition
         p = sl_calloc(1, sizeof(*p));
         p->topic = sl_strdup(topic);
         p->partition = partition;
+        p->next_done = -1;
         p->cap = 64;
         p->ring = sl_malloc(p->cap * sizeof(*p->ring));
         p->next = o->parts;
@@ -105,7 +107,14 @@ int64_t sl_offsets_done(struct sl_offsets *o, const char *topic, int32_t partiti
         p->head = (p->head + 1) & (p->cap - 1);
         p->len--;
     }
+    p->next_done = last + 1;
     return p->len ? at(p, 0)->offset : last + 1;
+}
+
+int64_t sl_offsets_position(const struct sl_offsets *o, const char *topic, int32_t partition) {
+    const struct part *p = find(o, topic, partition);
+    if (!p) return -1;
+    return p->len ? at((struct part *)p, 0)->offset : p->next_done;
 }
 
 size_t sl_offsets_pending(const struct sl_offsets *o, const char *topic,

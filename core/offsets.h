@@ -25,6 +25,9 @@ void sl_offsets_track(struct sl_offsets *o, const char *topic, int32_t partition
  * moved, else -1. Unknown offsets are ignored (-1). */
 int64_t sl_offsets_done(struct sl_offsets *o, const char *topic, int32_t partition,
                         int64_t offset);
+/* The partition's commit position now (the next offset to process), -1
+ * when nothing of it was tracked. */
+int64_t sl_offsets_position(const struct sl_offsets *o, const char *topic, int32_t partition);
 /* Offsets in flight in the partition (all partitions when topic is NULL). */
 size_t sl_offsets_pending(const struct sl_offsets *o, const char *topic,
                           int32_t partition);

@@ -39,7 +39,13 @@ static int sl_lua_now(lua_State *L) {
 static int sl_lua_log(lua_State *L) {
     static const char *levels[] = {"debug", "info", "warn", "error", NULL};
     int level = luaL_checkoption(L, 1, "info", levels);
-    sl_log((enum sl_log_level)level, "lua", "%s", luaL_checkstring(L, 2));
+    const char *msg = luaL_checkstring(L, 2);
+    lua_Debug ar;
+    char site[128] = "lua";
+    /* Rate-limited per calling line of the rule, not as one site. */
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar))
+        snprintf(site, sizeof(site), "%s:%d", ar.short_src, ar.currentline);
+    sl_log_site((enum sl_log_level)level, "lua", site, "%s", msg);
     return 0;
 }
 

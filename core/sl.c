@@ -3,31 +3,127 @@
 #include "sl.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 static enum sl_log_level log_level = SL_LOG_INFO;
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 void sl_log_set_level(enum sl_log_level level) { log_level = level; }
 
-void sl_log(enum sl_log_level level, const char *unit, const char *fmt, ...) {
-    static const char *names[] = {"debug", "info", "warn", "error"};
-    char ts[32], msg[4096];
+/* ==================== Rate limit per call site ==================== */
+
+#define SL_LOG_SITES 256 /* Call sites tracked at once; beyond, lines are not limited. */
+#define SL_LOG_PROBE 8   /* Slots probed for a site before giving up. */
+
+/* One call site's window. */
+struct site {
+    uint64_t key;              /* the format's address or the site's hash; 0: free */
+    int64_t start;             /* monotonic ms the window began */
+    unsigned printed;          /* lines printed in the window */
+    uint64_t suppressed;       /* lines counted, not printed */
+    enum sl_log_level level;   /* of the last suppressed line, for the summary */
+    char unit[16];
+    char what[64];             /* the first line's start, to name the flood */
+};
+
+static struct site sites[SL_LOG_SITES];
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct site *site_of(uint64_t key) {
+    for (unsigned i = 0; i < SL_LOG_PROBE; i++) {
+        struct site *s = &sites[(key + i * 0x9e3779b9u) % SL_LOG_SITES];
+        if (s->key == key) return s;
+        if (!s->key) {
+            s->key = key;
+            return s;
+        }
+    }
+    return NULL;
+}
+
+static void emit(enum sl_log_level level, const char *unit, const char *msg) {
+    char ts[32];
     struct timespec now;
     struct tm tm;
-    va_list ap;
-
-    if (level < log_level) return;
     clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
     strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     fprintf(stderr, "%s.%03ldZ %-5s %s: %s\n", ts, now.tv_nsec / 1000000L,
-            names[level], unit, msg);
+            level_names[level], unit, msg);
+}
+
+/* Ends a site's window, reporting what it suppressed. Lock held. */
+static void site_report(struct site *s) {
+    if (s->suppressed) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "suppressed %llu similar messages in the last %d s: %s...",
+                 (unsigned long long)s->suppressed, SL_LOG_WINDOW_MS / 1000, s->what);
+        emit(s->level, s->unit, msg);
+    }
+    s->suppressed = 0;
+    s->printed = 0;
+}
+
+static void vlog(enum sl_log_level level, const char *unit, uint64_t key,
+                 const char *fmt, va_list ap) {
+    char msg[4096];
+    int64_t now = sl_mono_ms();
+
+    if (level < log_level) return;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    pthread_mutex_lock(&log_lock);
+    struct site *s = site_of(key ? key : 1);
+    if (!s) {
+        emit(level, unit, msg);
+    } else {
+        if (!s->printed && !s->suppressed) s->start = now;
+        if (now - s->start >= SL_LOG_WINDOW_MS) {
+            site_report(s);
+            s->start = now;
+        }
+        if (s->printed < SL_LOG_BURST) {
+            if (!s->printed) snprintf(s->what, sizeof(s->what), "%.*s",
+                                      (int)strcspn(msg, "\n"), msg);
+            s->printed++;
+            emit(level, unit, msg);
+        } else {
+            s->suppressed++;
+            s->level = level;
+            snprintf(s->unit, sizeof(s->unit), "%s", unit);
+        }
+    }
+    pthread_mutex_unlock(&log_lock);
+}
+
+void sl_log(enum sl_log_level level, const char *unit, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(level, unit, (uint64_t)(uintptr_t)fmt, fmt, ap);
+    va_end(ap);
+}
+
+void sl_log_site(enum sl_log_level level, const char *unit, const char *site,
+                 const char *fmt, ...) {
+    uint64_t h = 14695981039346656037ull;
+    va_list ap;
+    for (const char *p = site; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    va_start(ap, fmt);
+    vlog(level, unit, h, fmt, ap);
+    va_end(ap);
+}
+
+void sl_log_flush(int all) {
+    int64_t now = sl_mono_ms();
+    pthread_mutex_lock(&log_lock);
+    for (size_t i = 0; i < SL_LOG_SITES; i++)
+        if (sites[i].key && (sites[i].printed || sites[i].suppressed) &&
+            (all || now - sites[i].start >= SL_LOG_WINDOW_MS))
+            site_report(&sites[i]);
+    pthread_mutex_unlock(&log_lock);
 }
 
 static void oom(size_t n) {

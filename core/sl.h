@@ -11,13 +11,28 @@
 #define SL_OK 0    /* The operation succeeded. */
 #define SL_ERR -1  /* The operation failed; details are in the caller's buffer. */
 
+#define SL_VERSION "0.1.0" /* The release, in /status and `sluice --version`. */
 #define SL_ERRLEN 512 /* Size of the error buffers callers pass to units. */
 
 enum sl_log_level { SL_LOG_DEBUG, SL_LOG_INFO, SL_LOG_WARN, SL_LOG_ERROR };
 
-/* Logs one line to stderr: time, level, unit, message. Never fails. */
+#define SL_LOG_BURST 10          /* Lines one call site may print per window. */
+#define SL_LOG_WINDOW_MS 10000   /* The rate-limit window of a call site. */
+
+/* Logs one line to stderr: time, level, unit, message. Never fails.
+ * Rate-limited per call site (its format string): past SL_LOG_BURST lines
+ * in SL_LOG_WINDOW_MS, lines are counted, not printed, and the next line of
+ * that site (or sl_log_flush) says "suppressed N similar messages", so a
+ * flood of bad records cannot fill a disk. Thread-safe. */
 void sl_log(enum sl_log_level level, const char *unit, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* As sl_log, with the call site named by site (e.g. a Lua "file:line"). */
+void sl_log_site(enum sl_log_level level, const char *unit, const char *site,
+                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Prints the count of each site whose window ended (every site: all) with
+ * lines suppressed. Call it now and then (the worker's timer) and at exit,
+ * so a flood that stopped still reports what it hid. */
+void sl_log_flush(int all);
 /* Sets the lowest level that sl_log prints (default SL_LOG_INFO). */
 void sl_log_set_level(enum sl_log_level level);
 

@@ -5,6 +5,7 @@
 #include "broker.h"
 #include "collector.h"
 #include "config.h"
+#include "json.h"
 #include "kafka.h"
 #include "metrics.h"
 #include "offsets.h"
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/event.h>
 #include <librdkafka/rdkafka.h>
@@ -48,6 +50,9 @@ struct worker {
     struct restoring *restoring;         /* partitions rebuilding their windows */
     struct sl_kafka_prop *cprops, *pprops; /* kafka.properties + consumer / producer */
     unsigned ticks;
+    int64_t rules_loaded_at;             /* wall ms the running rules loaded */
+    unsigned reloads, reload_errors;     /* SIGHUPs that swapped / kept the rules */
+    char reload_error[SL_ERRLEN];        /* the last failed reload's error */
 };
 
 /* A partition being restored: records below `until` (the committed offset)
@@ -267,6 +272,10 @@ static void on_rebalance(void *arg, bool assigned, void *parts_) {
                "will process them again");
     for (int i = 0; i < parts->cnt; i++) {
         sl_offsets_drop(w->offsets, parts->elems[i].topic, parts->elems[i].partition);
+        char labels[320];    /* its lag is now another worker's to report */
+        snprintf(labels, sizeof(labels), "topic=\"%s\",partition=\"%d\"",
+                 parts->elems[i].topic, (int)parts->elems[i].partition);
+        sl_metrics_set("sluice_consumer_lag", labels, 0);
         if (w->pipeline)     /* NULL when the consumer leaves the group at exit */
             sl_pipeline_drop_partition(w->pipeline, parts->elems[i].topic,
                                        parts->elems[i].partition);
@@ -284,6 +293,8 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg) {
     struct sl_rules *r = sl_rules_create(w->cf, err, sizeof(err));
     if (!r) {
         sl_metrics_inc("sluice_reloads_total", "result=\"error\"", 1);
+        w->reload_errors++;
+        snprintf(w->reload_error, sizeof(w->reload_error), "%s", err);
         sl_log(SL_LOG_ERROR, "worker", "reload failed, keeping rules version %s: %s",
                sl_pipeline_version(w->pipeline), err);
         return;
@@ -292,6 +303,8 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg) {
     snprintf(old, sizeof(old), "%s", sl_pipeline_version(w->pipeline));
     sl_pipeline_swap_rules(w->pipeline, r);
     sl_metrics_inc("sluice_reloads_total", "result=\"ok\"", 1);
+    w->reloads++;
+    w->rules_loaded_at = sl_now_ms();
     sl_log(SL_LOG_INFO, "worker", "rules reloaded: version %s (was %s)",
            sl_pipeline_version(w->pipeline), old);
 }
@@ -316,6 +329,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
     struct worker *w = arg;
     (void)fd; (void)what;
     check_hold(w);
+    sl_log_flush(0);
     if (w->pipeline && ++w->ticks % (1000 / SL_WORKER_TICK_MS) == 0) sl_pipeline_tick(w->pipeline);
     if (!w->stopping) return;
     size_t left = (w->pipeline ? sl_pipeline_inflight(w->pipeline) : 0) +
@@ -331,8 +345,98 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
 
 /* ==================== Set-up ==================== */
 
+/* A JSON string, or null for text that is not UTF-8. */
+static void add_str(struct sl_buf *b, const char *s) {
+    if (sl_json_add_string(b, s, strlen(s), NULL, 0)) sl_buf_adds(b, "null");
+}
+
+/* Lag of one assigned partition: its end minus the next offset to finish
+ * (or to fetch, before any record of it was taken). */
+struct lag_walk {
+    struct worker *w;
+    struct sl_buf *json;                 /* /status partitions, or NULL */
+    size_t n;
+};
+
+static void lag_partition(void *arg, const char *topic, int32_t partition,
+                          int64_t position, int64_t high) {
+    struct lag_walk *lw = arg;
+    char labels[320];
+    int64_t done = sl_offsets_position(lw->w->offsets, topic, partition);
+    int64_t at = done >= 0 ? done : position;
+    int64_t lag = high >= 0 && at >= 0 ? (high > at ? high - at : 0) : -1;
+    snprintf(labels, sizeof(labels), "topic=\"%s\",partition=\"%d\"", topic, (int)partition);
+    if (lag >= 0) sl_metrics_set("sluice_consumer_lag", labels, (double)lag);
+    if (lw->json) {
+        sl_buf_adds(lw->json, lw->n ? ",{\"topic\":" : "{\"topic\":");
+        add_str(lw->json, topic);
+        sl_buf_printf(lw->json, ",\"partition\":%d,\"position\":%lld,\"end\":%lld,\"lag\":%lld}",
+                      (int)partition, (long long)at, (long long)high, (long long)lag);
+    }
+    lw->n++;
+}
+
+static size_t walk_partitions(struct worker *w, struct sl_buf *json) {
+    struct lag_walk lw = {w, json, 0};
+    if (w->consumer) sl_kafka_consumer_partitions(w->consumer, lag_partition, &lw);
+    sl_metrics_set("sluice_assigned_partitions", NULL, (double)lw.n);
+    return lw.n;
+}
+
+/* /readyz: rules loaded, a broker reachable, not stopping. Partitions not
+ * yet assigned is the normal wait of a group member, not a failure. */
+static bool ready_cb(void *arg, char *why, size_t whylen) {
+    struct worker *w = arg;
+    if (w->stopping) sl_errf(why, whylen, "stopping");
+    else if (w->cf->nsteps && !w->pipeline) sl_errf(why, whylen, "rules not loaded");
+    else if (!sl_kafka_producer_up(w->producer))
+        sl_errf(why, whylen, "no Kafka broker reachable at %s", w->brokers);
+    else return true;
+    return false;
+}
+
+static void add_time(struct sl_buf *b, int64_t ms) {
+    char ts[32];
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    sl_buf_printf(b, "\"%s.%03dZ\"", ts, (int)(ms % 1000));
+}
+
+/* /status: what an operator asks first. Names and numbers only: never the
+ * config's values (they hold secrets). */
+static void status_cb(void *arg, struct sl_buf *b) {
+    struct worker *w = arg;
+    char why[256];
+    bool ready = ready_cb(w, why, sizeof(why));
+    sl_buf_adds(b, "{\"version\":\"" SL_VERSION "\",\"config\":");
+    add_str(b, w->cf->file);
+    sl_buf_printf(b, ",\"ready\":%s", ready ? "true" : "false");
+    if (!ready) {
+        sl_buf_adds(b, ",\"not_ready\":");
+        add_str(b, why);
+    }
+    sl_buf_adds(b, ",\"rules\":{\"version\":");
+    if (w->pipeline) sl_buf_printf(b, "\"%s\",\"loaded_at\":", sl_pipeline_version(w->pipeline));
+    else sl_buf_adds(b, "null,\"loaded_at\":");
+    if (w->rules_loaded_at) add_time(b, w->rules_loaded_at);
+    else sl_buf_adds(b, "null");
+    sl_buf_printf(b, ",\"reloads\":%u,\"reload_errors\":%u,\"last_reload_error\":",
+                  w->reloads, w->reload_errors);
+    if (w->reload_error[0])
+        add_str(b, w->reload_error);
+    else sl_buf_adds(b, "null");
+    sl_buf_printf(b, "},\"broker_up\":%s,\"inflight\":%zu,\"partitions\":[",
+                  sl_kafka_producer_up(w->producer) ? "true" : "false",
+                  w->pipeline ? sl_pipeline_inflight(w->pipeline) : 0);
+    walk_partitions(w, b);
+    sl_buf_adds(b, "]}");
+}
+
 static void metrics_cb(void *arg, struct sl_buf *out) {
     struct worker *w = arg;
+    walk_partitions(w, NULL);
     if (w->collector) sl_collector_metrics(w->collector, out);
     sl_metrics_set("sluice_inflight_records", NULL,
                    w->pipeline ? (double)sl_pipeline_inflight(w->pipeline) : 0);
@@ -388,6 +492,7 @@ static int setup(struct worker *w, char *err, size_t errlen) {
         struct sl_rules *rules = sl_rules_create(cf, err, errlen);
         if (!rules) return SL_ERR;
         sl_log(SL_LOG_INFO, "worker", "rules version %s", sl_rules_version(rules));
+        w->rules_loaded_at = sl_now_ms();
         struct sl_pipeline_conf pc = {
             .cf = cf, .producer = w->producer, .on_done = on_done,
             .on_fatal = on_fatal, .on_drop = on_drop, .arg = w,
@@ -438,6 +543,7 @@ static int setup(struct worker *w, char *err, size_t errlen) {
     if (cf->admin_listen) {
         w->admin = sl_admin_create(w->base, cf->admin_listen, metrics_cb, w, err, errlen);
         if (!w->admin) return SL_ERR;
+        sl_admin_set_probes(w->admin, ready_cb, status_cb);
         sl_log(SL_LOG_INFO, "worker", "admin on http://%s/metrics", cf->admin_listen);
     }
     w->sighup = evsignal_new(w->base, SIGHUP, on_sighup, w);
@@ -503,6 +609,7 @@ int sl_worker_run(const char *config_file) {
     }
     event_base_dispatch(w.base);
     int status = w.status;
+    sl_log_flush(1);
     sl_log(status ? SL_LOG_ERROR : SL_LOG_INFO, "worker", "stopped (exit %d)", status);
     teardown(&w);
     return status;

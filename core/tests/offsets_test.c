@@ -34,6 +34,14 @@ int main(void) {
     for (int64_t i = 999; i > 0; i--) moved += sl_offsets_done(o, "g", 3, 5000 + i) != -1;
     TEST("reverse finishing never moves while the first is in flight", moved == 0);
     TEST("finishing the first jumps past all", sl_offsets_done(o, "g", 3, 5000) == 6000);
+    TEST("position: one past the last finished when none is in flight",
+         sl_offsets_position(o, "g", 3) == 6000);
+    sl_offsets_track(o, "g", 3, 6000);
+    TEST("position: the first in flight", sl_offsets_position(o, "g", 3) == 6000);
+    TEST("position: -1 for an unknown partition", sl_offsets_position(o, "none", 0) == -1);
+    sl_offsets_track(o, "n", 0, 9);
+    TEST("position: the first tracked before anything finished",
+         sl_offsets_position(o, "n", 0) == 9);
 
     /* A seek back (rebalance, restore) starts the partition over. */
     sl_offsets_track(o, "s", 0, 50);

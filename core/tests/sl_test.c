@@ -1,0 +1,73 @@
+/* sl_test.c -- the logger's rate limit per call site. */
+#define _GNU_SOURCE
+#include "sl.h"
+#include "test.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* What stderr received since the last call (stderr is a temporary file). */
+static char *captured(void) {
+    fflush(stderr);
+    off_t n = lseek(2, 0, SEEK_CUR);
+    char *s = calloc(1, (size_t)n + 1);
+    if (pread(2, s, (size_t)n, 0) != n) s[0] = '\0';
+    if (ftruncate(2, 0) || lseek(2, 0, SEEK_SET)) s[0] = '\0';
+    return s;
+}
+
+static int count(const char *s, const char *what) {
+    int n = 0;
+    for (const char *p = s; (p = strstr(p, what)); p += strlen(what)) n++;
+    return n;
+}
+
+static void flood(int n) {
+    for (int i = 0; i < n; i++) sl_log(SL_LOG_WARN, "pipeline", "record %d failed\ntraceback", i);
+}
+
+int main(void) {
+    FILE *f = tmpfile();
+    int saved = dup(2);
+    dup2(fileno(f), 2);
+
+    flood(1000);
+    char *s = captured();
+    int burst = count(s, "failed\ntraceback");
+    free(s);
+    sl_log(SL_LOG_INFO, "other", "another site");
+    s = captured();
+    int other = count(s, "another site");
+    free(s);
+    sl_log_site(SL_LOG_INFO, "lua", "rule.lua:3", "%s", "from line 3");
+    sl_log_site(SL_LOG_INFO, "lua", "rule.lua:4", "%s", "from line 4");
+    for (int i = 0; i < 50; i++) sl_log_site(SL_LOG_INFO, "lua", "rule.lua:3", "%s", "again");
+    s = captured();
+    int line3 = count(s, "again"), line4 = count(s, "from line 4");
+    free(s);
+    sl_log_flush(0);
+    s = captured();
+    int early = (int)strlen(s);
+    free(s);
+    sl_log_flush(1);
+    s = captured();
+    int reported = count(s, "suppressed 990 similar messages") &&
+                   count(s, "record 0 failed...") && count(s, "suppressed 41 similar");
+    free(s);
+    flood(3);
+    s = captured();
+    int fresh = count(s, "failed\ntraceback");
+    free(s);
+
+    dup2(saved, 2);
+    close(saved);
+    fclose(f);
+    TEST("a flood from one site prints SL_LOG_BURST lines", burst == SL_LOG_BURST);
+    TEST("another site is not limited by it", other == 1);
+    TEST("sites named by sl_log_site are limited apart", line3 == SL_LOG_BURST - 1 && line4 == 1);
+    TEST("a window not yet over reports nothing", early == 0);
+    TEST("flushing reports the count suppressed per site, naming the first line", reported);
+    TEST("after a report the site prints again", fresh == 3);
+    return TEST_DONE();
+}
