@@ -375,6 +375,7 @@ struct sl_kafka_consumer *sl_kafka_consumer_create(struct event_base *base,
     rd_kafka_conf_set_opaque(rc, c);
     rd_kafka_conf_set_rebalance_cb(rc, rebalance_cb);
     rd_kafka_conf_set_offset_commit_cb(rc, commit_cb);
+    sl_metrics_counter("sluice_commits_total", "result=\"ok\"");      /* at 0 */
     rd_kafka_conf_set_log_cb(rc, log_cb);
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, rc, rerr, sizeof(rerr));
     if (!c->rk) {

@@ -1,6 +1,7 @@
 /* main.c -- the sluice command line: parses arguments and calls the units. */
 #define _GNU_SOURCE
 #include "broker.h"
+#include "counts.h"
 #include "model.h"
 #include "model_eval.h"
 #include "model_gen.h"
@@ -28,6 +29,7 @@ static const char usage_main[] =
 "  test     run JSON lines through the steps without Kafka and trace each step\n"
 "  broker   run the embedded Kafka-protocol broker as its own process\n"
 "  replay   put dead-lettered records back into their source topic\n"
+"  counts   print each step's counts of a running instance (from /metrics)\n"
 "  model    the built-in recommendation model: gen, train, eval, serve\n"
 "\n"
 "`sluice COMMAND --help` explains a command's options.\n";
@@ -434,6 +436,40 @@ static int cmd_model_serve(int argc, char **argv) {
     return sl_model_serve_run(&o);
 }
 
+static const char usage_counts[] =
+"usage: sluice counts [--admin ADDR] [--watch] [--interval SECONDS]\n"
+"\n"
+"Prints each step of a running instance with its counts since it started:\n"
+"records in, out, filtered (then one line per filter reason), errors and\n"
+"dead letters. Read from the admin listener's /metrics, so a scrape sees the\n"
+"same numbers.\n"
+"\n"
+"  -a, --admin ADDR       the admin listener, host:port or URL (default:\n"
+"                         $ADMIN_LISTEN, else 127.0.0.1:9100)\n"
+"  -w, --watch            refresh until interrupted\n"
+"  -n, --interval SECONDS between refreshes with --watch (default 2)\n"
+"  -h, --help             this text\n"
+"\n"
+"Exit status 1 when the listener cannot be read.\n";
+
+static int cmd_counts(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"admin", required_argument, NULL, 'a'}, {"watch", no_argument, NULL, 'w'},
+        {"interval", required_argument, NULL, 'n'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    const char *env = getenv("ADMIN_LISTEN");
+    struct sl_counts_opts o = {env && *env ? env : "127.0.0.1:9100", false, 2000};
+    int c;
+    while ((c = getopt_long(argc, argv, "a:wn:h", opts, NULL)) != -1) {
+        if (c == 'a') o.admin = optarg;
+        else if (c == 'w') o.watch = true;
+        else if (c == 'n') o.interval_ms = (int)(strtod(optarg, NULL) * 1000);
+        else help(usage_counts, c == 'h' ? 0 : 2);
+    }
+    if (optind < argc || o.interval_ms < 100) help(usage_counts, 2);
+    return sl_counts_run(&o);
+}
+
 static int cmd_model(int argc, char **argv) {
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
         {"gen", cmd_model_gen}, {"train", cmd_model_train}, {"eval", cmd_model_eval},
@@ -450,7 +486,8 @@ static int cmd_model(int argc, char **argv) {
 int main(int argc, char **argv) {
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
         {"run", cmd_run}, {"check", cmd_check}, {"test", cmd_test},
-        {"broker", cmd_broker}, {"replay", cmd_replay}, {"model", cmd_model}};
+        {"broker", cmd_broker}, {"replay", cmd_replay}, {"model", cmd_model},
+        {"counts", cmd_counts}};
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
         !strcmp(argv[1], "help"))
         help(usage_main, argc < 2 ? 2 : 0);

@@ -102,9 +102,6 @@ static void record_release(struct record *rec) {
         pl->records_done = sl_metrics_counter("sluice_records_done_total", NULL);
     sl_metrics_add(pl->records_done, 1);
     if (rec->sunk && rec->in->timestamp >= 0) {
-        if (!pl->latency)
-            pl->latency = sl_metrics_histogram("sluice_end_to_end_seconds", NULL, latency_bounds,
-                                               sizeof(latency_bounds) / sizeof(latency_bounds[0]));
         int64_t ms = sl_now_ms() - rec->in->timestamp;
         sl_metrics_observe(pl->latency, ms > 0 ? (double)ms / 1000 : 0);
     }
@@ -461,6 +458,9 @@ struct sl_pipeline *sl_pipeline_create(const struct sl_pipeline_conf *conf,
     pl->conf = *conf;
     pl->cf = conf->cf;
     pl->rules = rules;     /* ownership moves to the pipeline */
+    sl_metrics_counter("sluice_rules_errors_total", version_label(rules));
+    pl->latency = sl_metrics_histogram("sluice_end_to_end_seconds", NULL, latency_bounds,
+                                       sizeof(latency_bounds) / sizeof(latency_bounds[0]));
     pl->last_restore = -1;
     pl->nsteps = pl->cf->nsteps;
     pl->steps = sl_calloc(pl->nsteps + 1, sizeof(*pl->steps));
@@ -475,6 +475,15 @@ struct sl_pipeline *sl_pipeline_create(const struct sl_pipeline_conf *conf,
         s->kind = sc->kind;
         s->name = sc->name;
         s->state = s->kind->create(&env);
+        /* Every step's counters exist from the start, at 0, so a dashboard's
+         * rate() has a series; its place lets `sluice counts` keep the order. */
+        char labels[160];
+        snprintf(labels, sizeof(labels), "step=\"%s\"", s->name);
+        sl_metrics_set("sluice_step_position", labels, (double)i);
+        s->m.in = sl_metrics_counter("sluice_step_in_total", labels);
+        s->m.out = sl_metrics_counter("sluice_step_out_total", labels);
+        s->m.errors = sl_metrics_counter("sluice_step_errors_total", labels);
+        sl_metrics_counter("sluice_step_dead_letters_total", labels);
         if (s->kind->history) pl->last_restore = (int)i;
     }
     return pl;
@@ -503,6 +512,7 @@ void sl_pipeline_destroy(struct sl_pipeline *pl) {
 void sl_pipeline_swap_rules(struct sl_pipeline *pl, struct sl_rules *rules) {
     struct sl_rules *old = pl->rules;
     pl->rules = rules;
+    sl_metrics_counter("sluice_rules_errors_total", version_label(rules));
     sl_rules_release(old);  /* closed now, or when its last record ends */
 }
 

@@ -493,6 +493,8 @@ static int setup(struct worker *w, char *err, size_t errlen) {
         if (!rules) return SL_ERR;
         sl_log(SL_LOG_INFO, "worker", "rules version %s", sl_rules_version(rules));
         w->rules_loaded_at = sl_now_ms();
+        sl_metrics_counter("sluice_reloads_total", "result=\"ok\"");    /* at 0 */
+        sl_metrics_counter("sluice_reloads_total", "result=\"error\"");
         struct sl_pipeline_conf pc = {
             .cf = cf, .producer = w->producer, .on_done = on_done,
             .on_fatal = on_fatal, .on_drop = on_drop, .arg = w,

@@ -510,6 +510,17 @@ end
 -- default 45 s session timeout (6 s is the broker's minimum by default).
 H.FAST_GROUP = { ["session.timeout.ms"] = "6000", ["heartbeat.interval.ms"] = "1000" }
 
+-- Topics, group, admin port and state folder (in dir) of one worker, named
+-- after prefix, for H.pipeline_config.
+function H.job_names(prefix, brokers, dir)
+  return {
+    input = H.unique(prefix .. "-in"), output = H.unique(prefix .. "-out"),
+    dead_letter = H.unique(prefix .. "-dlq"), group = H.unique(prefix .. "-g"),
+    admin_port = H.free_port(), brokers = brokers,
+    state_dir = dir .. "/" .. H.unique("state"),
+  }
+end
+
 -- The config of a pipeline: extract (rules from rules_path) then a kafka
 -- step writing {userId, product} (or opts.fields) to `output`.
 function H.pipeline_config(t)

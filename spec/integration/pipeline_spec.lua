@@ -15,15 +15,7 @@ local FIXRULES = "spec/integration/fixtures/rules"
 
 local dir, brokers, broker
 
--- Topics, group and admin port of one worker.
-local function names(prefix)
-  return {
-    input = H.unique(prefix .. "-in"), output = H.unique(prefix .. "-out"),
-    dead_letter = H.unique(prefix .. "-dlq"), group = H.unique(prefix .. "-g"),
-    admin_port = H.free_port(), brokers = brokers,
-    state_dir = dir .. "/" .. H.unique("state"),
-  }
-end
+local function names(prefix) return H.job_names(prefix, brokers, dir) end
 
 local function by_offset(recs)
   table.sort(recs, function(a, b)
