@@ -152,13 +152,13 @@ describe("ops: counts, probes, status and the dashboard of a running job", funct
     local dash = cjson.decode(H.read("examples/grafana/sluice.json"))
     local text = H.metrics(n.admin_port)
     local httpc = H.read("core/httpc.h")
-    local names, checked = {}, 0
+    local queried, checked = {}, 0
     for _, p in ipairs(dash.panels) do
       for _, t in ipairs(p.targets) do
-        for name in t.expr:gmatch("sluice_[%w_]+") do names[name] = true end
+        for name in t.expr:gmatch("sluice_[%w_]+") do queried[name] = true end
       end
     end
-    for name in pairs(names) do
+    for name in pairs(queried) do
       checked = checked + 1
       if name:match("^sluice_http_") then
         assert.is_truthy(httpc:find(name, 1, true) or httpc:find(name:gsub("_bucket$", ""), 1, true),
@@ -266,5 +266,19 @@ describe("ops: /readyz follows the broker", function()
     if H.embedded then return end -- the embedded broker's address cannot come back
     local up = H.wait_for(function() return H.http(n.admin_port, "GET", "/readyz") == 200 end, 60, 0.5)
     assert.is_truthy(up, "/readyz 200 once the broker is back")
+  end)
+end)
+
+describe("ops: busted follows SLUICE_RULES", function()
+  it("loads the rule modules from SLUICE_RULES before lua/", function()
+    local rules = dir .. "/other-rules"
+    os.execute("mkdir -p " .. H.q(rules .. "/recommendations"))
+    H.write(rules .. "/recommendations/extract.lua",
+      "return { extract = function() return nil, 'from_sluice_rules' end }\n")
+    local rc, out = H.run("SLUICE_RULES=" .. H.q(rules) .. " busted -o TAP spec/recommendations/extract_spec.lua")
+    assert.are_not.equal(0, rc, "the specs ran against the other rules and failed")
+    assert.is_truthy(out:find("from_sluice_rules", 1, true), out:sub(1, 2000))
+    local rc2 = H.run("busted -o TAP spec/recommendations/extract_spec.lua")
+    assert.are.equal(0, rc2, "the shipped rules pass without SLUICE_RULES")
   end)
 end)

@@ -4,23 +4,19 @@
 local sluice = require "sluice"
 local snowplow = require "sluice.snowplow"
 local extract = require("recommendations.extract").extract
+local T = require "sluice.testing"
 local fx = dofile("spec/fixtures/load.lua")
 
 local PARAMS = fx.PARAMS
 
--- Runs the step protected, so a raised error fails the spec with a message
--- instead of aborting it.
+-- Runs the step as the core does (sluice.testing): its result as the rule
+-- returned it (a context, nil and the counted reason, or a list), failing
+-- the spec when it raised or returned what the core dead-letters.
 local function run(ctx, params)
-  local ok, res, why = pcall(extract, ctx, params or PARAMS)
-  assert(ok, "extract raised: " .. tostring(res))
-  return res, why
-end
-
--- The contexts of a result: {} when filtered, {ctx} for one, the list for several.
-local function contexts(res)
-  if res == nil then return {} end
-  if res[1] ~= nil then return res end
-  return { res }
+  local out = T.run_step(extract, ctx, params or PARAMS, { ctx = true, step = "extract" })
+  assert(out.status ~= "error", "extract failed: " .. tostring(out.error))
+  if out.status == "filtered" then return nil, out.reason end
+  return out.status == "many" and out.contexts or out.ctx
 end
 
 -- The reason a context is filtered with, failing when it is not filtered.
@@ -130,7 +126,7 @@ describe("recommendations.extract", function()
 
     it("gives a context for every delivery of a re-sent event (dedupe across records is not its job)", function()
       local n = 0
-      for _, body in ipairs(bodies) do n = n + #contexts(run(fx.ctx(body))) end
+      for _, body in ipairs(bodies) do n = n + #T.run_step(extract, fx.ctx(body), PARAMS, { ctx = true }).contexts end
       assert.are.equal(9, n)   -- 12 deliveries, 3 of them of the collection page
     end)
   end)
