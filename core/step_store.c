@@ -75,6 +75,14 @@ static int load_conf(struct sl_config_cur *c, const char *path, struct sl_step_c
         free(rc->redis);
         rc->redis = NULL;
     }
+    char uerr[SL_ERRLEN];
+    if (ret == SL_OK && rc->redis && sl_store_check_url(rc->redis, uerr, sizeof(uerr))) {
+        char rp[SL_CONFIG_PATHLEN];
+        sl_config_join(rp, p, "redis");
+        lua_pushstring(sl_config_state(c), "(not shown)");
+        ret = sl_config_fail(c, rp, uerr, -1);
+        lua_pop(sl_config_state(c), 1);
+    }
     lua_pop(sl_config_state(c), 1);
     return ret;
 }

@@ -246,7 +246,7 @@ static int parse_url(struct sl_store *s, const char *url, char *err, size_t errl
     return SL_OK;
 bad:
     /* The URL may hold a password: never echo it. */
-    sl_errf(err, errlen, "expected a URL like redis://host:6379/0 "
+    sl_errf(err, errlen, "a URL like redis://host:6379/0 "
             "(redis://:password@host:port/db with a password)");
     return SL_ERR;
 }
@@ -489,6 +489,14 @@ void sl_store_destroy(struct sl_store *s) {
     free(s->host);
     free(s->password);
     free(s);
+}
+
+int sl_store_check_url(const char *url, char *err, size_t errlen) {
+    struct sl_store s = {0};
+    int rc = parse_url(&s, url, err, errlen);
+    free(s.host);
+    free(s.password);
+    return rc;
 }
 
 bool sl_store_is_redis(const struct sl_store *s) { return s->host != NULL; }

@@ -74,6 +74,9 @@ typedef void sl_store_get_fn(void *arg, enum sl_store_result r, const char *valu
  * Redis being down is not an error here). NULL with err on a bad conf. */
 struct sl_store *sl_store_create(struct event_base *base, const struct sl_store_conf *conf,
                                  char *err, size_t errlen);
+/* SL_OK when url is a Redis URL the store takes, else SL_ERR and err (which
+ * never echoes the URL: it may hold a password). */
+int sl_store_check_url(const char *url, char *err, size_t errlen);
 /* Frees the store. Writes still waiting get no callback (cancel them
  * first, or let them go with their owner). NULL does nothing. */
 void sl_store_destroy(struct sl_store *s);
