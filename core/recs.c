@@ -129,7 +129,7 @@ struct sl_recs *sl_recs_open(struct event_base *base, const struct sl_config *cf
     };
     r->store = sl_store_create(base, &sc, serr, sizeof(serr));
     if (!r->store) {
-        sl_errf(err, errlen, "%s: store.redis: %s", cf->file, serr);
+        sl_errf(err, errlen, "%s: store: %s", cf->file, serr);
         goto fail;
     }
     sl_log(SL_LOG_INFO, "store", "%s, %zu catalog products; read API on the collector at "
