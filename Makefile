@@ -5,7 +5,7 @@ CC      ?= gcc
 
 # On a fresh machine, install what is missing before pkg-config is asked.
 ifeq ($(filter clean,$(MAKECMDGOALS)),)
-ifneq ($(shell pkg-config --exists luajit rdkafka libevent libcurl openssl 2>/dev/null && command -v busted >/dev/null && command -v kcat >/dev/null && echo ok),ok)
+ifneq ($(shell pkg-config --exists luajit rdkafka libevent libcurl openssl hiredis 2>/dev/null && command -v redis-server >/dev/null && command -v busted >/dev/null && command -v kcat >/dev/null && echo ok),ok)
 $(info scripts/deps.sh: installing missing Debian packages)
 DEPS_STATUS := $(shell ./scripts/deps.sh >&2; echo $$?)
 ifneq ($(DEPS_STATUS),0)
@@ -13,7 +13,7 @@ $(error scripts/deps.sh failed (status $(DEPS_STATUS)): install the packages it 
 endif
 endif
 endif
-PKGS    := luajit rdkafka libevent libevent_pthreads libcurl
+PKGS    := luajit rdkafka libevent libevent_pthreads libcurl hiredis
 CFLAGS  ?= -O2 -g
 # Truncated error messages are acceptable; truncation warnings are not errors.
 override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wstrict-prototypes -Wno-format-truncation -MMD -MP \

@@ -9,6 +9,8 @@
 --   COLLECTOR_ORIGINS  store origins allowed to post, comma-separated
 --   COLLECTOR_IP_SALT  salt of the hashed client IPs (default: random per process)
 --   ADMIN_LISTEN       the admin listener (/metrics, /health)
+--   STORE_REDIS_URL    redis://host:port/db of the store shared by several
+--                      workers (default: in process)
 
 local function list(s)
   local out = {}
@@ -46,5 +48,11 @@ return {
         as = "aggregatedProducts", max_entries = 50, max_keys = 1000000 } },
     { name = "debug", kafka = { topic = "shopify-found-recommendations", key = "userId",
                                 fields = { "userId", "product", "aggregatedProducts" } } },
+    -- Each visitor's latest recommendations (recommendationIds, set by the
+    -- limit rule from the model's output) for the read API on the
+    -- collector: GET /recommendations/<visitor id>.
+    { name = "store", store = {
+        key = "userId", value = "recommendationIds", max_keys = 100000, ttl = "30m",
+        redis = env("STORE_REDIS_URL", nil), catalog = "examples/catalog.json" } },
   },
 }

@@ -46,6 +46,7 @@ enum result {
     RES_BAD_CONTENT_TYPE, RES_FORBIDDEN_ORIGIN, RES_NOT_FOUND, RES_UNAVAILABLE,
     RES_OVERLOADED, RES_BACKLOG, RES_KAFKA_ERROR, RES_ACK_TIMEOUT, RES_SHUTTING_DOWN,
     RES_PREFLIGHT, RES_HEALTH,
+    RES_RECS, RES_BAD_VISITOR, RES_NO_RECS, RES_STORE_UNAVAILABLE,
     /* Refused by the HTTP layer (httpd.c), named as sl_httpd_req_error_name(). */
     RES_BAD_REQUEST, RES_METHOD_NOT_ALLOWED, RES_TIMEOUT, RES_EXPECTATION_FAILED,
     RES_HEADER_TOO_LARGE, RES_CONNECTION_LIMIT, RES_COUNT
@@ -56,6 +57,7 @@ static const char *const result_names[RES_COUNT] = {
     "bad_content_type", "forbidden_origin", "not_found", "unavailable",
     "overloaded", "backlog", "kafka_error", "ack_timeout", "shutting_down",
     "preflight", "health",
+    "recommendations", "bad_visitor", "no_recommendations", "store_unavailable",
     "bad_request", "method_not_allowed", "timeout", "expectation_failed",
     "header_too_large", "connection_limit",
 };
@@ -693,6 +695,10 @@ struct sl_collector {
 
     struct sl_buf value, key, scratch; /* reused per request */
 
+    sl_collector_read_fn *read;      /* the read API, or NULL */
+    void *reader;
+    struct recs_read *reads;         /* read API requests waiting for Redis */
+
     uint64_t results[RES_COUNT];
     uint64_t events, bytes;          /* acknowledged */
     uint64_t ack_ms_sum, ack_count;
@@ -1052,6 +1058,59 @@ static void handle_get(struct sl_collector *c, struct sl_httpd_req *req,
     produce(c, req, c->scratch.data, c->scratch.len, 1, true, now, origin);
 }
 
+/* ---------- Read API ---------- */
+
+/* A read API request waiting for the store. */
+struct recs_read {
+    struct sl_collector *c;          /* NULL once the collector is gone */
+    struct sl_httpd_req *req;
+    struct recs_read *prev, *next;   /* c->reads */
+};
+
+static void on_recs(void *arg, int code, const char *body, size_t len) {
+    struct recs_read *rd = arg;
+    struct sl_collector *c = rd->c;
+    struct sl_httpd_req *req = rd->req;
+    if (c) {
+        if (rd->prev) rd->prev->next = rd->next; else c->reads = rd->next;
+        if (rd->next) rd->next->prev = rd->prev;
+    }
+    free(rd);
+    if (!c) {                        /* the server is gone: frees req, sends nothing */
+        sl_httpd_reply(req, 503, "Service Unavailable", NULL, 0);
+        return;
+    }
+    sl_httpd_add_header(req, "Cache-Control", "no-store");
+    if (code == 200) {
+        c->results[RES_RECS]++;
+        sl_httpd_add_header(req, "Content-Type", "application/json");
+        if (c->stopping) sl_httpd_set_close(req);
+        sl_httpd_reply(req, 200, "OK", body, len);
+    } else if (code == 400) {
+        reply(c, req, RES_BAD_VISITOR, 400, "Bad Request", "bad_visitor");
+    } else if (code == 404) {
+        reply(c, req, RES_NO_RECS, 404, "Not Found", "no_recommendations");
+    } else {
+        reply_unavailable(c, req, RES_STORE_UNAVAILABLE);
+    }
+}
+
+static void handle_recs(struct sl_collector *c, struct sl_httpd_req *req, const char *id,
+                        size_t n) {
+    struct recs_read *rd = sl_calloc(1, sizeof(*rd));
+    rd->c = c;
+    rd->req = req;
+    rd->next = c->reads;
+    if (rd->next) rd->next->prev = rd;
+    c->reads = rd;
+    c->read(c->reader, id, n, on_recs, rd);
+}
+
+void sl_collector_set_reader(struct sl_collector *c, sl_collector_read_fn *fn, void *reader) {
+    c->read = fn;
+    c->reader = reader;
+}
+
 static void preflight(struct sl_collector *c, struct sl_httpd_req *req) {
     sl_httpd_add_header(req, "Access-Control-Allow-Methods", "POST, GET, OPTIONS");
     sl_httpd_add_header(req, "Access-Control-Allow-Headers", "Content-Type, SP-Anonymous");
@@ -1118,6 +1177,14 @@ static void on_request(struct sl_httpd_req *req, void *arg) {
     } else if (path_is(uri, plen, SL_COLLECTOR_GET_PATH)) {
         if (cmd == SL_HTTPD_GET) {
             handle_get(c, req, query ? query : "", qlen, now, origin);
+            return;
+        }
+        if (cmd == SL_HTTPD_OPTIONS) { preflight(c, req); return; }
+    } else if (c->read && plen > strlen(SL_COLLECTOR_RECS_PATH) &&
+               !memcmp(uri, SL_COLLECTOR_RECS_PATH, strlen(SL_COLLECTOR_RECS_PATH))) {
+        size_t pre = strlen(SL_COLLECTOR_RECS_PATH);
+        if (cmd == SL_HTTPD_GET || cmd == SL_HTTPD_HEAD) {
+            handle_recs(c, req, uri + pre, plen - pre);
             return;
         }
         if (cmd == SL_HTTPD_OPTIONS) { preflight(c, req); return; }
@@ -1202,6 +1269,7 @@ void sl_collector_destroy(struct sl_collector *c) {
         p->c = NULL;   /* freed by its delivery report */
         p->prev = p->next = NULL;
     }
+    for (struct recs_read *rd = c->reads; rd; rd = rd->next) rd->c = NULL;
     if (c->tick) event_free(c->tick);
     admin_close(c);
     sl_httpd_destroy(c->http);

@@ -3,7 +3,8 @@
  * An HTTP server (libevent evhttp) that speaks the Snowplow tracker protocol:
  * POST /com.snowplowanalytics.snowplow/tp2 (payload_data JSON), GET /i (one
  * event as a query string, answered with a 1x1 GIF), OPTIONS (CORS preflight)
- * and GET /health. Each accepted request becomes one Kafka record
+ * and GET /health (with a store, also GET /recommendations/<visitor id>:
+ * sl_collector_set_reader). Each accepted request becomes one Kafka record
  * {"message": <payload>, "collector": {...}} keyed by the first event's duid;
  * the tracker is answered 200 only once the broker acknowledged the record.
  * Uses kafka.h for producing and committed-offset lookups, json.h for what a
@@ -66,6 +67,20 @@ void sl_collector_destroy(struct sl_collector *c);
  * accepted still get their answer when the broker acks: keep the loop running
  * until sl_collector_pending() is 0 (or a deadline), then destroy. */
 void sl_collector_stop_accepting(struct sl_collector *c);
+
+/* The read API: GET (or HEAD) /recommendations/<visitor id> asks fn(reader,
+ * id, n, cb, arg), which answers through cb exactly once, now or later,
+ * with 200 and a JSON body, 400 (not a visitor id), 404 (unknown visitor)
+ * or 503 (store unreachable). Answers carry CORS for the allowed origins
+ * and Cache-Control: no-store, and are counted as recommendations,
+ * bad_visitor, no_recommendations and store_unavailable. Without a reader
+ * the path is not routed (404 not_found). reader must outlive the
+ * collector (recs.h: sl_recs_read). */
+#define SL_COLLECTOR_RECS_PATH "/recommendations/" /* Read API prefix. */
+typedef void sl_collector_answer_fn(void *arg, int code, const char *body, size_t len);
+typedef void sl_collector_read_fn(void *reader, const char *id, size_t n,
+                                  sl_collector_answer_fn *cb, void *arg);
+void sl_collector_set_reader(struct sl_collector *c, sl_collector_read_fn *fn, void *reader);
 
 /* Requests held open waiting for a broker ack. */
 size_t sl_collector_pending(const struct sl_collector *c);

@@ -28,6 +28,7 @@ enum sl_step_type {
     SL_STEP_LUA,     /* a rule function f(ctx, params) */
     SL_STEP_KAFKA,   /* produce variables of the context to a topic */
     SL_STEP_WINDOW,  /* keyed sliding window in the core */
+    SL_STEP_STORE,   /* latest value per key for the read API (step_store.c) */
 };
 
 enum sl_agg_kind { SL_AGG_LIST, SL_AGG_COUNT, SL_AGG_FIRST, SL_AGG_LAST, SL_AGG_DISTINCT };

@@ -469,7 +469,7 @@ struct sl_pipeline *sl_pipeline_create(const struct sl_pipeline_conf *conf,
         struct step *s = &pl->steps[i];
         assert(sc->kind && (unsigned)sc->kind->type < SL_STEP_MAX_KINDS);
         struct sl_step_env env = {
-            .cf = pl->cf, .index = i, .producer = conf->producer,
+            .cf = pl->cf, .index = i, .producer = conf->producer, .store = conf->store,
             .shared = &pl->shared[sc->kind->type],
         };
         s->kind = sc->kind;

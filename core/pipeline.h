@@ -68,6 +68,7 @@ typedef void sl_pipeline_fatal_fn(void *arg, const char *why);
 struct sl_pipeline_conf {
     const struct sl_config *cf;
     struct sl_kafka_producer *producer; /* NULL: trace mode */
+    struct sl_store *store;             /* the store step's (recs.h); NULL: trace mode */
     FILE *trace;                        /* per-step JSON lines, or NULL */
     sl_pipeline_done_fn *on_done;
     sl_pipeline_fatal_fn *on_fatal;

@@ -32,6 +32,7 @@
 
 struct sl_kafka_producer;
 struct sl_pipeline_ctx;
+struct sl_store;
 struct sl_input;
 
 /* How a step left a context. */
@@ -60,6 +61,7 @@ struct sl_step_env {
     const struct sl_config *cf;
     size_t index;                       /* the step in cf->steps */
     struct sl_kafka_producer *producer; /* NULL: trace mode (sluice test) */
+    struct sl_store *store;             /* store steps write here; NULL: trace mode */
     void **shared;                      /* one slot per kind and pipeline, NULL at
                                            first: state the kind's steps share; the
                                            kind frees it with its last step */
@@ -112,6 +114,7 @@ extern const struct sl_step_kind *const sl_step_kinds[];
 extern const struct sl_step_kind sl_step_lua;
 extern const struct sl_step_kind sl_step_window;
 extern const struct sl_step_kind sl_step_kafka;
+extern const struct sl_step_kind sl_step_store;
 
 /* ==================== Helpers for kinds ==================== */
 

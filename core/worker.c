@@ -10,6 +10,7 @@
 #include "metrics.h"
 #include "offsets.h"
 #include "pipeline.h"
+#include "recs.h"
 #include "rules.h"
 #include "sl.h"
 
@@ -40,6 +41,7 @@ struct worker {
     struct sl_offsets *offsets;
     struct sl_admin *admin;
     struct sl_collector *collector;
+    struct sl_recs *recs;                /* the store step's store, or NULL */
     struct event *sighup, *sigterm, *sigint, *tick;
     char brokers[1024];                  /* the bootstrap list in use */
     int stopping;                        /* 1 once SIGTERM/SIGINT arrived */
@@ -330,7 +332,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
     (void)fd; (void)what;
     check_hold(w);
     sl_log_flush(0);
-    if (w->pipeline && ++w->ticks % (1000 / SL_WORKER_TICK_MS) == 0) sl_pipeline_tick(w->pipeline);
+    if (w->pipeline && ++w->ticks % (1000 / SL_WORKER_TICK_MS) == 0) {
+        sl_pipeline_tick(w->pipeline);
+        sl_recs_tick(w->recs);
+    }
     if (!w->stopping) return;
     size_t left = (w->pipeline ? sl_pipeline_inflight(w->pipeline) : 0) +
                   (w->collector ? sl_collector_pending(w->collector) : 0) +
@@ -438,10 +443,17 @@ static void metrics_cb(void *arg, struct sl_buf *out) {
     struct worker *w = arg;
     walk_partitions(w, NULL);
     if (w->collector) sl_collector_metrics(w->collector, out);
+    sl_recs_metrics(w->recs, out);
     sl_metrics_set("sluice_inflight_records", NULL,
                    w->pipeline ? (double)sl_pipeline_inflight(w->pipeline) : 0);
     sl_metrics_set("sluice_producer_inflight", NULL,
                    (double)sl_kafka_producer_inflight(w->producer));
+}
+
+/* The collector's read API, answered from the store step's store. */
+static void read_recs(void *reader, const char *id, size_t n, sl_collector_answer_fn *cb,
+                      void *arg) {
+    sl_recs_read(reader, id, n, cb, arg);
 }
 
 static int start_broker(struct worker *w, char *err, size_t errlen) {
@@ -495,8 +507,14 @@ static int setup(struct worker *w, char *err, size_t errlen) {
         w->rules_loaded_at = sl_now_ms();
         sl_metrics_counter("sluice_reloads_total", "result=\"ok\"");    /* at 0 */
         sl_metrics_counter("sluice_reloads_total", "result=\"error\"");
+        w->recs = sl_recs_open(w->base, cf, err, errlen);
+        if (!w->recs && err[0]) {
+            sl_rules_release(rules);
+            return SL_ERR;
+        }
         struct sl_pipeline_conf pc = {
             .cf = cf, .producer = w->producer, .on_done = on_done,
+            .store = w->recs ? sl_recs_store(w->recs) : NULL,
             .on_fatal = on_fatal, .on_drop = on_drop, .arg = w,
         };
         w->pipeline = sl_pipeline_create(&pc, rules);   /* rules now owned by it */
@@ -539,6 +557,7 @@ static int setup(struct worker *w, char *err, size_t errlen) {
         if (!w->cproducer) return SL_ERR;
         w->collector = sl_collector_create(w->base, &cc, w->cproducer, err, errlen);
         if (!w->collector) return SL_ERR;
+        if (w->recs) sl_collector_set_reader(w->collector, read_recs, w->recs);
         sl_log(SL_LOG_INFO, "worker", "collector on http://%s -> topic %s",
                cf->collector.listen, cf->collector.topic);
     }
@@ -575,6 +594,8 @@ static void teardown(struct worker *w) {
      * (uncommitted, so they are consumed again) before the consumer goes. */
     sl_pipeline_destroy(w->pipeline);
     w->pipeline = NULL;
+    sl_recs_destroy(w->recs);      /* after its step and its reader */
+    w->recs = NULL;
     sl_kafka_consumer_destroy(w->consumer);   /* leaves the group: a last revoke */
     sl_kafka_producer_destroy(w->producer);
     sl_kafka_producer_destroy(w->cproducer);

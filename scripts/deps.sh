@@ -5,7 +5,7 @@ set -eu
 
 PKGS="pkg-config libluajit-5.1-dev luajit librdkafka-dev libevent-dev
 libcurl4-openssl-dev libssl-dev lua-cjson lua-busted lua-check kcat wrk curl cppcheck
-clang libclang-rt-14-dev"
+clang libclang-rt-14-dev libhiredis-dev redis-server"
 
 missing=""
 for p in $PKGS; do
