@@ -22,17 +22,16 @@
   var payloadDuid = null;
   // The tracker's own timestamp of the page view (dtm) and duid, read as it
   // builds the event.
-  sp.addPlugin({
-    plugin: {
-      afterTrack: function (payload) {
-        if (payload.e === 'pv' && viewTime === null) {
-          viewTime = Number(payload.dtm);
-          payloadDuid = payload.duid;
-        }
-      },
+  var viewPlugin = {
+    afterTrack: function (payload) {
+      if (payload.e === 'pv' && viewTime === null) {
+        viewTime = Number(payload.dtm);
+        payloadDuid = payload.duid;
+      }
     },
-  });
+  };
   sp.newTracker('sp', cfg.collector, {
+    plugins: [viewPlugin],
     appId: cfg.appId,
     platform: 'web',
     eventMethod: 'post',
