@@ -112,7 +112,8 @@ bench: sluice $(BENCH_BINS)
 run: sluice
 	./sluice run -c config/recommendations.lua
 
-# The job on embedded defaults, fed with the captured tracker requests.
+# The whole loop on one machine: the job on embedded defaults with the built-in
+# model, and the demo storefront; prints the URL to open. Ctrl-C stops it all.
 demo: sluice
 	@./scripts/demo.sh
 
