@@ -30,7 +30,7 @@ BENCH_BINS := $(patsubst core/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 
 DEPS_STAMP := $(BUILD)/.deps-ok
 
-.PHONY: all deps test unit spec integration asan sluice-asan lint bench run demo fuzz clean
+.PHONY: all deps test unit spec e2e integration asan sluice-asan lint bench run demo fuzz clean
 
 all: sluice
 
@@ -73,6 +73,10 @@ spec: | $(DEPS_STAMP)
 
 integration: sluice
 	@./scripts/test.sh integration
+
+# Headless chromium: the storefront widget, then the demo end to end.
+e2e: sluice
+	@./scripts/test.sh e2e
 
 # The whole suite under AddressSanitizer and UndefinedBehaviorSanitizer.
 asan:
