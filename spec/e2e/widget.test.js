@@ -281,4 +281,53 @@ T.test('unsafe links and images in an answer are left out (javascript: URLs)', a
   await v.ctx.close();
 });
 
+T.test('the Shopify section: one Storefront query for the visitor\'s metaobject, polled until as new as the view, rendered as text', async () => {
+  const root = path.join(__dirname, '..', '..');
+  const shop = 'https://shop.example';
+  const duid = '4f1195b8-6b68-4cd6-a7eb-925bd120e8ad';
+  const query = fs.readFileSync(path.join(root, 'examples/shopify/recommendations.storefront.graphql'), 'utf8').trim();
+  const html = `<!doctype html><html lang="en"><head><meta charset="utf-8"></head><body>
+<section class="sluice-recs page-width" data-sluice-recs data-storefront-token="public-token" data-api-version="2026-07"
+  data-metaobject-type="nu_recommendation" data-product-handle="laptop" data-heading="You may also like" hidden></section>
+<script src="/assets/sluice-recs-widget.js" defer></script><script src="/assets/sluice-recs-shopify.js" defer></script>
+</body></html>`;
+  const node = (handle, title) => ({ id: `gid://shopify/Product/${handle.length}`, handle, title, onlineStoreUrl: `${shop}/products/${handle}`,
+    featuredImage: { url: `https://cdn.shopify.example/${handle}.png`, altText: null },
+    priceRange: { minVariantPrice: { amount: '12.5', currencyCode: 'EUR' } } });
+  const bodies = [];
+  const ctx = await browser.newContext();
+  await ctx.addCookies([{ name: '_sp_id.1fff', value: `${duid}.1795667676.1.1795667676..s..e.1795667676496.1`, url: shop }]);
+  await ctx.route(`${shop}/**`, (route) => {
+    const u = new URL(route.request().url());
+    if (u.pathname === '/products/laptop') return route.fulfill({ contentType: 'text/html', body: html });
+    if (u.pathname === '/assets/sluice-recs-widget.js') return route.fulfill({ contentType: 'application/javascript', path: path.join(root, 'examples/storefront/widget.js') });
+    if (u.pathname === '/assets/sluice-recs-shopify.js') return route.fulfill({ contentType: 'application/javascript', path: path.join(root, 'examples/shopify/assets/sluice-recs-shopify.js') });
+    if (u.pathname === '/api/2026-07/graphql.json') {
+      bodies.push({ token: route.request().headers()['x-shopify-storefront-access-token'], body: JSON.parse(route.request().postData()), at: Date.now() });
+      const data = bodies.length === 1 ? { metaobject: null }
+        : { metaobject: { updatedAt: new Date(Date.now() - (bodies.length === 2 ? 60000 : 0)).toISOString(),
+          field: { references: { nodes: [node('laptop', 'Laptop'), node('monitor', HOSTILE), {}, node('mouse', 'Mouse')] } } } };
+      return route.fulfill({ contentType: 'application/json', body: JSON.stringify({ data }) });
+    }
+    return route.fulfill({ status: 404, body: '' });
+  });
+  const page = await ctx.newPage();
+  const dialogs = [];
+  page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss().catch(() => {}); });
+  await page.goto(`${shop}/products/laptop`);
+  await until(() => page.isVisible('.sluice-recs__list'), 8000, 'the Shopify section to show recommendations');
+  assert(bodies.length === 3, `${bodies.length} Storefront requests, want 3 (none, stale, fresh)`);
+  for (const b of bodies) {
+    assert(b.token === 'public-token' && b.body.query === query, `request ${JSON.stringify(b)}`);
+    assert(JSON.stringify(b.body.variables) === JSON.stringify({ handle: { type: 'nu_recommendation', handle: `customer-${duid}` } }), `variables ${JSON.stringify(b.body.variables)}`);
+  }
+  const titles = await page.$$eval('.sluice-recs__title', (els) => els.map((e) => e.textContent));
+  assert(JSON.stringify(titles) === JSON.stringify([HOSTILE, 'Mouse']), `titles ${JSON.stringify(titles)}`);
+  assert((await page.textContent('.sluice-recs h2')) === 'You may also like', 'heading');
+  assert((await page.getAttribute('.sluice-recs__link', 'href')) === `${shop}/products/monitor`, 'link');
+  assert((await page.$$('.sluice-recs img[src="x"]')).length === 0 && dialogs.length === 0, 'the title ran');
+  await shot(page, 'shopify-section');
+  await ctx.close();
+});
+
 T.run();
