@@ -30,7 +30,7 @@ BENCH_BINS := $(patsubst core/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 
 DEPS_STAMP := $(BUILD)/.deps-ok
 
-.PHONY: all deps test unit spec integration asan sluice-asan lint bench run demo fuzz clean
+.PHONY: all deps test unit spec e2e integration asan sluice-asan lint bench run demo fuzz clean
 
 all: sluice
 
@@ -74,6 +74,10 @@ spec: | $(DEPS_STAMP)
 integration: sluice
 	@./scripts/test.sh integration
 
+# Headless chromium: the storefront widget, then the demo end to end.
+e2e: sluice
+	@./scripts/test.sh e2e
+
 # The whole suite under AddressSanitizer and UndefinedBehaviorSanitizer.
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
@@ -112,7 +116,8 @@ bench: sluice $(BENCH_BINS)
 run: sluice
 	./sluice run -c config/recommendations.lua
 
-# The job on embedded defaults, fed with the captured tracker requests.
+# The whole loop on one machine: the job on embedded defaults with the built-in
+# model, and the demo storefront; prints the URL to open. Ctrl-C stops it all.
 demo: sluice
 	@./scripts/demo.sh
 

@@ -8,6 +8,7 @@
 #   model training, bytes, us per request    core/bench/model_bench.c
 #   Kafka -> extract -> Kafka, per CPU-s     scripts/bench-pipeline.sh
 #   collector requests/s, p50/p99            scripts/bench-collector.sh
+#   page view -> recommendations shown       spec/e2e/storefront.test.js (chromium)
 set -eu
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -24,3 +25,10 @@ echo "## pipeline (scripts/bench-pipeline.sh)"
 scripts/bench-pipeline.sh "${BENCH_RECORDS:-90000}"
 echo "## collector (scripts/bench-collector.sh)"
 DURATION=${DURATION:-10s} scripts/bench-collector.sh
+echo "## page view -> recommendations on the page (spec/e2e/storefront.test.js, headless chromium)"
+if scripts/browser-deps.sh >/dev/null 2>&1; then
+    out=$(node spec/e2e/storefront.test.js 2>&1) || true
+    echo "$out" | grep -E '^# (latency|demo: latency)' || { echo "not measured:"; echo "$out" | grep -E '^(not ok|# Error)' | head -n 4; }
+else
+    echo "not measured: scripts/browser-deps.sh could not install chromium"
+fi

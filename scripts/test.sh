@@ -3,7 +3,7 @@
 # "N passed, N failed" summing every C test, busted spec and integration spec.
 # Exits non-zero on any failure.
 #
-#   scripts/test.sh all|unit|spec|integration
+#   scripts/test.sh all|unit|spec|e2e|integration
 #
 # Integration specs run twice: against the embedded broker and against a real
 # Apache Kafka broker started by scripts/kafka.sh (SLUICE_TEST_REAL_KAFKA=0
@@ -15,6 +15,9 @@
 # runs once, as does spec/integration/testservers_spec.lua (the HTTP test
 # servers of scripts/testservers/, no Kafka). A server or cluster that
 # cannot start is a "not ok", never a skip.
+# The browser tests (spec/e2e/: the widget against a fake read API, then the
+# whole demo end to end) drive Debian's chromium with playwright-core, both
+# installed by scripts/browser-deps.sh; where that fails they are "not ok".
 # Brokers and the MLflow server this script started are stopped on exit,
 # Ctrl-C included. Each part's wall time is printed as a "# time:" comment.
 # Environment: SLUICE_BIN (the binary, default ./sluice),
@@ -156,6 +159,18 @@ mlflow_contract() {
     run_suite "integration:mlflow" busted -o TAP spec/integration/mlflow_spec.lua
 }
 
+# Headless chromium: the widget against a fake read API, then `make demo`
+# end to end (scripts/demo.sh, the real job). Screenshots in build/e2e/.
+e2e() {
+    if ! scripts/browser-deps.sh >"$LOGDIR/browser-deps.log" 2>&1; then
+        sed 's/^/# /' "$LOGDIR/browser-deps.log"
+        fail "chromium or the Node packages could not be installed (scripts/browser-deps.sh): browser tests not run"
+        return
+    fi
+    run_suite "e2e:widget" node spec/e2e/widget.test.js
+    run_suite "e2e:storefront" node spec/e2e/storefront.test.js
+}
+
 embedded() {
     SLUICE_TEST_KAFKA=embedded flavour "integration:embedded"
 }
@@ -181,9 +196,10 @@ integration() {
 case "$what" in
     unit) unit ;;
     spec) spec ;;
+    e2e) timed "e2e" e2e ;;
     integration) integration ;;
-    all) unit; spec; integration ;;
-    *) echo "usage: scripts/test.sh all|unit|spec|integration" >&2; exit 2 ;;
+    all) unit; spec; timed "e2e" e2e; integration ;;
+    *) echo "usage: scripts/test.sh all|unit|spec|e2e|integration" >&2; exit 2 ;;
 esac
 
 echo "$passed passed, $failed failed"

@@ -26,38 +26,8 @@ local function body_of(ids_override)
   return shopify.request(ctx, {})
 end
 
--- Deep copy, so a case can break a body without touching the others.
-local function copy(v)
-  if type(v) ~= "table" then return v end
-  local out = setmetatable({}, getmetatable(v))
-  for k, x in pairs(v) do out[k] = copy(x) end
-  return out
-end
-
--- Runs scripts/graphql-check.js once on all bodies; returns one result
--- {ok, errors} per body, in order.
-local function check_all(bodies)
-  assert(os.execute("node -e 'require(\"graphql\")' >/dev/null 2>&1") == 0,
-    "node with the npm package graphql is needed: run scripts/node-deps.sh")
-  local dir = os.tmpname()
-  local lines = {}
-  for i, b in ipairs(bodies) do lines[i] = assert(sluice.json_encode(b)) end
-  local f = assert(io.open(dir, "wb"))
-  f:write(table.concat(lines, "\n"), "\n")
-  f:close()
-  local p = assert(io.popen("node scripts/graphql-check.js " .. SCHEMA .. " < " .. dir .. " 2>&1"))
-  local out = p:read("*a")
-  p:close()
-  os.remove(dir)
-  local results = {}
-  for line in out:gmatch("[^\n]+") do
-    local r = sluice.json_decode(line)
-    assert(type(r) == "table" and r.line, "graphql-check.js printed: " .. out)
-    results[r.line] = r
-  end
-  assert.are.equal(#bodies, #results, "one result per body: " .. out)
-  return results
-end
+local graphql = dofile("spec/fixtures/graphql.lua")
+local copy = graphql.copy
 
 describe("the Shopify body against the Admin schema 2026-07", function()
   local good = body_of()
@@ -89,7 +59,7 @@ describe("the Shopify body against the Admin schema 2026-07", function()
 
   local results
   local function result(i)
-    results = results or check_all((function()
+    results = results or graphql.check_all(SCHEMA, (function()
       local bodies = {}
       for j, c in ipairs(cases) do bodies[j] = c.body end
       return bodies
