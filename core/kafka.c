@@ -19,6 +19,7 @@
 #include <librdkafka/rdkafka.h>
 
 #define SL_KAFKA_DRAIN_MAX 256 /* Events served per wake-up by default. */
+#define SL_KAFKA_IDLE_POLL_MS 1000 /* A consumer with nothing to read still polls this often. */
 
 /* ==================== Queue wake-ups ==================== */
 
@@ -255,6 +256,7 @@ struct sl_kafka_consumer {
     rd_kafka_t *rk;
     rd_kafka_queue_t *q;       /* consumer queue; the main queue forwards here */
     struct qwake wake;
+    struct event *idle;        /* timer: polls a quiet queue (max.poll.interval.ms) */
     struct sl_kafka_consumer_conf conf;
     bool paused;
     bool held;                 /* records are not taken from the queue */
@@ -295,13 +297,10 @@ static void consumer_error(struct sl_kafka_consumer *c, rd_kafka_message_t *m) {
     sl_log(SL_LOG_WARN, "kafka", "consumer: %s", rd_kafka_message_errstr(m));
 }
 
-static void consumer_wake(evutil_socket_t fd, short what, void *arg) {
-    struct sl_kafka_consumer *c = arg;
+/* Serves the consumer queue: up to one batch of records and events. */
+static void consumer_drain(struct sl_kafka_consumer *c) {
     size_t n = 0, batch = c->conf.batch ? c->conf.batch : SL_KAFKA_DRAIN_MAX;
-    (void)fd; (void)what;
 
-    qwake_drain_pipe(&c->wake);
-    sl_metrics_inc("sluice_consumer_wakeups_total", NULL, 1);
     while (n < batch) {
         if (c->held) return;      /* sl_kafka_consumer_hold(false) wakes us */
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 0);
@@ -328,6 +327,24 @@ static void consumer_wake(evutil_socket_t fd, short what, void *arg) {
     /* Stopped early for fairness: the queue may still hold records and will
      * not write to the pipe again, so wake ourselves. */
     event_active(c->wake.ev, EV_READ, 0);
+}
+
+static void consumer_wake(evutil_socket_t fd, short what, void *arg) {
+    struct sl_kafka_consumer *c = arg;
+    (void)fd; (void)what;
+    qwake_drain_pipe(&c->wake);
+    sl_metrics_inc("sluice_consumer_wakeups_total", NULL, 1);
+    consumer_drain(c);
+}
+
+/* The group counts only polls: a queue that stays empty never wakes the
+ * loop, and past max.poll.interval.ms librdkafka would leave the group. A
+ * held consumer is not polled (that would take records); a hold turns into
+ * a pause long before the interval. */
+static void consumer_idle(evutil_socket_t fd, short what, void *arg) {
+    struct sl_kafka_consumer *c = arg;
+    (void)fd; (void)what;
+    if (!c->held) consumer_drain(c);
 }
 
 void sl_kafka_record_free(struct sl_kafka_record *rec) {
@@ -384,6 +401,12 @@ struct sl_kafka_consumer *sl_kafka_consumer_create(struct event_base *base,
         sl_errf(err, errlen, "subscribe: %s", rd_kafka_err2str(e));
         goto fail;
     }
+    c->idle = event_new(base, -1, EV_PERSIST, consumer_idle, c);
+    struct timeval tv = {SL_KAFKA_IDLE_POLL_MS / 1000, (SL_KAFKA_IDLE_POLL_MS % 1000) * 1000};
+    if (!c->idle || event_add(c->idle, &tv)) {
+        sl_errf(err, errlen, "cannot add the consumer's poll timer to the loop");
+        goto fail;
+    }
     /* Records may already be queued before the first pipe write. */
     event_active(c->wake.ev, EV_READ, 0);
     return c;
@@ -395,6 +418,7 @@ fail:
 
 void sl_kafka_consumer_destroy(struct sl_kafka_consumer *c) {
     if (!c) return;
+    if (c->idle) event_free(c->idle);
     qwake_close(&c->wake, c->q);
     if (c->rk) rd_kafka_consumer_close(c->rk);
     if (c->q) rd_kafka_queue_destroy(c->q);

@@ -2,7 +2,9 @@
  *
  * Wraps librdkafka. Both handles hand their queues to the loop with
  * rd_kafka_queue_io_event_enable(): the loop wakes when a queue goes from
- * empty to non-empty and drains it; nothing polls or sleeps. Uses sl.h. */
+ * empty to non-empty and drains it; nothing sleeps. A consumer also polls a
+ * quiet queue once a second, so that an idle worker stays in its group
+ * (max.poll.interval.ms counts polls, not records). Uses sl.h. */
 #ifndef SL_KAFKA_H
 #define SL_KAFKA_H
 
