@@ -107,8 +107,9 @@ void sl_pipeline_reject(struct sl_pipeline *pl, struct sl_input *in,
 size_t sl_pipeline_inflight(const struct sl_pipeline *pl);
 
 /* Housekeeping from the caller's periodic timer: each step's tick (window
- * expiry on each partition's event-time watermark advanced by the wall
- * clock since, and the window gauges). */
+ * expiry on each partition's arrival watermark, its newest record's arrival
+ * advanced by the wall clock since: never a client's clock; and the window
+ * gauges). */
 void sl_pipeline_tick(struct sl_pipeline *pl);
 
 /* Forgets the state steps keep for a partition (revoked: its keys now live in

@@ -1,12 +1,16 @@
 -- hostile_spec.lua -- what a hostile client or an unlucky operator can do to
 -- `sluice run`, and what must hold then (issue 13):
 --
+-- - one visitor's clock a year ahead ages nobody else's window: the event is
+--   filtered as future_time, the other visitors of its partition keep their
+--   whole windows and their duplicates;
 -- - an idle worker stays in its group (max.poll.interval.ms shortened here,
 --   so that the idle period is seconds, not five minutes).
 --
 -- In embedded mode a `sluice broker` process per test stands in for Kafka.
 
 local H = dofile("spec/integration/helpers.lua")
+local q = H.q
 
 local dir, brokers, broker
 
@@ -29,6 +33,58 @@ local function job(prefix)
     state_dir = dir .. "/state", admin_port = H.free_port(),
   }
 end
+
+-- Produces recs ({key, value}) to one partition of topic, in order.
+local function produce_to(topic, partition, recs)
+  local lines = {}
+  for i, r in ipairs(recs) do lines[i] = r.key .. "\t" .. r.value end
+  H.write(dir .. "/in.txt", table.concat(lines, "\n") .. "\n")
+  local rc, _, err = H.run(string.format("kcat -b %s -P -t %s -p %d -K '\t' <%s", q(brokers),
+    q(topic), partition, q(dir .. "/in.txt")))
+  assert(rc == 0, "kcat produce failed: " .. err)
+end
+
+describe("a visitor's clock", function()
+  it("a year ahead is filtered as future_time and ages no other visitor's window", function()
+    local j = job("skew")
+    H.create_topic(brokers, j.input)
+    local env = string.format("env KAFKA_BROKERS=%s SLUICE_GROUP=%s WINDOW_INPUT=%s WINDOW_OUTPUT=%s "
+      .. "WINDOW_DEAD_LETTER=%s ADMIN_LISTEN=127.0.0.1:%d SLUICE_STATE_DIR=%s ",
+      q(brokers), q(j.group), q(j.input), q(j.output), q(j.dead_letter), j.admin_port, q(j.state_dir))
+    local w = H.start_sluice(dir, "skew", "spec/integration/fixtures/window-job.lua",
+      { env = env, admin_port = j.admin_port })
+    local now, year = H.now_ms(), 366 * 86400 * 1000
+    local A, C = "aaaaaaaa-1111-4111-8111-000000000001", "cccccccc-1111-4111-8111-000000000003"
+    local function view(id, duid, dtm) return H.page_view(id, { duid = duid, dtm = dtm }) end
+    -- Visitor A's three views, then B's one view a year ahead, all on partition 0.
+    produce_to(j.input, 0, { view(1, A, now - 3000), view(2, A, now - 2000), view(3, A, now - 1000),
+      view(4, "bbbbbbbb-1111-4111-8111-000000000002", now + year) })
+    H.wait_records(brokers, j.output, 3)
+    H.sleep(2.5)   -- window expiry runs every second
+    -- A's 4th view, A's 3rd view re-sent (same eid), a new visitor C's two views.
+    produce_to(j.input, 0, { view(5, A, now), view(3, A, now - 1000), view(6, C, now + 100),
+      view(7, C, now + 200) })
+    local recs = H.settle(brokers, j.output, 2, 20)
+
+    local by = {}
+    for _, r in ipairs(recs) do
+      local v = r.json
+      by[v.eventId] = by[v.eventId] or {}
+      table.insert(by[v.eventId], #v.aggregatedProducts.slugs)
+    end
+    local eid = function(id) return string.format("00000000-0000-4000-8000-%012d", id) end
+    assert.are.same({ 4 }, by[eid(5)], "A's 4th view is emitted once with a window of 4")
+    assert.are.same({ 3 }, by[eid(3)], "A's re-sent 3rd view is filtered as a duplicate")
+    assert.are.same({ 2 }, by[eid(7)], "the new visitor C gets past 1 entry")
+    assert.is_nil(by[eid(4)], "the view a year ahead is not emitted")
+    local m = H.metrics(j.admin_port)
+    assert.are.equal(1, H.metric(m, 'sluice_filtered_total{step="window",reason="future_time"}'),
+      "the future view is counted as future_time")
+    assert.are.equal(1, H.metric(m, 'sluice_filtered_total{step="window",reason="duplicate"}'),
+      "the re-sent view is counted as a duplicate")
+    assert.are.equal(0, w:stop(10), "exit 0 on SIGTERM")
+  end)
+end)
 
 describe("an idle worker", function()
   it("stays in its group past max.poll.interval.ms and takes records after the quiet spell", function()
