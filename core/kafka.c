@@ -206,13 +206,28 @@ int sl_kafka_produce(struct sl_kafka_producer *p, const char *topic,
                      const void *value, size_t vallen, int64_t ts_ms,
                      sl_kafka_delivery_fn *cb, void *opaque,
                      char *err, size_t errlen) {
+    struct sl_kafka_header none = {0};
+    return sl_kafka_produce_header(p, topic, partition, key, keylen, value, vallen, ts_ms,
+                                   &none, cb, opaque, err, errlen);
+}
+
+int sl_kafka_produce_header(struct sl_kafka_producer *p, const char *topic,
+                            int32_t partition, const void *key, size_t keylen,
+                            const void *value, size_t vallen, int64_t ts_ms,
+                            const struct sl_kafka_header *h, sl_kafka_delivery_fn *cb,
+                            void *opaque, char *err, size_t errlen) {
     struct produce_op *op = NULL;
+    rd_kafka_headers_t *hdrs = NULL;
     rd_kafka_resp_err_t e;
 
     if (cb) {
         op = sl_malloc(sizeof(*op));
         op->cb = cb;
         op->opaque = opaque;
+    }
+    if (h->name) {
+        hdrs = rd_kafka_headers_new(1);
+        rd_kafka_header_add(hdrs, h->name, -1, h->value, (ssize_t)h->len);
     }
     e = rd_kafka_producev(p->rk,
             RD_KAFKA_V_TOPIC(topic),
@@ -221,15 +236,25 @@ int sl_kafka_produce(struct sl_kafka_producer *p, const char *topic,
             RD_KAFKA_V_KEY(key, key ? keylen : 0),
             RD_KAFKA_V_VALUE((void *)value, vallen),
             RD_KAFKA_V_TIMESTAMP(ts_ms),
+            RD_KAFKA_V_HEADERS(hdrs),
             RD_KAFKA_V_OPAQUE(op),
             RD_KAFKA_V_END);
     if (e) {
         free(op);
+        if (hdrs) rd_kafka_headers_destroy(hdrs);   /* owned by the message only on success */
         sl_errf(err, errlen, "produce to %s: %s", topic, rd_kafka_err2str(e));
         return SL_ERR;
     }
     p->inflight++;
     return SL_OK;
+}
+
+size_t sl_kafka_producer_max_bytes(struct sl_kafka_producer *p) {
+    char v[32];
+    size_t n = sizeof(v);
+    if (rd_kafka_conf_get(rd_kafka_conf(p->rk), "message.max.bytes", v, &n) != RD_KAFKA_CONF_OK)
+        return 1000000;
+    return (size_t)strtoull(v, NULL, 10);
 }
 
 size_t sl_kafka_producer_inflight(const struct sl_kafka_producer *p) {

@@ -56,6 +56,24 @@ int sl_kafka_produce(struct sl_kafka_producer *p, const char *topic,
                      sl_kafka_delivery_fn *cb, void *opaque,
                      char *err, size_t errlen);
 
+/* One Kafka header; name NULL: none. */
+struct sl_kafka_header {
+    const char *name;
+    const void *value;
+    size_t len;
+};
+
+/* sl_kafka_produce() with header h (copied). */
+int sl_kafka_produce_header(struct sl_kafka_producer *p, const char *topic,
+                            int32_t partition, const void *key, size_t keylen,
+                            const void *value, size_t vallen, int64_t ts_ms,
+                            const struct sl_kafka_header *h, sl_kafka_delivery_fn *cb,
+                            void *opaque, char *err, size_t errlen);
+
+/* The producer's message.max.bytes: the most key + value + headers of one
+ * record it sends. */
+size_t sl_kafka_producer_max_bytes(struct sl_kafka_producer *p);
+
 /* Records queued and not yet reported. */
 size_t sl_kafka_producer_inflight(const struct sl_kafka_producer *p);
 

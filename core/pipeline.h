@@ -6,7 +6,9 @@
  * step_kafka.c); the pipeline keeps records and contexts, routes a context
  * from step to step, counts, traces and dead-letters. A step finishes a
  * context at once or later through sl_pipeline_resume (a kafka step on the
- * broker's acknowledgement); a step error dead-letters the record. When
+ * broker's acknowledgement); a step error dead-letters the record
+ * (deadletter.h: it always fits; one the broker refuses keeps its record in
+ * flight, uncommitted, and is sent again at each tick). When
  * every context of a record has finished, the record is reported done, so
  * its offset may be committed. A record holds the rules VM it started on
  * until it is done, so a reload never closes a VM under a pending context.

@@ -4,6 +4,10 @@
 -- - one visitor's clock a year ahead ages nobody else's window: the event is
 --   filtered as future_time, the other visitors of its partition keep their
 --   whole windows and their duplicates;
+-- - a dead letter always fits: an 800 KB record full of quotes whose rule
+--   raises is dead-lettered whole (raw, metadata in a header) and replayed;
+--   a dead-letter topic that refuses records stops nothing: the record stays
+--   uncommitted and its dead letter is retried;
 -- - an idle worker stays in its group (max.poll.interval.ms shortened here,
 --   so that the idle period is seconds, not five minutes).
 --
@@ -83,6 +87,70 @@ describe("a visitor's clock", function()
     assert.are.equal(1, H.metric(m, 'sluice_filtered_total{step="window",reason="duplicate"}'),
       "the re-sent view is counted as a duplicate")
     assert.are.equal(0, w:stop(10), "exit 0 on SIGTERM")
+  end)
+end)
+
+-- A job whose one rule raises on records with a "big" or "boom" field.
+local function boom_job(j, dead_letter)
+  local rules = dir .. "/rules"
+  os.execute("mkdir -p " .. q(rules))
+  H.write(rules .. "/boom.lua", [[
+return { boom = function(ctx)
+  if type(ctx.input) == "table" and (ctx.input.big or ctx.input.boom) then error("boom") end
+  return ctx
+end }
+]])
+  local cfg = H.pipeline_config(j)
+  cfg.kafka.dead_letter = dead_letter or j.dead_letter
+  cfg.rules.path = rules
+  cfg.shutdown_timeout = "2s"
+  cfg.pipeline = { { lua = "boom" }, { name = "out", kafka = { topic = j.output, fields = { "input" } } } }
+  return cfg
+end
+
+describe("a dead letter", function()
+  it("of an 800 KB record full of quotes fits: sent whole and raw, replayable, nothing stops", function()
+    local j = job("big")
+    local w = H.start_sluice(dir, "big", boom_job(j), { admin_port = j.admin_port })
+    local big = '{"big":"' .. string.rep('\\"', 400000) .. '"}'   -- 800 KB, escaped JSON twice that
+    H.produce(brokers, j.input, { { key = "k", value = big }, { key = "k", value = '{"n":1}' } })
+    assert.are.equal(1, #H.wait_records(brokers, j.output, 1, 20), "the record after it flowed")
+    local dl = H.wait_records(brokers, j.dead_letter, 1, 10)
+    assert.is_true(w:alive(), "the worker still runs; stderr:\n" .. w:stderr():sub(-2000))
+    assert.are.equal(1, #dl, "one dead letter")
+    assert.are.equal(#big, #dl[1].value, "the dead letter carries the whole value, raw")
+    local hdr = H.sh(string.format("kcat -C -b %s -t %s -o beginning -e -q -f '%%h' 2>/dev/null",
+      q(brokers), q(j.dead_letter)))
+    assert.is_truthy(hdr:find('sluice.dead-letter={"source":{"topic":"' .. j.input, 1, true),
+      "the header names the source: " .. hdr:sub(1, 300))
+    assert.is_truthy(hdr:find('"valueBytes":' .. #big, 1, true), "and the value's size")
+    assert.is_truthy(hdr:find('"error":"', 1, true) and hdr:find("boom", 1, true), "and the error")
+    assert.are.equal(0, w:stop(10), "exit 0 on SIGTERM")
+    local rc, out = H.run(string.format("%s replay -c %s --dry-run", q(H.BIN), q(w.config)))
+    assert.are.equal(0, rc, "replay --dry-run runs")
+    assert.is_truthy(out:find("-> " .. j.input .. " key=k " .. #big .. " bytes", 1, true),
+      "replay puts the whole value back: " .. out)
+  end)
+
+  it("refused by its topic stops nothing: counted, logged once, retried, the record uncommitted", function()
+    local j = job("dlfail")
+    -- The producers see no such topic: each dead letter times out after 1 s.
+    local cfg = boom_job(j)
+    cfg.kafka.producer = { ["topic.blacklist"] = j.dead_letter, ["message.timeout.ms"] = "1000" }
+    local w = H.start_sluice(dir, "dlfail", cfg, { admin_port = j.admin_port })
+    H.produce(brokers, j.input, { { key = "k", value = '{"boom":1}' }, { key = "k", value = '{"n":1}' } })
+    assert.are.equal(1, #H.wait_records(brokers, j.output, 1, 20), "the record after it flowed")
+    H.sleep(4)
+    assert.is_true(w:alive(), "the worker still runs; stderr:\n" .. w:stderr():sub(-2000))
+    assert.are.equal(200, (H.http(j.admin_port, "GET", "/health")), "/health answers")
+    local m = H.metrics(j.admin_port)
+    assert.is_true((H.metric(m, "sluice_dead_letter_failures_total") or 0) >= 2,
+      "each retry counted:\n" .. m)
+    assert.are.equal(1, H.metric(m, "sluice_inflight_records"), "the record is still in flight")
+    local _, lines = w:stderr():gsub("dead%-letter topic " .. j.dead_letter:gsub("%-", "%%-"), "")
+    assert.are.equal(1, lines, "one log line for 4 s of failures:\n" .. w:stderr())
+    assert.are.equal(0, w:stop(10), "exit 0 on SIGTERM")
+    assert.is_truthy(w:stderr():find("still in flight", 1, true), "and says the record will come again")
   end)
 end)
 
