@@ -15,9 +15,12 @@
 #include <unistd.h>
 
 #include <lauxlib.h>
+#include <luajit.h>
 #include <lualib.h>
 
 static void monitor_start(void);
+static void monitor_load(lua_State *L, const struct sl_step_conf *s, int64_t limit_ms);
+static void monitor_done(lua_State *L);
 
 struct sl_rules {
     lua_State *L;
@@ -162,7 +165,12 @@ static int load_step(struct sl_rules *r, size_t i, char *err, size_t errlen) {
 
     lua_getglobal(L, "require");                          /* require */
     lua_pushstring(L, s->module);                         /* require module */
-    if (lua_pcall(L, 1, 1, 0)) {                          /* mod|err */
+    /* A module's top-level code runs under the monitor too, bounded by
+     * rules.watchdog, with the JIT off so that the hook always fires. */
+    monitor_load(L, s, r->cf->rules.watchdog_ms);
+    int rc = lua_pcall(L, 1, 1, 0);                       /* mod|err */
+    monitor_done(L);
+    if (rc) {
         /* require's message spans lines ("error loading module m from file
          * f:\n\tf:3: msg"): one line keeps file:line greppable in logs. */
         char msg[SL_ERRLEN];
@@ -252,6 +260,7 @@ static _Atomic(lua_State *) mon_L;          /* VM of the running step */
 static _Atomic int64_t mon_started;         /* monotonic ms the step began, 0 idle */
 static _Atomic int64_t mon_budget;          /* its budget, ms */
 static _Atomic int mon_armed;               /* the monitor set the budget hook */
+static _Atomic int mon_loading;             /* the VM is loading a module, not running a step */
 static const char *_Atomic mon_what;        /* "topic/partition/offset" */
 static const char *_Atomic mon_step;        /* the step's name */
 
@@ -262,9 +271,38 @@ static const char *_Atomic mon_step;        /* the step's name */
 static void budget_hook(lua_State *L, lua_Debug *ar) {
     int64_t started = mon_started;
     (void)ar;
+    if (mon_loading) {
+        /* Stays armed: a pcall in the module cannot swallow it for good. */
+        if (started && sl_mono_ms() - started >= mon_budget)
+            luaL_error(L, "module %s: loading ran past rules.watchdog (%d ms)", mon_what,
+                       (int)mon_budget);
+        return;
+    }
     lua_sethook(L, NULL, 0, 0);
     if (started && sl_mono_ms() - started >= mon_budget)
         luaL_error(L, "step exceeded its budget of %d ms", (int)mon_budget);
+}
+
+/* Watches the load of step s's module: past limit_ms the budget hook stops
+ * it (the JIT is off meanwhile, so nothing runs where the hook cannot). */
+static void monitor_load(lua_State *L, const struct sl_step_conf *s, int64_t limit_ms) {
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+    mon_what = s->module;
+    mon_step = s->name;
+    mon_budget = limit_ms;
+    mon_loading = 1;
+    mon_L = L;
+    mon_started = sl_mono_ms();
+}
+
+static void monitor_done(lua_State *L) {
+    mon_started = 0;
+    if (mon_armed) {
+        lua_sethook(L, NULL, 0, 0);
+        mon_armed = 0;
+    }
+    mon_loading = 0;
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON);
 }
 
 static void sanitize_reason(const char *in, char *out, size_t n) {
@@ -385,6 +423,15 @@ static void *monitor(void *arg) {
         if (ran >= mon_budget && !mon_armed) {
             mon_armed = 1;
             lua_sethook(mon_L, budget_hook, LUA_MASKCOUNT, SL_RULES_HOOK_COUNT);
+        }
+        if (mon_loading) {
+            /* Only a C function can keep the hook from stopping a load, and
+             * nothing can stop that but the end of the process. */
+            if (ran < 2 * mon_budget + SL_RULES_LOAD_GRACE_MS || mon_started != started) continue;
+            sl_log(SL_LOG_ERROR, "rules", "watchdog: loading module %s (step %s) has run %lld "
+                   "ms inside a C function and cannot be stopped; exiting", mon_what, mon_step,
+                   (long long)ran);
+            _exit(SL_RULES_WATCHDOG_EXIT);
         }
         if (!wd_limit || ran < wd_limit || mon_started != started) continue;
         FILE *f = fopen(wd_file, "w");

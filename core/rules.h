@@ -13,6 +13,12 @@
  * record's coordinates to the state directory, logs step and record, and
  * exits with SL_RULES_WATCHDOG_EXIT so a supervisor restarts the process;
  * the next process dead-letters that record instead of running it again.
+ * Loading a module (its top-level code) runs with the JIT off under the
+ * same monitor, bounded by rules.watchdog: a load that does not finish in
+ * time fails (a reload keeps the old rules) with the module named. A load
+ * that the hook cannot stop (inside a C function, or catching the error in
+ * a loop) ends the process with SL_RULES_WATCHDOG_EXIT after twice the bound
+ * and SL_RULES_LOAD_GRACE_MS.
  * Uses LuaJIT, json.c, config.h. */
 #ifndef SL_RULES_H
 #define SL_RULES_H
@@ -28,6 +34,7 @@
 #define SL_RULES_WATCHDOG_EXIT 70  /* Exit status when the watchdog stops a stuck step. */
 #define SL_RULES_HOOK_COUNT 1000   /* VM instructions between checks once the hook is armed. */
 #define SL_RULES_MONITOR_MS 20     /* How often the monitor thread looks at the running step. */
+#define SL_RULES_LOAD_GRACE_MS 1000 /* A load still running this long past 2x its bound ends the process. */
 
 struct sl_rules;
 

@@ -118,6 +118,32 @@ int main(void) {
     broken = sl_rules_create(cf, err, sizeof(err));
     TEST("a missing function fails the load", broken == NULL && strstr(err, "has no function pass"));
 
+    /* A module whose top-level code never ends fails to load in time. */
+    int64_t wd = cf->rules.watchdog_ms;
+    cf->rules.watchdog_ms = 300;
+    put("lua/t/steps.lua", "local n = 0\nwhile true do n = n + 1 end\n");
+    t0 = sl_mono_ms();
+    broken = sl_rules_create(cf, err, sizeof(err));
+    TEST("a module looping at load fails to load", broken == NULL);
+    TEST("...within the watchdog and a little", sl_mono_ms() - t0 < 1500);
+    TEST("...naming the module and the bound",
+         strstr(err, "module t.steps: loading ran past rules.watchdog (300 ms)") != NULL);
+    cf->rules.watchdog_ms = wd;
+    put("lua/t/steps.lua", "local M = {}\nfunction M.pass(c) c.jit = jit.status() return c end\n"
+        "M.drop = M.pass\nM.split = M.pass\nM.boom = M.pass\nM.spin = M.pass\nM.bad = M.pass\n"
+        "return M\n");
+    struct sl_rules *after = sl_rules_create(cf, err, sizeof(err));
+    int aref = after ? new_ctx(after) : LUA_NOREF;
+    TEST("the next load works, with the JIT on again",
+         after && sl_rules_call(after, 0, &aref, "t/0/0", &out) == SL_RULES_NEXT);
+    if (after) {
+        lua_rawgeti(sl_rules_state(after), LUA_REGISTRYINDEX, aref);
+        lua_getfield(sl_rules_state(after), -1, "jit");
+        TEST("...jit.status() is true in a step", lua_toboolean(sl_rules_state(after), -1));
+        lua_pop(sl_rules_state(after), 2);
+        sl_rules_release(after);
+    }
+
     /* Reference counting: a retained VM survives its first release. */
     sl_rules_retain(same);
     sl_rules_release(same);

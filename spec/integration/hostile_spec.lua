@@ -8,6 +8,9 @@
 --   raises is dead-lettered whole (raw, metadata in a header) and replayed;
 --   a dead-letter topic that refuses records stops nothing: the record stays
 --   uncommitted and its dead letter is retried;
+-- - a rule module whose top-level code loops forever fails to load within
+--   rules.watchdog, at start and on SIGHUP (the old rules keep running and
+--   the process keeps answering);
 -- - an idle worker stays in its group (max.poll.interval.ms shortened here,
 --   so that the idle period is seconds, not five minutes).
 --
@@ -23,7 +26,18 @@ before_each(function()
   brokers, broker = H.kafka(dir, "broker")
 end)
 
+-- Every worker a test starts, stopped after it whatever the test found.
+local started = {}
+local start_sluice = H.start_sluice
+H.start_sluice = function(...)
+  local p = start_sluice(...)
+  started[#started + 1] = p
+  return p
+end
+
 after_each(function()
+  for _, p in ipairs(started) do p:stop(5) end
+  started = {}
   if broker then broker:stop() end
   -- HOSTILE_SPEC_KEEP=1 keeps the logs for a look after a failure.
   if os.getenv("HOSTILE_SPEC_KEEP") == "1" then print("# kept " .. dir) else H.rmrf(dir) end
@@ -151,6 +165,46 @@ describe("a dead letter", function()
     assert.are.equal(1, lines, "one log line for 4 s of failures:\n" .. w:stderr())
     assert.are.equal(0, w:stop(10), "exit 0 on SIGTERM")
     assert.is_truthy(w:stderr():find("still in flight", 1, true), "and says the record will come again")
+  end)
+end)
+
+describe("a rule module looping at load", function()
+  it("fails the reload within rules.watchdog; old rules run on, /health and SIGTERM work", function()
+    local j = job("loadloop")
+    local cfg = boom_job(j)
+    cfg.rules.watchdog = "1s"
+    local w = H.start_sluice(dir, "loadloop", cfg, { admin_port = j.admin_port })
+    local version = w:stderr():match("rules version (%x+)")
+    H.write(dir .. "/rules/boom.lua", "local n = 0\nwhile true do n = n + 1 end\n")
+    local from = #w:stderr() + 1
+    local t0 = H.now_ms()
+    w:signal("HUP")
+    local failed = w:wait_log("reload failed, keeping rules version (%x+): ([^\n]*)", 8, from)
+    assert.are.equal(version, failed, "the reload fails and keeps the old version; stderr:\n"
+      .. w:stderr():sub(from))
+    assert.is_true(H.now_ms() - t0 < 4000, "within about rules.watchdog")
+    assert.is_truthy(w:stderr():find("module boom: loading ran past rules.watchdog (1000 ms)", from, true),
+      "the log names the module: " .. w:stderr():sub(from))
+    assert.are.equal(200, (H.http(j.admin_port, "GET", "/health")), "/health answers")
+    H.produce(brokers, j.input, { { key = "k", value = '{"n":1}' } })
+    assert.are.equal(1, #H.wait_records(brokers, j.output, 1, 10), "records flow on the old rules")
+    local rc = w:stop(8)
+    assert.are.equal(0, rc, "SIGTERM ends it with 0")
+  end)
+
+  it("at start is an error naming the module, not a hang", function()
+    local j = job("loadloop0")
+    local cfg = boom_job(j)
+    cfg.rules.watchdog = "1s"
+    H.write(dir .. "/rules/boom.lua", "while true do end\n")
+    local t0 = H.now_ms()
+    local w = H.start_sluice(dir, "loadloop0", cfg, { wait_assigned = false })
+    local rc = w:wait(8)
+    assert.are.equal(1, rc, "exit 1; stderr:\n" .. w:stderr())
+    assert.is_true(H.now_ms() - t0 < 5000, "within about rules.watchdog")
+    assert.is_truthy(w:stderr():find("module boom: loading ran past rules.watchdog", 1, true),
+      "the error names the module: " .. w:stderr())
+    w:stop(1)
   end)
 end)
 
