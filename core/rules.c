@@ -29,6 +29,7 @@ struct sl_rules {
     int *fn_refs;            /* per step: the function, LUA_NOREF for non-lua steps */
     int *params_refs;        /* per step: the params table */
     int traceback_ref;
+    bool interpreted;        /* JIT off and flushed (restore records) */
     char version[17];
 };
 
@@ -393,6 +394,14 @@ done:
     return res;
 }
 
+void sl_rules_jit(struct sl_rules *r, bool on) {
+    if (r->interpreted != on) return;
+    r->interpreted = !on;
+    luaJIT_setmode(r->L, 0, LUAJIT_MODE_ENGINE | (on ? LUAJIT_MODE_ON : LUAJIT_MODE_OFF));
+    /* Compiled traces would still run, where hooks do not fire. */
+    if (!on) luaJIT_setmode(r->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_FLUSH);
+}
+
 void sl_rules_out_free(struct sl_rules_out *out) {
     sl_buf_free(&out->error);
     free(out->refs);
@@ -434,9 +443,9 @@ static void *monitor(void *arg) {
             _exit(SL_RULES_WATCHDOG_EXIT);
         }
         if (!wd_limit || ran < wd_limit || mon_started != started) continue;
-        FILE *f = fopen(wd_file, "w");
+        FILE *f = fopen(wd_file, "a");    /* one line per stopped record */
         if (f) {
-            fprintf(f, "%s\n%s\n", mon_what, mon_step);
+            fprintf(f, "%s\t%s\n", mon_what, mon_step);
             fclose(f);
         }
         sl_log(SL_LOG_ERROR, "rules",
@@ -467,22 +476,51 @@ int sl_rules_watchdog_start(const struct sl_config *cf, char *err, size_t errlen
     return SL_OK;
 }
 
-int sl_rules_poisoned(const struct sl_config *cf, char *what, size_t whatlen,
-                      char *step, size_t steplen) {
-    char path[4096];
+struct sl_rules_poison *sl_rules_poison_load(const struct sl_config *cf, size_t *n) {
+    char path[4096], line[512];
+    struct sl_rules_poison *list = NULL;
+    size_t cap = 0;
+    *n = 0;
     poison_path(cf, path, sizeof(path));
     FILE *f = fopen(path, "r");
-    if (!f) return SL_ERR;
-    int ok = fgets(what, (int)whatlen, f) && fgets(step, (int)steplen, f);
+    if (!f) return NULL;
+    while (fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = '\0';
+        char *step = strchr(line, '\t'), *state;
+        if (!step) continue;
+        *step++ = '\0';
+        state = strchr(step, '\t');
+        if (state) *state++ = '\0';
+        struct sl_rules_poison *e = NULL;
+        for (size_t i = 0; i < *n && !e; i++)
+            if (!strcmp(list[i].what, line)) e = &list[i];   /* the later line wins */
+        if (!e) {
+            if (*n == cap) list = sl_realloc(list, (cap = cap * 2 + 8) * sizeof(*list));
+            e = &list[(*n)++];
+        }
+        snprintf(e->what, sizeof(e->what), "%s", line);
+        snprintf(e->step, sizeof(e->step), "%s", step);
+        e->dead_lettered = state && !strcmp(state, "dead-lettered");
+    }
     fclose(f);
-    if (!ok) return SL_ERR;
-    what[strcspn(what, "\n")] = '\0';
-    step[strcspn(step, "\n")] = '\0';
-    return SL_OK;
+    return list;
 }
 
-void sl_rules_poison_clear(const struct sl_config *cf) {
-    char path[4096];
+int sl_rules_poison_save(const struct sl_config *cf, const struct sl_rules_poison *list,
+                         size_t n) {
+    char path[4096], tmp[4200];
+    size_t from = n > SL_RULES_POISON_MAX ? n - SL_RULES_POISON_MAX : 0;
     poison_path(cf, path, sizeof(path));
-    unlink(path);
+    if (!n) return unlink(path) && errno != ENOENT ? SL_ERR : SL_OK;
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return SL_ERR;
+    for (size_t i = from; i < n; i++)
+        fprintf(f, "%s\t%s%s\n", list[i].what, list[i].step,
+                list[i].dead_lettered ? "\tdead-lettered" : "");
+    if (fclose(f) || rename(tmp, path)) {
+        unlink(tmp);
+        return SL_ERR;
+    }
+    return SL_OK;
 }

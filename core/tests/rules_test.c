@@ -144,6 +144,42 @@ int main(void) {
         sl_rules_release(after);
     }
 
+    /* The watchdog's file: one line per record, appended; states kept. */
+    char state[128], pfile[256];
+    snprintf(state, sizeof(state), "%s/state", dir);
+    free(cf->rules.state_dir);
+    cf->rules.state_dir = sl_strdup(state);
+    TEST("the watchdog starts with a state folder", sl_rules_watchdog_start(cf, err, sizeof(err)) == SL_OK);
+    size_t np = 99;
+    struct sl_rules_poison *pl = sl_rules_poison_load(cf, &np);
+    TEST("no file: no records", pl == NULL && np == 0);
+    snprintf(pfile, sizeof(pfile), "%s/poisoned-%s", state, cf->kafka.group);
+    FILE *pf = fopen(pfile, "a");
+    fputs("in/0/5\tspin\nin/1/7\tspin\nin/0/5\tspin\n", pf);
+    fclose(pf);
+    pl = sl_rules_poison_load(cf, &np);
+    TEST("records appended by watchdogs load once each", np == 2 && !strcmp(pl[0].what, "in/0/5") &&
+         !strcmp(pl[1].what, "in/1/7") && !strcmp(pl[1].step, "spin") && !pl[0].dead_lettered);
+    pl[0].dead_lettered = true;
+    TEST("saving works", sl_rules_poison_save(cf, pl, np) == SL_OK);
+    free(pl);
+    pl = sl_rules_poison_load(cf, &np);
+    TEST("a dead-lettered record stays so", np == 2 && pl[0].dead_lettered && !pl[1].dead_lettered);
+    struct sl_rules_poison many[SL_RULES_POISON_MAX + 5];
+    memset(many, 0, sizeof(many));
+    for (int i = 0; i < SL_RULES_POISON_MAX + 5; i++) {
+        snprintf(many[i].what, sizeof(many[i].what), "in/0/%d", i);
+        strcpy(many[i].step, "s");
+    }
+    sl_rules_poison_save(cf, many, SL_RULES_POISON_MAX + 5);
+    free(pl);
+    pl = sl_rules_poison_load(cf, &np);
+    TEST("the file keeps the newest SL_RULES_POISON_MAX records",
+         np == SL_RULES_POISON_MAX && !strcmp(pl[0].what, "in/0/5"));
+    free(pl);
+    TEST("saving none removes the file", sl_rules_poison_save(cf, NULL, 0) == SL_OK &&
+         access(pfile, F_OK) != 0);
+
     /* Reference counting: a retained VM survives its first release. */
     sl_rules_retain(same);
     sl_rules_release(same);

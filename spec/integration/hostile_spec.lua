@@ -11,6 +11,9 @@
 -- - a rule module whose top-level code loops forever fails to load within
 --   rules.watchdog, at start and on SIGHUP (the old rules keep running and
 --   the process keeps answering);
+-- - a rule deployed by SIGHUP that hangs on a new record and on a record
+--   the restart replays to rebuild windows: one restart, the restore record
+--   skipped and counted, the new record dead-lettered exactly once;
 -- - an idle worker stays in its group (max.poll.interval.ms shortened here,
 --   so that the idle period is seconds, not five minutes).
 --
@@ -205,6 +208,61 @@ describe("a rule module looping at load", function()
     assert.is_truthy(w:stderr():find("module boom: loading ran past rules.watchdog", 1, true),
       "the error names the module: " .. w:stderr())
     w:stop(1)
+  end)
+end)
+
+describe("a watchdog restart", function()
+  it("skips a restore record the rule hangs on, dead-letters the live one once, and stays up", function()
+    local j = job("wdloop")
+    local rules = dir .. "/rules"
+    os.execute("mkdir -p " .. q(rules))
+    local rule = [[
+return { spin = function(ctx)
+  if type(ctx.input) == "table" and ctx.input.hang and %s then while true do end end
+  ctx.user = type(ctx.input) == "table" and ctx.input.user or "nobody"
+  return ctx
+end }
+]]
+    H.write(rules .. "/spin.lua", rule:format("false"))
+    local cfg = H.pipeline_config(j)
+    cfg.rules = { path = rules, budget = "200ms", watchdog = "2s", state_dir = j.state_dir }
+    cfg.shutdown_timeout = "2s"
+    cfg.pipeline = { { lua = "spin" },
+      { name = "window", window = { key = "user", length = "5m", aggregate = { n = { "count", "user" } } } },
+      { name = "out", kafka = { topic = j.output, fields = { "user", "window" } } } }
+    local w = H.start_sluice(dir, "wd1", cfg, { admin_port = j.admin_port })
+    -- R: a record the rule will hang on, processed and committed by the old rule.
+    H.produce(brokers, j.input, { { key = "u", value = '{"user":"u","hang":"R"}' } })
+    assert.are.equal(1, #H.wait_records(brokers, j.output, 1, 20), "R went through the old rule")
+    H.sleep(2.5)   -- offsets are committed every second
+    H.write(rules .. "/spin.lua", rule:format("true"))
+    local from = #w:stderr() + 1
+    w:signal("HUP")
+    assert.is_truthy(w:wait_log("rules reloaded", 10, from), "the new rule is deployed")
+    -- X: a new record the new rule hangs on: the watchdog ends the process.
+    H.produce(brokers, j.input, { { key = "u", value = '{"user":"u","hang":"X"}' } })
+    assert.are.equal(70, w:wait(15), "the watchdog exits 70; stderr:\n" .. w:stderr():sub(from))
+
+    -- A supervisor: restart on 70, at most 4 times.
+    local restarts, last = 0, nil
+    for i = 1, 4 do
+      restarts = i
+      last = H.start_sluice(dir, "wd" .. (i + 1), cfg, { timeout = 40 })
+      local rc = last:wait(12)
+      if rc == nil then break end
+      assert.are.equal(70, rc, "only the watchdog ends a restart; stderr:\n" .. last:stderr())
+    end
+    assert.are.equal(1, restarts, "one restart and it stays up; last stderr:\n" .. last:stderr())
+    local dl = H.settle(brokers, j.dead_letter, 2, 10)
+    assert.are.equal(1, #dl, "one dead letter")
+    assert.is_truthy(dl[1].value:find('\\"hang\\":\\"X\\"', 1, false), "of X: " .. dl[1].value)
+    local m = H.metrics(j.admin_port)
+    assert.are.equal(1, H.metric(m, 'sluice_restore_skipped_total{reason="error"}'),
+      "the restore record R is skipped and counted:\n" .. m)
+    H.produce(brokers, j.input, { { key = "u", value = '{"user":"u"}' } })
+    local out = H.wait_records(brokers, j.output, 2, 15)
+    assert.are.equal(2, #out, "records flow after the restart")
+    assert.are.equal(0, last:stop(10), "exit 0 on SIGTERM")
   end)
 end)
 
