@@ -131,29 +131,34 @@ static struct restoring **restoring_find(struct worker *w, const char *topic, in
     return pp;
 }
 
-static void restoring_drop(struct worker *w, const char *topic, int32_t partition) {
+/* Ends the restore of a partition: done, or given up (revoked). */
+static void restoring_drop(struct worker *w, const char *topic, int32_t partition, bool done) {
     struct restoring **pp = restoring_find(w, topic, partition);
     if (!*pp) return;
     struct restoring *r = *pp;
     *pp = r->next;
-    sl_log(SL_LOG_INFO, "worker", "%s/%d: window state restored", topic, partition);
+    sl_log(SL_LOG_INFO, "worker", "%s/%d: %s", topic, partition,
+           done ? "window state restored" : "revoked while restoring window state");
     free(r->topic);
     free(r);
 }
 
 /* Is this record one that only rebuilds window state? Records older than
- * the window are skipped altogether (*skip). */
-static bool restore_record(struct worker *w, struct sl_kafka_record *k, bool *skip) {
+ * the window are skipped altogether (*skip); *last: the restore of its
+ * partition ends with it. */
+static bool restore_record(struct worker *w, struct sl_kafka_record *k, bool *skip,
+                           bool *last) {
     struct restoring **pp;
     int64_t len;
-    *skip = false;
+    *skip = *last = false;
     if (!w->restoring) return false;
     pp = restoring_find(w, k->topic, k->partition);
     if (!*pp) return false;
     if (k->offset >= (*pp)->until) {
-        restoring_drop(w, k->topic, k->partition);
+        restoring_drop(w, k->topic, k->partition, true);
         return false;
     }
+    *last = k->offset + 1 >= (*pp)->until;
     sl_pipeline_has_window(w->pipeline, &len);
     *skip = k->timestamp >= 0 && k->timestamp < sl_now_ms() - len - SL_WORKER_RESTORE_SLACK_MS;
     return true;
@@ -182,27 +187,20 @@ static struct inrec *inrec_new(struct sl_kafka_record *k, bool restore) {
     return r;
 }
 
+static void restore_record_done(struct worker *w, struct sl_kafka_record *k, bool skip,
+                                const struct sl_rules_poison *poison, bool last);
+
 static void on_record(void *arg, struct sl_kafka_record *k) {
     struct worker *w = arg;
-    bool skip, restore = restore_record(w, k, &skip);
+    bool skip, last, restore = restore_record(w, k, &skip, &last);
     struct sl_rules_poison *poison = poisoned(w, k);
 
-    if (restore && poison) {
-        /* Processed before the watchdog stopped a later run in it: skip. */
-        sl_metrics_inc("sluice_restore_skipped_total", "reason=\"watchdog\"", 1);
-        sl_log(SL_LOG_WARN, "worker", "restore: skipping %s, which step %s could not finish "
-               "in an earlier run", poison->what, poison->step);
-    }
-    if (restore && (skip || poison)) {
-        sl_kafka_record_free(k);
-        return;
-    }
-    struct inrec *r = inrec_new(k, restore);
     if (restore) {
-        sl_metrics_inc("sluice_restored_records_total", NULL, 1);
-        sl_pipeline_push(w->pipeline, &r->in);
+        restore_record_done(w, k, skip, poison, last);
         return;
     }
+
+    struct inrec *r = inrec_new(k, false);
     sl_offsets_track(w->offsets, k->topic, k->partition, k->offset);
     if (poison && poison->dead_lettered) {
         /* Dead-lettered by an earlier run that ended before committing. */
@@ -226,6 +224,30 @@ static void on_record(void *arg, struct sl_kafka_record *k) {
         sl_kafka_consumer_hold(w->consumer, true);
         w->held_since = sl_mono_ms();
     }
+}
+
+/* Runs a restore record (skipped when too old or poisoned); the restore of
+ * its partition is over once its last record ran. */
+static void restore_record_done(struct worker *w, struct sl_kafka_record *k, bool skip,
+                                const struct sl_rules_poison *poison, bool last) {
+    char topic[256];
+    int32_t partition = k->partition;
+
+    snprintf(topic, sizeof(topic), "%s", k->topic);
+    if (poison) {
+        /* Processed before the watchdog stopped a later run in it: skip. */
+        sl_metrics_inc("sluice_restore_skipped_total", "reason=\"watchdog\"", 1);
+        sl_log(SL_LOG_WARN, "worker", "restore: skipping %s, which step %s could not finish "
+               "in an earlier run", poison->what, poison->step);
+    }
+    if (skip || poison) {
+        sl_kafka_record_free(k);
+    } else {
+        struct inrec *r = inrec_new(k, true);   /* k now owned by r, freed when done */
+        sl_metrics_inc("sluice_restored_records_total", NULL, 1);
+        sl_pipeline_push(w->pipeline, &r->in);
+    }
+    if (last) restoring_drop(w, topic, partition, true);
 }
 
 /* A partition given to this worker starts where its window state begins:
@@ -288,7 +310,7 @@ static void on_rebalance(void *arg, bool assigned, void *parts_) {
         if (w->pipeline)     /* NULL when the consumer leaves the group at exit */
             sl_pipeline_drop_partition(w->pipeline, parts->elems[i].topic,
                                        parts->elems[i].partition);
-        restoring_drop(w, parts->elems[i].topic, parts->elems[i].partition);
+        restoring_drop(w, parts->elems[i].topic, parts->elems[i].partition, false);
     }
 }
 

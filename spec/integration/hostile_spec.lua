@@ -14,6 +14,11 @@
 -- - a rule deployed by SIGHUP that hangs on a new record and on a record
 --   the restart replays to rebuild windows: one restart, the restore record
 --   skipped and counted, the new record dead-lettered exactly once;
+-- - the log tells the truth about a restart: "window state restored" once
+--   the restore is over (not when the next record comes), "stopped" when
+--   the process ends (it does: a delay seen with `kill -0` is the process
+--   waiting as a zombie for a parent that reaps it late; here the shell
+--   around it reaps at once);
 -- - an idle worker stays in its group (max.poll.interval.ms shortened here,
 --   so that the idle period is seconds, not five minutes).
 --
@@ -263,6 +268,48 @@ end }
     local out = H.wait_records(brokers, j.output, 2, 15)
     assert.are.equal(2, #out, "records flow after the restart")
     assert.are.equal(0, last:stop(10), "exit 0 on SIGTERM")
+  end)
+end)
+
+-- The time of a log line ("2026-11-30T20:19:31.658Z ...") in ms of the day.
+local function log_ms(line)
+  local h, m, sec = line:match("T(%d+):(%d+):([%d.]+)Z")
+  return ((tonumber(h) * 60 + tonumber(m)) * 60 + tonumber(sec)) * 1000
+end
+
+describe("the log of a restart", function()
+  it("says window state restored when the restore ends and stopped when the process ends", function()
+    local j = job("truelog")
+    H.create_topic(brokers, j.input)
+    local env = string.format("env KAFKA_BROKERS=%s SLUICE_GROUP=%s WINDOW_INPUT=%s WINDOW_OUTPUT=%s "
+      .. "WINDOW_DEAD_LETTER=%s ADMIN_LISTEN=127.0.0.1:%d SLUICE_STATE_DIR=%s ",
+      q(brokers), q(j.group), q(j.input), q(j.output), q(j.dead_letter), j.admin_port, q(j.state_dir))
+    local w = H.start_sluice(dir, "truelog1", "spec/integration/fixtures/window-job.lua", { env = env })
+    local now = H.now_ms()
+    local views = {}
+    for i = 1, 6 do views[i] = H.page_view(i, { dtm = now - 1000 + i }) end
+    H.produce(brokers, j.input, views)
+    assert.are.equal(6, #H.wait_records(brokers, j.output, 6, 20), "six views flowed")
+    H.sleep(2.5)   -- committed
+    w:signal("TERM")
+    local gone
+    H.wait_for(function()
+      if w:status() then gone = gone or H.sh("date -u +%H:%M:%S.%3N") return true end
+    end, 15, 0.02)
+    assert.are.equal(0, w:status(), "exit 0")
+    local stopped = w:stderr():match("([^\n]*worker: stopped %(exit 0%))")
+    assert.is_truthy(stopped, "logs stopped:\n" .. w:stderr())
+    local lag = log_ms("T" .. gone:gsub("%s", "") .. "Z") - log_ms(stopped)
+    print("# stop lag " .. lag .. " ms")
+    assert.is_true(lag < 400, string.format("stopped is logged when the process ends, not %d ms "
+      .. "before:\n%s", lag, w:stderr()))
+
+    local w2 = H.start_sluice(dir, "truelog2", "spec/integration/fixtures/window-job.lua", { env = env })
+    local restoring = w2:wait_log("restoring window state", 10)
+    assert.is_truthy(restoring, "the restart restores windows:\n" .. w2:stderr())
+    assert.is_truthy(w2:wait_log("window state restored", 5),
+      "and says so once done, with no new record:\n" .. w2:stderr())
+    assert.are.equal(0, w2:stop(10), "exit 0")
   end)
 end)
 
