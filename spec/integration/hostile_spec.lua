@@ -70,15 +70,21 @@ local function produce_to(topic, partition, recs)
   assert(rc == 0, "kcat produce failed: " .. err)
 end
 
+-- Starts the recommendations window job (spec/integration/fixtures/
+-- window-job.lua) of job j; with_admin: wait until /health answers.
+local function start_window_job(j, name, with_admin)
+  H.create_topic(brokers, j.input)
+  local env = string.format("env KAFKA_BROKERS=%s SLUICE_GROUP=%s WINDOW_INPUT=%s WINDOW_OUTPUT=%s "
+    .. "WINDOW_DEAD_LETTER=%s ADMIN_LISTEN=127.0.0.1:%d SLUICE_STATE_DIR=%s ",
+    q(brokers), q(j.group), q(j.input), q(j.output), q(j.dead_letter), j.admin_port, q(j.state_dir))
+  return H.start_sluice(dir, name, "spec/integration/fixtures/window-job.lua",
+    { env = env, admin_port = with_admin and j.admin_port or nil })
+end
+
 describe("a visitor's clock", function()
   it("a year ahead is filtered as future_time and ages no other visitor's window", function()
     local j = job("skew")
-    H.create_topic(brokers, j.input)
-    local env = string.format("env KAFKA_BROKERS=%s SLUICE_GROUP=%s WINDOW_INPUT=%s WINDOW_OUTPUT=%s "
-      .. "WINDOW_DEAD_LETTER=%s ADMIN_LISTEN=127.0.0.1:%d SLUICE_STATE_DIR=%s ",
-      q(brokers), q(j.group), q(j.input), q(j.output), q(j.dead_letter), j.admin_port, q(j.state_dir))
-    local w = H.start_sluice(dir, "skew", "spec/integration/fixtures/window-job.lua",
-      { env = env, admin_port = j.admin_port })
+    local w = start_window_job(j, "skew", true)
     local now, year = H.now_ms(), 366 * 86400 * 1000
     local A, C = "aaaaaaaa-1111-4111-8111-000000000001", "cccccccc-1111-4111-8111-000000000003"
     local function view(id, duid, dtm) return H.page_view(id, { duid = duid, dtm = dtm }) end
@@ -280,11 +286,7 @@ end
 describe("the log of a restart", function()
   it("says window state restored when the restore ends and stopped when the process ends", function()
     local j = job("truelog")
-    H.create_topic(brokers, j.input)
-    local env = string.format("env KAFKA_BROKERS=%s SLUICE_GROUP=%s WINDOW_INPUT=%s WINDOW_OUTPUT=%s "
-      .. "WINDOW_DEAD_LETTER=%s ADMIN_LISTEN=127.0.0.1:%d SLUICE_STATE_DIR=%s ",
-      q(brokers), q(j.group), q(j.input), q(j.output), q(j.dead_letter), j.admin_port, q(j.state_dir))
-    local w = H.start_sluice(dir, "truelog1", "spec/integration/fixtures/window-job.lua", { env = env })
+    local w = start_window_job(j, "truelog1")
     local now = H.now_ms()
     local views = {}
     for i = 1, 6 do views[i] = H.page_view(i, { dtm = now - 1000 + i }) end
@@ -304,7 +306,7 @@ describe("the log of a restart", function()
     assert.is_true(lag < 400, string.format("stopped is logged when the process ends, not %d ms "
       .. "before:\n%s", lag, w:stderr()))
 
-    local w2 = H.start_sluice(dir, "truelog2", "spec/integration/fixtures/window-job.lua", { env = env })
+    local w2 = start_window_job(j, "truelog2")
     local restoring = w2:wait_log("restoring window state", 10)
     assert.is_truthy(restoring, "the restart restores windows:\n" .. w2:stderr())
     assert.is_truthy(w2:wait_log("window state restored", 5),
