@@ -165,6 +165,7 @@ describe("a dead letter", function()
     -- The producers see no such topic: each dead letter times out after 1 s.
     local cfg = boom_job(j)
     cfg.kafka.producer = { ["topic.blacklist"] = j.dead_letter, ["message.timeout.ms"] = "1000" }
+    H.create_topic(brokers, j.output)   -- the sink must not time out while its topic is made
     local w = H.start_sluice(dir, "dlfail", cfg, { admin_port = j.admin_port })
     H.produce(brokers, j.input, { { key = "k", value = '{"boom":1}' }, { key = "k", value = '{"n":1}' } })
     assert.are.equal(1, #H.wait_records(brokers, j.output, 1, 20), "the record after it flowed")
