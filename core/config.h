@@ -24,6 +24,8 @@
 
 struct sl_step_kind;
 
+#define SL_CONFIG_MAX_SKEW_MS 120000 /* Default window max_skew: a client clock 2 min fast. */
+
 enum sl_step_type {
     SL_STEP_LUA,     /* a rule function f(ctx, params) */
     SL_STEP_KAFKA,   /* produce variables of the context to a topic */
@@ -57,6 +59,7 @@ struct sl_step_conf {
     /* window */
     char *time_var;          /* NULL: the Kafka record timestamp */
     int64_t length_ms;
+    int64_t max_skew_ms;     /* event time more than this ahead of arrival: future_time */
     char *dedupe_var;        /* may be NULL */
     char *as;                /* output variable */
     size_t max_entries;

@@ -19,6 +19,7 @@
 #include <librdkafka/rdkafka.h>
 
 #define SL_KAFKA_DRAIN_MAX 256 /* Events served per wake-up by default. */
+#define SL_KAFKA_IDLE_POLL_MS 1000 /* A consumer with nothing to read still polls this often. */
 
 /* ==================== Queue wake-ups ==================== */
 
@@ -205,13 +206,28 @@ int sl_kafka_produce(struct sl_kafka_producer *p, const char *topic,
                      const void *value, size_t vallen, int64_t ts_ms,
                      sl_kafka_delivery_fn *cb, void *opaque,
                      char *err, size_t errlen) {
+    struct sl_kafka_header none = {0};
+    return sl_kafka_produce_header(p, topic, partition, key, keylen, value, vallen, ts_ms,
+                                   &none, cb, opaque, err, errlen);
+}
+
+int sl_kafka_produce_header(struct sl_kafka_producer *p, const char *topic,
+                            int32_t partition, const void *key, size_t keylen,
+                            const void *value, size_t vallen, int64_t ts_ms,
+                            const struct sl_kafka_header *h, sl_kafka_delivery_fn *cb,
+                            void *opaque, char *err, size_t errlen) {
     struct produce_op *op = NULL;
+    rd_kafka_headers_t *hdrs = NULL;
     rd_kafka_resp_err_t e;
 
     if (cb) {
         op = sl_malloc(sizeof(*op));
         op->cb = cb;
         op->opaque = opaque;
+    }
+    if (h->name) {
+        hdrs = rd_kafka_headers_new(1);
+        rd_kafka_header_add(hdrs, h->name, -1, h->value, (ssize_t)h->len);
     }
     e = rd_kafka_producev(p->rk,
             RD_KAFKA_V_TOPIC(topic),
@@ -220,15 +236,25 @@ int sl_kafka_produce(struct sl_kafka_producer *p, const char *topic,
             RD_KAFKA_V_KEY(key, key ? keylen : 0),
             RD_KAFKA_V_VALUE((void *)value, vallen),
             RD_KAFKA_V_TIMESTAMP(ts_ms),
+            RD_KAFKA_V_HEADERS(hdrs),
             RD_KAFKA_V_OPAQUE(op),
             RD_KAFKA_V_END);
     if (e) {
         free(op);
+        if (hdrs) rd_kafka_headers_destroy(hdrs);   /* owned by the message only on success */
         sl_errf(err, errlen, "produce to %s: %s", topic, rd_kafka_err2str(e));
         return SL_ERR;
     }
     p->inflight++;
     return SL_OK;
+}
+
+size_t sl_kafka_producer_max_bytes(struct sl_kafka_producer *p) {
+    char v[32];
+    size_t n = sizeof(v);
+    if (rd_kafka_conf_get(rd_kafka_conf(p->rk), "message.max.bytes", v, &n) != RD_KAFKA_CONF_OK)
+        return 1000000;
+    return (size_t)strtoull(v, NULL, 10);
 }
 
 size_t sl_kafka_producer_inflight(const struct sl_kafka_producer *p) {
@@ -255,6 +281,7 @@ struct sl_kafka_consumer {
     rd_kafka_t *rk;
     rd_kafka_queue_t *q;       /* consumer queue; the main queue forwards here */
     struct qwake wake;
+    struct event *idle;        /* timer: polls a quiet queue (max.poll.interval.ms) */
     struct sl_kafka_consumer_conf conf;
     bool paused;
     bool held;                 /* records are not taken from the queue */
@@ -305,13 +332,10 @@ static void consumer_error(struct sl_kafka_consumer *c, rd_kafka_message_t *m) {
     sl_log(SL_LOG_WARN, "kafka", "consumer: %s", rd_kafka_message_errstr(m));
 }
 
-static void consumer_wake(evutil_socket_t fd, short what, void *arg) {
-    struct sl_kafka_consumer *c = arg;
+/* Serves the consumer queue: up to one batch of records and events. */
+static void consumer_drain(struct sl_kafka_consumer *c) {
     size_t n = 0, batch = c->conf.batch ? c->conf.batch : SL_KAFKA_DRAIN_MAX;
-    (void)fd; (void)what;
 
-    qwake_drain_pipe(&c->wake);
-    sl_metrics_inc("sluice_consumer_wakeups_total", NULL, 1);
     while (n < batch) {
         if (c->held) return;      /* sl_kafka_consumer_hold(false) wakes us */
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 0);
@@ -338,6 +362,24 @@ static void consumer_wake(evutil_socket_t fd, short what, void *arg) {
     /* Stopped early for fairness: the queue may still hold records and will
      * not write to the pipe again, so wake ourselves. */
     event_active(c->wake.ev, EV_READ, 0);
+}
+
+static void consumer_wake(evutil_socket_t fd, short what, void *arg) {
+    struct sl_kafka_consumer *c = arg;
+    (void)fd; (void)what;
+    qwake_drain_pipe(&c->wake);
+    sl_metrics_inc("sluice_consumer_wakeups_total", NULL, 1);
+    consumer_drain(c);
+}
+
+/* The group counts only polls: a queue that stays empty never wakes the
+ * loop, and past max.poll.interval.ms librdkafka would leave the group. A
+ * held consumer is not polled (that would take records); a hold turns into
+ * a pause long before the interval. */
+static void consumer_idle(evutil_socket_t fd, short what, void *arg) {
+    struct sl_kafka_consumer *c = arg;
+    (void)fd; (void)what;
+    if (!c->held) consumer_drain(c);
 }
 
 void sl_kafka_record_free(struct sl_kafka_record *rec) {
@@ -396,6 +438,12 @@ struct sl_kafka_consumer *sl_kafka_consumer_create(struct event_base *base,
         sl_errf(err, errlen, "subscribe: %s", rd_kafka_err2str(e));
         goto fail;
     }
+    c->idle = event_new(base, -1, EV_PERSIST, consumer_idle, c);
+    struct timeval tv = {SL_KAFKA_IDLE_POLL_MS / 1000, (SL_KAFKA_IDLE_POLL_MS % 1000) * 1000};
+    if (!c->idle || event_add(c->idle, &tv)) {
+        sl_errf(err, errlen, "cannot add the consumer's poll timer to the loop");
+        goto fail;
+    }
     /* Records may already be queued before the first pipe write. */
     event_active(c->wake.ev, EV_READ, 0);
     return c;
@@ -407,6 +455,7 @@ fail:
 
 void sl_kafka_consumer_destroy(struct sl_kafka_consumer *c) {
     if (!c) return;
+    if (c->idle) event_free(c->idle);
     qwake_close(&c->wake, c->q);
     if (c->rk) rd_kafka_consumer_close(c->rk);
     if (c->q) rd_kafka_queue_destroy(c->q);

@@ -2,7 +2,9 @@
  *
  * Wraps librdkafka. Both handles hand their queues to the loop with
  * rd_kafka_queue_io_event_enable(): the loop wakes when a queue goes from
- * empty to non-empty and drains it; nothing polls or sleeps. Uses sl.h. */
+ * empty to non-empty and drains it; nothing sleeps. A consumer also polls a
+ * quiet queue once a second, so that an idle worker stays in its group
+ * (max.poll.interval.ms counts polls, not records). Uses sl.h. */
 #ifndef SL_KAFKA_H
 #define SL_KAFKA_H
 
@@ -53,6 +55,24 @@ int sl_kafka_produce(struct sl_kafka_producer *p, const char *topic,
                      const void *value, size_t vallen, int64_t ts_ms,
                      sl_kafka_delivery_fn *cb, void *opaque,
                      char *err, size_t errlen);
+
+/* One Kafka header; name NULL: none. */
+struct sl_kafka_header {
+    const char *name;
+    const void *value;
+    size_t len;
+};
+
+/* sl_kafka_produce() with header h (copied). */
+int sl_kafka_produce_header(struct sl_kafka_producer *p, const char *topic,
+                            int32_t partition, const void *key, size_t keylen,
+                            const void *value, size_t vallen, int64_t ts_ms,
+                            const struct sl_kafka_header *h, sl_kafka_delivery_fn *cb,
+                            void *opaque, char *err, size_t errlen);
+
+/* The producer's message.max.bytes: the most key + value + headers of one
+ * record it sends. */
+size_t sl_kafka_producer_max_bytes(struct sl_kafka_producer *p);
 
 /* Records queued and not yet reported. */
 size_t sl_kafka_producer_inflight(const struct sl_kafka_producer *p);

@@ -1,6 +1,7 @@
 /* pipeline.c -- records through steps (see pipeline.h). */
 #define _GNU_SOURCE
 #include "pipeline.h"
+#include "deadletter.h"
 #include "json.h"
 #include "metrics.h"
 #include "sl.h"
@@ -51,6 +52,9 @@ struct sl_pipeline {
     void *shared[SL_STEP_MAX_KINDS]; /* per kind: state its steps share */
     struct sl_metrics_series *records_in, *records_done;
     struct sl_metrics_histogram *latency; /* sluice_end_to_end_seconds */
+    struct dl_op *parked;        /* dead letters waiting for a retry */
+    int64_t dl_logged;           /* monotonic ms of the last dead-letter failure line */
+    uint64_t dl_failed;          /* dead-letter failures since that line */
 };
 
 /* A record in flight. */
@@ -132,80 +136,103 @@ void sl_pipeline_trace(struct sl_pipeline_ctx *p, const char *what, const char *
 
 /* ==================== Dead letters ==================== */
 
-static void dead_letter_done(void *opaque, const char *err, int32_t p, int64_t o) {
-    struct ctx *c = opaque;
-    (void)p; (void)o;
-    if (err) {
-        struct sl_pipeline *pl = c->rec->pl;
-        char why[256];
-        snprintf(why, sizeof(why), "dead-letter topic %s: %s", pl->cf->kafka.dead_letter, err);
-        pl->conf.on_fatal(pl->conf.arg, why);
-        return;
+#define SL_PIPELINE_DL_LOG_MS 10000 /* At most one log line this often for failing dead letters. */
+
+/* A dead letter being sent. When it cannot be, it is parked: its record
+ * stays in flight (its offset uncommitted: it is still in the source topic)
+ * and sl_pipeline_tick sends it again. */
+struct dl_op {
+    struct ctx *c;
+    char *step, *error;
+    struct dl_op *next;          /* in pl->parked */
+};
+
+static void dead_letter_send(struct dl_op *op);
+
+/* Counts a failed dead letter, logs it rate-limited, parks it. */
+static void dead_letter_park(struct dl_op *op, const char *why) {
+    struct sl_pipeline *pl = op->c->rec->pl;
+    int64_t now = sl_mono_ms();
+    sl_metrics_inc("sluice_dead_letter_failures_total", NULL, 1);
+    pl->dl_failed++;
+    if (now - pl->dl_logged >= SL_PIPELINE_DL_LOG_MS) {
+        char what[96];
+        sl_step_input_name(op->c->rec->in, what, sizeof(what));
+        sl_log(SL_LOG_ERROR, "pipeline", "dead-letter topic %s: %s (record %s; %llu "
+               "failure(s) since the last such line); the record stays uncommitted and "
+               "its dead letter is retried every second", pl->cf->kafka.dead_letter, why,
+               what, (unsigned long long)pl->dl_failed);
+        pl->dl_logged = now;
+        pl->dl_failed = 0;
     }
-    ctx_finish(c);
+    op->next = pl->parked;
+    pl->parked = op;
 }
 
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static void base64(struct sl_buf *b, const unsigned char *s, size_t n) {
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0) |
-                     (i + 2 < n ? s[i + 2] : 0);
-        sl_buf_addc(b, b64[(v >> 18) & 63]);
-        sl_buf_addc(b, b64[(v >> 12) & 63]);
-        sl_buf_addc(b, i + 1 < n ? b64[(v >> 6) & 63] : '=');
-        sl_buf_addc(b, i + 2 < n ? b64[v & 63] : '=');
+static void dead_letter_done(void *opaque, const char *err, int32_t p, int64_t o) {
+    struct dl_op *op = opaque;
+    struct ctx *c = op->c;
+    (void)p; (void)o;
+    if (err) {
+        dead_letter_park(op, err);
+        return;
     }
+    free(op->step);
+    free(op->error);
+    free(op);
+    ctx_finish(c);
 }
 
 /* Sends the context's record to the dead-letter topic; the context finishes
  * when the broker acknowledged it. */
 static void dead_letter(struct ctx *c, const char *step, const char *error) {
-    struct record *rec = c->rec;
-    struct sl_pipeline *pl = rec->pl;
-    struct sl_input *in = rec->in;
-    lua_State *L = sl_rules_state(rec->rules);
-    struct sl_buf *b = &pl->buf;
-    char err[SL_ERRLEN];
-
+    struct dl_op *op = sl_calloc(1, sizeof(*op));
     sl_metrics_inc("sluice_dead_letters_total", NULL, 1);
     count_step(step, "sluice_step_dead_letters_total", NULL);
-    sl_buf_reset(b);
-    sl_buf_adds(b, "{\"source\":{\"topic\":");
-    sl_step_json_str(L, b, in->topic ? in->topic : "", in->topic ? strlen(in->topic) : 0);
-    sl_buf_printf(b, ",\"partition\":%d,\"offset\":%lld,\"timestamp\":%lld,\"key\":",
-                  in->partition, (long long)in->offset, (long long)in->timestamp);
-    if (in->key) sl_step_json_str(L, b, in->key, in->keylen);
-    else sl_buf_adds(b, "null");
-    sl_buf_adds(b, "},");
-    lua_pushlstring(L, in->value ? in->value : "", in->value ? in->len : 0);
-    size_t mark = b->len;
-    sl_buf_adds(b, "\"value\":");
-    if (sl_json_encode(L, -1, b, err, sizeof(err))) {
-        b->len = mark;
-        sl_buf_adds(b, "\"valueBase64\":\"");
-        base64(b, in->value, in->value ? in->len : 0);
-        sl_buf_addc(b, '"');
-    }
-    lua_pop(L, 1);
-    sl_buf_adds(b, ",\"step\":");
-    sl_step_json_str(L, b, step, strlen(step));
-    sl_buf_adds(b, ",\"error\":");
-    sl_step_json_str(L, b, error, strlen(error));
-    sl_buf_printf(b, ",\"rulesVersion\":\"%s\",\"at\":%lld}", sl_rules_version(rec->rules),
-                  (long long)sl_now_ms());
+    op->c = c;
+    op->step = sl_strdup(step);
+    op->error = sl_strdup(error);
+    dead_letter_send(op);
+}
 
+static void dead_letter_send(struct dl_op *op) {
+    struct record *rec = op->c->rec;
+    struct sl_pipeline *pl = rec->pl;
+    struct sl_input *in = rec->in;
+    struct sl_deadletter_src src = {
+        .topic = in->topic, .partition = in->partition, .offset = in->offset,
+        .timestamp = in->timestamp, .key = in->key, .keylen = in->keylen,
+        .value = in->value, .len = in->len,
+    };
+    struct sl_deadletter dl = {.json = pl->buf};
+    char err[SL_ERRLEN];
+
+    sl_deadletter_encode(sl_rules_state(rec->rules), &src, op->step, op->error,
+                         sl_rules_version(rec->rules), sl_now_ms(),
+                         pl->conf.producer ? sl_kafka_producer_max_bytes(pl->conf.producer) : 0,
+                         &dl);
+    pl->buf = dl.json;   /* the scratch buffer, grown */
     if (!pl->conf.producer) {
-        trace_line(rec, step, "dead_letter", sl_buf_cstr(b));
-        ctx_finish(c);
+        trace_line(rec, op->step, "dead_letter", sl_buf_cstr(&pl->buf));
+        dead_letter_done(op, NULL, -1, -1);
         return;
     }
-    if (sl_kafka_produce(pl->conf.producer, pl->cf->kafka.dead_letter, -1, in->key,
-                         in->keylen, b->data, b->len, 0, dead_letter_done, c, err,
-                         sizeof(err))) {
-        char why[SL_ERRLEN + 64];
-        snprintf(why, sizeof(why), "dead-letter: %s", err);
-        pl->conf.on_fatal(pl->conf.arg, why);
+    struct sl_kafka_header h = {0};
+    if (dl.raw) h = (struct sl_kafka_header){SL_DEADLETTER_HEADER, pl->buf.data, pl->buf.len};
+    if (sl_kafka_produce_header(pl->conf.producer, pl->cf->kafka.dead_letter, -1, in->key,
+                                in->keylen, dl.value, dl.len, 0, &h, dead_letter_done, op,
+                                err, sizeof(err)))
+        dead_letter_park(op, err);
+}
+
+/* Sends the parked dead letters again (they park again if they fail). */
+static void dead_letter_retry(struct sl_pipeline *pl) {
+    struct dl_op *op = pl->parked;
+    pl->parked = NULL;
+    while (op) {
+        struct dl_op *next = op->next;
+        dead_letter_send(op);
+        op = next;
     }
 }
 
@@ -502,6 +529,14 @@ void sl_pipeline_destroy(struct sl_pipeline *pl) {
         sl_rules_release(rec->rules);
         free(rec);
     }
+    while (pl->parked) {
+        struct dl_op *op = pl->parked;
+        pl->parked = op->next;
+        free(op->c);
+        free(op->step);
+        free(op->error);
+        free(op);
+    }
     for (size_t i = pl->nsteps; i-- > 0;) pl->steps[i].kind->destroy(pl->steps[i].state);
     free(pl->steps);
     sl_rules_release(pl->rules);
@@ -523,6 +558,7 @@ const char *sl_pipeline_version(const struct sl_pipeline *pl) {
 size_t sl_pipeline_inflight(const struct sl_pipeline *pl) { return pl->inflight; }
 
 void sl_pipeline_tick(struct sl_pipeline *pl) {
+    dead_letter_retry(pl);
     for (size_t i = 0; i < pl->nsteps; i++)
         if (pl->steps[i].kind->tick) pl->steps[i].kind->tick(pl->steps[i].state);
 }

@@ -6,7 +6,9 @@
  * step_kafka.c); the pipeline keeps records and contexts, routes a context
  * from step to step, counts, traces and dead-letters. A step finishes a
  * context at once or later through sl_pipeline_resume (a kafka step on the
- * broker's acknowledgement); a step error dead-letters the record. When
+ * broker's acknowledgement); a step error dead-letters the record
+ * (deadletter.h: it always fits; one the broker refuses keeps its record in
+ * flight, uncommitted, and is sent again at each tick). When
  * every context of a record has finished, the record is reported done, so
  * its offset may be committed. A record holds the rules VM it started on
  * until it is done, so a reload never closes a VM under a pending context.
@@ -108,8 +110,9 @@ void sl_pipeline_reject(struct sl_pipeline *pl, struct sl_input *in,
 size_t sl_pipeline_inflight(const struct sl_pipeline *pl);
 
 /* Housekeeping from the caller's periodic timer: each step's tick (window
- * expiry on each partition's event-time watermark advanced by the wall
- * clock since, and the window gauges). */
+ * expiry on each partition's arrival watermark, its newest record's arrival
+ * advanced by the wall clock since: never a client's clock; and the window
+ * gauges). */
 void sl_pipeline_tick(struct sl_pipeline *pl);
 
 /* Forgets the state steps keep for a partition (revoked: its keys now live in

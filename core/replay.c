@@ -3,6 +3,7 @@
 #include "replay.h"
 #include "broker.h"
 #include "config.h"
+#include "deadletter.h"
 #include "json.h"
 #include "kafka.h"
 #include "offsets.h"
@@ -101,8 +102,13 @@ static void on_record(void *arg, struct sl_kafka_record *rec) {
     int top = lua_gettop(L);
 
     sl_offsets_track(rp->offsets, rec->topic, rec->partition, rec->offset);
-    if (!rec->value || sl_json_decode(L, rec->value, rec->len, err, sizeof(err)) ||
-        !lua_istable(L, -1)) {
+    /* Raw form: the metadata in a header, the record value is the source's. */
+    const void *meta = rec->value;
+    size_t metalen = rec->len;
+    rd_kafka_headers_t *hdrs = NULL;
+    bool rawform = !rd_kafka_message_headers(rec->msg, &hdrs) &&
+               !rd_kafka_header_get_last(hdrs, SL_DEADLETTER_HEADER, &meta, &metalen);
+    if (!meta || sl_json_decode(L, meta, metalen, err, sizeof(err)) || !lua_istable(L, -1)) {
         sl_log(SL_LOG_WARN, "replay", "%s/%d/%lld is not a dead letter; skipped",
                rec->topic, rec->partition, (long long)rec->offset);
         goto skip;
@@ -113,8 +119,23 @@ static void on_record(void *arg, struct sl_kafka_record *rec) {
     int src = lua_gettop(L);
     const char *topic = strfield(L, src, "topic", &tlen);
     const char *key = strfield(L, src, "key", &klen);
-    const char *value = strfield(L, d, "value", &vlen);
-    if (!value) {
+    const char *value = rawform ? (rec->value ? rec->value : "") : strfield(L, d, "value", &vlen);
+    if (rawform) {
+        vlen = rec->value ? rec->len : 0;
+        lua_getfield(L, d, "valueTruncated");
+        bool cut = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        if (cut) {
+            lua_getfield(L, src, "partition");
+            lua_getfield(L, src, "offset");
+            sl_log(SL_LOG_WARN, "replay", "%s/%d/%lld carries a truncated value; skipped: the "
+                   "whole record is at %s/%s/%s while the source topic retains it",
+                   rec->topic, rec->partition, (long long)rec->offset, topic ? topic : "?",
+                   lua_tostring(L, -2) ? lua_tostring(L, -2) : "?",
+                   lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+            goto skip;
+        }
+    } else if (!value) {
         const char *b = strfield(L, d, "valueBase64", &vlen);
         if (!b || unbase64(b, vlen, &raw)) goto bad;
         value = raw.data ? raw.data : "";

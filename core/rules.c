@@ -15,9 +15,12 @@
 #include <unistd.h>
 
 #include <lauxlib.h>
+#include <luajit.h>
 #include <lualib.h>
 
 static void monitor_start(void);
+static void monitor_load(lua_State *L, const struct sl_step_conf *s, int64_t limit_ms);
+static void monitor_done(lua_State *L);
 
 struct sl_rules {
     lua_State *L;
@@ -26,6 +29,7 @@ struct sl_rules {
     int *fn_refs;            /* per step: the function, LUA_NOREF for non-lua steps */
     int *params_refs;        /* per step: the params table */
     int traceback_ref;
+    bool interpreted;        /* JIT off and flushed (restore records) */
     char version[17];
 };
 
@@ -168,7 +172,12 @@ static int load_step(struct sl_rules *r, size_t i, char *err, size_t errlen) {
 
     lua_getglobal(L, "require");                          /* require */
     lua_pushstring(L, s->module);                         /* require module */
-    if (lua_pcall(L, 1, 1, 0)) {                          /* mod|err */
+    /* A module's top-level code runs under the monitor too, bounded by
+     * rules.watchdog, with the JIT off so that the hook always fires. */
+    monitor_load(L, s, r->cf->rules.watchdog_ms);
+    int rc = lua_pcall(L, 1, 1, 0);                       /* mod|err */
+    monitor_done(L);
+    if (rc) {
         /* require's message spans lines ("error loading module m from file
          * f:\n\tf:3: msg"): one line keeps file:line greppable in logs. */
         char msg[SL_ERRLEN];
@@ -258,6 +267,7 @@ static _Atomic(lua_State *) mon_L;          /* VM of the running step */
 static _Atomic int64_t mon_started;         /* monotonic ms the step began, 0 idle */
 static _Atomic int64_t mon_budget;          /* its budget, ms */
 static _Atomic int mon_armed;               /* the monitor set the budget hook */
+static _Atomic int mon_loading;             /* the VM is loading a module, not running a step */
 static const char *_Atomic mon_what;        /* "topic/partition/offset" */
 static const char *_Atomic mon_step;        /* the step's name */
 
@@ -268,9 +278,38 @@ static const char *_Atomic mon_step;        /* the step's name */
 static void budget_hook(lua_State *L, lua_Debug *ar) {
     int64_t started = mon_started;
     (void)ar;
+    if (mon_loading) {
+        /* Stays armed: a pcall in the module cannot swallow it for good. */
+        if (started && sl_mono_ms() - started >= mon_budget)
+            luaL_error(L, "module %s: loading ran past rules.watchdog (%d ms)", mon_what,
+                       (int)mon_budget);
+        return;
+    }
     lua_sethook(L, NULL, 0, 0);
     if (started && sl_mono_ms() - started >= mon_budget)
         luaL_error(L, "step exceeded its budget of %d ms", (int)mon_budget);
+}
+
+/* Watches the load of step s's module: past limit_ms the budget hook stops
+ * it (the JIT is off meanwhile, so nothing runs where the hook cannot). */
+static void monitor_load(lua_State *L, const struct sl_step_conf *s, int64_t limit_ms) {
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+    mon_what = s->module;
+    mon_step = s->name;
+    mon_budget = limit_ms;
+    mon_loading = 1;
+    mon_L = L;
+    mon_started = sl_mono_ms();
+}
+
+static void monitor_done(lua_State *L) {
+    mon_started = 0;
+    if (mon_armed) {
+        lua_sethook(L, NULL, 0, 0);
+        mon_armed = 0;
+    }
+    mon_loading = 0;
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON);
 }
 
 static void sanitize_reason(const char *in, char *out, size_t n) {
@@ -361,6 +400,14 @@ done:
     return res;
 }
 
+void sl_rules_jit(struct sl_rules *r, bool on) {
+    if (r->interpreted != on) return;
+    r->interpreted = !on;
+    luaJIT_setmode(r->L, 0, LUAJIT_MODE_ENGINE | (on ? LUAJIT_MODE_ON : LUAJIT_MODE_OFF));
+    /* Compiled traces would still run, where hooks do not fire. */
+    if (!on) luaJIT_setmode(r->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_FLUSH);
+}
+
 void sl_rules_out_free(struct sl_rules_out *out) {
     sl_buf_free(&out->error);
     free(out->refs);
@@ -392,10 +439,19 @@ static void *monitor(void *arg) {
             mon_armed = 1;
             lua_sethook(mon_L, budget_hook, LUA_MASKCOUNT, SL_RULES_HOOK_COUNT);
         }
+        if (mon_loading) {
+            /* Only a C function can keep the hook from stopping a load, and
+             * nothing can stop that but the end of the process. */
+            if (ran < 2 * mon_budget + SL_RULES_LOAD_GRACE_MS || mon_started != started) continue;
+            sl_log(SL_LOG_ERROR, "rules", "watchdog: loading module %s (step %s) has run %lld "
+                   "ms inside a C function and cannot be stopped; exiting", mon_what, mon_step,
+                   (long long)ran);
+            _exit(SL_RULES_WATCHDOG_EXIT);
+        }
         if (!wd_limit || ran < wd_limit || mon_started != started) continue;
-        FILE *f = fopen(wd_file, "w");
+        FILE *f = fopen(wd_file, "a");    /* one line per stopped record */
         if (f) {
-            fprintf(f, "%s\n%s\n", mon_what, mon_step);
+            fprintf(f, "%s\t%s\n", mon_what, mon_step);
             fclose(f);
         }
         sl_log(SL_LOG_ERROR, "rules",
@@ -426,22 +482,51 @@ int sl_rules_watchdog_start(const struct sl_config *cf, char *err, size_t errlen
     return SL_OK;
 }
 
-int sl_rules_poisoned(const struct sl_config *cf, char *what, size_t whatlen,
-                      char *step, size_t steplen) {
-    char path[4096];
+struct sl_rules_poison *sl_rules_poison_load(const struct sl_config *cf, size_t *n) {
+    char path[4096], line[512];
+    struct sl_rules_poison *list = NULL;
+    size_t cap = 0;
+    *n = 0;
     poison_path(cf, path, sizeof(path));
     FILE *f = fopen(path, "r");
-    if (!f) return SL_ERR;
-    int ok = fgets(what, (int)whatlen, f) && fgets(step, (int)steplen, f);
+    if (!f) return NULL;
+    while (fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = '\0';
+        char *step = strchr(line, '\t'), *state;
+        if (!step) continue;
+        *step++ = '\0';
+        state = strchr(step, '\t');
+        if (state) *state++ = '\0';
+        struct sl_rules_poison *e = NULL;
+        for (size_t i = 0; i < *n && !e; i++)
+            if (!strcmp(list[i].what, line)) e = &list[i];   /* the later line wins */
+        if (!e) {
+            if (*n == cap) list = sl_realloc(list, (cap = cap * 2 + 8) * sizeof(*list));
+            e = &list[(*n)++];
+        }
+        snprintf(e->what, sizeof(e->what), "%s", line);
+        snprintf(e->step, sizeof(e->step), "%s", step);
+        e->dead_lettered = state && !strcmp(state, "dead-lettered");
+    }
     fclose(f);
-    if (!ok) return SL_ERR;
-    what[strcspn(what, "\n")] = '\0';
-    step[strcspn(step, "\n")] = '\0';
-    return SL_OK;
+    return list;
 }
 
-void sl_rules_poison_clear(const struct sl_config *cf) {
-    char path[4096];
+int sl_rules_poison_save(const struct sl_config *cf, const struct sl_rules_poison *list,
+                         size_t n) {
+    char path[4096], tmp[4200];
+    size_t from = n > SL_RULES_POISON_MAX ? n - SL_RULES_POISON_MAX : 0;
     poison_path(cf, path, sizeof(path));
-    unlink(path);
+    if (!n) return unlink(path) && errno != ENOENT ? SL_ERR : SL_OK;
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return SL_ERR;
+    for (size_t i = from; i < n; i++)
+        fprintf(f, "%s\t%s%s\n", list[i].what, list[i].step,
+                list[i].dead_lettered ? "\tdead-lettered" : "");
+    if (fclose(f) || rename(tmp, path)) {
+        unlink(tmp);
+        return SL_ERR;
+    }
+    return SL_OK;
 }

@@ -12,11 +12,19 @@
  * hooks, so past rules.watchdog (run only) it writes the
  * record's coordinates to the state directory, logs step and record, and
  * exits with SL_RULES_WATCHDOG_EXIT so a supervisor restarts the process;
- * the next process dead-letters that record instead of running it again.
+ * the next process dead-letters that record instead of running it again
+ * (once: the file remembers it was), and skips it if it is a restore record.
+ * Loading a module (its top-level code) runs with the JIT off under the
+ * same monitor, bounded by rules.watchdog: a load that does not finish in
+ * time fails (a reload keeps the old rules) with the module named. A load
+ * that the hook cannot stop (inside a C function, or catching the error in
+ * a loop) ends the process with SL_RULES_WATCHDOG_EXIT after twice the bound
+ * and SL_RULES_LOAD_GRACE_MS.
  * Uses LuaJIT, json.c, config.h. */
 #ifndef SL_RULES_H
 #define SL_RULES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +36,7 @@
 #define SL_RULES_WATCHDOG_EXIT 70  /* Exit status when the watchdog stops a stuck step. */
 #define SL_RULES_HOOK_COUNT 1000   /* VM instructions between checks once the hook is armed. */
 #define SL_RULES_MONITOR_MS 20     /* How often the monitor thread looks at the running step. */
+#define SL_RULES_LOAD_GRACE_MS 1000 /* A load still running this long past 2x its bound ends the process. */
 
 struct sl_rules;
 
@@ -68,11 +77,26 @@ void sl_rules_out_free(struct sl_rules_out *out);
 
 /* Starts the watchdog thread for the process (idempotent). */
 int sl_rules_watchdog_start(const struct sl_config *cf, char *err, size_t errlen);
-/* The record the previous process was stopped in, if any: fills what and
- * step and returns SL_OK, else SL_ERR. */
-int sl_rules_poisoned(const struct sl_config *cf, char *what, size_t whatlen,
-                      char *step, size_t steplen);
-/* Forgets the poisoned record once it has been dead-lettered. */
-void sl_rules_poison_clear(const struct sl_config *cf);
+/* A record the watchdog stopped a process in (the file in rules.state_dir
+ * holds one line per record, appended by the watchdog, oldest first). */
+struct sl_rules_poison {
+    char what[256];          /* "topic/partition/offset" */
+    char step[64];           /* the step it ran in */
+    bool dead_lettered;      /* its dead letter was acknowledged: never again */
+};
+#define SL_RULES_POISON_MAX 64 /* Records kept in the file; older ones are forgotten. */
+
+/* The records earlier processes were stopped in (*n of them; NULL when
+ * none). The caller frees the array. */
+struct sl_rules_poison *sl_rules_poison_load(const struct sl_config *cf, size_t *n);
+/* Rewrites the file with list (the last SL_RULES_POISON_MAX; none: removed). */
+int sl_rules_poison_save(const struct sl_config *cf, const struct sl_rules_poison *list,
+                         size_t n);
+
+/* Turns the VM's JIT compiler off (flushing its traces) or on again. A
+ * restore record runs with it off: then the budget always stops a stuck
+ * rule, so a record replayed to rebuild windows never trips the watchdog.
+ * Costs a flush on each switch to off, so restore records come in runs. */
+void sl_rules_jit(struct sl_rules *r, bool on);
 
 #endif

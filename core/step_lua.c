@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include "step.h"
 #include "json.h"
+#include "metrics.h"
 #include "pipeline.h"
 #include "rules.h"
 
@@ -81,6 +82,9 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
     char what[192];
 
     sl_step_input_name(c->in, what, sizeof(what));
+    /* A restore record runs interpreted, where the budget always stops a
+     * stuck rule: a restart never dies on the records it replays. */
+    sl_rules_jit(c->rules, !c->in->restore);
     switch (sl_rules_call(c->rules, st->index, &c->ref, what, o)) {
     case SL_RULES_NEXT:
         res->status = SL_STEP_NEXT;
@@ -95,6 +99,8 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
         res->nrefs = o->nrefs;
         break;
     case SL_RULES_ERROR:
+        if (c->in->restore)          /* skipped: it was dead-lettered when first run */
+            sl_metrics_inc("sluice_restore_skipped_total", "reason=\"error\"", 1);
         res->status = SL_STEP_ERROR;
         res->error = sl_buf_cstr(&o->error);
         break;

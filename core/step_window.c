@@ -8,9 +8,11 @@
  * Adds each context to the window of its key and sets the aggregate of that
  * window as a variable. The windows live in the core, one per step and input
  * partition (keys of a partition never span workers), so they survive rule
- * reloads and move with their partition; restore records rebuild them. The
- * window steps of a pipeline share one event-time watermark per partition,
- * which expires idle keys on the pipeline's tick. */
+ * reloads and move with their partition; restore records rebuild them. Event
+ * time is bounded by arrival (window.h): an event more than max_skew ahead of
+ * its record's Kafka timestamp is filtered as future_time. The window steps
+ * of a pipeline share one arrival watermark per partition (never a client's
+ * clock), which expires idle keys on the pipeline's tick. */
 #define _GNU_SOURCE
 #include "step.h"
 #include "json.h"
@@ -28,7 +30,7 @@ struct wpart {
     int32_t partition;
     struct sl_window **w;        /* per step; NULL for other steps */
     struct sl_window_stats *seen; /* per step: counters already exported */
-    int64_t watermark;           /* newest event time seen, ms */
+    int64_t watermark;           /* newest arrival seen (sl_window_arrival), ms */
     int64_t watermark_mono;      /* monotonic ms when it was seen */
     struct wpart *next;
 };
@@ -101,10 +103,22 @@ static int load_aggs(struct sl_config_cur *c, const char *path, struct sl_step_c
     return SL_OK;
 }
 
+/* Fails with path.key and what was expected unless v > 0. */
+static int need_positive(struct sl_config_cur *c, const char *path, const char *key,
+                         int64_t v, const char *expected) {
+    char p[SL_CONFIG_PATHLEN];
+    if (v > 0) return SL_OK;
+    sl_config_join(p, path, key);
+    lua_pushnil(sl_config_state(c));
+    sl_config_fail(c, p, expected, -1);
+    lua_pop(sl_config_state(c), 1);
+    return SL_ERR;
+}
+
 static int load_conf(struct sl_config_cur *c, const char *path, struct sl_step_conf *s,
                      size_t pos) {
-    static const char *const keys[] = {"key", "time", "length", "dedupe", "as",
-                                       "aggregate", "max_entries", "max_keys", NULL};
+    static const char *const keys[] = {"key", "time", "length", "dedupe", "as", "aggregate",
+                                       "max_entries", "max_keys", "max_skew", NULL};
     lua_State *L = sl_config_state(c);
     char p[SL_CONFIG_PATHLEN];
     int64_t n;
@@ -117,18 +131,14 @@ static int load_conf(struct sl_config_cur *c, const char *path, struct sl_step_c
         sl_config_need_str(c, p, "key", &s->key_var) ||
         sl_config_get_str(c, p, "time", NULL, &s->time_var) ||
         sl_config_get_duration(c, p, "length", -1, &s->length_ms) ||
+        sl_config_get_duration(c, p, "max_skew", SL_CONFIG_MAX_SKEW_MS, &s->max_skew_ms) ||
         sl_config_get_str(c, p, "dedupe", NULL, &s->dedupe_var) ||
         sl_config_get_str(c, p, "as", "window", &s->as) ||
         load_aggs(c, p, s))
         goto done;
-    if (s->length_ms <= 0) {
-        char lp[SL_CONFIG_PATHLEN];
-        sl_config_join(lp, p, "length");
-        lua_pushnil(L);
-        sl_config_fail(c, lp, "a duration like \"5m\"", -1);
-        lua_pop(L, 1);
+    if (need_positive(c, p, "length", s->length_ms, "a duration like \"5m\"") ||
+        need_positive(c, p, "max_skew", s->max_skew_ms, "a duration above 0 like \"2m\""))
         goto done;
-    }
     if (sl_config_get_int(c, p, "max_entries", 100, 1, &n)) goto done;
     s->max_entries = (size_t)n;
     if (sl_config_get_int(c, p, "max_keys", 1000000, 1, &n)) goto done;
@@ -211,6 +221,7 @@ static struct sl_window *window_of(struct wshared *sh, struct wpart *p, size_t s
     struct sl_window_conf wc = {
         .length_ms = s->length_ms, .max_entries = s->max_entries, .max_keys = s->max_keys,
         .dedupe = s->dedupe_var != NULL, .nfields = s->naggs, .aggs = aggs,
+        .max_skew_ms = s->max_skew_ms,
     };
     char err[SL_ERRLEN];
     p->w[step] = sl_window_create(&wc, err, sizeof(err));
@@ -311,11 +322,13 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
     }
     struct wpart *wp = wpart_get(st->sh, c->in->topic ? c->in->topic : "", c->in->partition);
     struct sl_window *w = window_of(st->sh, wp, st->index);
-    int r = sl_window_add(w, key, keylen, t, id, idlen, st->vals);
-    if (t > wp->watermark) {
-        wp->watermark = t;
+    int64_t arrival = sl_window_arrival(c->in->timestamp, sl_now_ms(), s->max_skew_ms);
+    int r = sl_window_add_at(w, key, keylen, t, arrival, id, idlen, st->vals);
+    if (arrival > wp->watermark) {
+        wp->watermark = arrival;
         wp->watermark_mono = sl_mono_ms();
     }
+    if (r == SL_WINDOW_FUTURE) { reason = "future_time"; goto filtered; }
     if (r == SL_WINDOW_DUPLICATE) { reason = "duplicate"; goto filtered; }
     if (r == SL_WINDOW_TOO_OLD) { reason = "too_old"; goto filtered; }
     if (c->in->restore && st->last) {
@@ -361,8 +374,8 @@ filtered:
     }
 }
 
-/* Expires each partition's window on its event-time watermark advanced by
- * the wall clock since, exports the bound counters and sets the gauges. */
+/* Expires each partition's window on its arrival watermark advanced by the
+ * wall clock since, exports the bound counters and sets the gauges. */
 static void tick(void *state) {
     struct window_step *st = state;
     int64_t mono = sl_mono_ms();
@@ -370,7 +383,7 @@ static void tick(void *state) {
     struct sl_window_stats wst, sum = {0};
     for (struct wpart *p = st->sh->parts; p; p = p->next) {
         if (!p->w[i]) continue;
-        /* Event time as of now: the newest event, plus the time since. */
+        /* Arrival time as of now: the newest arrival, plus the time since. */
         sl_window_expire(p->w[i], p->watermark + (mono - p->watermark_mono));
         sl_window_stats(p->w[i], &wst);
         export_bounds(st->sh, p, i, &wst);

@@ -1,6 +1,6 @@
 /* window.c -- keyed sliding windows of recent entries (see window.h).
  *
- * A key is one allocation: a 72-byte header, then its name (only for keys
+ * A key is one allocation: an 80-byte header, then its name (only for keys
  * that are not UUIDs), then an array of fixed-size entries sorted by time,
  * used from index head for count entries. The header links the key into
  * three structures, all intrusive so that nothing else is allocated per key:
@@ -9,7 +9,7 @@
  *   that a lookup reads one line of the table and then only its own key;
  * - the recency list (most recently added-to first), only with max_keys;
  * - one hashed timer wheel for all keys, slot = due tick mod slots, where a
- *   key is due when its newest entry leaves. An add only makes a key due
+ *   key is due one window length after its latest arrival. An add only makes a key due
  *   later, so it never moves the key: when the slot comes round, a key that
  *   got newer entries meanwhile is linked again at its new tick (lazy, as
  *   Redis deletes timers). A key is visited about once per window length
@@ -52,6 +52,7 @@ struct wkey {
     uint32_t count;         /* entries */
     uint32_t cap;           /* entries room */
     uint32_t namelen;       /* name bytes after the header, or KEY_NAMED_NONE */
+    int64_t seen;           /* latest arrival of an entry, ms */
 };
 
 struct sl_window {
@@ -59,6 +60,7 @@ struct sl_window {
     size_t max_entries;           /* 0 = no bound */
     size_t max_keys;              /* 0 = no bound */
     bool dedupe;                  /* entries carry a 16-byte id */
+    int64_t max_skew;             /* entry time - arrival bound, ms; 0 = none */
     size_t nfields;               /* value slots per entry */
     enum sl_window_agg *aggs;     /* nfields aggregations */
     size_t stride;                /* bytes per entry */
@@ -399,9 +401,11 @@ static void lru_push(struct sl_window *w, struct wkey *k) {
 
 /* ==================== Timer wheel ==================== */
 
-/* A key is due when its newest entry leaves: then it is empty. */
+/* A key is due one window length after its latest arrival: by then any
+ * entry it gets next, on a clock consistent with its own, leaves all older
+ * ones out of the window. */
 static inline int64_t key_due(const struct sl_window *w, struct wkey *k) {
-    return ent_time(ent(w, k, k->count - 1)) + w->length;
+    return k->seen + w->length;
 }
 
 static void wheel_unlink(struct wkey *k) {
@@ -517,6 +521,11 @@ struct sl_window *sl_window_create(const struct sl_window_conf *conf, char *err,
                 (long long)conf->length_ms);
         return NULL;
     }
+    if (conf->max_skew_ms < 0 || conf->max_skew_ms > TIME_LIMIT) {
+        sl_errf(err, errlen, "max_skew must be >= 0 ms, got %lld",
+                (long long)conf->max_skew_ms);
+        return NULL;
+    }
     if (conf->max_entries > UINT32_MAX / 2) {
         sl_errf(err, errlen, "max_entries must be at most %u", UINT32_MAX / 2);
         return NULL;
@@ -533,6 +542,7 @@ struct sl_window *sl_window_create(const struct sl_window_conf *conf, char *err,
     w->max_entries = conf->max_entries;
     w->max_keys = conf->max_keys;
     w->dedupe = conf->dedupe;
+    w->max_skew = conf->max_skew_ms;
     w->nfields = conf->nfields;
     w->aggs = sl_calloc(conf->nfields, sizeof(*w->aggs));
     for (size_t f = 0; conf->aggs && f < conf->nfields; f++) w->aggs[f] = conf->aggs[f];
@@ -589,8 +599,19 @@ static struct wkey *key_new(struct sl_window *w, const char *key, size_t len,
     return k;
 }
 
+int64_t sl_window_arrival(int64_t kafka_ts, int64_t now_ms, int64_t max_skew_ms) {
+    if (kafka_ts < 0 || (max_skew_ms > 0 && kafka_ts - max_skew_ms > now_ms)) return now_ms;
+    return kafka_ts;
+}
+
 int sl_window_add(struct sl_window *w, const char *key, size_t keylen, int64_t t,
                   const char *id, size_t idlen, const struct sl_value *vals) {
+    return sl_window_add_at(w, key, keylen, t, t, id, idlen, vals);
+}
+
+int sl_window_add_at(struct sl_window *w, const char *key, size_t keylen, int64_t t,
+                     int64_t arrival, const char *id, size_t idlen,
+                     const struct sl_value *vals) {
     unsigned char uuid[16], idb[16];
     uint64_t early[EARLY_FIELDS];
     bool is_uuid, fresh = false, is_early = w->nfields <= EARLY_FIELDS;
@@ -602,9 +623,13 @@ int sl_window_add(struct sl_window *w, const char *key, size_t keylen, int64_t t
     unsigned char *e;
 
     w->view = NULL;
-    if (t < -TIME_LIMIT || t > TIME_LIMIT) {
+    if (t < -TIME_LIMIT || t > TIME_LIMIT || arrival < -TIME_LIMIT || arrival > TIME_LIMIT) {
         w->st.too_old++;
         return SL_WINDOW_TOO_OLD;
+    }
+    if (w->max_skew && t - arrival > w->max_skew) {
+        w->st.future++;
+        return SL_WINDOW_FUTURE;
     }
     /* The key's slot and header are most likely cache misses: start them,
      * and parse the id while they load. */
@@ -693,6 +718,7 @@ int sl_window_add(struct sl_window *w, const char *key, size_t keylen, int64_t t
         memcpy(e + w->valoff + 8 * f, &v, 8);
     }
     k->count++;
+    if (fresh || arrival > k->seen) k->seen = arrival;
     w->st.entries++;
     w->st.added++;
     /* Before any eviction below, which may move slots. */

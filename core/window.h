@@ -24,8 +24,17 @@
  *
  * Window rule: after an entry at time t is added, a key holds the entries in
  * (newest - length_ms, newest], where newest is the latest time the key has
- * seen. An entry exactly length_ms older than the newest has left. A key whose
- * newest entry is at time e is freed by an expire() at time e + length_ms.
+ * seen. An entry exactly length_ms older than the newest has left.
+ *
+ * Two clocks: an entry's time t is event time, a client's clock (input to
+ * validate, never the system's clock); its arrival is the time the record
+ * reached Kafka (its timestamp, see sl_window_arrival()). Event time orders
+ * and ages the entries of one key only. Arrival alone drives what concerns
+ * every key: an entry more than max_skew_ms ahead of its arrival is refused
+ * (SL_WINDOW_FUTURE), and a key last added to at arrival a is freed by an
+ * expire() at time a + length_ms, expire's clock being an arrival clock. So
+ * no key's clock, however wrong, ages another key (Flink's bounded
+ * out-of-orderness, pattern 8 of STYLE.md).
  *
  * Compact storage (measured numbers in core/bench/window_bench.c):
  * - a UUID in canonical 36-char form (any case) is stored as its 16 bytes, for
@@ -37,7 +46,7 @@
  * - string values are interned (intern.h), refcounted across all keys;
  *   numbers are doubles, exact for integer timestamps below 2^53.
  * - an entry is 8 bytes of time + 16 of id (with dedupe) + 8 per field; a
- *   key is a 72-byte header, its name when it is not a UUID, and 9-19 bytes
+ *   key is an 80-byte header, its name when it is not a UUID, and 9-19 bytes
  *   of table slot; one allocation per key holds header, name and entries.
  *
  * Not thread-safe: one window belongs to one thread (the loop). Uses
@@ -52,6 +61,7 @@
 #define SL_WINDOW_ADDED 0     /* The entry is in the window; the view shows its key. */
 #define SL_WINDOW_DUPLICATE 1 /* Dedupe on and the id is already in the key's window: dropped. */
 #define SL_WINDOW_TOO_OLD 2   /* The entry is outside the key's window: dropped. */
+#define SL_WINDOW_FUTURE 3    /* The entry is more than max_skew_ms ahead of its arrival: dropped. */
 
 /* How a field's values over a key's window become one output. All skip
  * entries whose value for the field is SL_VAL_NONE. */
@@ -81,6 +91,7 @@ struct sl_window_conf {
     bool dedupe;                     /* drop an entry whose id is in its key's window */
     size_t nfields;                  /* values per entry */
     const enum sl_window_agg *aggs;  /* nfields aggregations (copied), or NULL: all LIST */
+    int64_t max_skew_ms;             /* how far an entry may be ahead of its arrival; 0 = no bound */
 };
 
 struct sl_window_stats {
@@ -91,6 +102,7 @@ struct sl_window_stats {
     uint64_t added;           /* entries added */
     uint64_t duplicates;      /* entries dropped as duplicates */
     uint64_t too_old;         /* entries dropped as too old */
+    uint64_t future;          /* entries dropped as ahead of their arrival */
     uint64_t expired_entries; /* entries that left the window (by add or expire) */
     uint64_t evicted_entries; /* entries dropped beyond max_entries */
     uint64_t evicted_keys;    /* keys dropped beyond max_keys */
@@ -106,14 +118,17 @@ struct sl_window *sl_window_create(const struct sl_window_conf *conf, char *err,
 /* Frees the window and all its state. NULL is ok. */
 void sl_window_destroy(struct sl_window *w);
 
-/* Adds one entry for key at time t (ms, within +-2^62: outside it counts as
- * too old) with id[0..idlen) (NULL: no id; used only with dedupe) and
+/* Adds one entry for key at event time t (ms, within +-2^62: outside it
+ * counts as too old), arrived at time arrival (ms, see sl_window_arrival),
+ * with id[0..idlen) (NULL: no id; used only with dedupe) and
  * conf.nfields values (vals may be NULL when nfields is 0); strings are
  * copied. Out-of-order entries are placed by time; equal times keep insertion
  * order. Restoring state is replaying adds, in any order. Returns:
  * - SL_WINDOW_ADDED: the entry is in; the key's entries older than the
  *   window left; beyond max_entries the oldest left; beyond max_keys the
  *   least recently added-to other key left. The view now shows the key.
+ * - SL_WINDOW_FUTURE: max_skew_ms is set and t > arrival + max_skew_ms.
+ *   Nothing changes but the counter; the view is empty.
  * - SL_WINDOW_TOO_OLD: t <= newest - length_ms for the key, or the key is
  *   full (max_entries) and t is older than all its entries. Nothing changes
  *   but the counter; the view is empty.
@@ -124,8 +139,19 @@ void sl_window_destroy(struct sl_window *w);
  * O(entries of the key) for the dedupe scan, out-of-order placement and
  * moving entries to the front of the key's room; no allocation but when a
  * key is new or grows. */
+int sl_window_add_at(struct sl_window *w, const char *key, size_t keylen, int64_t t,
+                     int64_t arrival, const char *id, size_t idlen,
+                     const struct sl_value *vals);
+/* sl_window_add_at() with arrival = t: event time is arrival time (the Kafka
+ * timestamp is the entry's time). */
 int sl_window_add(struct sl_window *w, const char *key, size_t keylen, int64_t t,
                   const char *id, size_t idlen, const struct sl_value *vals);
+
+/* The arrival time of a record: its Kafka timestamp when it has one that is
+ * not more than max_skew_ms ahead of now_ms (the producer's clock is input
+ * too; 0: no bound), else now_ms, the caller's wall clock. Restore records
+ * replayed later keep their timestamps, so they arrive as they first did. */
+int64_t sl_window_arrival(int64_t kafka_ts, int64_t now_ms, int64_t max_skew_ms);
 
 /* Points the view at key without changing anything. Returns its number of
  * entries, 0 (and an empty view) if the key is not held. */
@@ -147,10 +173,11 @@ void sl_window_entry_value(const struct sl_window *w, size_t i, size_t f,
  * DISTINCT compares strings by bytes and numbers by value. */
 size_t sl_window_aggregate(struct sl_window *w, size_t f, struct sl_value *out);
 
-/* Frees the keys whose entries have all left the window at time now_ms
- * (newest entry <= now_ms - length_ms), and with them their strings. Called
- * from the caller's periodic timer, with a clock comparable to event times
- * (an event-time watermark, or wall-clock time when events are live). The
+/* Frees the keys not added to for a window length at time now_ms (latest
+ * arrival <= now_ms - length_ms), and with them their strings. Called from
+ * the caller's periodic timer with an arrival clock: the newest arrival of
+ * its records plus the wall-clock time since (so a lagging consumer does not
+ * free keys its backlog still adds to). The
  * entries of a key still active are not touched here: they leave on the key's
  * next add (and are never shown), so a key holds at most the entries of 2
  * window lengths, and at most max_entries. Returns the number of keys freed.

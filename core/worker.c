@@ -48,7 +48,8 @@ struct worker {
     int64_t held_since;                  /* monotonic ms the consumer was held */
     int64_t stop_deadline;               /* monotonic ms */
     int status;                          /* exit status */
-    char poisoned[256], poisoned_step[64]; /* record the watchdog stopped in */
+    struct sl_rules_poison *poison;      /* records the watchdog stopped earlier runs in */
+    size_t npoison;
     struct restoring *restoring;         /* partitions rebuilding their windows */
     struct sl_kafka_prop *cprops, *pprops; /* kafka.properties + consumer / producer */
     unsigned ticks;
@@ -70,7 +71,7 @@ struct restoring {
 struct inrec {
     struct sl_input in;
     struct sl_kafka_record *krec;
-    int poisoned;
+    struct sl_rules_poison *poisoned;    /* its entry when it is being dead-lettered */
 };
 
 /* ==================== Records ==================== */
@@ -106,8 +107,10 @@ static void on_done(void *arg, struct sl_input *in) {
                   sl_offsets_done(w->offsets, in->topic, in->partition, in->offset);
     if (pos >= 0) sl_kafka_consumer_store(w->consumer, in->topic, in->partition, pos);
     if (r->poisoned) {
-        sl_rules_poison_clear(w->cf);
-        w->poisoned[0] = '\0';
+        r->poisoned->dead_lettered = true;   /* never dead-lettered twice */
+        if (sl_rules_poison_save(w->cf, w->poison, w->npoison))
+            sl_log(SL_LOG_WARN, "worker", "cannot update the watchdog's file in %s",
+                   w->cf->rules.state_dir);
     }
     sl_kafka_record_free(r->krec);
     free(r);
@@ -135,40 +138,48 @@ static struct restoring **restoring_find(struct worker *w, const char *topic, in
     return pp;
 }
 
-static void restoring_drop(struct worker *w, const char *topic, int32_t partition) {
+/* Ends the restore of a partition: done, or given up (revoked). */
+static void restoring_drop(struct worker *w, const char *topic, int32_t partition, bool done) {
     struct restoring **pp = restoring_find(w, topic, partition);
     if (!*pp) return;
     struct restoring *r = *pp;
     *pp = r->next;
-    sl_log(SL_LOG_INFO, "worker", "%s/%d: window state restored", topic, partition);
+    sl_log(SL_LOG_INFO, "worker", "%s/%d: %s", topic, partition,
+           done ? "window state restored" : "revoked while restoring window state");
     free(r->topic);
     free(r);
 }
 
 /* Is this record one that only rebuilds window state? Records older than
- * the window are skipped altogether (*skip). */
-static bool restore_record(struct worker *w, struct sl_kafka_record *k, bool *skip) {
+ * the window are skipped altogether (*skip); *last: the restore of its
+ * partition ends with it. */
+static bool restore_record(struct worker *w, struct sl_kafka_record *k, bool *skip,
+                           bool *last) {
     struct restoring **pp;
     int64_t len;
-    *skip = false;
+    *skip = *last = false;
     if (!w->restoring) return false;
     pp = restoring_find(w, k->topic, k->partition);
     if (!*pp) return false;
     if (k->offset >= (*pp)->until) {
-        restoring_drop(w, k->topic, k->partition);
+        restoring_drop(w, k->topic, k->partition, true);
         return false;
     }
+    *last = k->offset + 1 >= (*pp)->until;
     sl_pipeline_has_window(w->pipeline, &len);
     *skip = k->timestamp >= 0 && k->timestamp < sl_now_ms() - len - SL_WORKER_RESTORE_SLACK_MS;
     return true;
 }
 
-/* Is this the record the watchdog stopped the previous process in? */
-static bool is_poisoned(const struct worker *w, const struct sl_kafka_record *k) {
+/* The watchdog's entry of this record, if an earlier process was stopped
+ * in it. */
+static struct sl_rules_poison *poisoned(const struct worker *w, const struct sl_kafka_record *k) {
     char what[256];
-    if (!w->poisoned[0]) return false;
+    if (!w->npoison) return NULL;
     snprintf(what, sizeof(what), "%s/%d/%lld", k->topic, k->partition, (long long)k->offset);
-    return !strcmp(what, w->poisoned);
+    for (size_t i = 0; i < w->npoison; i++)
+        if (!strcmp(what, w->poison[i].what)) return &w->poison[i];
+    return NULL;
 }
 
 /* The pipeline input for a consumed record; owns k. */
@@ -183,30 +194,35 @@ static struct inrec *inrec_new(struct sl_kafka_record *k, bool restore) {
     return r;
 }
 
+static void restore_record_done(struct worker *w, struct sl_kafka_record *k, bool skip,
+                                const struct sl_rules_poison *poison, bool last);
+
 static void on_record(void *arg, struct sl_kafka_record *k) {
     struct worker *w = arg;
-    bool skip, restore = restore_record(w, k, &skip);
-    bool poisoned = is_poisoned(w, k);
+    bool skip, last, restore = restore_record(w, k, &skip, &last);
+    struct sl_rules_poison *poison = poisoned(w, k);
 
-    if (restore && (skip || poisoned)) {
-        sl_kafka_record_free(k);
-        return;
-    }
-    struct inrec *r = inrec_new(k, restore);
     if (restore) {
-        sl_metrics_inc("sluice_restored_records_total", NULL, 1);
-        sl_pipeline_push(w->pipeline, &r->in);
+        restore_record_done(w, k, skip, poison, last);
         return;
     }
+
+    struct inrec *r = inrec_new(k, false);
     sl_offsets_track(w->offsets, k->topic, k->partition, k->offset);
-    if (poisoned) {
+    if (poison && poison->dead_lettered) {
+        /* Dead-lettered by an earlier run that ended before committing. */
+        sl_log(SL_LOG_INFO, "worker", "%s was dead-lettered already; skipped", poison->what);
+        on_done(w, &r->in);
+        return;
+    }
+    if (poison) {
         char why[512];
-        r->poisoned = 1;
+        r->poisoned = poison;
         snprintf(why, sizeof(why), "step %s ran past rules.watchdog (%lld ms) on this "
-                 "record and the process was restarted", w->poisoned_step,
+                 "record and the process was restarted", poison->step,
                  (long long)w->cf->rules.watchdog_ms);
-        sl_log(SL_LOG_WARN, "worker", "dead-lettering %s: %s", w->poisoned, why);
-        sl_pipeline_reject(w->pipeline, &r->in, w->poisoned_step, why);
+        sl_log(SL_LOG_WARN, "worker", "dead-lettering %s: %s", poison->what, why);
+        sl_pipeline_reject(w->pipeline, &r->in, poison->step, why);
         return;
     }
     sl_pipeline_push(w->pipeline, &r->in);
@@ -215,6 +231,30 @@ static void on_record(void *arg, struct sl_kafka_record *k) {
         sl_kafka_consumer_hold(w->consumer, true);
         w->held_since = sl_mono_ms();
     }
+}
+
+/* Runs a restore record (skipped when too old or poisoned); the restore of
+ * its partition is over once its last record ran. */
+static void restore_record_done(struct worker *w, struct sl_kafka_record *k, bool skip,
+                                const struct sl_rules_poison *poison, bool last) {
+    char topic[256];
+    int32_t partition = k->partition;
+
+    snprintf(topic, sizeof(topic), "%s", k->topic);
+    if (poison) {
+        /* Processed before the watchdog stopped a later run in it: skip. */
+        sl_metrics_inc("sluice_restore_skipped_total", "reason=\"watchdog\"", 1);
+        sl_log(SL_LOG_WARN, "worker", "restore: skipping %s, which step %s could not finish "
+               "in an earlier run", poison->what, poison->step);
+    }
+    if (skip || poison) {
+        sl_kafka_record_free(k);
+    } else {
+        struct inrec *r = inrec_new(k, true);   /* k now owned by r, freed when done */
+        sl_metrics_inc("sluice_restored_records_total", NULL, 1);
+        sl_pipeline_push(w->pipeline, &r->in);
+    }
+    if (last) restoring_drop(w, topic, partition, true);
 }
 
 /* A partition given to this worker starts where its window state begins:
@@ -281,7 +321,7 @@ static void on_rebalance(void *arg, bool assigned, void *parts_) {
         if (w->pipeline)     /* NULL when the consumer leaves the group at exit */
             sl_pipeline_drop_partition(w->pipeline, parts->elems[i].topic,
                                        parts->elems[i].partition);
-        restoring_drop(w, parts->elems[i].topic, parts->elems[i].partition);
+        restoring_drop(w, parts->elems[i].topic, parts->elems[i].partition, false);
     }
 }
 
@@ -519,11 +559,13 @@ static int setup(struct worker *w, char *err, size_t errlen) {
         };
         w->pipeline = sl_pipeline_create(&pc, rules);   /* rules now owned by it */
         if (sl_rules_watchdog_start(cf, err, errlen)) return SL_ERR;
-        if (sl_rules_poisoned(cf, w->poisoned, sizeof(w->poisoned), w->poisoned_step,
-                              sizeof(w->poisoned_step)) == SL_OK)
-            sl_log(SL_LOG_WARN, "worker", "the previous run was stopped by the watchdog in "
-                   "step %s on record %s: that record will be dead-lettered",
-                   w->poisoned_step, w->poisoned);
+        w->poison = sl_rules_poison_load(cf, &w->npoison);
+        for (size_t i = 0; i < w->npoison; i++)
+            if (!w->poison[i].dead_lettered)
+                sl_log(SL_LOG_WARN, "worker", "an earlier run was stopped by the watchdog in "
+                       "step %s on record %s: that record will be dead-lettered (or skipped "
+                       "if it comes back only to rebuild windows)", w->poison[i].step,
+                       w->poison[i].what);
         struct sl_kafka_consumer_conf cc = {
             .kafka = {.brokers = w->brokers, .props = w->cprops, .nprops = ncprops},
             .group = cf->kafka.group,
@@ -607,6 +649,7 @@ static void teardown(struct worker *w) {
         free(r);
     }
     sl_broker_destroy(w->broker);
+    free(w->poison);
     free(w->cprops);
     free(w->pprops);
     if (w->base) event_base_free(w->base);

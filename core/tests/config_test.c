@@ -130,6 +130,7 @@ int main(void) {
         TEST("window length parsed", c->steps[1].type == SL_STEP_WINDOW &&
                                      c->steps[1].length_ms == 300000);
         TEST("window time defaults to the Kafka timestamp", c->steps[1].time_var == NULL);
+        TEST("window max_skew defaults to 2 minutes", c->steps[1].max_skew_ms == 120000);
         TEST("window aggregation parsed", c->steps[1].naggs == 1 &&
              c->steps[1].aggs[0].kind == SL_AGG_LIST && !strcmp(c->steps[1].aggs[0].var, "product.slug"));
         TEST("kafka step parsed", c->steps[2].type == SL_STEP_KAFKA && c->steps[2].nfields == 1);
@@ -155,6 +156,10 @@ int main(void) {
          fails_with("return { pipeline = { { lua = 'a.b' }, { window = { key = 'k', length = 5,"
                     " aggregate = {} } } } }",
                     "pipeline[2].window.length: expected a duration like \"5m\", got 5"));
+    TEST("a window max_skew of 0 names the key path",
+         fails_with("return { pipeline = { { lua = 'a.b' }, { window = { key = 'k', length = '5m',"
+                    " max_skew = '0s', aggregate = {} } } } }",
+                    "pipeline[2].window.max_skew: expected a duration above 0"));
     TEST("unknown top-level key", fails_with("return { pipline = {} }", "pipline: unknown key"));
     TEST("unknown key in a section", fails_with("return { rules = { budgett = '1s' }, pipeline = { { lua = 'a' } } }",
                                                 "rules.budgett: unknown key"));

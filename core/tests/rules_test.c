@@ -118,6 +118,68 @@ int main(void) {
     broken = sl_rules_create(cf, err, sizeof(err));
     TEST("a missing function fails the load", broken == NULL && strstr(err, "has no function pass"));
 
+    /* A module whose top-level code never ends fails to load in time. */
+    int64_t wd = cf->rules.watchdog_ms;
+    cf->rules.watchdog_ms = 300;
+    put("lua/t/steps.lua", "local n = 0\nwhile true do n = n + 1 end\n");
+    t0 = sl_mono_ms();
+    broken = sl_rules_create(cf, err, sizeof(err));
+    TEST("a module looping at load fails to load", broken == NULL);
+    TEST("...within the watchdog and a little", sl_mono_ms() - t0 < 1500);
+    TEST("...naming the module and the bound",
+         strstr(err, "module t.steps: loading ran past rules.watchdog (300 ms)") != NULL);
+    cf->rules.watchdog_ms = wd;
+    put("lua/t/steps.lua", "local M = {}\nfunction M.pass(c) c.jit = jit.status() return c end\n"
+        "M.drop = M.pass\nM.split = M.pass\nM.boom = M.pass\nM.spin = M.pass\nM.bad = M.pass\n"
+        "return M\n");
+    struct sl_rules *after = sl_rules_create(cf, err, sizeof(err));
+    int aref = after ? new_ctx(after) : LUA_NOREF;
+    TEST("the next load works, with the JIT on again",
+         after && sl_rules_call(after, 0, &aref, "t/0/0", &out) == SL_RULES_NEXT);
+    if (after) {
+        lua_rawgeti(sl_rules_state(after), LUA_REGISTRYINDEX, aref);
+        lua_getfield(sl_rules_state(after), -1, "jit");
+        TEST("...jit.status() is true in a step", lua_toboolean(sl_rules_state(after), -1));
+        lua_pop(sl_rules_state(after), 2);
+        sl_rules_release(after);
+    }
+
+    /* The watchdog's file: one line per record, appended; states kept. */
+    char state[128], pfile[256];
+    snprintf(state, sizeof(state), "%s/state", dir);
+    free(cf->rules.state_dir);
+    cf->rules.state_dir = sl_strdup(state);
+    TEST("the watchdog starts with a state folder", sl_rules_watchdog_start(cf, err, sizeof(err)) == SL_OK);
+    size_t np = 99;
+    struct sl_rules_poison *pl = sl_rules_poison_load(cf, &np);
+    TEST("no file: no records", pl == NULL && np == 0);
+    snprintf(pfile, sizeof(pfile), "%s/poisoned-%s", state, cf->kafka.group);
+    FILE *pf = fopen(pfile, "a");
+    fputs("in/0/5\tspin\nin/1/7\tspin\nin/0/5\tspin\n", pf);
+    fclose(pf);
+    pl = sl_rules_poison_load(cf, &np);
+    TEST("records appended by watchdogs load once each", np == 2 && !strcmp(pl[0].what, "in/0/5") &&
+         !strcmp(pl[1].what, "in/1/7") && !strcmp(pl[1].step, "spin") && !pl[0].dead_lettered);
+    pl[0].dead_lettered = true;
+    TEST("saving works", sl_rules_poison_save(cf, pl, np) == SL_OK);
+    free(pl);
+    pl = sl_rules_poison_load(cf, &np);
+    TEST("a dead-lettered record stays so", np == 2 && pl[0].dead_lettered && !pl[1].dead_lettered);
+    struct sl_rules_poison many[SL_RULES_POISON_MAX + 5];
+    memset(many, 0, sizeof(many));
+    for (int i = 0; i < SL_RULES_POISON_MAX + 5; i++) {
+        snprintf(many[i].what, sizeof(many[i].what), "in/0/%d", i);
+        strcpy(many[i].step, "s");
+    }
+    sl_rules_poison_save(cf, many, SL_RULES_POISON_MAX + 5);
+    free(pl);
+    pl = sl_rules_poison_load(cf, &np);
+    TEST("the file keeps the newest SL_RULES_POISON_MAX records",
+         np == SL_RULES_POISON_MAX && !strcmp(pl[0].what, "in/0/5"));
+    free(pl);
+    TEST("saving none removes the file", sl_rules_poison_save(cf, NULL, 0) == SL_OK &&
+         access(pfile, F_OK) != 0);
+
     /* Reference counting: a retained VM survives its first release. */
     sl_rules_retain(same);
     sl_rules_release(same);

@@ -15,13 +15,14 @@
 #define ID1 "1b4e28ba-2fa1-41d2-883f-0016d3cca427"
 #define ID1_UPPER "1B4E28BA-2FA1-41D2-883F-0016D3CCA427"
 #define ID2 "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
+#define HDR 80 /* bytes of a key's header (window.h) */
 
 /* ==================== Helpers ==================== */
 
 static struct sl_window *mk(int64_t length, size_t max_entries, size_t max_keys,
                             bool dedupe, size_t nfields,
                             const enum sl_window_agg *aggs) {
-    struct sl_window_conf c = {length, max_entries, max_keys, dedupe, nfields, aggs};
+    struct sl_window_conf c = {length, max_entries, max_keys, dedupe, nfields, aggs, 0};
     char err[SL_ERRLEN];
     struct sl_window *w = sl_window_create(&c, err, sizeof(err));
     if (!w) {
@@ -323,8 +324,8 @@ static void bytes_accounting(void) {
     size_t base = stats(w).bytes, one;
     add(w, "abc", 1, NULL, NULL);
     one = stats(w).bytes - base;
-    /* header 72 + name padded to 8 + one entry of 8 (time) + 16 (id) + 8 (value) */
-    TEST("a named key with one entry costs header, name and entry", one == 72 + 8 + 32);
+    /* header 80 + name padded to 8 + one entry of 8 (time) + 16 (id) + 8 (value) */
+    TEST("a named key with one entry costs header, name and entry", one == HDR + 8 + 32);
     sl_window_destroy(w);
 
     w = mk(300000, 0, 0, true, 1, NULL);
@@ -338,13 +339,13 @@ static void bytes_accounting(void) {
         }
     }
     struct sl_window_stats st = stats(w);
-    double per_key = 72 + (double)(st.bytes - base - 72 * st.keys - 32 * st.entries) / st.keys;
-    double per_entry = (double)(st.bytes - base - 72 * st.keys) / st.entries;
+    double per_key = HDR + (double)(st.bytes - base - HDR * st.keys - 32 * st.entries) / st.keys;
+    double per_entry = (double)(st.bytes - base - HDR * st.keys) / st.entries;
     printf("# 10000 UUID keys x 10 entries: %zu bytes; %.1f B/key with table, %.1f B/entry with slack\n",
            st.bytes - base, per_key, per_entry);
     TEST("10 UUID-id entries per key cost at most 128 B per key and 48 B per entry",
          st.bytes - base <= 128 * st.keys + 48 * st.entries);
-    TEST("a UUID key costs its header and a share of the table, no name", per_key <= 72 + 2 * 8);
+    TEST("a UUID key costs its header and a share of the table, no name", per_key <= HDR + 2 * 8);
     TEST("an entry with a UUID id and one string costs 32 B", per_entry <= 32 + 8);
     sl_window_destroy(w);
 }
@@ -420,13 +421,16 @@ static void aggregates(void) {
 }
 
 static void bad_conf_refused(void) {
-    struct sl_window_conf c = {0, 0, 0, false, 0, NULL};
+    struct sl_window_conf c = {0, 0, 0, false, 0, NULL, 0};
     char err[SL_ERRLEN] = "";
     TEST("zero length is refused with a reason", sl_window_create(&c, err, sizeof(err)) == NULL &&
                                                      strstr(err, "length") != NULL);
     enum sl_window_agg bad = (enum sl_window_agg)42;
-    c = (struct sl_window_conf){1000, 0, 0, false, 1, &bad};
+    c = (struct sl_window_conf){1000, 0, 0, false, 1, &bad, 0};
     TEST("an unknown aggregation is refused", sl_window_create(&c, err, sizeof(err)) == NULL);
+    c = (struct sl_window_conf){1000, 0, 0, false, 0, NULL, -1};
+    TEST("a negative max_skew is refused with a reason",
+         sl_window_create(&c, err, sizeof(err)) == NULL && strstr(err, "max_skew") != NULL);
     sl_window_destroy(NULL);
     TEST("destroy(NULL) does nothing", 1);
 }
@@ -569,7 +573,7 @@ static void uuid_keys_and_ids_parsed_exactly(void) {
 
     sl_window_add(w, K1, 36, 1, NULL, 0, NULL);
     uuid_cost = stats(w).bytes - base;
-    TEST("a UUID key costs its header and an entry, no name", uuid_cost == 72 + 8);
+    TEST("a UUID key costs its header and an entry, no name", uuid_cost == HDR + 8);
     for (size_t pos = 0; pos < 36; pos++) {
         if (pos == 8 || pos == 13 || pos == 18 || pos == 23) continue;
         for (size_t c = 0; c < sizeof(near); c++) {
@@ -579,7 +583,7 @@ static void uuid_keys_and_ids_parsed_exactly(void) {
             key[pos] = (char)near[c];
             ok &= sl_window_add(one, key, 36, 1, NULL, 0, NULL) == SL_WINDOW_ADDED;
             named_cost = stats(one).bytes - before;
-            ok &= named_cost == 72 + 40 + 8;
+            ok &= named_cost == HDR + 40 + 8;
             sl_window_destroy(one);
         }
     }
@@ -745,6 +749,75 @@ static void matches_reference_model(void) {
     TEST("random adds and expiries match the reference model", failures == 0);
 }
 
+/* ==================== Two clocks ==================== */
+
+/* Adds with an arrival time apart from the event time. */
+static int add_at(struct sl_window *w, const char *key, int64_t t, int64_t arrival,
+                  const char *id) {
+    struct sl_value v = str(key);
+    return sl_window_add_at(w, key, strlen(key), t, arrival, id, id ? strlen(id) : 0, &v);
+}
+
+static void future_entry_refused(void) {
+    int64_t now = 1795667677000LL, year = 366LL * 86400 * 1000;
+    struct sl_window_conf c = {300000, 50, 0, true, 1, NULL, 120000};
+    char err[SL_ERRLEN];
+    struct sl_window *w = sl_window_create(&c, err, sizeof(err));
+
+    TEST("an entry up to max_skew ahead of its arrival is in",
+         add_at(w, K1, now + 120000, now, ID1) == SL_WINDOW_ADDED);
+    TEST("one more ms ahead is refused as future and counted",
+         add_at(w, K2, now + 120001, now, ID2) == SL_WINDOW_FUTURE && sl_window_entries(w) == 0 &&
+         stats(w).future == 1 && stats(w).keys == 1);
+    TEST("a year ahead is refused", add_at(w, K2, now + year, now, ID2) == SL_WINDOW_FUTURE);
+    TEST("a refused entry leaves no key and no id behind: the same id later is in",
+         sl_window_select(w, K2, 36) == 0 && add_at(w, K2, now + 10, now + 10, ID2) == SL_WINDOW_ADDED);
+    sl_window_destroy(w);
+
+    c.max_skew_ms = 0;
+    w = sl_window_create(&c, err, sizeof(err));
+    TEST("max_skew 0 bounds nothing", add_at(w, K1, now + year, now, ID1) == SL_WINDOW_ADDED);
+    sl_window_destroy(w);
+}
+
+/* The attack of issue 13: one key's clock a year ahead must not age the
+ * windows of the other keys of its partition. */
+static void one_clock_does_not_age_other_keys(void) {
+    int64_t now = 1795667677000LL, year = 366LL * 86400 * 1000;
+    struct sl_window *w = mk(300000, 50, 0, true, 1, NULL);
+
+    add_at(w, K1, now, now, "a1");
+    add_at(w, K1, now + 1000, now + 1000, "a2");
+    add_at(w, K1, now + 2000, now + 2000, "a3");
+    TEST("a key whose event time is a year ahead of its arrival is its own business",
+         add_at(w, K2, now + year, now + 2500, "b1") == SL_WINDOW_ADDED);
+    TEST("expire on the arrival clock keeps every key that arrived within a length",
+         sl_window_expire(w, now + 2500 + 1000) == 0 && stats(w).keys == 2);
+    TEST("the other key's next entry sees its whole window",
+         add_at(w, K1, now + 3000, now + 3000, "a4") == SL_WINDOW_ADDED && sl_window_entries(w) == 4);
+    TEST("and its re-sent entry is still a duplicate",
+         add_at(w, K1, now + 2000, now + 4000, "a3") == SL_WINDOW_DUPLICATE);
+    TEST("a key whose clock lags its arrival by an hour keeps its window while it is active",
+         add_at(w, "late", now - 3600000, now + 5000, "l1") == SL_WINDOW_ADDED &&
+         sl_window_expire(w, now + 6000) == 0 &&
+         add_at(w, "late", now - 3600000 + 1000, now + 6000, "l2") == SL_WINDOW_ADDED &&
+         sl_window_entries(w) == 2);
+    TEST("a key is freed one length after its latest arrival, not before",
+         sl_window_expire(w, now + 3000 + 300000 - 1) == 1 /* K2: arrived at now + 2500 */ &&
+         sl_window_select(w, K1, 36) == 4 && sl_window_expire(w, now + 3000 + 300000) == 1 &&
+         sl_window_select(w, K1, 36) == 0);
+    sl_window_destroy(w);
+}
+
+static void arrival_of_a_record(void) {
+    TEST("the Kafka timestamp is the arrival", sl_window_arrival(1000, 5000, 100) == 1000);
+    TEST("no timestamp: the wall clock", sl_window_arrival(-1, 5000, 100) == 5000);
+    TEST("a timestamp up to max_skew ahead of the wall clock is kept",
+         sl_window_arrival(5100, 5000, 100) == 5100);
+    TEST("further ahead: the wall clock", sl_window_arrival(5101, 5000, 100) == 5000);
+    TEST("max_skew 0: any timestamp", sl_window_arrival(999999, 5000, 0) == 999999);
+}
+
 static const struct {
     const char *name;
     void (*fn)(void);
@@ -766,6 +839,9 @@ static const struct {
     {"values", values_round_trip},
     {"aggregates", aggregates},
     {"bad conf", bad_conf_refused},
+    {"future entries", future_entry_refused},
+    {"one clock does not age other keys", one_clock_does_not_age_other_keys},
+    {"arrival", arrival_of_a_record},
     {"reference model", matches_reference_model},
 };
 
