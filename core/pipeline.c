@@ -38,6 +38,7 @@ struct sl_pipeline {
     struct sl_rules *rules;      /* the VM new records start on */
     size_t inflight;             /* records pushed, not done */
     struct record *live;         /* records in flight, for destroy */
+    struct ctx *held;            /* contexts a step keeps, for destroy */
     struct sl_buf buf;           /* scratch for dead letters */
     struct step *steps;          /* per config step */
     size_t nsteps;
@@ -61,6 +62,7 @@ struct ctx {
     struct sl_pipeline_ctx pub;
     struct record *rec;
     bool held;                   /* a step keeps it until sl_pipeline_resume */
+    struct ctx *hprev, *hnext;   /* in pl->held while held */
 };
 
 static void run(struct ctx *c);
@@ -147,7 +149,7 @@ static void base64(struct sl_buf *b, const unsigned char *s, size_t n) {
 
 /* Sends the context's record to the dead-letter topic; the context finishes
  * when the broker acknowledged it. */
-static void dead_letter(struct ctx *c, const char *step, const char *error) {
+static void dead_letter(struct ctx *c, const char *step, const char *error, const char *extra) {
     struct record *rec = c->rec;
     struct sl_pipeline *pl = rec->pl;
     struct sl_input *in = rec->in;
@@ -178,6 +180,7 @@ static void dead_letter(struct ctx *c, const char *step, const char *error) {
     sl_step_json_str(L, b, step, strlen(step));
     sl_buf_adds(b, ",\"error\":");
     sl_step_json_str(L, b, error, strlen(error));
+    if (extra) sl_buf_printf(b, ",%s", extra);
     sl_buf_printf(b, ",\"rulesVersion\":\"%s\",\"at\":%lld}", sl_rules_version(rec->rules),
                   (long long)sl_now_ms());
 
@@ -319,7 +322,7 @@ static bool settle(struct ctx *c, const struct sl_step_result *res) {
         count_step_at(&s->m.errors, s->name, "sluice_step_errors_total");
         sl_step_input_name(rec->in, what, sizeof(what));
         sl_log(SL_LOG_WARN, "pipeline", "step %s failed on %s: %s", s->name, what, res->error);
-        dead_letter(c, s->name, res->error);
+        dead_letter(c, s->name, res->error, res->extra);
         return false;
     case SL_STEP_FATAL: {
         /* The context stays unfinished: nothing after it may commit. */
@@ -330,6 +333,10 @@ static bool settle(struct ctx *c, const struct sl_step_result *res) {
     }
     case SL_STEP_PENDING:
         c->held = true;
+        c->hprev = NULL;
+        c->hnext = pl->held;
+        if (pl->held) pl->held->hprev = c;
+        pl->held = c;
         return false;
     }
     return false;
@@ -360,7 +367,11 @@ static void run(struct ctx *c) {
 void sl_pipeline_resume(struct sl_pipeline_ctx *p, const struct sl_step_result *res) {
     struct ctx *c = ctx_of(p);
     assert(c->held && res->status != SL_STEP_PENDING);
+    struct sl_pipeline *pl = c->rec->pl;
     c->held = false;
+    if (c->hprev) c->hprev->hnext = c->hnext;
+    else pl->held = c->hnext;
+    if (c->hnext) c->hnext->hprev = c->hprev;
     if (settle(c, res)) run(c);
 }
 
@@ -423,7 +434,7 @@ void sl_pipeline_push(struct sl_pipeline *pl, struct sl_input *in) {
 void sl_pipeline_reject(struct sl_pipeline *pl, struct sl_input *in,
                         const char *step, const char *why) {
     struct record *rec = record_new(pl, in);
-    dead_letter(ctx_new(rec, LUA_NOREF, 0), step, why);
+    dead_letter(ctx_new(rec, LUA_NOREF, 0), step, why, NULL);
 }
 
 /* ==================== Pipeline ==================== */
@@ -442,7 +453,8 @@ struct sl_pipeline *sl_pipeline_create(const struct sl_pipeline_conf *conf,
         struct step *s = &pl->steps[i];
         assert(sc->kind && (unsigned)sc->kind->type < SL_STEP_MAX_KINDS);
         struct sl_step_env env = {
-            .cf = pl->cf, .index = i, .producer = conf->producer,
+            .cf = pl->cf, .index = i, .producer = conf->producer, .base = conf->base,
+            .stubs = conf->stubs, .nstubs = conf->nstubs,
             .shared = &pl->shared[sc->kind->type],
         };
         s->kind = sc->kind;
@@ -457,6 +469,13 @@ void sl_pipeline_destroy(struct sl_pipeline *pl) {
     if (!pl) return;
     for (size_t i = 0; i < pl->nsteps; i++)
         if (pl->steps[i].kind->cancel) pl->steps[i].kind->cancel(pl->steps[i].state);
+    /* Steps resume nothing after cancel: the contexts they kept go with
+     * their records (their VMs close with the records' references). */
+    while (pl->held) {
+        struct ctx *c = pl->held;
+        pl->held = c->hnext;
+        free(c);
+    }
     /* Contexts of these records may still be referenced by queued produce
      * reports; the producer is destroyed after us with its reports muted. */
     while (pl->live) {
@@ -484,6 +503,12 @@ const char *sl_pipeline_version(const struct sl_pipeline *pl) {
 }
 
 size_t sl_pipeline_inflight(const struct sl_pipeline *pl) { return pl->inflight; }
+
+bool sl_pipeline_busy(const struct sl_pipeline *pl) {
+    for (size_t i = 0; i < pl->nsteps; i++)
+        if (pl->steps[i].kind->busy && pl->steps[i].kind->busy(pl->steps[i].state)) return true;
+    return false;
+}
 
 void sl_pipeline_tick(struct sl_pipeline *pl) {
     for (size_t i = 0; i < pl->nsteps; i++)
