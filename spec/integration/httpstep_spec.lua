@@ -279,6 +279,7 @@ describe("model step: retries and dead letters", function()
     local text = "return " .. H.lua(cfg) .. "\n"
     text = text:gsub("model = {", 'model = { auth = { kind = "bearer", token = env("SPEC_MODEL_TOKEN") },', 1)
     H.write(path, text)
+    H.create_topic(brokers, n.input)
     w = H.start_sluice(dir, "retry", path, { admin_port = n.admin_port,
       env = "env SPEC_MODEL_TOKEN=" .. SECRET .. " " })
     w.n = n
