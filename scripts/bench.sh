@@ -6,6 +6,7 @@
 #   window updates/s, bytes per key/entry    core/bench/window_bench.c
 #   HTTP client requests per CPU-second      core/bench/httpc_bench.c
 #   Kafka -> extract -> Kafka, per CPU-s     scripts/bench-pipeline.sh
+#   ... -> window -> model -> Shopify (HTTP)  scripts/bench-http.sh
 #   collector requests/s, p50/p99            scripts/bench-collector.sh
 set -eu
 cd "$(dirname "$0")/.."
@@ -19,5 +20,7 @@ echo "## http client ($BUILD/bench/httpc_bench)"
 "$BUILD/bench/httpc_bench"
 echo "## pipeline (scripts/bench-pipeline.sh)"
 scripts/bench-pipeline.sh "${BENCH_RECORDS:-90000}"
+echo "## http steps (scripts/bench-http.sh)"
+scripts/bench-http.sh "${BENCH_HTTP_RECORDS:-6000}" 1 20
 echo "## collector (scripts/bench-collector.sh)"
 DURATION=${DURATION:-10s} scripts/bench-collector.sh
