@@ -357,7 +357,7 @@ static void run(struct ctx *c) {
                 continue;
             }
         }
-        res.status = SL_STEP_NEXT;
+        res = (struct sl_step_result){.status = SL_STEP_NEXT};
         s->kind->start(s->state, &c->pub, &res);
         if (!settle(c, &res)) return;
     }
