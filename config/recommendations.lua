@@ -11,6 +11,22 @@
 --   ADMIN_LISTEN       the admin listener (/metrics, /health)
 --   STORE_REDIS_URL    redis://host:port/db of the store shared by several
 --                      workers (default: in process)
+--
+-- The model and the Shopify write run when their variables are set:
+--   MODEL_URL          an MLflow scoring server (POST <url>/invocations); unset:
+--                      no model step (nor limit and Shopify after it)
+--   MODEL_AUTH         none | bearer | oauth2 (default: oauth2 when
+--                      MODEL_CLIENT_ID is set, bearer when MODEL_TOKEN is, else none)
+--   MODEL_TOKEN        bearer token (a Databricks personal access token)
+--   MODEL_TOKEN_URL    OAuth2 token endpoint, e.g. https://<workspace>/oidc/v1/token
+--   MODEL_CLIENT_ID, MODEL_CLIENT_SECRET   OAuth2 client credentials
+--   MODEL_SCOPE        OAuth2 scope (default all-apis)
+--   MODEL_FORMAT       dataframe_split (default) | dataframe_records | inputs
+--   MODEL_TIMESTAMPS   string (default, the seed model's signature) | number | none
+--   SHOPIFY_STORE      https://<shop>.myshopify.com (https:// when no scheme is given)
+--   SHOPIFY_ADMIN_TOKEN  Admin API access token (X-Shopify-Access-Token)
+--   SHOPIFY_API_VERSION  default 2026-07
+--   SHOPIFY_METAOBJECT_TYPE  default nu_recommendation
 
 local function list(s)
   local out = {}
@@ -19,6 +35,83 @@ local function list(s)
 end
 
 local store_url = env("STORE_URL", "http://127.0.0.1:8080")
+local notes = {}
+
+-- The model step: an MLflow endpoint when MODEL_URL is set.
+local function model_step()
+  local url = env("MODEL_URL", nil)
+  if not url then
+    notes[#notes + 1] = "model, limit, shopify: left out (set MODEL_URL to an MLflow scoring "
+      .. "server; the built-in model will become the default)"
+    return nil
+  end
+  local kind = env("MODEL_AUTH", env("MODEL_CLIENT_ID", nil) and "oauth2"
+    or env("MODEL_TOKEN", nil) and "bearer" or "none")
+  local auth = { kind = kind }
+  if kind == "bearer" then
+    auth.token = env("MODEL_TOKEN", nil)
+  elseif kind == "oauth2" then
+    auth.token_url = env("MODEL_TOKEN_URL", nil)
+    auth.client_id = env("MODEL_CLIENT_ID", nil)
+    auth.client_secret = env("MODEL_CLIENT_SECRET", nil)
+    auth.scope = env("MODEL_SCOPE", "all-apis")
+  end
+  notes[#notes + 1] = "model: MLflow at MODEL_URL, auth " .. kind
+  return { name = "model", model = {
+    kind = "mlflow", url = url, auth = auth, as = "recommendationsModelOutput",
+    input = "recommendations.model.input", output = "recommendations.model.output",
+    format = env("MODEL_FORMAT", "dataframe_split"), timestamps = env("MODEL_TIMESTAMPS", "string"),
+    timeout = "5s", max_in_flight = 32, retries = 3 } }
+end
+
+-- The Shopify write when SHOPIFY_STORE and SHOPIFY_ADMIN_TOKEN are set.
+local function shopify_step()
+  local store, token = env("SHOPIFY_STORE", nil), env("SHOPIFY_ADMIN_TOKEN", nil)
+  if not (store and token) then
+    notes[#notes + 1] = "shopify: left out (set SHOPIFY_STORE and SHOPIFY_ADMIN_TOKEN)"
+    return nil
+  end
+  if not store:find("^https?://") then store = "https://" .. store end
+  local version = env("SHOPIFY_API_VERSION", "2026-07")
+  notes[#notes + 1] = "shopify: metaobjectUpsert to SHOPIFY_STORE, API " .. version
+  return { name = "shopify", http = {
+    url = store:gsub("/+$", "") .. "/admin/api/" .. version .. "/graphql.json", method = "POST",
+    headers = { ["X-Shopify-Access-Token"] = token }, timeout = "5s", max_in_flight = 8,
+    retries = 3, request = "recommendations.shopify.request",
+    response = "recommendations.shopify.response", as = "sendResult", accept = { 200 },
+    params = { type = env("SHOPIFY_METAOBJECT_TYPE", "nu_recommendation") } } }
+end
+
+local pipeline = {
+  { lua = "recommendations.extract",
+    params = { store_url = store_url, app_id = env("SNOWPLOW_APP_ID", "shopify-nu-recommendations") } },
+  -- Each visitor's product views of the last 5 minutes, oldest first; a view
+  -- the tracker sent twice (same eventId) counts once.
+  { name = "window", window = {
+      key = "userId", time = "product.viewTimestamp", length = "5m", dedupe = "eventId",
+      aggregate = { slugs = { "list", "product.slug" },
+                    viewTimestamps = { "list", "product.viewTimestamp" } },
+      as = "aggregatedProducts", max_entries = 50, max_keys = 1000000 } },
+}
+local model = model_step()
+if model then
+  pipeline[#pipeline + 1] = model
+  -- The first 10 product GIDs of the answer.
+  pipeline[#pipeline + 1] = { lua = "recommendations.limit" }
+  local shopify = shopify_step()
+  if shopify then pipeline[#pipeline + 1] = shopify end
+end
+-- The seed's debug record: {userId, product, aggregatedProducts,
+-- recommendationsOutput, sendResult}; variables of steps left out stay absent.
+pipeline[#pipeline + 1] = { lua = "recommendations.record" }
+pipeline[#pipeline + 1] = { name = "debug", kafka = { topic = "shopify-found-recommendations", key = "userId",
+  fields = { "userId", "product", "aggregatedProducts", "recommendationsOutput", "sendResult" } } }
+-- Each visitor's latest recommendations (recommendationIds, set by the limit
+-- rule from the model's output) for the read API on the collector:
+-- GET /recommendations/<visitor id>.
+pipeline[#pipeline + 1] = { name = "store", store = {
+  key = "userId", value = "recommendationIds", max_keys = 100000, ttl = "30m",
+  redis = env("STORE_REDIS_URL", nil), catalog = "examples/catalog.json" } }
 
 return {
   kafka = {
@@ -36,23 +129,6 @@ return {
     ip_salt = env("COLLECTOR_IP_SALT", nil),
   },
   admin = env("ADMIN_LISTEN", "127.0.0.1:9100"),
-  pipeline = {
-    { lua = "recommendations.extract",
-      params = { store_url = store_url, app_id = env("SNOWPLOW_APP_ID", "shopify-nu-recommendations") } },
-    -- Each visitor's product views of the last 5 minutes, oldest first; a view
-    -- the tracker sent twice (same eventId) counts once.
-    { name = "window", window = {
-        key = "userId", time = "product.viewTimestamp", length = "5m", dedupe = "eventId",
-        aggregate = { slugs = { "list", "product.slug" },
-                      viewTimestamps = { "list", "product.viewTimestamp" } },
-        as = "aggregatedProducts", max_entries = 50, max_keys = 1000000 } },
-    { name = "debug", kafka = { topic = "shopify-found-recommendations", key = "userId",
-                                fields = { "userId", "product", "aggregatedProducts" } } },
-    -- Each visitor's latest recommendations (recommendationIds, set by the
-    -- limit rule from the model's output) for the read API on the
-    -- collector: GET /recommendations/<visitor id>.
-    { name = "store", store = {
-        key = "userId", value = "recommendationIds", max_keys = 100000, ttl = "30m",
-        redis = env("STORE_REDIS_URL", nil), catalog = "examples/catalog.json" } },
-  },
+  pipeline = pipeline,
+  notes = notes,
 }

@@ -504,7 +504,7 @@ static int cfg_env(lua_State *L) {
 
 struct sl_config *sl_config_load(const char *file, char *err, size_t errlen) {
     static const char *top[] = {"kafka", "rules", "collector", "admin", "pipeline",
-                                "max_inflight", "shutdown_timeout", NULL};
+                                "max_inflight", "shutdown_timeout", "notes", NULL};
     struct sl_config *cf = sl_calloc(1, sizeof(*cf));
     struct sl_config_cur c = {0};
     lua_State *L = luaL_newstate();
@@ -529,6 +529,7 @@ struct sl_config *sl_config_load(const char *file, char *err, size_t errlen) {
     }
     if (sl_config_only_keys(&c, "", top) || load_kafka(&c, cf) || load_rules(&c, cf) ||
         load_collector(&c, cf) || sl_config_get_str(&c, "", "admin", NULL, &cf->admin_listen) ||
+        sl_config_get_strlist(&c, "", "notes", &cf->notes, &cf->nnotes) ||
         sl_config_get_int(&c, "", "max_inflight", 10000, 1, &n))
         goto fail;
     cf->max_inflight = (size_t)n;
@@ -565,6 +566,7 @@ void sl_config_destroy(struct sl_config *cf) {
     free(cf->collector.ip);
     free(cf->collector.ip_salt);
     free(cf->admin_listen);
+    free_strlist(cf->notes, cf->nnotes);
     for (size_t i = 0; i < cf->nsteps; i++) {
         struct sl_step_conf *s = &cf->steps[i];
         if (s->kind) s->kind->unload(s);

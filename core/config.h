@@ -31,7 +31,11 @@ enum sl_step_type {
     SL_STEP_KAFKA,   /* produce variables of the context to a topic */
     SL_STEP_WINDOW,  /* keyed sliding window in the core */
     SL_STEP_STORE,   /* latest value per key for the read API (step_store.c) */
+    SL_STEP_HTTP,    /* an HTTP request built and read by rules (step_http.c) */
+    SL_STEP_MODEL,   /* a model: kind "mlflow" over HTTP (step_model.c) */
 };
+
+#define SL_STEP_RULE_FNS 2 /* Rule functions a step of another kind than lua may name. */
 
 enum sl_agg_kind { SL_AGG_LIST, SL_AGG_COUNT, SL_AGG_FIRST, SL_AGG_LAST, SL_AGG_DISTINCT };
 
@@ -51,6 +55,8 @@ struct sl_step_conf {
     char *module;            /* "recommendations.extract" */
     char *fn;                /* function in the module, default: the name */
     char *params_json;       /* the step's params table as JSON, "{}" if none */
+    char *rule_fn[SL_STEP_RULE_FNS]; /* other kinds: "module.fn" of rule functions
+                                        the rules VM resolves (NULL: none) */
     /* kafka */
     char *topic;
     char *key_var;           /* context path of the record key, may be NULL */
@@ -106,6 +112,8 @@ struct sl_config {
         size_t max_inflight;
     } collector;
     char *admin_listen;      /* NULL: no admin listener */
+    char **notes;            /* what the config says about itself (sluice check) */
+    size_t nnotes;
     struct sl_step_conf *steps;
     size_t nsteps;
 };

@@ -29,13 +29,14 @@ static void add_source(lua_State *L, struct sl_buf *b, const struct sl_deadlette
     sl_buf_adds(b, "},");
 }
 
-/* Appends ,"step":...,"error":...,"rulesVersion":...,"at":...} */
+/* Appends ,"step":...,"error":...[,extra],"rulesVersion":...,"at":...} */
 static void add_tail(lua_State *L, struct sl_buf *b, const char *step, const char *error,
-                     size_t errlen, const char *version, int64_t at_ms) {
+                     size_t errlen, const char *extra, const char *version, int64_t at_ms) {
     sl_buf_adds(b, ",\"step\":");
     sl_step_json_str(L, b, step, strlen(step));
     sl_buf_adds(b, ",\"error\":");
     sl_step_json_str(L, b, error, errlen);
+    if (extra && *extra) sl_buf_printf(b, ",%s", extra);
     sl_buf_printf(b, ",\"rulesVersion\":\"%s\",\"at\":%lld}", version, (long long)at_ms);
 }
 
@@ -65,7 +66,7 @@ void sl_deadletter_encode(lua_State *L, const struct sl_deadletter_src *src, con
         sl_buf_addc(b, '"');
     }
     lua_pop(L, 1);
-    add_tail(L, b, step, error, errlen, rules_version, at_ms);
+    add_tail(L, b, step, error, errlen, src->extra, rules_version, at_ms);
     dl->raw = dl->truncated = false;
     dl->value = b->data;
     dl->len = b->len;
@@ -80,7 +81,7 @@ void sl_deadletter_encode(lua_State *L, const struct sl_deadletter_src *src, con
         b->len = mark;
         sl_buf_printf(b, "\"valueBytes\":%zu", src->value ? src->len : 0);
         if (dl->truncated) sl_buf_adds(b, ",\"valueTruncated\":true");
-        add_tail(L, b, step, error, errlen, rules_version, at_ms);
+        add_tail(L, b, step, error, errlen, src->extra, rules_version, at_ms);
         if (b->len + dl->len <= room) break;
         dl->truncated = true;
         dl->len = room > b->len + 32 ? room - b->len - 32 : 0; /* 32: the marker's room */

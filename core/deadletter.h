@@ -41,6 +41,7 @@ struct sl_deadletter_src {
     size_t keylen;
     const void *value;       /* NULL: none */
     size_t len;
+    const char *extra;       /* more members after "error" (e.g. "http":{...}), or NULL */
 };
 
 /* What to produce. */

@@ -369,7 +369,7 @@ static enum sl_httpc_result map_code(CURLcode rc, bool *retryable) {
 
 /* ==================== Secrets ==================== */
 
-static bool secret_header_name(const char *name, size_t n) {
+bool sl_httpc_secret_header(const char *name, size_t n) {
     static const char *const words[] = {"token", "secret", "key", "password", "auth",
                                         "session", "cookie"};
     for (size_t w = 0; w < sizeof(words) / sizeof(words[0]); w++) {
@@ -525,7 +525,7 @@ void sl_httpc_describe(const struct sl_httpc_endpoint *ep, const struct sl_httpc
     for (struct curl_slist *h = l; h; h = h->next) {
         size_t n = strcspn(h->data, ":");
         if (!h->data[n] || !h->data[n + 1]) continue;   /* "Expect:": removes */
-        if (secret_header_name(h->data, n)) {
+        if (sl_httpc_secret_header(h->data, n)) {
             const char *v = h->data + n + 1;
             while (*v == ' ') v++;
             sl_buf_add(out, h->data, n);

@@ -227,6 +227,11 @@ const char *sl_httpc_result_name(enum sl_httpc_result result);
 void sl_httpc_redact(const struct sl_httpc_endpoint *ep, const char *s, size_t n,
                      struct sl_buf *out);
 
+/* Whether a header named name[0..n) carries a credential (its name contains
+ * token, secret, key, password, auth, session or cookie): describe redacts
+ * its value, and callers should list that value among the secrets. */
+bool sl_httpc_secret_header(const char *name, size_t n);
+
 /* Appends the request that sl_httpc_request would send, as text for traces:
  * "METHOD URL\n", one "Name: value\n" per header (the auth header included),
  * "\n", then the body. Values of credential headers (Authorization, Cookie,

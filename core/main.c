@@ -61,16 +61,22 @@ static const char usage_check[] =
 "  -h, --help          this text\n";
 
 static const char usage_test[] =
-"usage: sluice test -c CONFIG -i EVENTS.jsonl [--summary]\n"
+"usage: sluice test -c CONFIG -i EVENTS.jsonl [--stub STEP=FILE]... [--summary]\n"
 "\n"
 "Runs each line of EVENTS.jsonl (one Kafka record value per line; - for stdin)\n"
 "through the pipeline without Kafka and prints, per record and step, one JSON\n"
 "line: {\"record\":N,\"step\":NAME, then \"ctx\" (the context after the step,\n"
 "without input), \"filtered\" (the reason), \"dead_letter\" (the dead-letter\n"
-"record with the error), or \"produce\" (what a kafka step would send)}.\n"
+"record with the error), \"produce\" (what a kafka step would send), or\n"
+"\"request\" (what an http or model step would send: method, url, headers with\n"
+"secrets redacted, body)}. HTTP steps send nothing: a stub answers them, or the\n"
+"context stops after its request (\"stopped\").\n"
 "\n"
 "  -c, --config FILE   the job configuration\n"
 "  -i, --input FILE    the records, one JSON value per line\n"
+"  -S, --stub STEP=FILE  answer http/model step STEP with the canned response in\n"
+"                      FILE, a JSON object {\"status\": 200, \"headers\": {...},\n"
+"                      \"body\": <string or JSON>}; repeat for several steps\n"
 "  -s, --summary       print no trace, only the time taken and the counts per\n"
 "                      step and filter reason (Prometheus text)\n"
 "  -h, --help          this text\n";
@@ -140,20 +146,22 @@ static int cmd_check(int argc, char **argv) {
 static int cmd_test(int argc, char **argv) {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"input", required_argument, NULL, 'i'},
-        {"summary", no_argument, NULL, 's'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
-    const char *config = NULL, *input = NULL;
+        {"stub", required_argument, NULL, 'S'}, {"summary", no_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    const char *config = NULL, *input = NULL, *stubs[64];
+    size_t nstubs = 0;
     bool summary = false;
     int c;
-    while ((c = getopt_long(argc, argv, "c:i:sh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:i:S:sh", opts, NULL)) != -1) {
         if (c == 'c') config = optarg;
         else if (c == 'i') input = optarg;
+        else if (c == 'S' && nstubs < sizeof(stubs) / sizeof(stubs[0])) stubs[nstubs++] = optarg;
         else if (c == 's') summary = true;
         else help(usage_test, c == 'h' ? 0 : 2);
     }
     if (!config || !input || optind < argc) help(usage_test, 2);
     sl_log_set_level(SL_LOG_ERROR);
-    return sl_tester_run(config, input, stdout, summary);
+    return sl_tester_run(config, input, stdout, summary, stubs, nstubs);
 }
 
 static int cmd_broker(int argc, char **argv) {

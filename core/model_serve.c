@@ -109,7 +109,7 @@ static int answer_row(struct sl_model_serve *s, const char *where, struct sl_buf
         n = lua_objlen(L, -2);
     }
     if (has_ts) {
-        if (!is_array(L, -1)) return fail(out, 400, "%s.timestamps: expected a list of numbers", where);
+        if (!is_array(L, -1)) return fail(out, 400, "%s.timestamps: expected a list of epoch ms", where);
         if (lua_objlen(L, -1) != n)
             return fail(out, 400, "%s.timestamps: %zu timestamps for %zu items", where,
                         (size_t)lua_objlen(L, -1), n);
@@ -127,9 +127,17 @@ static int answer_row(struct sl_model_serve *s, const char *where, struct sl_buf
         lua_pop(L, 1);
         if (!has_ts) continue;
         lua_rawgeti(L, -1, (int)i + 1);                      /* ... items ts t */
+        /* A number, or a string of digits: the seed's signature has strings. */
         double t = lua_tonumber(L, -1);
-        if (lua_type(L, -1) != LUA_TNUMBER || !(t > -9.2e18 && t < 9.2e18))
-            return fail(out, 400, "%s.timestamps[%zu]: expected a number (epoch ms)", where, i);
+        bool ok = lua_type(L, -1) == LUA_TNUMBER;
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            size_t len;
+            const char *str = lua_tolstring(L, -1, &len);
+            ok = len > 0 && len < 19 && strspn(str, "0123456789") == len;
+        }
+        if (!ok || !(t > -9.2e18 && t < 9.2e18))
+            return fail(out, 400, "%s.timestamps[%zu]: expected epoch ms (a number or a string "
+                        "of digits)", where, i);
         s->ts[i] = (int64_t)t;
         lua_pop(L, 1);
     }

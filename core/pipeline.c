@@ -45,6 +45,7 @@ struct sl_pipeline {
     struct sl_rules *rules;      /* the VM new records start on */
     size_t inflight;             /* records pushed, not done */
     struct record *live;         /* records in flight, for destroy */
+    struct ctx *held;            /* contexts a step keeps, for destroy */
     struct sl_buf buf;           /* scratch for dead letters */
     struct step *steps;          /* per config step */
     size_t nsteps;
@@ -73,6 +74,7 @@ struct ctx {
     struct sl_pipeline_ctx pub;
     struct record *rec;
     bool held;                   /* a step keeps it until sl_pipeline_resume */
+    struct ctx *hprev, *hnext;   /* in pl->held while held */
 };
 
 static void run(struct ctx *c);
@@ -143,7 +145,7 @@ void sl_pipeline_trace(struct sl_pipeline_ctx *p, const char *what, const char *
  * and sl_pipeline_tick sends it again. */
 struct dl_op {
     struct ctx *c;
-    char *step, *error;
+    char *step, *error, *extra;   /* extra: more dead-letter members, or NULL */
     struct dl_op *next;          /* in pl->parked */
 };
 
@@ -179,19 +181,21 @@ static void dead_letter_done(void *opaque, const char *err, int32_t p, int64_t o
     }
     free(op->step);
     free(op->error);
+    free(op->extra);
     free(op);
     ctx_finish(c);
 }
 
 /* Sends the context's record to the dead-letter topic; the context finishes
  * when the broker acknowledged it. */
-static void dead_letter(struct ctx *c, const char *step, const char *error) {
+static void dead_letter(struct ctx *c, const char *step, const char *error, const char *extra) {
     struct dl_op *op = sl_calloc(1, sizeof(*op));
     sl_metrics_inc("sluice_dead_letters_total", NULL, 1);
     count_step(step, "sluice_step_dead_letters_total", NULL);
     op->c = c;
     op->step = sl_strdup(step);
     op->error = sl_strdup(error);
+    op->extra = extra ? sl_strdup(extra) : NULL;
     dead_letter_send(op);
 }
 
@@ -202,7 +206,7 @@ static void dead_letter_send(struct dl_op *op) {
     struct sl_deadletter_src src = {
         .topic = in->topic, .partition = in->partition, .offset = in->offset,
         .timestamp = in->timestamp, .key = in->key, .keylen = in->keylen,
-        .value = in->value, .len = in->len,
+        .value = in->value, .len = in->len, .extra = op->extra,
     };
     struct sl_deadletter dl = {.json = pl->buf};
     char err[SL_ERRLEN];
@@ -369,7 +373,7 @@ static bool settle(struct ctx *c, const struct sl_step_result *res) {
         sl_metrics_inc("sluice_rules_errors_total", version_label(rec->rules), 1);
         sl_step_input_name(rec->in, what, sizeof(what));
         sl_log(SL_LOG_WARN, "pipeline", "step %s failed on %s: %s", s->name, what, res->error);
-        dead_letter(c, s->name, res->error);
+        dead_letter(c, s->name, res->error, res->extra);
         return false;
     case SL_STEP_FATAL: {
         /* The context stays unfinished: nothing after it may commit. */
@@ -380,6 +384,10 @@ static bool settle(struct ctx *c, const struct sl_step_result *res) {
     }
     case SL_STEP_PENDING:
         c->held = true;
+        c->hprev = NULL;
+        c->hnext = pl->held;
+        if (pl->held) pl->held->hprev = c;
+        pl->held = c;
         return false;
     }
     return false;
@@ -401,7 +409,7 @@ static void run(struct ctx *c) {
             }
         }
         if (!rec->in->restore) count_step_at(&s->m.in, s->name, "sluice_step_in_total");
-        res.status = SL_STEP_NEXT;
+        res = (struct sl_step_result){.status = SL_STEP_NEXT};
         s->kind->start(s->state, &c->pub, &res);
         if (!settle(c, &res)) return;
     }
@@ -411,7 +419,11 @@ static void run(struct ctx *c) {
 void sl_pipeline_resume(struct sl_pipeline_ctx *p, const struct sl_step_result *res) {
     struct ctx *c = ctx_of(p);
     assert(c->held && res->status != SL_STEP_PENDING);
+    struct sl_pipeline *pl = c->rec->pl;
     c->held = false;
+    if (c->hprev) c->hprev->hnext = c->hnext;
+    else pl->held = c->hnext;
+    if (c->hnext) c->hnext->hprev = c->hprev;
     if (settle(c, res)) run(c);
 }
 
@@ -474,7 +486,7 @@ void sl_pipeline_push(struct sl_pipeline *pl, struct sl_input *in) {
 void sl_pipeline_reject(struct sl_pipeline *pl, struct sl_input *in,
                         const char *step, const char *why) {
     struct record *rec = record_new(pl, in);
-    dead_letter(ctx_new(rec, LUA_NOREF, 0), step, why);
+    dead_letter(ctx_new(rec, LUA_NOREF, 0), step, why, NULL);
 }
 
 /* ==================== Pipeline ==================== */
@@ -497,6 +509,7 @@ struct sl_pipeline *sl_pipeline_create(const struct sl_pipeline_conf *conf,
         assert(sc->kind && (unsigned)sc->kind->type < SL_STEP_MAX_KINDS);
         struct sl_step_env env = {
             .cf = pl->cf, .index = i, .producer = conf->producer, .store = conf->store,
+            .base = conf->base, .stubs = conf->stubs, .nstubs = conf->nstubs,
             .shared = &pl->shared[sc->kind->type],
         };
         s->kind = sc->kind;
@@ -520,6 +533,13 @@ void sl_pipeline_destroy(struct sl_pipeline *pl) {
     if (!pl) return;
     for (size_t i = 0; i < pl->nsteps; i++)
         if (pl->steps[i].kind->cancel) pl->steps[i].kind->cancel(pl->steps[i].state);
+    /* Steps resume nothing after cancel: the contexts they kept go with
+     * their records (their VMs close with the records' references). */
+    while (pl->held) {
+        struct ctx *c = pl->held;
+        pl->held = c->hnext;
+        free(c);
+    }
     /* Contexts of these records may still be referenced by queued produce
      * reports; the producer is destroyed after us with its reports muted. */
     while (pl->live) {
@@ -535,6 +555,7 @@ void sl_pipeline_destroy(struct sl_pipeline *pl) {
         free(op->c);
         free(op->step);
         free(op->error);
+        free(op->extra);
         free(op);
     }
     for (size_t i = pl->nsteps; i-- > 0;) pl->steps[i].kind->destroy(pl->steps[i].state);
@@ -556,6 +577,12 @@ const char *sl_pipeline_version(const struct sl_pipeline *pl) {
 }
 
 size_t sl_pipeline_inflight(const struct sl_pipeline *pl) { return pl->inflight; }
+
+bool sl_pipeline_busy(const struct sl_pipeline *pl) {
+    for (size_t i = 0; i < pl->nsteps; i++)
+        if (pl->steps[i].kind->busy && pl->steps[i].kind->busy(pl->steps[i].state)) return true;
+    return false;
+}
 
 void sl_pipeline_tick(struct sl_pipeline *pl) {
     dead_letter_retry(pl);

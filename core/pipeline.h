@@ -71,6 +71,9 @@ struct sl_pipeline_conf {
     const struct sl_config *cf;
     struct sl_kafka_producer *producer; /* NULL: trace mode */
     struct sl_store *store;             /* the store step's (recs.h); NULL: trace mode */
+    struct event_base *base;            /* the loop HTTP steps run on; NULL in trace mode */
+    const char *const *stubs;           /* trace mode: "STEP=FILE" answers of HTTP steps */
+    size_t nstubs;
     FILE *trace;                        /* per-step JSON lines, or NULL */
     sl_pipeline_done_fn *on_done;
     sl_pipeline_fatal_fn *on_fatal;
@@ -108,6 +111,9 @@ void sl_pipeline_reject(struct sl_pipeline *pl, struct sl_input *in,
 
 /* Records pushed and not yet done. */
 size_t sl_pipeline_inflight(const struct sl_pipeline *pl);
+/* True while a step cannot take more contexts (an HTTP endpoint's queue is
+ * full): the caller holds its consumer until it is false again. */
+bool sl_pipeline_busy(const struct sl_pipeline *pl);
 
 /* Housekeeping from the caller's periodic timer: each step's tick (window
  * expiry on each partition's arrival watermark, its newest record's arrival

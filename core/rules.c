@@ -28,6 +28,7 @@ struct sl_rules {
     const struct sl_config *cf;
     int *fn_refs;            /* per step: the function, LUA_NOREF for non-lua steps */
     int *params_refs;        /* per step: the params table */
+    int *rule_refs;          /* per step and slot: functions rule_fn names */
     int traceback_ref;
     bool interpreted;        /* JIT off and flushed (restore records) */
     char version[17];
@@ -144,7 +145,10 @@ static void rules_version(const struct sl_config *cf, char out[17]) {
 
 /* ==================== Loading ==================== */
 
+/* A table raised by a rule (a failure object) is handed back as it is, so
+ * the step can read it; any other error gets its traceback. */
 static int traceback(lua_State *L) {
+    if (lua_istable(L, 1)) return 1;
     const char *msg = lua_tostring(L, 1);
     if (!msg) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     luaL_traceback(L, L, msg, 1);
@@ -213,6 +217,48 @@ done:
     return ret;
 }
 
+/* Resolves the rule functions a step of another kind names ("module.fn")
+ * and its params. */
+static int load_rule_fns(struct sl_rules *r, size_t i, char *err, size_t errlen) {
+    lua_State *L = r->L;
+    const struct sl_step_conf *s = &r->cf->steps[i];
+    char jerr[256], module[256];
+    int top = lua_gettop(L);
+    for (int k = 0; k < SL_STEP_RULE_FNS; k++) {
+        const char *name = s->rule_fn[k], *dot = name ? strrchr(name, '.') : NULL;
+        if (!name) continue;
+        if (!dot || dot == name || !dot[1] || (size_t)(dot - name) >= sizeof(module)) {
+            sl_errf(err, errlen, "step %s: %s is not \"module.function\"", s->name, name);
+            return SL_ERR;
+        }
+        snprintf(module, sizeof(module), "%.*s", (int)(dot - name), name);
+        lua_getglobal(L, "require");                      /* require */
+        lua_pushstring(L, module);                         /* require module */
+        if (lua_pcall(L, 1, 1, 0)) {                       /* mod|err */
+            sl_errf(err, errlen, "step %s: %s", s->name, lua_tostring(L, -1));
+            for (char *p = err; *p; p++) if (*p == '\n' || *p == '\t') *p = ' ';
+            lua_settop(L, top);
+            return SL_ERR;
+        }
+        if (lua_istable(L, -1)) lua_getfield(L, -1, dot + 1);  /* mod fn */
+        if (!lua_isfunction(L, -1)) {
+            sl_errf(err, errlen, "step %s: module %s has no function %s", s->name, module, dot + 1);
+            lua_settop(L, top);
+            return SL_ERR;
+        }
+        r->rule_refs[i * SL_STEP_RULE_FNS + (size_t)k] = luaL_ref(L, LUA_REGISTRYINDEX);
+        lua_settop(L, top);
+    }
+    if (s->params_json) {
+        if (sl_json_decode(L, s->params_json, strlen(s->params_json), jerr, sizeof(jerr))) {
+            sl_errf(err, errlen, "step %s: params: %s", s->name, jerr);
+            return SL_ERR;
+        }
+        r->params_refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    return SL_OK;
+}
+
 struct sl_rules *sl_rules_create(const struct sl_config *cf, char *err, size_t errlen) {
     struct sl_rules *r = sl_calloc(1, sizeof(*r));
     r->cf = cf;
@@ -233,10 +279,12 @@ struct sl_rules *sl_rules_create(const struct sl_config *cf, char *err, size_t e
     monitor_start();
     r->fn_refs = sl_malloc((cf->nsteps + 1) * sizeof(int));
     r->params_refs = sl_malloc((cf->nsteps + 1) * sizeof(int));
+    r->rule_refs = sl_malloc((cf->nsteps + 1) * SL_STEP_RULE_FNS * sizeof(int));
     for (size_t i = 0; i < cf->nsteps; i++) r->fn_refs[i] = r->params_refs[i] = LUA_NOREF;
+    for (size_t i = 0; i < cf->nsteps * SL_STEP_RULE_FNS; i++) r->rule_refs[i] = LUA_NOREF;
     for (size_t i = 0; i < cf->nsteps; i++) {
-        if (cf->steps[i].type != SL_STEP_LUA) continue;
-        if (load_step(r, i, err, errlen)) {
+        if (cf->steps[i].type == SL_STEP_LUA ? load_step(r, i, err, errlen)
+                                             : load_rule_fns(r, i, err, errlen)) {
             sl_rules_release(r);
             return NULL;
         }
@@ -251,6 +299,7 @@ void sl_rules_release(struct sl_rules *r) {
     lua_close(r->L);
     free(r->fn_refs);
     free(r->params_refs);
+    free(r->rule_refs);
     free(r);
 }
 
@@ -323,6 +372,41 @@ static void sanitize_reason(const char *in, char *out, size_t n) {
     if (!j) snprintf(out, n, "filtered");
 }
 
+/* lua_pcall under the step's budget. No hook while the step runs within
+ * its budget: a count hook slows the interpreter. The monitor thread arms
+ * one when the budget passes. */
+static int watched_pcall(struct sl_rules *r, size_t step, int nargs, int nresults, int handler,
+                         const char *what) {
+    lua_State *L = r->L;
+    mon_what = what ? what : "-";
+    mon_step = r->cf->steps[step].name;
+    mon_budget = r->cf->rules.budget_ms;
+    mon_L = L;
+    mon_started = sl_mono_ms();
+    int rc = lua_pcall(L, nargs, nresults, handler);
+    mon_started = 0;
+    if (mon_armed) {
+        lua_sethook(L, NULL, 0, 0);
+        mon_armed = 0;
+    }
+    return rc;
+}
+
+void sl_rules_push_fn(struct sl_rules *r, size_t step, int slot) {
+    lua_rawgeti(r->L, LUA_REGISTRYINDEX, r->rule_refs[step * SL_STEP_RULE_FNS + (size_t)slot]);
+    lua_rawgeti(r->L, LUA_REGISTRYINDEX, r->params_refs[step]);
+}
+
+int sl_rules_pcall(struct sl_rules *r, size_t step, int nargs, int nresults, const char *what) {
+    lua_State *L = r->L;
+    int fn = lua_gettop(L) - nargs;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->traceback_ref);  /* fn args... tb */
+    lua_insert(L, fn);                                     /* tb fn args... */
+    int rc = watched_pcall(r, step, nargs, nresults, fn, what);
+    lua_remove(L, fn);                                     /* results | error */
+    return rc ? SL_ERR : SL_OK;
+}
+
 enum sl_rules_result sl_rules_call(struct sl_rules *r, size_t step, int *ctx_ref,
                                    const char *what, struct sl_rules_out *out) {
     lua_State *L = r->L;
@@ -340,22 +424,13 @@ enum sl_rules_result sl_rules_call(struct sl_rules *r, size_t step, int *ctx_ref
     lua_rawgeti(L, LUA_REGISTRYINDEX, *ctx_ref);          /* tb fn ctx */
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->params_refs[step]); /* tb fn ctx params */
 
-    /* No hook while the step runs within its budget: a count hook slows
-     * the interpreter. The monitor thread arms one when the budget passes. */
-    mon_what = what ? what : "-";
-    mon_step = r->cf->steps[step].name;
-    mon_budget = r->cf->rules.budget_ms;
-    mon_L = L;
-    mon_started = sl_mono_ms();
-    int rc = lua_pcall(L, 2, 2, top + 1);                 /* tb r1 r2 */
-    mon_started = 0;
-    if (mon_armed) {
-        lua_sethook(L, NULL, 0, 0);
-        mon_armed = 0;
-    }
-
+    int rc = watched_pcall(r, step, 2, 2, top + 1, what); /* tb r1 r2 */
     if (rc) {
         const char *m = lua_tostring(L, -1);
+        if (!m && lua_istable(L, -1)) {                   /* a failure object */
+            lua_getfield(L, -1, "message");
+            m = lua_tostring(L, -1);
+        }
         sl_buf_adds(&out->error, m ? m : "error object is not a string");
         goto done;
     }

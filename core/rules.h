@@ -75,6 +75,20 @@ enum sl_rules_result sl_rules_call(struct sl_rules *r, size_t step, int *ctx_ref
 
 void sl_rules_out_free(struct sl_rules_out *out);
 
+/* Pushes rule function slot (0 .. SL_STEP_RULE_FNS-1) of step `step`, as
+ * its rule_fn names it, then the step's params table: fn params. Both
+ * were resolved when the VM was built. */
+void sl_rules_push_fn(struct sl_rules *r, size_t step, int slot);
+
+/* Calls the function below nargs arguments on the stack, as lua_pcall,
+ * under the step's budget and the watchdog (what names the record). On
+ * success leaves nresults values and returns SL_OK; on error leaves one
+ * value and returns SL_ERR: a table raised by the rule as it was (a failure
+ * object, lua/sluice/response.lua), anything else as a message with its
+ * traceback. */
+int sl_rules_pcall(struct sl_rules *r, size_t step, int nargs, int nresults,
+                   const char *what);
+
 /* Starts the watchdog thread for the process (idempotent). */
 int sl_rules_watchdog_start(const struct sl_config *cf, char *err, size_t errlen);
 /* A record the watchdog stopped a process in (the file in rules.state_dir

@@ -11,6 +11,8 @@ const struct sl_step_kind *const sl_step_kinds[] = {
     &sl_step_kafka,
     &sl_step_window,
     &sl_step_store,
+    &sl_step_http,
+    &sl_step_model,
     NULL,
 };
 

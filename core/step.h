@@ -5,7 +5,8 @@
  * load reads and checks the kind's part of a step's config table, create
  * makes the step's state for one pipeline, start runs the step on a
  * context, cancel and destroy end it. Each kind lives in its own file
- * (step_lua.c, step_window.c, step_kafka.c) and sl_step_kinds names them;
+ * (step_lua.c, step_window.c, step_kafka.c, step_http.c, step_model.c) and
+ * sl_step_kinds names them;
  * adding a kind is a file and a row there.
  *
  * start finishes a context now, by filling in *res, or later: it sets
@@ -30,6 +31,7 @@
 #define SL_STEP_SINK 2u         /* Writes out: its context is not traced; its acknowledgement ends a record's latency. */
 #define SL_STEP_MAX_KINDS 16    /* Bound on enum sl_step_type values (the kinds' shared slots). */
 
+struct event_base;
 struct sl_kafka_producer;
 struct sl_pipeline_ctx;
 struct sl_store;
@@ -52,6 +54,8 @@ struct sl_step_result {
     enum sl_step_status status;
     const char *reason;      /* FILTERED: short and stable (a metric label) */
     const char *error;       /* ERROR, FATAL: what failed, for log and dead letter */
+    const char *extra;       /* ERROR: more members of the dead-letter record, as
+                                JSON text ("\"http\":{...}"), or NULL */
     const int *refs;         /* MANY: context tables in the record's VM, taken over */
     size_t nrefs;
 };
@@ -62,6 +66,9 @@ struct sl_step_env {
     size_t index;                       /* the step in cf->steps */
     struct sl_kafka_producer *producer; /* NULL: trace mode (sluice test) */
     struct sl_store *store;             /* store steps write here; NULL: trace mode */
+    struct event_base *base;            /* the loop; NULL in trace mode */
+    const char *const *stubs;           /* trace mode: "STEP=FILE" canned answers */
+    size_t nstubs;
     void **shared;                      /* one slot per kind and pipeline, NULL at
                                            first: state the kind's steps share; the
                                            kind frees it with its last step */
@@ -87,6 +94,9 @@ typedef void sl_step_destroy_fn(void *state);
 typedef void sl_step_tick_fn(void *state);
 /* Forgets what the step keeps for an input partition (revoked). */
 typedef void sl_step_drop_fn(void *state, const char *topic, int32_t partition);
+/* True while the step cannot take more contexts without growing without
+ * bound (its endpoint's queue is full): the caller stops consuming. */
+typedef bool sl_step_busy_fn(void *state);
 /* How much recent input (ms) rebuilds the step's state for a partition. */
 typedef int64_t sl_step_history_fn(const struct sl_step_conf *s);
 
@@ -104,6 +114,7 @@ struct sl_step_kind {
     sl_step_destroy_fn *destroy;
     sl_step_tick_fn *tick;          /* NULL: none */
     sl_step_drop_fn *drop_partition; /* NULL: keeps nothing per partition */
+    sl_step_busy_fn *busy;          /* NULL: never busy */
     sl_step_history_fn *history;    /* NULL: stateless; else restore records run
                                        up to the last such step */
 };
@@ -115,6 +126,8 @@ extern const struct sl_step_kind sl_step_lua;
 extern const struct sl_step_kind sl_step_window;
 extern const struct sl_step_kind sl_step_kafka;
 extern const struct sl_step_kind sl_step_store;
+extern const struct sl_step_kind sl_step_http;
+extern const struct sl_step_kind sl_step_model;
 
 /* ==================== Helpers for kinds ==================== */
 

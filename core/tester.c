@@ -30,6 +30,10 @@ int sl_tester_check(const char *config_file) {
     if (load(config_file, &cf, &r)) return 1;
     printf("%s: ok: %zu step(s), rules version %s\n", config_file, cf->nsteps,
            sl_rules_version(r));
+    for (size_t i = 0; i < cf->nsteps; i++)
+        printf("%s%s (%s)%s", i ? " -> " : "steps: ", cf->steps[i].name, cf->steps[i].kind->name,
+               i + 1 == cf->nsteps ? "\n" : "");
+    for (size_t i = 0; i < cf->nnotes; i++) printf("note: %s\n", cf->notes[i]);
     sl_rules_release(r);
     sl_config_destroy(cf);
     return 0;
@@ -40,7 +44,35 @@ static void nothing_fatal(void *arg, const char *why) {
     fprintf(stderr, "sluice test: %s\n", why);
 }
 
-int sl_tester_run(const char *config_file, const char *input, FILE *out, bool summary) {
+/* Checks that each stub is STEP=FILE for an http or model step and a
+ * readable file. */
+static int check_stubs(const struct sl_config *cf, const char *const *stubs, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const char *eq = strchr(stubs[i], '=');
+        char step[256];
+        if (!eq || eq == stubs[i] || !eq[1] || (size_t)(eq - stubs[i]) >= sizeof(step)) {
+            fprintf(stderr, "sluice test: --stub %s: expected STEP=FILE\n", stubs[i]);
+            return SL_ERR;
+        }
+        snprintf(step, sizeof(step), "%.*s", (int)(eq - stubs[i]), stubs[i]);
+        int at = sl_config_step_index(cf, step);
+        if (at < 0 || (cf->steps[at].type != SL_STEP_HTTP && cf->steps[at].type != SL_STEP_MODEL)) {
+            fprintf(stderr, "sluice test: --stub %s: %s is not an http or model step of %s\n",
+                    stubs[i], step, cf->file);
+            return SL_ERR;
+        }
+        FILE *f = fopen(eq + 1, "r");
+        if (!f) {
+            fprintf(stderr, "sluice test: --stub %s: %s: %s\n", stubs[i], eq + 1, strerror(errno));
+            return SL_ERR;
+        }
+        fclose(f);
+    }
+    return SL_OK;
+}
+
+int sl_tester_run(const char *config_file, const char *input, FILE *out, bool summary,
+                  const char *const *stubs, size_t nstubs) {
     int status = 1;
     FILE *in = NULL;
     char *line = NULL;
@@ -52,6 +84,10 @@ int sl_tester_run(const char *config_file, const char *input, FILE *out, bool su
     struct sl_rules *r;
 
     if (load(config_file, &cf, &r)) return 1;
+    if (check_stubs(cf, stubs, nstubs)) {
+        sl_rules_release(r);
+        goto done;
+    }
     in = strcmp(input, "-") ? fopen(input, "r") : stdin;
     if (!in) {
         fprintf(stderr, "sluice test: %s: %s\n", input, strerror(errno));
@@ -59,7 +95,7 @@ int sl_tester_run(const char *config_file, const char *input, FILE *out, bool su
         goto done;
     }
     struct sl_pipeline_conf pc = {.cf = cf, .trace = summary ? NULL : out,
-                                  .on_fatal = nothing_fatal};
+                                  .on_fatal = nothing_fatal, .stubs = stubs, .nstubs = nstubs};
     int64_t t0 = sl_mono_ms();
     pl = sl_pipeline_create(&pc, r);          /* r is now owned by the pipeline */
     while ((n = getline(&line, &cap, in)) >= 0) {

@@ -10,13 +10,17 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-/* Returns the exit status: 0 when the config and its rules load, else 1
- * with file:line on stderr. */
+/* Returns the exit status: 0 when the config and its rules load (printing
+ * the steps in order and the config's notes), else 1 with file:line on
+ * stderr. */
 int sl_tester_check(const char *config_file);
 
 /* Runs every line of input through the pipeline, writing the trace to out,
- * or with summary only the counts per step and reason at the end. Returns
- * 0, or 1 when the config or the input cannot be read. */
-int sl_tester_run(const char *config_file, const char *input, FILE *out, bool summary);
+ * or with summary only the counts per step and reason at the end. HTTP
+ * steps send nothing: stubs ("STEP=FILE", a JSON file {status, headers,
+ * body}) answer them, else their request is traced and the context stops.
+ * Returns 0, or 1 when the config, the input or a stub cannot be read. */
+int sl_tester_run(const char *config_file, const char *input, FILE *out, bool summary,
+                  const char *const *stubs, size_t nstubs);
 
 #endif

@@ -76,13 +76,15 @@ struct inrec {
 
 /* ==================== Records ==================== */
 
-/* Back-pressure: at max_inflight records in flight the consumer is held (no
- * record is taken from its queue); past SL_WORKER_PAUSE_AFTER_MS the
- * partitions are paused, so the group still sees us poll. Both end once half
- * the records in flight are done. */
+/* Back-pressure: at max_inflight records in flight, or while a step is busy
+ * (an HTTP endpoint's queue is full), the consumer is held (no record is
+ * taken from its queue); past SL_WORKER_PAUSE_AFTER_MS the partitions are
+ * paused, so the group still sees us poll. Both end once half the records in
+ * flight are done and no step is busy. */
 static void maybe_resume(struct worker *w) {
     if (!w->consumer || w->stopping ||
-        sl_pipeline_inflight(w->pipeline) > w->cf->max_inflight / 2)
+        sl_pipeline_inflight(w->pipeline) > w->cf->max_inflight / 2 ||
+        sl_pipeline_busy(w->pipeline))
         return;
     if (sl_kafka_consumer_paused(w->consumer)) sl_kafka_consumer_pause(w->consumer, false);
     sl_kafka_consumer_hold(w->consumer, false);
@@ -226,7 +228,8 @@ static void on_record(void *arg, struct sl_kafka_record *k) {
         return;
     }
     sl_pipeline_push(w->pipeline, &r->in);
-    if (sl_pipeline_inflight(w->pipeline) >= w->cf->max_inflight && !w->stopping &&
+    if ((sl_pipeline_inflight(w->pipeline) >= w->cf->max_inflight ||
+         sl_pipeline_busy(w->pipeline)) && !w->stopping &&
         !sl_kafka_consumer_paused(w->consumer) && !sl_kafka_consumer_held(w->consumer)) {
         sl_kafka_consumer_hold(w->consumer, true);
         w->held_since = sl_mono_ms();
@@ -371,6 +374,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
     struct worker *w = arg;
     (void)fd; (void)what;
     check_hold(w);
+    if (w->consumer && (sl_kafka_consumer_held(w->consumer) || sl_kafka_consumer_paused(w->consumer)))
+        maybe_resume(w);
     sl_log_flush(0);
     if (w->pipeline && ++w->ticks % (1000 / SL_WORKER_TICK_MS) == 0) {
         sl_pipeline_tick(w->pipeline);
@@ -553,7 +558,7 @@ static int setup(struct worker *w, char *err, size_t errlen) {
             return SL_ERR;
         }
         struct sl_pipeline_conf pc = {
-            .cf = cf, .producer = w->producer, .on_done = on_done,
+            .cf = cf, .producer = w->producer, .base = w->base, .on_done = on_done,
             .store = w->recs ? sl_recs_store(w->recs) : NULL,
             .on_fatal = on_fatal, .on_drop = on_drop, .arg = w,
         };

@@ -7,6 +7,7 @@
 #   HTTP client requests per CPU-second      core/bench/httpc_bench.c
 #   model training, bytes, us per request    core/bench/model_bench.c
 #   Kafka -> extract -> Kafka, per CPU-s     scripts/bench-pipeline.sh
+#   ... -> window -> model -> Shopify (HTTP)  scripts/bench-http.sh
 #   collector requests/s, p50/p99            scripts/bench-collector.sh
 #   page view -> recommendations shown       spec/e2e/storefront.test.js (chromium)
 set -eu
@@ -23,6 +24,8 @@ echo "## model ($BUILD/bench/model_bench)"
 "$BUILD/bench/model_bench"
 echo "## pipeline (scripts/bench-pipeline.sh)"
 scripts/bench-pipeline.sh "${BENCH_RECORDS:-90000}"
+echo "## http steps (scripts/bench-http.sh)"
+scripts/bench-http.sh "${BENCH_HTTP_RECORDS:-6000}" 1 20
 echo "## collector (scripts/bench-collector.sh)"
 DURATION=${DURATION:-10s} scripts/bench-collector.sh
 echo "## page view -> recommendations on the page (spec/e2e/storefront.test.js, headless chromium)"

@@ -44,7 +44,7 @@ commands:
 
 Scoring: POST $URL/invocations, Content-Type: application/json, body
   {"dataframe_split": {"columns": ["userId","items","timestamps"],
-                       "data": [["u1", ["shirt","jeans"], [1795667676496, 1795667680000]]]}}
+                       "data": [["u1", ["shirt","jeans"], ["1795667676496", "1795667680000"]]]}}
 or {"dataframe_records": [{"userId": "u1", "items": [...], "timestamps": [...]}]}
 or {"inputs": [{"userId": "u1", "items": [...], "timestamps": [...]}]}
 answer {"predictions": [{"itemIds": ["gid://shopify/Product/...", ...],

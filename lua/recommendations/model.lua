@@ -16,8 +16,8 @@
 --     signature, see spec/integration/mlflow_spec.lua)
 --
 --   params.timestamps = "string" (default: the seed's model takes them as
---     strings, "1795667677486"), "number" (a signature of Array(long), such
---     as scripts/mlflow/model.py's: MLflow refuses strings there with 400)
+--     strings, "1795667677486", as does scripts/mlflow/model.py), "number"
+--     (a signature of Array(long): MLflow refuses strings there with 400)
 --     or "none" (the column is left out; it is optional in both).
 --
 -- output(ctx, status, headers, body) -> recommendationsModelOutput:

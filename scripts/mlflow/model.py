@@ -7,7 +7,8 @@ signature:
   input columns   userId      string
                   items       list of strings: product handles (URL slugs),
                               oldest first
-                  timestamps  list of ints (ms), one per item
+                  timestamps  list of strings of digits (ms), one per item, as
+                              the seed model's signature has them (Array(string))
   output per row  {"itemIds": [string, ...], "preds": [double, ...]}
 
 The catalog is scripts/mlflow/inventory.json (the seed store's inventory):
@@ -126,6 +127,9 @@ class Recommender(PythonModel):
                 time.sleep(int(m.group(1)) / 1000.0)
             items = [str(i) for i in _as_list(row.get("items"))]
             stamps = _as_list(row.get("timestamps"))
+            for s in stamps:
+                if not str(s).isdigit():
+                    raise ValueError(f"timestamps must be strings of digits (ms), got {s!r}")
             if stamps and len(stamps) != len(items):
                 raise ValueError(
                     f"items has {len(items)} entries but timestamps has {len(stamps)}")

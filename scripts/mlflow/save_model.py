@@ -27,7 +27,7 @@ def main():
         inputs=Schema([
             ColSpec("string", "userId"),
             ColSpec(Array("string"), "items"),
-            ColSpec(Array("long"), "timestamps", required=False),
+            ColSpec(Array("string"), "timestamps", required=False),
         ]),
         outputs=Schema([
             ColSpec(Array("string"), "itemIds"),
@@ -42,7 +42,7 @@ def main():
         input_example=pd.DataFrame({
             "userId": ["u1"],
             "items": [["shirt", "jeans"]],
-            "timestamps": [[1795667676496, 1795667680000]],
+            "timestamps": [["1795667676496", "1795667680000"]],
         }),
         pip_requirements=[f"mlflow-skinny=={mlflow.__version__}"],
     )

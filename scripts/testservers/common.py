@@ -164,6 +164,9 @@ class Handler(BaseHTTPRequestHandler):
     spec), garbage(spec), control_extra(req) and stats_extra()."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in two writes: without TCP_NODELAY the body
+    # waits for the client's delayed ACK (40 ms) on every kept-alive request.
+    disable_nagle_algorithm = True
     server_version = "sluice-testserver/1"
     state = None
     verbose = False

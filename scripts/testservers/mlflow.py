@@ -16,7 +16,7 @@ Prints its base URL as the first line. Paths (any prefix, so
        userId (string; numbers are taken as text, as MLflow does), items (list
        of strings), timestamps (optional, a list as long as items; its element
        type is --timestamps: "string" the seed model's signature, the default;
-       "long" the signature of scripts/mlflow/model.py; "any"). Extra columns are
+       "long" an Array(long) signature; "any"). Extra columns are
        ignored. Bad shapes answer 400 {"error_code": "BAD_REQUEST", "message"}
        like MLflow 3.17 (columnar inputs, rows of another width, a missing
        column, a wrong element type). Answer per row, in row order:

@@ -423,11 +423,11 @@ function H.json(v)
   return "{" .. table.concat(parts, ",") .. "}"
 end
 
--- n increasing epoch-millisecond timestamps, one second apart (rows of the
--- seed model's signature).
+-- n increasing epoch-millisecond timestamps as strings, one second apart (the
+-- seed model's signature has them as strings).
 function H.stamps(n)
   local t = {}
-  for i = 1, n do t[i] = 1795667676496 + i * 1000 end
+  for i = 1, n do t[i] = string.format("%d", 1795667676496 + i * 1000) end
   return t
 end
 

@@ -218,17 +218,16 @@ describe("MLflow scoring server (" .. URL .. ")", function()
     local model = require "recommendations.model"
     local ctx = assert(sluice.json_decode(H.read("spec/fixtures/recommendations/window.ctx.json")))
     local want = expected(ctx.aggregatedProducts.slugs)
-    -- this model's signature has timestamps: Array(long), so numbers or none
-    for _, p in ipairs({ { timestamps = "number" }, { timestamps = "none" },
-                         { format = "dataframe_records", timestamps = "number" },
-                         { format = "inputs", timestamps = "number" } }) do
-      local what = (p.format or "dataframe_split") .. ", timestamps " .. p.timestamps
+    -- the seed's signature has timestamps: Array(string), the rule's default
+    for _, p in ipairs({ {}, { timestamps = "none" },
+                         { format = "dataframe_records" }, { format = "inputs" } }) do
+      local what = (p.format or "dataframe_split") .. ", timestamps " .. (p.timestamps or "string")
       local code, _, raw = post(assert(sluice.json_encode(model.input(ctx, p))))
       assert.are.equal(200, code, what .. ": " .. raw)
       assert.are.same(want.itemIds, model.output(ctx, code, {}, raw).itemIds, what)
     end
-    local code, _, raw = post(assert(sluice.json_encode(model.input(ctx, {}))))
-    assert.are.equal(400, code, "strings for an Array(long) column: " .. raw)
+    local code, _, raw = post(assert(sluice.json_encode(model.input(ctx, { timestamps = "number" }))))
+    assert.are.equal(400, code, "numbers for an Array(string) column: " .. raw)
     local ok, err = pcall(model.output, ctx, code, {}, raw)
     assert.is_false(ok)
     assert.are.equal("http_400", err.reason)
