@@ -33,14 +33,16 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# start NAME CMD...: runs CMD in the background, waits for its first line.
+# start NAME CMD...: runs CMD in the background (killed on exit), waits for
+# its first line, the address, in $tmp/NAME.out. Not in a subshell: $pids
+# must keep the process.
 start() {
     name=$1; shift
     "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
     pids="$pids $!"
     for _ in $(seq 100); do [ -s "$tmp/$name.out" ] && break; sleep 0.1; done
-    head -n 1 "$tmp/$name.out"
 }
+first_line() { head -n 1 "$tmp/$1.out"; }
 
 metric() {
     curl -s "http://127.0.0.1:$port/metrics" 2>/dev/null | awk -v m="$1" '$1 == m { print $2 }'
@@ -55,8 +57,9 @@ requests() {
 run() {
     delay=$1
     topic=in-$delay out=out-$delay
-    ml=$(start "ml-$delay" python3 -B scripts/testservers/mlflow.py)
-    shop=$(start "shop-$delay" python3 -B scripts/testservers/shopify.py)
+    start "ml-$delay" python3 -B scripts/testservers/mlflow.py
+    start "shop-$delay" python3 -B scripts/testservers/shopify.py
+    ml=$(first_line "ml-$delay") shop=$(first_line "shop-$delay")
     for u in "$ml" "$shop"; do
         curl -s -o /dev/null -H 'Content-Type: application/json' \
             -d "{\"mode\": \"slow\", \"delay_ms\": $delay}" "$u/_control"
@@ -143,6 +146,6 @@ CONF
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
 }
 
-start broker ./sluice broker --partitions 16 >/dev/null
-brokers=$(head -n 1 "$tmp/broker.out")
+start broker ./sluice broker --partitions 16
+brokers=$(first_line broker)
 for d in $DELAYS; do run "$d"; done
