@@ -55,6 +55,8 @@ describe("ops: counts, probes, status and the dashboard of a running job", funct
       key = "userId", time = "product.viewTimestamp", length = "5m",
       aggregate = { slugs = { "list", "product.slug" } }, as = "aggregatedProducts" } })
     local path = write_config("ops", cfg)
+    -- real Kafka creates no topic for a consumer; start_sluice does it only for a table
+    if cfg.kafka.brokers ~= "embedded" then H.create_topic(cfg.kafka.brokers, cfg.kafka.input) end
     worker = H.start_sluice(dir, "ops", path, { admin_port = n.admin_port,
       env = "env SPEC_SECRET=" .. H.q(SECRET) .. " " })
     local recs, now = {}, H.now_ms()
