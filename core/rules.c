@@ -54,6 +54,30 @@ static int sl_lua_log(lua_State *L) {
     return 0;
 }
 
+/* print() of a rule: a log line (stderr) rate-limited per calling line,
+ * never stdout, where sluice test writes its trace. */
+static int sl_lua_print(lua_State *L) {
+    int n = lua_gettop(L);
+    luaL_Buffer b;
+    lua_Debug ar;
+    char site[128] = "lua";
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar))
+        snprintf(site, sizeof(site), "%s:%d", ar.short_src, ar.currentline);
+    lua_getglobal(L, "tostring");                /* args.. tostring */
+    luaL_buffinit(L, &b);
+    for (int i = 1; i <= n; i++) {
+        lua_pushvalue(L, n + 1);
+        lua_pushvalue(L, i);
+        lua_call(L, 1, 1);                       /* args.. tostring s */
+        if (!lua_isstring(L, -1)) return luaL_error(L, "'tostring' must return a string to 'print'");
+        if (i > 1) luaL_addchar(&b, '\t');
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);                         /* args.. tostring text */
+    sl_log_site(SL_LOG_INFO, "print", site, "%s: %s", site, lua_tostring(L, -1));
+    return 0;
+}
+
 static const luaL_Reg sluice_lib[] = {
     {"json_decode", sl_lua_json_decode},
     {"json_encode", sl_lua_json_encode},
@@ -78,6 +102,8 @@ static void open_sluice(lua_State *L, const char *version) {
     lua_setfield(L, -2, "version");
     lua_setfield(L, -2, "sluice");               /* package loaded */
     lua_pop(L, 2);
+    lua_pushcfunction(L, sl_lua_print);
+    lua_setglobal(L, "print");
 }
 
 /* ==================== Version ==================== */
