@@ -58,6 +58,20 @@ describe("sluice check", function()
     assert.matches("'then' expected", out .. err, 1, true)
   end)
 
+  it("leads the error of a rule that does not compile or fails to load with file:line:", function()
+    local _, out, err = sluice("check -c " .. FIX .. "broken-rule.lua")
+    assert.matches("^%S*rules%-broken/itest/broken%.lua:8: [^\n]*'then' expected"
+      .. "[^\n]*%(step [^\n]*module itest%.broken%)", out .. err)
+    assert.is_nil((out .. err):match("^step "), "not led by the step name")
+    os.execute("mkdir -p " .. H.q(dir .. "/rules-top/itest"))
+    H.write(dir .. "/rules-top/itest/top.lua", "local M = {}\nlocal y\ny.z = 1\nreturn M\n")
+    H.write(dir .. "/top.lua", string.format('return { rules = { path = %q }, pipeline = { { lua = "itest.top" } } }',
+      dir .. "/rules-top"))
+    local rc, o2, e2 = sluice("check -c " .. H.q(dir .. "/top.lua"))
+    assert.are.equal(1, rc)
+    assert.matches("^%S*rules%-top/itest/top%.lua:3: attempt to index", o2 .. e2)
+  end)
+
   it("exits 1 on a config value of the wrong kind, naming the key path", function()
     local rc, out, err = sluice("check -c " .. FIX .. "bad-window.lua")
     assert.are.equal(1, rc)
@@ -254,8 +268,8 @@ function M.noisy(ctx)
 end
 return M
 ]])
-    H.write(dir .. "/print.lua", string.format('return { rules = { path = %q }, pipeline = { { lua = "itest.noisy" } } }',
-      dir .. "/rules-print"))
+    H.write(dir .. "/print.lua", string.format(
+      'return { rules = { path = %q }, pipeline = { { lua = "itest.noisy" } } }', dir .. "/rules-print"))
     H.write(dir .. "/mixed.jsonl", '{"a":1}\nthis is not json\n')
     local rc, out, err = sluice("test -c " .. H.q(dir .. "/print.lua") .. " -i " .. H.q(dir .. "/mixed.jsonl"))
     assert.are.equal(0, rc, err)
@@ -271,6 +285,35 @@ return M
     assert.is_string(lines[3].not_json)
     assert.are.equal("not_a_table", lines[4].filtered)
     assert.are.equal("this is not json", lines[4].ctx.input)
+  end)
+
+  it("names the step function's file:line, the type and the value of a wrong return", function()
+    os.execute("mkdir -p " .. H.q(dir .. "/rules-ret/itest"))
+    H.write(dir .. "/rules-ret/itest/ret.lua", [[
+local M = {}
+function M.str() return "abc" end
+function M.sub(ctx) ctx.product = { slug = "x" } return ctx.product end
+function M.item(ctx) return { ctx, 7 } end
+return M
+]])
+    H.write(dir .. "/one-ret.jsonl", '{"a":1}\n')
+    local want = {
+      str = { 2, 'it returned a string: "abc"' },
+      sub = { 3, 'it returned a table that is not a context (it has no kafka table: return ctx, '
+        .. 'or a table built from it): {"slug":"x"}' },
+      item = { 4, "it returned a list whose item 2 is a number: 7" },
+    }
+    for fn, w in pairs(want) do
+      H.write(dir .. "/ret.lua", string.format(
+        'return { rules = { path = %q }, pipeline = { { lua = "itest.ret", fn = %q } } }',
+        dir .. "/rules-ret", fn))
+      local rc, out, err = sluice("test -c " .. H.q(dir .. "/ret.lua") .. " -i " .. H.q(dir .. "/one-ret.jsonl"))
+      assert.are.equal(1, rc, err)
+      local l = cjson.decode(out:match("[^\n]+"))
+      assert.are.equal("ret", l.step, "the step that returned it is named, not the next one: " .. out)
+      assert.matches("^%S*rules%-ret/itest/ret%.lua:" .. w[1] .. ": step ret %(itest%.ret%." .. fn .. "%)", l.error)
+      assert.matches(w[2], l.error, 1, true)
+    end
   end)
 
   it("exits 1 on a rule that does not compile, naming file:line, and traces nothing", function()
