@@ -787,7 +787,7 @@ static int enc_object_sorted(struct enc *e, int idx, int depth) {
         n++;
         lua_pop(L, 1);                                /* .. k */
     }                                                 /* .. */
-    qsort(keys, n, sizeof(*keys), enc_key_cmp);
+    if (n) qsort(keys, n, sizeof(*keys), enc_key_cmp);
     enc_addc(e->b, '{');
     for (size_t i = 0; i < n; i++) {
         if (i) enc_addc(e->b, ',');
