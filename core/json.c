@@ -11,6 +11,7 @@
 #define _GNU_SOURCE /* strtod_l, newlocale, uselocale */
 #endif
 #include <assert.h>
+#include <stdbool.h>
 #include <locale.h>
 #include <math.h>
 #include <pthread.h>
@@ -607,6 +608,7 @@ struct enc {
     int mt_idx;       /* stack index of the array metatable */
     char *err;
     size_t errlen;
+    bool sorted;      /* object keys in byte order (sl_json_encode_sorted) */
 };
 
 /* Makes room for n more bytes plus the NUL that struct sl_buf keeps. */
@@ -752,6 +754,57 @@ static int enc_number(struct enc *e, lua_Number x) {
 
 static int enc_value(struct enc *e, int idx, int depth);
 
+/* A key of an object being sorted: the string is the table's own key, kept
+ * alive by the table while it is encoded. */
+struct enc_key {
+    const char *s;
+    size_t n;
+};
+
+static int enc_key_cmp(const void *a, const void *b) {
+    const struct enc_key *x = a, *y = b;
+    int c = memcmp(x->s, y->s, x->n < y->n ? x->n : y->n);
+    return c ? c : (x->n > y->n) - (x->n < y->n);
+}
+
+/* Encodes the object at idx with its keys in byte order, as Lua's
+ * table.sort of its keys does (lua/sluice/init.lua). O(n log n). */
+static int enc_object_sorted(struct enc *e, int idx, int depth) {
+    lua_State *L = e->L;
+    struct enc_key *keys = NULL;
+    size_t n = 0, cap = 0;
+    int ret = -1;
+
+    lua_pushnil(L);                                   /* .. nil */
+    while (lua_next(L, idx)) {                        /* .. k v */
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            lua_pop(L, 2);
+            enc_fail(e, "cannot encode a table with both string and non-string keys");
+            goto done;
+        }
+        if (n == cap) keys = sl_realloc(keys, (cap = cap * 2 + 8) * sizeof(*keys));
+        keys[n].s = lua_tolstring(L, -2, &keys[n].n);
+        n++;
+        lua_pop(L, 1);                                /* .. k */
+    }                                                 /* .. */
+    if (n) qsort(keys, n, sizeof(*keys), enc_key_cmp);
+    enc_addc(e->b, '{');
+    for (size_t i = 0; i < n; i++) {
+        if (i) enc_addc(e->b, ',');
+        if (enc_string(e, keys[i].s, keys[i].n) < 0) goto done;
+        enc_addc(e->b, ':');
+        lua_pushlstring(L, keys[i].s, keys[i].n);     /* .. k */
+        lua_rawget(L, idx);                           /* .. v */
+        if (enc_value(e, lua_gettop(L), depth) < 0) goto done;
+        lua_pop(L, 1);                                /* .. */
+    }
+    enc_addc(e->b, '}');
+    ret = 0;
+done:
+    free(keys);
+    return ret;
+}
+
 /* Encodes the table at absolute index idx. Tables with the array metatable,
  * and plain tables whose first key is a number, are arrays: one pass counts
  * keys and finds the largest, a second emits 1..max. Others are objects,
@@ -772,6 +825,10 @@ static int enc_table(struct enc *e, int idx, int depth) {
         enc_add(b, is_arr ? "[]" : "{}", 2);
         return 0;
     }                                                 /* .. k v */
+    if (!is_arr && lua_type(L, -2) == LUA_TSTRING && e->sorted) {
+        lua_pop(L, 2);                                /* .. */
+        return enc_object_sorted(e, idx, depth);
+    }
     if (!is_arr && lua_type(L, -2) == LUA_TSTRING) {
         int first = 1;
         enc_addc(b, '{');
@@ -851,7 +908,8 @@ static int enc_value(struct enc *e, int idx, int depth) {
     }
 }
 
-int sl_json_encode(lua_State *L, int idx, struct sl_buf *out, char *err, size_t errlen) {
+static int encode(lua_State *L, int idx, struct sl_buf *out, char *err, size_t errlen,
+                  bool sorted) {
     struct enc e;
     int top = lua_gettop(L), ret = SL_ERR;
     size_t start = out->len;
@@ -861,6 +919,7 @@ int sl_json_encode(lua_State *L, int idx, struct sl_buf *out, char *err, size_t 
     e.b = out;
     e.err = err;
     e.errlen = errlen;
+    e.sorted = sorted;
     if (!lua_checkstack(L, 4)) {
         sl_errf(err, errlen, "json: Lua stack full");
         return SL_ERR;
@@ -878,10 +937,18 @@ done:
     return ret;
 }
 
+int sl_json_encode(lua_State *L, int idx, struct sl_buf *out, char *err, size_t errlen) {
+    return encode(L, idx, out, err, errlen, false);
+}
+
+int sl_json_encode_sorted(lua_State *L, int idx, struct sl_buf *out, char *err, size_t errlen) {
+    return encode(L, idx, out, err, errlen, true);
+}
+
 /* ==================== Lua interface ==================== */
 
 int sl_json_add_string(struct sl_buf *out, const char *s, size_t n, char *err, size_t errlen) {
-    struct enc e = {NULL, out, 0, err, errlen};
+    struct enc e = {NULL, out, 0, err, errlen, false};
     size_t len = out->len;
     if (enc_string(&e, s, n)) {
         out->len = len;
@@ -891,7 +958,7 @@ int sl_json_add_string(struct sl_buf *out, const char *s, size_t n, char *err, s
 }
 
 int sl_json_add_number(struct sl_buf *out, double x, char *err, size_t errlen) {
-    struct enc e = {NULL, out, 0, err, errlen};
+    struct enc e = {NULL, out, 0, err, errlen, false};
     size_t len = out->len;
     if (enc_number(&e, x)) {
         out->len = len;

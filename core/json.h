@@ -58,6 +58,9 @@ size_t sl_json_number(const char *s, size_t n, double *v, size_t *fault,
  * non-string keys, invalid UTF-8, too deep) returns SL_ERR with err set and
  * out as it was before the call. Never raises; leaves the stack as it was. */
 int sl_json_encode(lua_State *L, int idx, struct sl_buf *out, char *err, size_t errlen);
+/* As sl_json_encode, with every object's keys in byte order (the order of
+ * lua/sluice/init.lua's encoder), so equal values give equal text. */
+int sl_json_encode_sorted(lua_State *L, int idx, struct sl_buf *out, char *err, size_t errlen);
 
 /* Appends s[0..n) as a JSON string (quoted, escaped as the encoder does).
  * SL_ERR with err (and out as it was) when s is not valid UTF-8. */

@@ -62,15 +62,22 @@ static const char usage_check[] =
 
 static const char usage_test[] =
 "usage: sluice test -c CONFIG -i EVENTS.jsonl [--stub STEP=FILE]... [--summary]\n"
+"                   [--allow-errors] [--log-level LEVEL]\n"
 "\n"
 "Runs each line of EVENTS.jsonl (one Kafka record value per line; - for stdin)\n"
 "through the pipeline without Kafka and prints, per record and step, one JSON\n"
 "line: {\"record\":N,\"step\":NAME, then \"ctx\" (the context after the step,\n"
-"without input), \"filtered\" (the reason), \"dead_letter\" (the dead-letter\n"
-"record with the error), \"produce\" (what a kafka step would send), or\n"
-"\"request\" (what an http or model step would send: method, url, headers with\n"
-"secrets redacted, body)}. HTTP steps send nothing: a stub answers them, or the\n"
-"context stops after its request (\"stopped\").\n"
+"without input), \"filtered\" (the reason) and \"ctx\" (the context it dropped,\n"
+"with input), \"produce\" (what a kafka step would send), or \"request\" (what\n"
+"an http or model step would send: method, url, headers with secrets redacted,\n"
+"body)}. A dead letter's line starts with its error: {\"error\":E,\"record\":N,\n"
+"\"step\":NAME,\"dead_letter\":{...}}. Contexts split from record N are \"N.1\",\n"
+"\"N.2\", ... A line that is not JSON gives {\"record\":N,\"line\":L,\"not_json\":E}\n"
+"(and file:line on stderr) and runs with the text as input. Object keys are\n"
+"sorted and the run's wall-clock fields (kafka.timestamp, a dead letter's \"at\")\n"
+"left out: the same input gives the same trace, fit for a golden file.\n"
+"HTTP steps send nothing: a stub answers them, or the context stops after its\n"
+"request (\"stopped\"). Logs, sluice.log() and print() go to stderr.\n"
 "\n"
 "  -c, --config FILE   the job configuration\n"
 "  -i, --input FILE    the records, one JSON value per line\n"
@@ -79,7 +86,13 @@ static const char usage_test[] =
 "                      \"body\": <string or JSON>}; repeat for several steps\n"
 "  -s, --summary       print no trace, only the time taken and the counts per\n"
 "                      step and filter reason (Prometheus text)\n"
-"  -h, --help          this text\n";
+"  -e, --allow-errors  exit 0 even when records were dead-lettered\n"
+"  -l, --log-level L   debug, info (default), warn or error: what goes to stderr\n"
+"  -h, --help          this text\n"
+"\n"
+"Exit status: 0, or 1 when a record was dead-lettered (a summary on stderr: per\n"
+"step how many, the first error and its line), or when the config, the input or\n"
+"a stub cannot be read.\n";
 
 static const char usage_broker[] =
 "usage: sluice broker [--partitions N] [--topics a,b] [--brokers N]\n"
@@ -147,21 +160,31 @@ static int cmd_test(int argc, char **argv) {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"input", required_argument, NULL, 'i'},
         {"stub", required_argument, NULL, 'S'}, {"summary", no_argument, NULL, 's'},
+        {"allow-errors", no_argument, NULL, 'e'}, {"log-level", required_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    static const char *const levels[] = {"debug", "info", "warn", "error"};
     const char *config = NULL, *input = NULL, *stubs[64];
     size_t nstubs = 0;
-    bool summary = false;
-    int c;
-    while ((c = getopt_long(argc, argv, "c:i:S:sh", opts, NULL)) != -1) {
+    bool summary = false, allow_errors = false;
+    int c, level = SL_LOG_INFO;
+    while ((c = getopt_long(argc, argv, "c:i:S:sel:h", opts, NULL)) != -1) {
         if (c == 'c') config = optarg;
         else if (c == 'i') input = optarg;
         else if (c == 'S' && nstubs < sizeof(stubs) / sizeof(stubs[0])) stubs[nstubs++] = optarg;
         else if (c == 's') summary = true;
-        else help(usage_test, c == 'h' ? 0 : 2);
+        else if (c == 'e') allow_errors = true;
+        else if (c == 'l') {
+            for (level = 0; level < 4 && strcmp(levels[level], optarg); level++) {}
+            if (level == 4) {
+                fprintf(stderr, "sluice test: --log-level %s: expected debug, info, warn or "
+                        "error\n", optarg);
+                return 2;
+            }
+        } else help(usage_test, c == 'h' ? 0 : 2);
     }
     if (!config || !input || optind < argc) help(usage_test, 2);
-    sl_log_set_level(SL_LOG_ERROR);
-    return sl_tester_run(config, input, stdout, summary, stubs, nstubs);
+    sl_log_set_level((enum sl_log_level)level);
+    return sl_tester_run(config, input, stdout, summary, stubs, nstubs, allow_errors);
 }
 
 static int cmd_broker(int argc, char **argv) {

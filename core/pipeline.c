@@ -74,6 +74,7 @@ struct ctx {
     struct sl_pipeline_ctx pub;
     struct record *rec;
     bool held;                   /* a step keeps it until sl_pipeline_resume */
+    char part[32];               /* ".2" (".2.1", ...): which context of a split record */
     struct ctx *hprev, *hnext;   /* in pl->held while held */
 };
 
@@ -84,8 +85,9 @@ static struct ctx *ctx_of(struct sl_pipeline_ctx *p) {
     return (struct ctx *)((char *)p - offsetof(struct ctx, pub));
 }
 
-static struct ctx *ctx_new(struct record *rec, int ref, size_t step) {
+static struct ctx *ctx_new(struct record *rec, int ref, size_t step, const char *part) {
     struct ctx *c = sl_malloc(sizeof(*c));
+    snprintf(c->part, sizeof(c->part), "%s", part);
     c->pub.rules = rec->rules;
     c->pub.in = rec->in;
     c->pub.ref = ref;
@@ -124,16 +126,74 @@ static void ctx_finish(struct ctx *c) {
     record_release(rec);
 }
 
-static void trace_line(struct record *rec, const char *step, const char *what,
-                       const char *json_value) {
+/* Writes one trace line for the value at the top of rec's VM (popped):
+ * {"record":N,"step":STEP,"<what>":value}, the record "N.i" for the i-th
+ * context split from it. Every object's keys come sorted, and wall-clock
+ * fields of the run (the Kafka timestamp sluice test gives each record, a
+ * dead letter's "at" and source timestamp) are left out, so the same input
+ * gives the same trace. A dead letter's line begins with its error, without
+ * the traceback (which the dead letter keeps). */
+static void trace_top(struct record *rec, const char *part, const char *step, const char *what,
+                      const char *extra_key, const char *extra) {
     FILE *t = rec->pl->conf.trace;
-    if (!t) return;
-    fprintf(t, "{\"record\":%ld,\"step\":\"%s\",\"%s\":%s}\n", rec->seq, step, what, json_value);
+    lua_State *L = sl_rules_state(rec->rules);
+    struct sl_buf b = {0};
+    char err[256];
+    int v = lua_gettop(L);
+
+    if (!strcmp(what, "dead_letter") && lua_istable(L, v)) {
+        lua_pushnil(L);
+        lua_setfield(L, v, "at");
+        lua_getfield(L, v, "source");
+        if (lua_istable(L, -1)) {
+            lua_pushnil(L);
+            lua_setfield(L, -2, "timestamp");
+        }
+        lua_pop(L, 1);
+        lua_getfield(L, v, "error");
+        size_t n = 0;
+        const char *e = lua_tolstring(L, -1, &n);
+        const char *tb = e ? strstr(e, "\nstack traceback:") : NULL;
+        sl_buf_adds(&b, "{\"error\":");
+        sl_step_json_str(L, &b, e ? e : "", tb ? (size_t)(tb - e) : n);
+        sl_buf_adds(&b, ",");
+        lua_pop(L, 1);
+    } else {
+        sl_buf_adds(&b, "{");
+    }
+    if (*part) sl_buf_printf(&b, "\"record\":\"%ld%s\"", rec->seq, part);
+    else sl_buf_printf(&b, "\"record\":%ld", rec->seq);
+    if (step) {
+        sl_buf_adds(&b, ",\"step\":");
+        sl_step_json_str(L, &b, step, strlen(step));
+    }
+    if (extra_key) sl_buf_printf(&b, ",\"%s\":%s", extra_key, extra);
+    sl_buf_printf(&b, ",\"%s\":", what);
+    if (sl_json_encode_sorted(L, v, &b, err, sizeof(err))) {
+        sl_buf_adds(&b, "{\"unencodable\":");
+        sl_step_json_str(L, &b, err, strlen(err));
+        sl_buf_adds(&b, "}");
+    }
+    sl_buf_adds(&b, "}\n");
+    fputs(sl_buf_cstr(&b), t);
+    sl_buf_free(&b);
+    lua_settop(L, v - 1);
+}
+
+/* Traces json (a step's own JSON text) as the value of what. */
+static void trace_line(struct record *rec, const char *part, const char *step,
+                       const char *what, const char *json_value) {
+    if (!rec->pl->conf.trace) return;
+    lua_State *L = sl_rules_state(rec->rules);
+    char err[256];
+    if (sl_json_decode(L, json_value, strlen(json_value), err, sizeof(err)))
+        lua_pushstring(L, json_value);
+    trace_top(rec, part, step, what, NULL, NULL);
 }
 
 void sl_pipeline_trace(struct sl_pipeline_ctx *p, const char *what, const char *json) {
     struct ctx *c = ctx_of(p);
-    trace_line(c->rec, c->rec->pl->steps[p->step].name, what, json);
+    trace_line(c->rec, c->part, c->rec->pl->steps[p->step].name, what, json);
 }
 
 /* ==================== Dead letters ==================== */
@@ -192,6 +252,8 @@ static void dead_letter(struct ctx *c, const char *step, const char *error, cons
     struct dl_op *op = sl_calloc(1, sizeof(*op));
     sl_metrics_inc("sluice_dead_letters_total", NULL, 1);
     count_step(step, "sluice_step_dead_letters_total", NULL);
+    if (c->rec->pl->conf.on_dead_letter)
+        c->rec->pl->conf.on_dead_letter(c->rec->pl->conf.arg, c->rec->in, step, error);
     op->c = c;
     op->step = sl_strdup(step);
     op->error = sl_strdup(error);
@@ -217,7 +279,7 @@ static void dead_letter_send(struct dl_op *op) {
                          &dl);
     pl->buf = dl.json;   /* the scratch buffer, grown */
     if (!pl->conf.producer) {
-        trace_line(rec, op->step, "dead_letter", sl_buf_cstr(&pl->buf));
+        trace_line(rec, op->c->part, op->step, "dead_letter", sl_buf_cstr(&pl->buf));
         dead_letter_done(op, NULL, -1, -1);
         return;
     }
@@ -283,31 +345,61 @@ static void count_filtered(struct step *s, const char *reason) {
     sl_metrics_add(m->filtered[m->nreasons++], 1);
 }
 
-/* Counts and traces a context a step filtered out. */
-static void filtered(struct ctx *c, struct step *s, const char *reason) {
-    count_filtered(s, reason);
-    if (c->rec->pl->conf.trace) {
-        char q[80];
-        snprintf(q, sizeof(q), "\"%s\"", reason);
-        trace_line(c->rec, s->name, "filtered", q);
+/* Pushes the copy of context table idx that the trace shows: its
+ * variables (input only when with_input), kafka without the timestamp. */
+static void push_traced(lua_State *L, int idx, bool with_input) {
+    lua_newtable(L);                                         /* t */
+    lua_pushnil(L);                                          /* t nil */
+    while (lua_next(L, idx)) {                               /* t k v */
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        if (!k || (!with_input && !strcmp(k, "input"))) {
+            lua_pop(L, 1);
+            continue;
+        }
+        if (!strcmp(k, "kafka") && lua_istable(L, -1)) {
+            int kt = lua_gettop(L);
+            lua_newtable(L);                                 /* t k v v' */
+            lua_pushnil(L);
+            while (lua_next(L, kt)) {                        /* t k v v' kk kv */
+                if (lua_type(L, -2) == LUA_TSTRING && !strcmp(lua_tostring(L, -2), "timestamp")) {
+                    lua_pop(L, 1);
+                    continue;
+                }
+                lua_pushvalue(L, -2);
+                lua_insert(L, -2);
+                lua_rawset(L, -4);                           /* t k v v' kk */
+            }
+            lua_remove(L, -2);                               /* t k v' */
+        }
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);                                   /* t k k v */
+        lua_rawset(L, -4);                                   /* t k */
     }
 }
 
-static void trace_ctx(struct record *rec, const char *step, int ref) {
+/* Traces the context ref after step: {"ctx":...}, or with reason the
+ * context it dropped, input included: {"filtered":REASON,"ctx":...}. */
+static void trace_ctx(struct record *rec, const char *part, const char *step, int ref,
+                      const char *reason) {
     if (!rec->pl->conf.trace) return;
     lua_State *L = sl_rules_state(rec->rules);
-    char err[256];
-    struct sl_buf b = {0};
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-    if (sl_step_encode_vars(L, lua_gettop(L), &b, err, sizeof(err))) {
-        sl_buf_reset(&b);
-        sl_step_json_str(L, &b, err, strlen(err));
-        trace_line(rec, step, "unencodable", sl_buf_cstr(&b));
-    } else {
-        trace_line(rec, step, "ctx", sl_buf_cstr(&b));
+    struct sl_buf q = {0};
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);                  /* ctx */
+    if (!lua_istable(L, -1)) {                               /* a rejected record */
+        lua_pop(L, 1);
+        lua_newtable(L);
     }
-    lua_pop(L, 1);
-    sl_buf_free(&b);
+    push_traced(L, lua_gettop(L), reason != NULL);           /* ctx t */
+    lua_remove(L, -2);                                       /* t */
+    if (reason) sl_step_json_str(L, &q, reason, strlen(reason));
+    trace_top(rec, part, step, "ctx", reason ? "filtered" : NULL, sl_buf_cstr(&q));
+    sl_buf_free(&q);
+}
+
+/* Counts and traces a context a step filtered out. */
+static void filtered(struct ctx *c, struct step *s, const char *reason) {
+    count_filtered(s, reason);
+    trace_ctx(c->rec, c->part, s->name, c->pub.ref, reason);
 }
 
 /* version="<rules version>" for the errors counted per rules version. */
@@ -326,13 +418,18 @@ static void fan_out(struct ctx *c, struct step *s, const int *from, size_t n) {
     int *refs = sl_malloc((n + 1) * sizeof(int));  /* from is the step's scratch */
     memcpy(refs, from, n * sizeof(int));
     rec->pending += (int)n;
+    char (*parts)[sizeof(c->part)] = sl_malloc((n + 1) * sizeof(*parts));
     for (size_t i = 0; i < n; i++) {
-        if (!rec->in->restore) count_out(s);
-        trace_ctx(rec, s->name, refs[i]);
+        snprintf(parts[i], sizeof(parts[i]), "%s.%zu", c->part, i + 1);
+        if (!rec->in->restore) {
+            count_out(s);
+            trace_ctx(rec, parts[i], s->name, refs[i], NULL);
+        }
     }
     size_t next = c->pub.step + 1;
     ctx_finish(c);           /* the record is still held by the children */
-    for (size_t i = 0; i < n; i++) run(ctx_new(rec, refs[i], next));
+    for (size_t i = 0; i < n; i++) run(ctx_new(rec, refs[i], next, parts[i]));
+    free(parts);
     free(refs);
 }
 
@@ -350,7 +447,7 @@ static bool settle(struct ctx *c, const struct sl_step_result *res) {
         if (!rec->in->restore) {
             count_out(s);
             if (s->kind->flags & SL_STEP_SINK) rec->sunk = true;
-            else trace_ctx(rec, s->name, c->pub.ref);
+            else trace_ctx(rec, c->part, s->name, c->pub.ref, NULL);
         }
         c->pub.step++;
         return true;
@@ -459,6 +556,12 @@ static int make_ctx(struct record *rec) {
     if (!in->value) lua_pushlightuserdata(L, NULL);
     else if (sl_json_decode(L, in->value, in->len, err, sizeof(err))) {
         sl_metrics_inc("sluice_input_not_json_total", NULL, 1);
+        if (rec->pl->conf.trace) {                             /* ctx */
+            char line[32];
+            lua_pushstring(L, err);                            /* ctx err */
+            snprintf(line, sizeof(line), "%lld", (long long)in->line);
+            trace_top(rec, "", NULL, "not_json", in->line ? "line" : NULL, line);
+        }
         lua_pushlstring(L, in->value, in->len);                /* ctx input */
     }
     lua_setfield(L, -2, "input");                              /* ctx */
@@ -480,13 +583,13 @@ static int make_ctx(struct record *rec) {
 
 void sl_pipeline_push(struct sl_pipeline *pl, struct sl_input *in) {
     struct record *rec = record_new(pl, in);
-    run(ctx_new(rec, make_ctx(rec), 0));
+    run(ctx_new(rec, make_ctx(rec), 0, ""));
 }
 
 void sl_pipeline_reject(struct sl_pipeline *pl, struct sl_input *in,
                         const char *step, const char *why) {
     struct record *rec = record_new(pl, in);
-    dead_letter(ctx_new(rec, LUA_NOREF, 0), step, why, NULL);
+    dead_letter(ctx_new(rec, LUA_NOREF, 0, ""), step, why, NULL);
 }
 
 /* ==================== Pipeline ==================== */

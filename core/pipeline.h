@@ -47,6 +47,7 @@ struct sl_input {
     const void *value;
     size_t len;
     void *owner;             /* the caller's handle, untouched */
+    int64_t line;            /* sluice test: its line in the input file, else 0 */
     bool restore;            /* rebuild window state only: run the steps up to
                                 the last window step, emit and dead-letter
                                 nothing */
@@ -64,6 +65,9 @@ struct sl_pipeline_ctx {
 
 /* The record has finished every step (or was dead-lettered). */
 typedef void sl_pipeline_done_fn(void *arg, struct sl_input *in);
+/* The record is being dead-lettered by step with error (for sluice test). */
+typedef void sl_pipeline_dead_fn(void *arg, const struct sl_input *in, const char *step,
+                                 const char *error);
 /* A sink failed for good: the process must stop without committing. */
 typedef void sl_pipeline_fatal_fn(void *arg, const char *why);
 
@@ -78,6 +82,7 @@ struct sl_pipeline_conf {
     sl_pipeline_done_fn *on_done;
     sl_pipeline_fatal_fn *on_fatal;
     sl_pipeline_done_fn *on_drop;       /* destroy drops a record in flight */
+    sl_pipeline_dead_fn *on_dead_letter; /* may be NULL */
     void *arg;
 };
 
@@ -102,7 +107,8 @@ void sl_pipeline_push(struct sl_pipeline *pl, struct sl_input *in);
  * may resume another context it held, e.g. one a newer one supersedes).
  * The context goes on, ends or is dead-lettered as if start had set res. */
 void sl_pipeline_resume(struct sl_pipeline_ctx *c, const struct sl_step_result *res);
-/* Writes {"record":N,"step":STEP,"<what>":json} to the trace, if any. */
+/* Writes {"record":N,"step":STEP,"<what>":json} to the trace, if any, with
+ * json's object keys sorted (its text is decoded and encoded again). */
 void sl_pipeline_trace(struct sl_pipeline_ctx *c, const char *what, const char *json);
 
 /* Dead-letters a record without running it (the watchdog's victim). */

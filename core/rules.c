@@ -54,6 +54,30 @@ static int sl_lua_log(lua_State *L) {
     return 0;
 }
 
+/* print() of a rule: a log line (stderr) rate-limited per calling line,
+ * never stdout, where sluice test writes its trace. */
+static int sl_lua_print(lua_State *L) {
+    int n = lua_gettop(L);
+    luaL_Buffer b;
+    lua_Debug ar;
+    char site[128] = "lua";
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar))
+        snprintf(site, sizeof(site), "%s:%d", ar.short_src, ar.currentline);
+    lua_getglobal(L, "tostring");                /* args.. tostring */
+    luaL_buffinit(L, &b);
+    for (int i = 1; i <= n; i++) {
+        lua_pushvalue(L, n + 1);
+        lua_pushvalue(L, i);
+        lua_call(L, 1, 1);                       /* args.. tostring s */
+        if (!lua_isstring(L, -1)) return luaL_error(L, "'tostring' must return a string to 'print'");
+        if (i > 1) luaL_addchar(&b, '\t');
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);                         /* args.. tostring text */
+    sl_log_site(SL_LOG_INFO, "print", site, "%s: %s", site, lua_tostring(L, -1));
+    return 0;
+}
+
 static const luaL_Reg sluice_lib[] = {
     {"json_decode", sl_lua_json_decode},
     {"json_encode", sl_lua_json_encode},
@@ -78,6 +102,8 @@ static void open_sluice(lua_State *L, const char *version) {
     lua_setfield(L, -2, "version");
     lua_setfield(L, -2, "sluice");               /* package loaded */
     lua_pop(L, 2);
+    lua_pushcfunction(L, sl_lua_print);
+    lua_setglobal(L, "print");
 }
 
 /* ==================== Version ==================== */
@@ -145,6 +171,35 @@ static void rules_version(const struct sl_config *cf, char out[17]) {
 
 /* ==================== Loading ==================== */
 
+/* Writes the error of loading step s's module from require's message m on
+ * one line, file:line first when it has one (editors jump to it):
+ * "f.lua:8: 'then' expected near 'x' (step S: error loading module M)",
+ * else "step S: <message>". */
+static void load_error(char *err, size_t errlen, const struct sl_step_conf *s,
+                       const char *module, const char *m) {
+    char msg[SL_ERRLEN];
+    size_t j = 0;
+    const char *lead = m ? m : "(no message)", *p;
+    bool loading = !strncmp(lead, "error loading module ", 21) && strchr(lead, '\n');
+    if (loading) lead = strchr(lead, '\n') + 1;
+    for (p = lead; *p && j + 2 < sizeof(msg); p++) {
+        if (*p == '\n') { msg[j++] = ';'; msg[j++] = ' '; }
+        else if (*p != '\t') msg[j++] = *p;
+    }
+    msg[j] = '\0';
+    /* "path:digits:" at the start */
+    p = msg + strcspn(msg, ": ");
+    bool has_line = p > msg && *p == ':' && p[1] >= '0' && p[1] <= '9';
+    if (has_line) {
+        for (p++; *p >= '0' && *p <= '9'; p++) {}
+        has_line = *p == ':';
+    }
+    if (has_line && loading)
+        sl_errf(err, errlen, "%s (step %s: error loading module %s)", msg, s->name, module);
+    else if (has_line) sl_errf(err, errlen, "%s (step %s, module %s)", msg, s->name, module);
+    else sl_errf(err, errlen, "step %s: %s", s->name, msg);
+}
+
 /* A table raised by a rule (a failure object) is handed back as it is, so
  * the step can read it; any other error gets its traceback. */
 static int traceback(lua_State *L) {
@@ -184,14 +239,7 @@ static int load_step(struct sl_rules *r, size_t i, char *err, size_t errlen) {
     if (rc) {
         /* require's message spans lines ("error loading module m from file
          * f:\n\tf:3: msg"): one line keeps file:line greppable in logs. */
-        char msg[SL_ERRLEN];
-        size_t j = 0;
-        for (const char *p = lua_tostring(L, -1); p && *p && j + 2 < sizeof(msg); p++) {
-            if (*p == '\n') { msg[j++] = ';'; msg[j++] = ' '; }
-            else if (*p != '\t') msg[j++] = *p;
-        }
-        msg[j] = '\0';
-        sl_errf(err, errlen, "step %s: %s", s->name, msg);
+        load_error(err, errlen, s, s->module, lua_tostring(L, -1));
         goto done;
     }
     if (!lua_istable(L, -1)) {
@@ -235,8 +283,7 @@ static int load_rule_fns(struct sl_rules *r, size_t i, char *err, size_t errlen)
         lua_getglobal(L, "require");                      /* require */
         lua_pushstring(L, module);                         /* require module */
         if (lua_pcall(L, 1, 1, 0)) {                       /* mod|err */
-            sl_errf(err, errlen, "step %s: %s", s->name, lua_tostring(L, -1));
-            for (char *p = err; *p; p++) if (*p == '\n' || *p == '\t') *p = ' ';
+            load_error(err, errlen, s, module, lua_tostring(L, -1));
             lua_settop(L, top);
             return SL_ERR;
         }
@@ -407,6 +454,58 @@ int sl_rules_pcall(struct sl_rules *r, size_t step, int nargs, int nresults, con
     return rc ? SL_ERR : SL_OK;
 }
 
+/* A context is a table carrying its record's kafka metadata table (the
+ * core builds every context with input and kafka; a rule returns ctx or a
+ * table built from it). A table without kafka is a rule's mistake, such as
+ * returning ctx.product: an error naming the step, not a silent
+ * missing_key at the next step. input may be dropped on purpose. */
+static bool is_context(lua_State *L, int idx) {
+    lua_getfield(L, idx, "kafka");
+    bool ok = lua_istable(L, -1);
+    lua_pop(L, 1);
+    return ok;
+}
+
+/* Appends a short rendering of the value at idx: a string quoted, a table
+ * as JSON (or its keys when it cannot be encoded), cut at SL_RULES_SHOW. */
+#define SL_RULES_SHOW 120 /* Bytes of a wrong return value shown in its error. */
+static void show_value(lua_State *L, int idx, struct sl_buf *b) {
+    struct sl_buf t = {0};
+    char err[64];
+    if (lua_type(L, idx) == LUA_TSTRING || lua_istable(L, idx)) {
+        if (sl_json_encode_sorted(L, idx, &t, err, sizeof(err))) sl_buf_adds(&t, "(not encodable)");
+    } else {
+        lua_getglobal(L, "tostring");
+        lua_pushvalue(L, idx);
+        if (!lua_pcall(L, 1, 1, 0) && lua_isstring(L, -1)) sl_buf_adds(&t, lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    if (t.len > SL_RULES_SHOW) sl_buf_printf(b, "%.*s...", SL_RULES_SHOW, t.data);
+    else sl_buf_adds(b, sl_buf_cstr(&t));
+    sl_buf_free(&t);
+}
+
+/* Writes the error of a wrong return value at idx: the step function's
+ * file:line first (editors jump to it), the step, the value's type and a
+ * short rendering; item > 0 names a list item. */
+static void bad_return(struct sl_rules *r, size_t step, int idx, size_t item,
+                       struct sl_buf *out) {
+    lua_State *L = r->L;
+    lua_Debug ar;
+    const struct sl_step_conf *s = &r->cf->steps[step];
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn_refs[step]);
+    if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0)
+        sl_buf_printf(out, "%s:%d: ", ar.short_src, ar.linedefined);
+    sl_buf_printf(out, "step %s (%s.%s) must return a context, nil and a reason, or a list of "
+                  "contexts; it returned ", s->name, s->module, s->fn);
+    if (item) sl_buf_printf(out, "a list whose item %zu is ", item);
+    if (lua_istable(L, idx))
+        sl_buf_adds(out, "a table that is not a context (it has no kafka table: return ctx, "
+                    "or a table built from it): ");
+    else sl_buf_printf(out, "a %s: ", luaL_typename(L, idx));
+    show_value(L, idx, out);
+}
+
 enum sl_rules_result sl_rules_call(struct sl_rules *r, size_t step, int *ctx_ref,
                                    const char *what, struct sl_rules_out *out) {
     lua_State *L = r->L;
@@ -439,6 +538,10 @@ enum sl_rules_result sl_rules_call(struct sl_rules *r, size_t step, int *ctx_ref
         int many = !lua_isnil(L, -1);
         lua_pop(L, 1);
         if (!many) {
+            if (!is_context(L, -2)) {
+                bad_return(r, step, lua_gettop(L) - 1, 0, &out->error);
+                goto done;
+            }
             luaL_unref(L, LUA_REGISTRYINDEX, *ctx_ref);
             lua_pushvalue(L, -2);
             *ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -449,10 +552,8 @@ enum sl_rules_result sl_rules_call(struct sl_rules *r, size_t step, int *ctx_ref
         out->refs = sl_realloc(out->refs, (n + 1) * sizeof(int));
         for (size_t i = 1; i <= n; i++) {
             lua_rawgeti(L, -2, (int)i);
-            if (!lua_istable(L, -1)) {
-                sl_buf_printf(&out->error, "step %s returned a list whose item %zu is a %s, "
-                              "not a context table", r->cf->steps[step].name, i,
-                              luaL_typename(L, -1));
+            if (!lua_istable(L, -1) || !is_context(L, -1)) {
+                bad_return(r, step, lua_gettop(L), i, &out->error);
                 lua_pop(L, 1);
                 for (size_t j = 0; j < out->nrefs; j++) luaL_unref(L, LUA_REGISTRYINDEX, out->refs[j]);
                 out->nrefs = 0;
@@ -466,9 +567,7 @@ enum sl_rules_result sl_rules_call(struct sl_rules *r, size_t step, int *ctx_ref
         sanitize_reason(reason ? reason : "filtered", out->reason, sizeof(out->reason));
         res = SL_RULES_FILTERED;
     } else {
-        sl_buf_printf(&out->error, "step %s must return a context, nil and a reason, or a "
-                      "list of contexts; it returned a %s", r->cf->steps[step].name,
-                      luaL_typename(L, -2));
+        bad_return(r, step, lua_gettop(L) - 1, 0, &out->error);
     }
 done:
     lua_settop(L, top);

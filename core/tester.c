@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "tester.h"
 #include "config.h"
+#include "json.h"
 #include "metrics.h"
 #include "pipeline.h"
 #include "rules.h"
@@ -10,6 +11,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <lauxlib.h>
 
 /* Loads the config and builds its rules VM, or prints why not. */
 static int load(const char *config_file, struct sl_config **cf, struct sl_rules **r) {
@@ -37,6 +40,41 @@ int sl_tester_check(const char *config_file) {
     sl_rules_release(r);
     sl_config_destroy(cf);
     return 0;
+}
+
+/* What went wrong in a run: dead letters per step, the first error. */
+struct outcome {
+    struct { char step[64]; size_t n; } steps[16];
+    size_t nsteps;
+    size_t dead, not_json;
+    int64_t first_line;          /* input line of the first dead letter */
+    char first_step[64];
+    char first_error[512];       /* its error, first line */
+};
+
+static void on_dead_letter(void *arg, const struct sl_input *in, const char *step,
+                           const char *error) {
+    struct outcome *o = arg;
+    size_t i = 0;
+    if (!o->dead++) {
+        o->first_line = in->line;
+        snprintf(o->first_step, sizeof(o->first_step), "%s", step);
+        snprintf(o->first_error, sizeof(o->first_error), "%.*s", (int)strcspn(error, "\n"), error);
+    }
+    while (i < o->nsteps && strcmp(o->steps[i].step, step)) i++;
+    if (i == o->nsteps && i < sizeof(o->steps) / sizeof(o->steps[0]))
+        snprintf(o->steps[o->nsteps++].step, sizeof(o->steps[0].step), "%s", step);
+    if (i < o->nsteps) o->steps[i].n++;
+}
+
+/* The summary on stderr of a run that dead-lettered records. */
+static void report(const struct outcome *o, int64_t lines) {
+    fprintf(stderr, "sluice test: %zu of %lld record(s) dead-lettered (", o->dead,
+            (long long)lines);
+    for (size_t i = 0; i < o->nsteps; i++)
+        fprintf(stderr, "%sstep %s: %zu", i ? ", " : "", o->steps[i].step, o->steps[i].n);
+    fprintf(stderr, ")\nfirst: line %lld, step %s: %s\n", (long long)o->first_line,
+            o->first_step, o->first_error);
 }
 
 static void nothing_fatal(void *arg, const char *why) {
@@ -72,18 +110,28 @@ static int check_stubs(const struct sl_config *cf, const char *const *stubs, siz
 }
 
 int sl_tester_run(const char *config_file, const char *input, FILE *out, bool summary,
-                  const char *const *stubs, size_t nstubs) {
+                  const char *const *stubs, size_t nstubs, bool allow_errors) {
     int status = 1;
+    struct outcome o = {0};
     FILE *in = NULL;
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
     int64_t lineno = 0;
+    char err[256];
+    lua_State *J = NULL;                     /* checks that each line is JSON */
     struct sl_pipeline *pl = NULL;
     struct sl_config *cf;
     struct sl_rules *r;
 
     if (load(config_file, &cf, &r)) return 1;
+    J = luaL_newstate();
+    if (!J) {
+        fprintf(stderr, "sluice test: cannot create a Lua state\n");
+        sl_rules_release(r);
+        goto done;
+    }
+    sl_json_init(J);
     if (check_stubs(cf, stubs, nstubs)) {
         sl_rules_release(r);
         goto done;
@@ -95,7 +143,8 @@ int sl_tester_run(const char *config_file, const char *input, FILE *out, bool su
         goto done;
     }
     struct sl_pipeline_conf pc = {.cf = cf, .trace = summary ? NULL : out,
-                                  .on_fatal = nothing_fatal, .stubs = stubs, .nstubs = nstubs};
+                                  .on_fatal = nothing_fatal, .stubs = stubs, .nstubs = nstubs,
+                                  .on_dead_letter = on_dead_letter, .arg = &o};
     int64_t t0 = sl_mono_ms();
     pl = sl_pipeline_create(&pc, r);          /* r is now owned by the pipeline */
     while ((n = getline(&line, &cap, in)) >= 0) {
@@ -104,8 +153,13 @@ int sl_tester_run(const char *config_file, const char *input, FILE *out, bool su
         if (n == 0) continue;
         struct sl_input rec = {
             .topic = cf->kafka.input[0], .partition = 0, .offset = lineno - 1,
-            .timestamp = sl_now_ms(), .value = line, .len = (size_t)n,
+            .timestamp = sl_now_ms(), .value = line, .len = (size_t)n, .line = lineno,
         };
+        if (sl_json_decode(J, line, (size_t)n, err, sizeof(err))) {
+            o.not_json++;
+            fprintf(stderr, "%s:%lld: not JSON: %s\n", input, (long long)lineno, err);
+        }
+        lua_settop(J, 0);
         sl_pipeline_push(pl, &rec);
         if (!summary) fflush(out);
     }
@@ -117,8 +171,11 @@ int sl_tester_run(const char *config_file, const char *input, FILE *out, bool su
                 (long long)(sl_mono_ms() - t0), b.data ? b.data : "");
         sl_buf_free(&b);
     }
-    status = 0;
+    if (o.dead) report(&o, lineno);
+    status = o.dead && !allow_errors ? 1 : 0;
 done:
+    sl_log_flush(1);
+    if (J) lua_close(J);
     free(line);
     if (in && in != stdin) fclose(in);
     sl_pipeline_destroy(pl);

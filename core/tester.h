@@ -2,8 +2,9 @@
  *
  * check loads a config and compiles every rule. test runs each line of a
  * JSON-lines file through the steps without Kafka and prints, per record and
- * step, one JSON line with the context after it, the filter reason or the
- * error. Uses config.c, rules.c, pipeline.c. */
+ * step, one JSON line with the context after it, the filter reason and the
+ * context dropped, or the error (pipeline.h: keys sorted, no wall-clock
+ * fields, so the same input gives the same bytes). Uses config.c, rules.c, pipeline.c. */
 #ifndef SL_TESTER_H
 #define SL_TESTER_H
 
@@ -19,8 +20,12 @@ int sl_tester_check(const char *config_file);
  * or with summary only the counts per step and reason at the end. HTTP
  * steps send nothing: stubs ("STEP=FILE", a JSON file {status, headers,
  * body}) answer them, else their request is traced and the context stops.
- * Returns 0, or 1 when the config, the input or a stub cannot be read. */
+ * Lines that are not JSON are reported on stderr (file:line) and in the
+ * trace, and run with the raw text as input, as the worker does. Returns 1
+ * when the config, the input or a stub cannot be read, or when a record was
+ * dead-lettered (then a summary goes to stderr: per step how many, the first
+ * error with its line) unless allow_errors; else 0. */
 int sl_tester_run(const char *config_file, const char *input, FILE *out, bool summary,
-                  const char *const *stubs, size_t nstubs);
+                  const char *const *stubs, size_t nstubs, bool allow_errors);
 
 #endif

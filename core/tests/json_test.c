@@ -257,6 +257,20 @@ static void test_values(void) {
          lua_type(L, -1) == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL);
     lua_settop(L, top);
 
+    {
+        static const char text[] = "{\"zz\":1,\"b\":{\"y\":[{\"q\":1,\"a\":2}],\"x\":null},"
+                                   "\"a\":\"s\",\"ab\":true,\"B\":2}";
+        struct sl_buf out = {0};
+        int ok = sl_json_decode(L, text, sizeof(text) - 1, err, sizeof(err)) == SL_OK &&
+                 sl_json_encode_sorted(L, -1, &out, err, sizeof(err)) == SL_OK;
+        TEST("sorted encoding writes every object's keys in byte order",
+             ok && !strcmp(sl_buf_cstr(&out), "{\"B\":2,\"a\":\"s\",\"ab\":true,"
+                           "\"b\":{\"x\":null,\"y\":[{\"a\":2,\"q\":1}]},\"zz\":1}") &&
+             lua_gettop(L) == top + 1);
+        sl_buf_free(&out);
+        lua_settop(L, top);
+    }
+
     TEST("ms timestamp decodes exactly",
          sl_json_decode(L, "1795667676496", 13, err, sizeof(err)) == SL_OK &&
          lua_tonumber(L, -1) == 1795667676496.0);

@@ -86,7 +86,7 @@ int main(void) {
     fflush(t);
     TEST("resumed with next, the context goes on to the next step and the record is done",
          done == 1 && sl_pipeline_inflight(pl) == 0 && trace &&
-         strstr(trace, "\"step\":\"after\",\"produce\":{\"topic\":\"out\""));
+         strstr(trace, "\"step\":\"after\",\"produce\":{") && strstr(trace, "\"topic\":\"out\""));
 
     sl_pipeline_push(pl, &in);
     answer(SL_STEP_FILTERED, "too_slow");
@@ -98,8 +98,8 @@ int main(void) {
     answer(SL_STEP_ERROR, "status 500");
     fflush(t);
     TEST("resumed with an error, the record is dead-lettered with step and error",
-         done == 3 && strstr(trace, "\"dead_letter\":") &&
-         strstr(trace, "\"step\":\"kafka1\",\"error\":\"status 500\""));
+         done == 3 && strstr(trace, "{\"error\":\"status 500\",\"record\":3,\"step\":\"kafka1\","
+                             "\"dead_letter\":{\"error\":\"status 500\","));
 
     sl_pipeline_push(pl, &in);
     sl_pipeline_swap_rules(pl, sl_rules_create(cf, err, sizeof(err)));

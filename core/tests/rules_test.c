@@ -42,6 +42,8 @@ static int new_ctx(struct sl_rules *r) {
     lua_newtable(L);
     lua_pushstring(L, "v");
     lua_setfield(L, -2, "x");
+    lua_newtable(L);                             /* every context has its kafka metadata */
+    lua_setfield(L, -2, "kafka");
     return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
@@ -58,7 +60,7 @@ int main(void) {
         "local M = {}\n"
         "function M.pass(ctx) ctx.y = 1; return ctx end\n"
         "function M.drop(ctx) return nil, 'not wanted!' end\n"
-        "function M.split(ctx) return { { a = 1 }, { a = 2 } } end\n"
+        "function M.split(ctx) return { { a = 1, kafka = ctx.kafka }, { a = 2, kafka = ctx.kafka } } end\n"
         "function M.boom(ctx)\n  error('kaput')\nend\n"
         "function M.spin(ctx) jit.off(true, true); local n = 0; while true do n = n + 1 end end\n"
         "function M.bad(ctx) return 42 end\n"
@@ -98,7 +100,9 @@ int main(void) {
 
     TEST("a bad return value is an error naming the step",
          sl_rules_call(r, 5, &ref, "t/0/0", &out) == SL_RULES_ERROR &&
-         strstr(sl_buf_cstr(&out.error), "step bad must return"));
+         strstr(sl_buf_cstr(&out.error), "steps.lua:9: step bad (t.steps.bad) must return") &&
+         strncmp(sl_buf_cstr(&out.error), "step ", 5) &&
+         strstr(sl_buf_cstr(&out.error), "it returned a number: 42"));
 
     /* Version: content changes it, an unchanged reload keeps it. */
     char v1[17];

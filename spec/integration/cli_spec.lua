@@ -58,6 +58,20 @@ describe("sluice check", function()
     assert.matches("'then' expected", out .. err, 1, true)
   end)
 
+  it("leads the error of a rule that does not compile or fails to load with file:line:", function()
+    local _, out, err = sluice("check -c " .. FIX .. "broken-rule.lua")
+    assert.matches("^%S*rules%-broken/itest/broken%.lua:8: [^\n]*'then' expected"
+      .. "[^\n]*%(step [^\n]*module itest%.broken%)", out .. err)
+    assert.is_nil((out .. err):match("^step "), "not led by the step name")
+    os.execute("mkdir -p " .. H.q(dir .. "/rules-top/itest"))
+    H.write(dir .. "/rules-top/itest/top.lua", "local M = {}\nlocal y\ny.z = 1\nreturn M\n")
+    H.write(dir .. "/top.lua", string.format('return { rules = { path = %q }, pipeline = { { lua = "itest.top" } } }',
+      dir .. "/rules-top"))
+    local rc, o2, e2 = sluice("check -c " .. H.q(dir .. "/top.lua"))
+    assert.are.equal(1, rc)
+    assert.matches("^%S*rules%-top/itest/top%.lua:3: attempt to index", o2 .. e2)
+  end)
+
   it("exits 1 on a config value of the wrong kind, naming the key path", function()
     local rc, out, err = sluice("check -c " .. FIX .. "bad-window.lua")
     assert.are.equal(1, rc)
@@ -121,12 +135,16 @@ describe("sluice test", function()
     for _, l in ipairs(lines) do
       assert.is_number(l.record)
       assert.is_string(l.step)
+      assert.is_nil(l.ctx and l.ctx.kafka and l.ctx.kafka.timestamp, "no wall-clock field in the trace")
       if l.produce then produced[#produced + 1] = l end
       if l.filtered then filtered[#filtered + 1] = l end
-      if l.ctx then assert.is_nil(l.ctx.input, "ctx is traced without input") end
+      if l.ctx and not l.filtered then assert.is_nil(l.ctx.input, "ctx is traced without input") end
     end
     assert.are.equal(1, #filtered, "the /collections/all view is filtered")
-    assert.are.same({ record = 1, step = "extract", filtered = "not_a_product_url" }, filtered[1])
+    assert.are.equal(1, filtered[1].record)
+    assert.are.equal("extract", filtered[1].step)
+    assert.are.equal("not_a_product_url", filtered[1].filtered)
+    assert.are.same(cjson.decode(values[1]), filtered[1].ctx.input, "the filtered line shows the context it dropped")
     assert.are.equal(4, #produced, "4 product views produced")
     for i, p in ipairs(produced) do
       local ev = recs[i + 1].events[1]
@@ -140,13 +158,21 @@ describe("sluice test", function()
     end
   end)
 
-  it("shows the dead letter of a rule that raises and goes on with the next record", function()
+  it("shows the dead letter of a rule that raises, goes on with the next record and exits 1", function()
     local boom, ok = H.page_view(5, { slug = "boom-bag" }), H.page_view(6)
     H.write(dir .. "/boom.jsonl", boom.value .. "\n" .. ok.value .. "\n")
     local rc, out, err = sluice("test -c " .. FIX .. "good.lua -i " .. H.q(dir .. "/boom.jsonl"))
-    assert.are.equal(0, rc, "stderr: " .. err)
+    assert.are.equal(1, rc, "exit 1 when a record was dead-lettered; stderr: " .. err)
+    assert.matches("1 of 2 record(s) dead-lettered (step guard: 1)", err, 1, true)
+    assert.matches("first: line 1, step guard: [^\n]*guard%.lua:6: guard: cannot handle", err)
+    assert.matches('^{"error":"[^"]*guard%.lua:6: guard: cannot handle[^"]*","record":1,"step":"guard",', out)
+    assert.is_nil(out:match("^[^\n]*stack traceback[^\n]*\"record\""), "the line's error has no traceback")
+    local rc2, out2 = sluice("test --allow-errors -c " .. FIX .. "good.lua -i " .. H.q(dir .. "/boom.jsonl"))
+    assert.are.equal(0, rc2, "--allow-errors exits 0")
+    assert.are.equal(out, out2, "the same trace")
     local lines = trace(out)
     local d = lines[1]
+    assert.matches("^%S+guard%.lua:6: guard: cannot handle", d.error)
     assert.are.equal(1, d.record)
     assert.are.equal("guard", d.step)
     assert.is_table(d.dead_letter, "record 1 is dead-lettered: " .. out)
@@ -196,6 +222,100 @@ return { rules = { path = "lua" }, pipeline = {
     assert.matches('sluice_window_entries{step="window"} 2\n', out, 1, true)
   end)
 
+  it("exits 0 with nothing on stderr when no record is dead-lettered", function()
+    H.write(dir .. "/fine.jsonl", H.page_view(9).value .. "\n" .. H.page_view(10).value .. "\n")
+    local rc, out, err = sluice("test -c " .. FIX .. "good.lua -i " .. H.q(dir .. "/fine.jsonl"))
+    assert.are.equal(0, rc, err)
+    assert.are.equal("", err, "stderr is empty")
+    assert.matches('"produce"', out, 1, true)
+  end)
+
+  it("gives a byte-identical trace on two runs, object keys sorted", function()
+    local recs = H.tracker_records("post-pageviews.requests.jsonl")
+    local values = {}
+    for i, r in ipairs(recs) do values[i] = r.value end
+    values[#values + 1] = H.page_view(5, { slug = "boom-bag" }).value
+    H.write(dir .. "/golden.jsonl", table.concat(values, "\n") .. "\n")
+    local cmd = "test --allow-errors -c " .. FIX .. "good.lua -i " .. H.q(dir .. "/golden.jsonl")
+    local _, a = sluice(cmd)
+    H.sleep(0.05)
+    local _, b = sluice(cmd)
+    assert.is_true(#a > 1000, "a trace: " .. a)
+    assert.are.equal(a, b, "the two traces are byte-identical")
+    -- every object's keys sorted, as lua/sluice/init.lua encodes
+    local sluice_json = require "sluice"
+    for line in a:gmatch("[^\n]+") do
+      local v = cjson.decode(line)
+      for _, k in ipairs({ "ctx", "produce", "dead_letter" }) do
+        if type(v[k]) == "table" then
+          local text = line:match('"' .. k .. '":(.*)}$')
+          if k == "ctx" and v.filtered == nil or k ~= "ctx" then
+            assert.are.equal(sluice_json.json_encode(v[k]), text, "sorted " .. k .. " in " .. line)
+          end
+        end
+      end
+    end
+  end)
+
+  it("reports a line that is not JSON with its line number, and prints of rules on stderr", function()
+    os.execute("mkdir -p " .. H.q(dir .. "/rules-print/itest"))
+    H.write(dir .. "/rules-print/itest/noisy.lua", [[
+local M = {}
+function M.noisy(ctx)
+  print("noisy saw", type(ctx.input))
+  if type(ctx.input) ~= "table" then return nil, "not_a_table" end
+  return { { input = ctx.input, kafka = ctx.kafka, n = 1 }, { input = ctx.input, kafka = ctx.kafka, n = 2 } }
+end
+return M
+]])
+    H.write(dir .. "/print.lua", string.format(
+      'return { rules = { path = %q }, pipeline = { { lua = "itest.noisy" } } }', dir .. "/rules-print"))
+    H.write(dir .. "/mixed.jsonl", '{"a":1}\nthis is not json\n')
+    local rc, out, err = sluice("test -c " .. H.q(dir .. "/print.lua") .. " -i " .. H.q(dir .. "/mixed.jsonl"))
+    assert.are.equal(0, rc, err)
+    assert.is_nil(out:find("noisy saw", 1, true), "print() is not in the trace")
+    assert.matches("noisy%.lua:3: noisy saw\ttable", err)
+    assert.matches("mixed.jsonl:2: not JSON", err, 1, true)
+    local lines = trace(out)
+    assert.are.equal("1.1", lines[1].record, "split contexts carry an index")
+    assert.are.equal(1, lines[1].ctx.n)
+    assert.are.equal("1.2", lines[2].record)
+    assert.are.equal(2, lines[3].record)
+    assert.are.equal(2, lines[3].line)
+    assert.is_string(lines[3].not_json)
+    assert.are.equal("not_a_table", lines[4].filtered)
+    assert.are.equal("this is not json", lines[4].ctx.input)
+  end)
+
+  it("names the step function's file:line, the type and the value of a wrong return", function()
+    os.execute("mkdir -p " .. H.q(dir .. "/rules-ret/itest"))
+    H.write(dir .. "/rules-ret/itest/ret.lua", [[
+local M = {}
+function M.str() return "abc" end
+function M.sub(ctx) ctx.product = { slug = "x" } return ctx.product end
+function M.item(ctx) return { ctx, 7 } end
+return M
+]])
+    H.write(dir .. "/one-ret.jsonl", '{"a":1}\n')
+    local want = {
+      str = { 2, 'it returned a string: "abc"' },
+      sub = { 3, 'it returned a table that is not a context (it has no kafka table: return ctx, '
+        .. 'or a table built from it): {"slug":"x"}' },
+      item = { 4, "it returned a list whose item 2 is a number: 7" },
+    }
+    for fn, w in pairs(want) do
+      H.write(dir .. "/ret.lua", string.format(
+        'return { rules = { path = %q }, pipeline = { { lua = "itest.ret", fn = %q } } }',
+        dir .. "/rules-ret", fn))
+      local rc, out, err = sluice("test -c " .. H.q(dir .. "/ret.lua") .. " -i " .. H.q(dir .. "/one-ret.jsonl"))
+      assert.are.equal(1, rc, err)
+      local l = cjson.decode(out:match("[^\n]+"))
+      assert.are.equal("ret", l.step, "the step that returned it is named, not the next one: " .. out)
+      assert.matches("^%S*rules%-ret/itest/ret%.lua:" .. w[1] .. ": step ret %(itest%.ret%." .. fn .. "%)", l.error)
+      assert.matches(w[2], l.error, 1, true)
+    end
+  end)
+
   it("exits 1 on a rule that does not compile, naming file:line, and traces nothing", function()
     H.write(dir .. "/one.jsonl", H.page_view(8).value .. "\n")
     local rc, out, err = sluice("test -c " .. FIX .. "broken-rule.lua -i " .. H.q(dir .. "/one.jsonl"))
@@ -209,7 +329,8 @@ describe("--help", function()
   local commands = {
     run = { "-c, --config", "SIGHUP", "SIGTERM", "shutdown_timeout", "70" },
     check = { "-c, --config", "file:line", "exit" },
-    test = { "-c, --config", "-i, --input", "filtered", "dead_letter", "produce" },
+    test = { "-c, --config", "-i, --input", "filtered", "dead_letter", "produce", "--allow-errors",
+             "Exit status" },
     broker = { "--partitions", "--topics", "--brokers", "first line" },
     replay = { "-c, --config", "--dry-run", "dead-letter" },
   }
