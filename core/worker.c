@@ -613,6 +613,7 @@ static int setup(struct worker *w, char *err, size_t errlen) {
         ckc.linger_ms = SL_WORKER_COLLECTOR_LINGER_MS;
         w->cproducer = sl_kafka_producer_create(w->base, &ckc, err, errlen);
         if (!w->cproducer) return SL_ERR;
+        sl_kafka_producer_warm(w->cproducer, cf->collector.topic);
         w->collector = sl_collector_create(w->base, &cc, w->cproducer, err, errlen);
         if (!w->collector) return SL_ERR;
         if (w->recs) sl_collector_set_reader(w->collector, read_recs, w->recs);
