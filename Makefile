@@ -113,7 +113,10 @@ fuzz: $(BUILD)/fuzz/collector_fuzz $(BUILD)/fuzz/admin_fuzz
 bench: sluice $(BENCH_BINS)
 	@./scripts/bench.sh
 
+# The job on embedded defaults; with no MODEL_URL it uses the built-in model,
+# trained first when its file (MODEL_FILE, default .cache/demo/recs.model) is missing.
 run: sluice
+	@[ -n "$${MODEL_URL:-}" ] || ./scripts/demo.sh model
 	./sluice run -c config/recommendations.lua
 
 # The whole loop on one machine: the job on embedded defaults with the built-in

@@ -12,9 +12,18 @@
 --   STORE_REDIS_URL    redis://host:port/db of the store shared by several
 --                      workers (default: in process)
 --
--- The model and the Shopify write run when their variables are set:
---   MODEL_URL          an MLflow scoring server (POST <url>/invocations); unset:
---                      no model step (nor limit and Shopify after it)
+-- The model: the built-in one in process unless MODEL_URL names an MLflow server.
+--   MODEL_FILE         the built-in model's file (default .cache/demo/recs.model,
+--                      which `make run` and `make demo` train when it is missing:
+--                      sluice model gen --seed 1 --out .cache/demo/interactions.tsv
+--                      sluice model train -i .cache/demo/interactions.tsv \
+--                        -c examples/catalog.json -o .cache/demo/recs.model);
+--                      reloaded on SIGHUP (a bad file keeps the model in use)
+--   CATALOG_FILE       the products (default examples/catalog.json): the model
+--                      must have been trained for it; the read API's details
+--   MODEL_LEARN        1: the built-in model also learns from every window
+--                      (in memory; a reload starts again from the file)
+--   MODEL_URL          an MLflow scoring server (POST <url>/invocations) instead
 --   MODEL_AUTH         none | bearer | oauth2 (default: oauth2 when
 --                      MODEL_CLIENT_ID is set, bearer when MODEL_TOKEN is, else none)
 --   MODEL_TOKEN        bearer token (a Databricks personal access token)
@@ -23,6 +32,7 @@
 --   MODEL_SCOPE        OAuth2 scope (default all-apis)
 --   MODEL_FORMAT       dataframe_split (default) | dataframe_records | inputs
 --   MODEL_TIMESTAMPS   string (default, the seed model's signature) | number | none
+-- The Shopify write runs when its variables are set:
 --   SHOPIFY_STORE      https://<shop>.myshopify.com (https:// when no scheme is given)
 --   SHOPIFY_ADMIN_TOKEN  Admin API access token (X-Shopify-Access-Token)
 --   SHOPIFY_API_VERSION  default 2026-07
@@ -37,14 +47,24 @@ end
 local store_url = env("STORE_URL", "http://127.0.0.1:8080")
 local notes = {}
 
--- The model step: an MLflow endpoint when MODEL_URL is set.
+local catalog = env("CATALOG_FILE", "examples/catalog.json")
+
+-- The built-in model, in process: same input and output as the MLflow step.
+local function builtin_step()
+  local file = env("MODEL_FILE", ".cache/demo/recs.model")
+  local learn = env("MODEL_LEARN", "0") == "1"
+  notes[#notes + 1] = "model: built-in, file MODEL_FILE=" .. file
+    .. (learn and ", learning from the stream" or "")
+    .. " (set MODEL_URL for an MLflow scoring server instead)"
+  return { name = "model", model = {
+    kind = "builtin", file = file, catalog = catalog, as = "recommendationsModelOutput",
+    top_n = 20, learn = learn } }
+end
+
+-- The model step: an MLflow endpoint when MODEL_URL is set, else the built-in model.
 local function model_step()
   local url = env("MODEL_URL", nil)
-  if not url then
-    notes[#notes + 1] = "model, limit, shopify: left out (set MODEL_URL to an MLflow scoring "
-      .. "server; the built-in model will become the default)"
-    return nil
-  end
+  if not url or url == "" then return builtin_step() end
   local kind = env("MODEL_AUTH", env("MODEL_CLIENT_ID", nil) and "oauth2"
     or env("MODEL_TOKEN", nil) and "bearer" or "none")
   local auth = { kind = kind }
@@ -93,14 +113,11 @@ local pipeline = {
                     viewTimestamps = { "list", "product.viewTimestamp" } },
       as = "aggregatedProducts", max_entries = 50, max_keys = 1000000 } },
 }
-local model = model_step()
-if model then
-  pipeline[#pipeline + 1] = model
-  -- The first 10 product GIDs of the answer.
-  pipeline[#pipeline + 1] = { lua = "recommendations.limit" }
-  local shopify = shopify_step()
-  if shopify then pipeline[#pipeline + 1] = shopify end
-end
+pipeline[#pipeline + 1] = model_step()
+-- The first 10 product GIDs of the answer.
+pipeline[#pipeline + 1] = { lua = "recommendations.limit" }
+local shopify = shopify_step()
+if shopify then pipeline[#pipeline + 1] = shopify end
 -- The seed's debug record: {userId, product, aggregatedProducts,
 -- recommendationsOutput, sendResult}; variables of steps left out stay absent.
 pipeline[#pipeline + 1] = { lua = "recommendations.record" }
@@ -111,11 +128,18 @@ pipeline[#pipeline + 1] = { name = "debug", kafka = { topic = "shopify-found-rec
 -- GET /recommendations/<visitor id>.
 pipeline[#pipeline + 1] = { name = "store", store = {
   key = "userId", value = "recommendationIds", max_keys = 100000, ttl = "30m",
-  redis = env("STORE_REDIS_URL", nil), catalog = "examples/catalog.json" } }
+  redis = env("STORE_REDIS_URL", nil), catalog = catalog } }
+
+local brokers = env("KAFKA_BROKERS", "embedded")
 
 return {
   kafka = {
-    brokers = env("KAFKA_BROKERS", "embedded"),
+    brokers = brokers,
+    -- The embedded broker answers an empty fetch only after fetch.wait.max.ms
+    -- (librdkafka's mock cluster does not cut the wait short when a record
+    -- arrives): 500 ms by default, most of a page view's latency in the demo.
+    -- A real broker answers as soon as a record arrives, so this is left alone.
+    consumer = brokers == "embedded" and { ["fetch.wait.max.ms"] = "20" } or nil,
     group = env("SLUICE_GROUP", "sluice-recommendations"),
     input = "http.shopify-events",
     dead_letter = "sluice.dead-letter",

@@ -93,6 +93,21 @@ int sl_config_get_int(struct sl_config_cur *c, const char *path, const char *key
     return ret;
 }
 
+int sl_config_get_bool(struct sl_config_cur *c, const char *path, const char *key, bool def,
+                       bool *out) {
+    char p[SL_CONFIG_PATHLEN];
+    int ret = SL_OK;
+    int t = field(c, key);
+    if (t == LUA_TNIL) *out = def;
+    else if (t == LUA_TBOOLEAN) *out = lua_toboolean(c->L, -1);
+    else {
+        sl_config_join(p, path, key);
+        ret = sl_config_fail(c, p, "true or false", -1);
+    }
+    lua_pop(c->L, 1);
+    return ret;
+}
+
 int sl_config_get_duration(struct sl_config_cur *c, const char *path, const char *key,
                         int64_t def, int64_t *out) {
     char p[SL_CONFIG_PATHLEN];

@@ -164,6 +164,9 @@ int sl_config_need_str(struct sl_config_cur *c, const char *path, const char *ke
 /* An integer >= min, def when absent. */
 int sl_config_get_int(struct sl_config_cur *c, const char *path, const char *key,
                       int64_t def, int64_t min, int64_t *out);
+/* true or false, def when absent. */
+int sl_config_get_bool(struct sl_config_cur *c, const char *path, const char *key, bool def,
+                       bool *out);
 /* A duration like "5m" in ms, def when absent. */
 int sl_config_get_duration(struct sl_config_cur *c, const char *path, const char *key,
                            int64_t def, int64_t *out);

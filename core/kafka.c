@@ -201,6 +201,13 @@ void sl_kafka_producer_destroy(struct sl_kafka_producer *p) {
     free(p);
 }
 
+void sl_kafka_producer_warm(struct sl_kafka_producer *p, const char *topic) {
+    /* A new topic object makes librdkafka look its leaders up now; the
+     * object stays with the handle after the application's reference goes. */
+    rd_kafka_topic_t *t = rd_kafka_topic_new(p->rk, topic, NULL);
+    if (t) rd_kafka_topic_destroy(t);
+}
+
 int sl_kafka_produce(struct sl_kafka_producer *p, const char *topic,
                      int32_t partition, const void *key, size_t keylen,
                      const void *value, size_t vallen, int64_t ts_ms,

@@ -45,6 +45,10 @@ struct sl_kafka_producer *sl_kafka_producer_create(struct event_base *base,
  * callbacks are not called any more once destroy begins. NULL does nothing. */
 void sl_kafka_producer_destroy(struct sl_kafka_producer *p);
 
+/* Looks topic's partitions and leaders up now, in the background, so the
+ * first record produced to it does not wait for that (about a second on a
+ * new topic). */
+void sl_kafka_producer_warm(struct sl_kafka_producer *p, const char *topic);
 /* Queues one record. partition -1 lets the partitioner choose from the key
  * (murmur2, as the Java client, so a key always lands in one partition).
  * ts_ms 0 means now. key/value are copied. On SL_OK, cb is called exactly once

@@ -675,6 +675,19 @@ void sl_pipeline_swap_rules(struct sl_pipeline *pl, struct sl_rules *rules) {
     sl_rules_release(old);  /* closed now, or when its last record ends */
 }
 
+int sl_pipeline_reload_files(struct sl_pipeline *pl, char *err, size_t errlen) {
+    int ret = SL_OK;
+    char why[SL_ERRLEN];
+    for (size_t i = 0; i < pl->nsteps; i++) {
+        const struct sl_step_kind *k = pl->steps[i].kind;
+        if (!k->reload || !k->reload(pl->steps[i].state, why, sizeof(why))) continue;
+        if (ret == SL_OK) sl_errf(err, errlen, "%s", why);
+        else sl_log(SL_LOG_ERROR, "pipeline", "reload: %s", why);
+        ret = SL_ERR;
+    }
+    return ret;
+}
+
 const char *sl_pipeline_version(const struct sl_pipeline *pl) {
     return sl_rules_version(pl->rules);
 }

@@ -98,6 +98,10 @@ void sl_pipeline_destroy(struct sl_pipeline *pl);
  * them; records in flight finish on the VM they started on. */
 void sl_pipeline_swap_rules(struct sl_pipeline *pl, struct sl_rules *rules);
 const char *sl_pipeline_version(const struct sl_pipeline *pl);
+/* SIGHUP: every step reloads what it read from files (a built-in model's
+ * file). A step whose file is bad keeps what it has; SL_ERR with err
+ * naming the first such step, file and why (the others are logged). */
+int sl_pipeline_reload_files(struct sl_pipeline *pl, char *err, size_t errlen);
 
 /* Runs one record. Synchronous steps run now; on_done may be called before
  * this returns. */

@@ -5,8 +5,8 @@
  * load reads and checks the kind's part of a step's config table, create
  * makes the step's state for one pipeline, start runs the step on a
  * context, cancel and destroy end it. Each kind lives in its own file
- * (step_lua.c, step_window.c, step_kafka.c, step_http.c, step_model.c) and
- * sl_step_kinds names them;
+ * (step_lua.c, step_window.c, step_kafka.c, step_http.c, step_model.c,
+ * step_builtin.c) and sl_step_kinds names them;
  * adding a kind is a file and a row there.
  *
  * start finishes a context now, by filling in *res, or later: it sets
@@ -97,6 +97,10 @@ typedef void sl_step_drop_fn(void *state, const char *topic, int32_t partition);
 /* True while the step cannot take more contexts without growing without
  * bound (its endpoint's queue is full): the caller stops consuming. */
 typedef bool sl_step_busy_fn(void *state);
+/* SIGHUP: reloads what the step read from files at config load (a model
+ * file). On failure the step keeps what it has: SL_ERR with err naming the
+ * file and why. */
+typedef int sl_step_reload_fn(void *state, char *err, size_t errlen);
 /* How much recent input (ms) rebuilds the step's state for a partition. */
 typedef int64_t sl_step_history_fn(const struct sl_step_conf *s);
 
@@ -117,6 +121,7 @@ struct sl_step_kind {
     sl_step_busy_fn *busy;          /* NULL: never busy */
     sl_step_history_fn *history;    /* NULL: stateless; else restore records run
                                        up to the last such step */
+    sl_step_reload_fn *reload;      /* NULL: nothing read from files */
 };
 
 /* The kinds a config may name, in the order errors list them; NULL-ended. */
@@ -128,6 +133,10 @@ extern const struct sl_step_kind sl_step_kafka;
 extern const struct sl_step_kind sl_step_store;
 extern const struct sl_step_kind sl_step_http;
 extern const struct sl_step_kind sl_step_model;
+/* The model step with model.kind = "builtin" (step_builtin.c): not in
+ * sl_step_kinds, step_model.c's load hands such a step over to it. */
+extern const struct sl_step_kind sl_step_builtin;
+int sl_step_builtin_load(struct sl_config_cur *c, const char *path, struct sl_step_conf *s);
 
 /* ==================== Helpers for kinds ==================== */
 

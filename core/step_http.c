@@ -56,22 +56,6 @@
 
 /* ==================== Config ==================== */
 
-static int get_bool(struct sl_config_cur *c, const char *path, const char *key, bool def,
-                    bool *out) {
-    lua_State *L = sl_config_state(c);
-    char p[SL_CONFIG_PATHLEN];
-    int ret = SL_OK;
-    lua_getfield(L, -1, key);
-    if (lua_isnil(L, -1)) *out = def;
-    else if (lua_isboolean(L, -1)) *out = lua_toboolean(L, -1);
-    else {
-        sl_config_join(p, path, key);
-        ret = sl_config_fail(c, p, "true or false", -1);
-    }
-    lua_pop(L, 1);
-    return ret;
-}
-
 /* A string the config must give, with a hint at the variable it usually
  * comes from. */
 static int need_secret(struct sl_config_cur *c, const char *path, const char *key, char **out) {
@@ -277,7 +261,7 @@ int sl_step_http_load_common(struct sl_config_cur *c, const char *path, struct s
         sl_config_get_str(c, path, "ca_file", NULL, &h->ca_file) ||
         sl_config_get_str(c, path, "as", NULL, &h->as) ||
         load_accept(c, path, h) || load_key(c, path, h) ||
-        get_bool(c, path, "coalesce", true, &h->coalesce) || load_params(c, path, s))
+        sl_config_get_bool(c, path, "coalesce", true, &h->coalesce) || load_params(c, path, s))
         return SL_ERR;
     if (h->timeout_ms > INT32_MAX || h->connect_timeout_ms > INT32_MAX ||
         h->backoff_ms > INT32_MAX || h->backoff_max_ms > INT32_MAX || h->retries > 1000) {

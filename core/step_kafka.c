@@ -63,6 +63,7 @@ static void *create(const struct sl_step_env *env) {
     st->s = &env->cf->steps[env->index];
     st->producer = env->producer;
     st->last = env->index + 1 == env->cf->nsteps;
+    if (st->producer) sl_kafka_producer_warm(st->producer, st->s->topic);
     return st;
 }
 

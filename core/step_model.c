@@ -15,8 +15,11 @@
  * timestamps are handed to input as params.format and params.timestamps.
  * Everything else (auth, timeout, max_in_flight, retries, key, coalesce,
  * accept, headers, params) is the http step's, and so is the machinery:
- * order per key, coalescing, bounds, retries and dead letters. A built-in
- * model will be another kind. */
+ * order per key, coalescing, bounds, retries and dead letters.
+ *
+ * kind "builtin" runs the built-in model in process: its load hands the
+ * step over to step_builtin.c (file, catalog, as, top_n, learn, items,
+ * timestamps), which sets the same variable in the same shape. */
 #define _GNU_SOURCE
 #include "step_http.h"
 
@@ -70,7 +73,7 @@ static int load_conf(struct sl_config_cur *c, const char *path, struct sl_step_c
         "kind", "url", "headers", "auth", "timeout", "connect_timeout", "max_in_flight",
         "max_queued", "retries", "backoff", "backoff_max", "ca_file", "as", "accept", "key",
         "coalesce", "params", "input", "output", "format", "timestamps", NULL};
-    static const char *const kinds[] = {"mlflow", NULL};
+    static const char *const kinds[] = {"mlflow", "builtin", NULL};
     static const char *const formats[] = {"dataframe_split", "dataframe_records", "inputs", NULL};
     static const char *const stamps[] = {"string", "number", "none", NULL};
     lua_State *L = sl_config_state(c);
@@ -80,17 +83,13 @@ static int load_conf(struct sl_config_cur *c, const char *path, struct sl_step_c
 
     sl_config_join(p, path, "model");
     if (sl_config_enter(c, path, "model") != 1) return SL_ERR;
-    if (sl_config_only_keys(c, p, keys) || sl_config_get_str(c, p, "kind", "mlflow", &kind))
-        goto done;
-    if (!strcmp(kind, "builtin")) {
-        char kp[SL_CONFIG_PATHLEN];
-        sl_config_join(kp, p, "kind");
-        lua_pushstring(L, kind);
-        sl_config_fail(c, kp, "\"mlflow\" (the built-in model is not built in yet)", -1);
-        lua_pop(L, 1);
+    if (sl_config_get_str(c, p, "kind", "mlflow", &kind)) goto done;
+    if (!strcmp(kind, "builtin")) {                  /* the step is step_builtin.c's now */
+        ret = sl_step_builtin_load(c, p, s);
         goto done;
     }
-    if (one_of(c, p, "kind", kinds, "\"mlflow\"") ||
+    if (sl_config_only_keys(c, p, keys)) goto done;
+    if (one_of(c, p, "kind", kinds, "\"mlflow\" or \"builtin\"") ||
         one_of(c, p, "format", formats,
                "\"dataframe_split\", \"dataframe_records\" or \"inputs\"") ||
         one_of(c, p, "timestamps", stamps, "\"string\", \"number\" or \"none\""))

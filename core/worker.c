@@ -330,16 +330,27 @@ static void on_rebalance(void *arg, bool assigned, void *parts_) {
 
 /* ==================== Signals ==================== */
 
+/* Counts and keeps a failed part of a reload. */
+static void reload_failed(struct worker *w, const char *err) {
+    sl_metrics_inc("sluice_reloads_total", "result=\"error\"", 1);
+    w->reload_errors++;
+    snprintf(w->reload_error, sizeof(w->reload_error), "%s", err);
+}
+
+/* SIGHUP: the steps' files (a built-in model), then the rules; a part that
+ * fails keeps what it had, the other still swaps. */
 static void on_sighup(evutil_socket_t sig, short what, void *arg) {
     struct worker *w = arg;
     char err[SL_ERRLEN];
     (void)sig; (void)what;
     if (!w->pipeline) return;
+    if (sl_pipeline_reload_files(w->pipeline, err, sizeof(err))) {
+        reload_failed(w, err);
+        sl_log(SL_LOG_ERROR, "worker", "reload failed: %s", err);
+    }
     struct sl_rules *r = sl_rules_create(w->cf, err, sizeof(err));
     if (!r) {
-        sl_metrics_inc("sluice_reloads_total", "result=\"error\"", 1);
-        w->reload_errors++;
-        snprintf(w->reload_error, sizeof(w->reload_error), "%s", err);
+        reload_failed(w, err);
         sl_log(SL_LOG_ERROR, "worker", "reload failed, keeping rules version %s: %s",
                sl_pipeline_version(w->pipeline), err);
         return;
@@ -602,6 +613,7 @@ static int setup(struct worker *w, char *err, size_t errlen) {
         ckc.linger_ms = SL_WORKER_COLLECTOR_LINGER_MS;
         w->cproducer = sl_kafka_producer_create(w->base, &ckc, err, errlen);
         if (!w->cproducer) return SL_ERR;
+        sl_kafka_producer_warm(w->cproducer, cf->collector.topic);
         w->collector = sl_collector_create(w->base, &cc, w->cproducer, err, errlen);
         if (!w->collector) return SL_ERR;
         if (w->recs) sl_collector_set_reader(w->collector, read_recs, w->recs);

@@ -2,7 +2,12 @@
 # bench-pipeline.sh -- records from Kafka through the extract rule to the sink.
 #
 #   scripts/bench-pipeline.sh [N]
+#   STEPS=window scripts/bench-pipeline.sh [N]    extract -> window -> record -> kafka
+#   STEPS=model scripts/bench-pipeline.sh [N]     extract -> window -> model (built-in,
+#       MODEL_FILE, trained by scripts/demo.sh model when missing) -> limit -> record
+#       -> kafka: config/recommendations.lua's job without Shopify
 #
+# With STEPS=window or model the records view products of examples/catalog.json.
 # Starts `sluice broker` (its own process, so its CPU is not counted), loads N
 # realistic tracker records (scripts/gen-events.lua: ~1.4 KB, 10% filtered by
 # the rules) into a topic of 64 partitions (the embedded broker keeps only
@@ -29,9 +34,33 @@ pids="$!"
 for _ in $(seq 50); do [ -s "$tmp/broker.out" ] && break; sleep 0.1; done
 brokers=$(head -n 1 "$tmp/broker.out")
 
-KEYED=1 luajit scripts/gen-events.lua "$N" 10 >"$tmp/events.tsv"
+STEPS=${STEPS:-extract}
+slugs_from=
+case "$STEPS" in
+extract) ;;
+window | model) slugs_from=${CATALOG_FILE:-examples/catalog.json} ;;
+*) echo "bench-pipeline: STEPS must be extract, window or model" >&2; exit 2 ;;
+esac
+if [ "$STEPS" = model ]; then
+    ./scripts/demo.sh model >&2
+fi
+KEYED=1 SLUGS_FROM="$slugs_from" luajit scripts/gen-events.lua "$N" 10 >"$tmp/events.tsv"
 kcat -b "$brokers" -P -t http.shopify-events -K"$(printf "\t")" <"$tmp/events.tsv"
 port=$((20000 + $$ % 20000))
+# The steps after extract.
+steps() {
+    window='{ name = "window", window = { key = "userId", time = "product.viewTimestamp", length = "5m",
+      dedupe = "eventId", aggregate = { slugs = { "list", "product.slug" },
+      viewTimestamps = { "list", "product.viewTimestamp" } }, as = "aggregatedProducts", max_entries = 50 } },'
+    debug='{ name = "sink", kafka = { topic = "bench-out", key = "userId",
+      fields = { "userId", "product", "aggregatedProducts", "recommendationsOutput" } } },'
+    case "$STEPS" in
+    extract) echo '    { name = "sink", kafka = { topic = "bench-out", key = "userId", fields = { "userId", "product" } } },' ;;
+    window) printf '    %s\n    { lua = "recommendations.record" },\n    %s\n' "$window" "$debug" ;;
+    model) printf '    %s\n    %s\n    { lua = "recommendations.limit" },\n    { lua = "recommendations.record" },\n    %s\n' \
+        "$window" "{ name = \"model\", model = { kind = \"builtin\", file = \"${MODEL_FILE:-.cache/demo/recs.model}\", as = \"recommendationsModelOutput\", top_n = 20 } }," "$debug" ;;
+    esac
+}
 cat >"$tmp/bench.lua" <<CONF
 return {
   kafka = { brokers = "$brokers", group = "bench", input = "http.shopify-events" },
@@ -40,7 +69,7 @@ return {
   pipeline = {
     { lua = "recommendations.extract",
       params = { store_url = "http://127.0.0.1:8080", app_id = "shopify-nu-recommendations" } },
-    { name = "sink", kafka = { topic = "bench-out", key = "userId", fields = { "userId", "product" } } },
+$(steps)
   },
 }
 CONF
@@ -72,9 +101,11 @@ out=$(kcat -b "$brokers" -C -t bench-out -e -q -f '.' 2>/dev/null | wc -c)
 # Steady state: from the first poll that saw records done to the last, so
 # start-up (group join, VM load) is not counted against the per-record cost.
 awk -v n="$N" -v d0="$d0" -v a="$first" -v b="$last" -v cpu="$cpu" -v cpu0="$cpu0" \
-    -v rss="$rss" -v out="$out" -v use0="$use0" -v use="$use" 'BEGIN {
+    -v rss="$rss" -v out="$out" -v use0="$use0" -v use="$use" \
+    -v steps="$(case "$STEPS" in extract) echo extract ;; window) echo "extract -> window -> record" ;;
+                model) echo "extract -> window -> model (built-in) -> limit -> record" ;; esac)" 'BEGIN {
     split(use0, u0, " "); split(use, u1, " ")
-    printf "pipeline: %d records (~1.4 KB, 10%% filtered) kafka -> extract -> kafka, %d records out\n", n, out
+    printf "pipeline: %d records (~1.4 KB, 10%% filtered) kafka -> %s -> kafka, %d records out\n", n, steps, out
     printf "pipeline: %.0f records/s wall, %.2f CPU s in all (start-up included), peak RSS %d MB\n",
            (n - d0) / (b - a), cpu, rss
     printf "pipeline: %.0f records per CPU-second (steady state: %d records in %.2f CPU s)\n",

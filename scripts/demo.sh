@@ -9,6 +9,8 @@
 #   scripts/demo.sh              start the demo (DEMO_ONCE=1: start, check, stop)
 #   scripts/demo.sh counts       one line of per-step counts every 2 s, from /metrics
 #   scripts/demo.sh counts --once
+#   scripts/demo.sh model        only train the model file when it is missing
+#                                or older than the catalog (what `make run` does)
 #
 # Environment (defaults): STORE_URL (http://127.0.0.1:8080), COLLECTOR_LISTEN
 # (127.0.0.1:9090), ADMIN_LISTEN (127.0.0.1:9100), KAFKA_BROKERS (embedded),
@@ -62,7 +64,25 @@ if [ "${1:-}" = counts ]; then
         sleep 2
     done
 fi
-[ $# -eq 0 ] || { echo "usage: scripts/demo.sh [counts [--once]]" >&2; exit 2; }
+# The built-in model file, trained from the seed's generated interactions
+# when it is missing or older than the catalog.
+train_model() {
+    [ -f "$MODEL_FILE" ] && [ ! "$CATALOG_FILE" -nt "$MODEL_FILE" ] && return 0
+    mkdir -p "$DEMO_DIR" "$(dirname "$MODEL_FILE")"
+    echo "demo: training the built-in model from the seed's generated interactions -> $MODEL_FILE"
+    if ! { ./sluice model gen --seed 1 --out "$DEMO_DIR/interactions.tsv" >/dev/null 2>"$DEMO_DIR/train.log" \
+        && ./sluice model train -i "$DEMO_DIR/interactions.tsv" -c "$CATALOG_FILE" -o "$MODEL_FILE" 2>>"$DEMO_DIR/train.log"; }; then
+        echo "demo: training failed; its log:" >&2
+        tail -n 20 "$DEMO_DIR/train.log" | sed 's/^/  /' >&2
+        exit 1
+    fi
+}
+
+if [ "${1:-}" = model ]; then
+    train_model
+    exit 0
+fi
+[ $# -eq 0 ] || { echo "usage: scripts/demo.sh [counts [--once] | model]" >&2; exit 2; }
 
 mkdir -p "$DEMO_DIR"
 sluice_pid=""
@@ -93,13 +113,7 @@ die() {
 # The tracker the storefront serves (npm), node and npm when missing.
 ./scripts/node-deps.sh || die "could not install the Node packages (scripts/node-deps.sh)"
 
-if [ ! -f "$MODEL_FILE" ] || [ "$CATALOG_FILE" -nt "$MODEL_FILE" ]; then
-    echo "demo: training the built-in model from the seed's generated interactions -> $MODEL_FILE"
-    ./sluice model gen --seed 1 --out "$DEMO_DIR/interactions.tsv" >/dev/null 2>"$DEMO_DIR/train.log" \
-        && ./sluice model train -i "$DEMO_DIR/interactions.tsv" -c "$CATALOG_FILE" -o "$MODEL_FILE" 2>>"$DEMO_DIR/train.log" \
-        || die "training failed; its log:" "$DEMO_DIR/train.log"
-fi
-
+train_model
 ./sluice run -c config/recommendations.lua >"$DEMO_DIR/sluice.log" 2>&1 &
 sluice_pid=$!
 i=0
@@ -107,6 +121,16 @@ until curl -sf "http://$COLLECTOR_LISTEN/health" >/dev/null 2>&1; do
     i=$((i + 1))
     if [ $i -gt 150 ] || ! kill -0 "$sluice_pid" 2>/dev/null; then
         die "sluice did not start; its log ($DEMO_DIR/sluice.log):" "$DEMO_DIR/sluice.log"
+    fi
+    sleep 0.1
+done
+# The consumer group's first assignment takes a few seconds (the broker's
+# initial rebalance delay): a page viewed before it would wait for it.
+i=0
+until grep -q 'assigned [0-9]* partition' "$DEMO_DIR/sluice.log" 2>/dev/null; do
+    i=$((i + 1))
+    if [ $i -gt 300 ] || ! kill -0 "$sluice_pid" 2>/dev/null; then
+        die "sluice got no partitions of its input topic; its log ($DEMO_DIR/sluice.log):" "$DEMO_DIR/sluice.log"
     fi
     sleep 0.1
 done

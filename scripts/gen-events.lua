@@ -8,7 +8,9 @@
 --
 -- FILTERED_PERCENT (default 10) of the records are page views of another app
 -- id or of a non-product page, which the rules filter out. Output lines are
--- "key<TAB>value" when KEYED=1 (for kcat -K'\t').
+-- "key<TAB>value" when KEYED=1 (for kcat -K'\t'). SLUGS_FROM=examples/catalog.json
+-- takes the product handles of that catalog (so a model knows them) instead
+-- of 240 made-up ones.
 local n = tonumber(arg[1]) or 10000
 local filtered = tonumber(arg[2]) or 10
 local visitors = tonumber(arg[3]) or math.max(1, math.floor(n / 10))
@@ -34,7 +36,15 @@ local function uuid(seed)
 end
 
 local slugs = {}
-for i = 1, 240 do slugs[i] = "product-" .. i .. "-classic-leather-sneaker" end
+local from = os.getenv("SLUGS_FROM")
+if from and from ~= "" then
+  local cf = assert(io.open(from, "rb"))
+  for h in cf:read("*a"):gmatch('"handle"%s*:%s*"([^"]+)"') do slugs[#slugs + 1] = h end
+  cf:close()
+  assert(#slugs > 0, from .. ": no product handles")
+else
+  for i = 1, 240 do slugs[i] = "product-" .. i .. "-classic-leather-sneaker" end
+end
 
 local ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) " ..
            "HeadlessChrome/156.0.0.0 Safari/537.36"

@@ -642,8 +642,8 @@ describe("sluice check with HTTP steps", function()
 
   it("names the file and key path of a bad http or model step", function()
     local cases = {
-      { { name = "m", model = { kind = "builtin", url = "http://x", input = "a.b" } },
-        "pipeline[2].model.kind: expected \"mlflow\" (the built-in model is not built in yet)" },
+      { { name = "m", model = { kind = "tensorflow", url = "http://x", input = "a.b" } },
+        "pipeline[2].model.kind: expected \"mlflow\" or \"builtin\"" },
       { { name = "m", model = { url = "http://x", input = "a.b", auth = { kind = "bearer" } } },
         "pipeline[2].model.auth.token: expected a non-empty string (is its environment variable set?)" },
       { { name = "m", model = { url = "ftp://x", input = "a.b" } },
@@ -671,10 +671,16 @@ describe("sluice check with HTTP steps", function()
   end)
 
   it("says which steps of config/recommendations.lua run and why", function()
-    local rc, out = H.run(H.q(H.BIN) .. " check -c config/recommendations.lua")
-    assert.are.equal(0, rc)
-    assert.is_truthy(out:find("steps: extract (lua) -> window (window) -> record (lua) -> debug (kafka)", 1, true), out)
-    assert.is_truthy(out:find("note: model, limit, shopify: left out (set MODEL_URL", 1, true), out)
+    local model_file = dir .. "/check.model"
+    assert.are.equal(0, (H.run(string.format("%s model gen --seed 1 --out %s && %s model train -i %s "
+      .. "-c examples/catalog.json -o %s", H.q(H.BIN), H.q(dir .. "/check.tsv"), H.q(H.BIN),
+      H.q(dir .. "/check.tsv"), H.q(model_file)))))
+    local rc, out = H.run("env MODEL_FILE=" .. H.q(model_file) .. " " .. H.q(H.BIN)
+      .. " check -c config/recommendations.lua")
+    assert.are.equal(0, rc, out)
+    assert.is_truthy(out:find("steps: extract (lua) -> window (window) -> model (model) -> limit (lua) -> "
+      .. "record (lua) -> debug (kafka) -> store (store)", 1, true), out)
+    assert.is_truthy(out:find("note: model: built-in, file MODEL_FILE=" .. model_file, 1, true), out)
     rc, out = H.run("env MODEL_URL=http://127.0.0.1:9 MODEL_TOKEN=t SHOPIFY_STORE=127.0.0.1:9 "
       .. "SHOPIFY_ADMIN_TOKEN=shpat_x " .. H.q(H.BIN) .. " check -c config/recommendations.lua")
     assert.are.equal(0, rc)

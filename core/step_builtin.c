@@ -1,0 +1,313 @@
+/* step_builtin.c -- the model step with the built-in model: recommendations
+ * for a context from model.c, in process, no HTTP (see step.h, model.h).
+ *
+ *   { name = "model", model = { kind = "builtin", file = env("MODEL_FILE"),
+ *       catalog = "examples/catalog.json", as = "recommendationsModelOutput",
+ *       top_n = 20, learn = false,
+ *       items = "aggregatedProducts.slugs",
+ *       timestamps = "aggregatedProducts.viewTimestamps" } }
+ *
+ * step_model.c reads model.kind and hands a "builtin" step to
+ * sl_step_builtin_load, which sets the step's kind to this one. The input is
+ * the window's aggregate, as the MLflow step's input rule reads it: items, a
+ * list of product handles (oldest first), and timestamps, their ms times (a
+ * number or a string of digits each; timestamps = false leaves them out).
+ * The output is what recommendations.model.output makes of an MLflow answer:
+ * ctx[as] = {itemIds = {GID, ...}, preds = {score, ...}} (JSON arrays), best
+ * first, at most top_n, never a product of the window, popularity for a
+ * window the model does not know. It runs in start and never for restore
+ * records. A window that is not a list of handles (or whose timestamps do
+ * not match it) is an error: the record is dead-lettered, as the input rule
+ * would raise.
+ *
+ * The model file is loaded with the config (a missing or bad file fails the
+ * config, naming the file and why) and checked against catalog when given.
+ * SIGHUP reloads it (reload): a file that does not load, or does not match
+ * the catalog, leaves the model in use unchanged. With learn = true each
+ * window is also added to the model (sl_model_observe); what was learnt is
+ * in memory only, and a reload replaces it with the file. */
+#define _GNU_SOURCE
+#include "step.h"
+#include "json.h"
+#include "model.h"
+#include "pipeline.h"
+#include "rules.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#define SL_BUILTIN_DEFAULT_TOP 20  /* Recommendations per window when top_n is not given. */
+
+/* The parsed part of a builtin model step (sl_step_conf.data). */
+struct builtin_conf {
+    char *file;                  /* the model file */
+    char *catalog;               /* catalog file the model must match, or NULL */
+    char *items;                 /* context path of the handles */
+    char *timestamps;            /* context path of their times, or NULL */
+    char *as;                    /* variable set; NULL: the step's name */
+    int64_t top_n;
+    bool learn;                  /* sl_model_observe on every window */
+    struct sl_model *model;      /* loaded with the config, until a reload */
+};
+
+struct builtin_step {
+    const struct builtin_conf *bc;
+    const char *name;            /* the step's name */
+    const char *as;              /* variable set */
+    struct sl_model *model;      /* in use: bc->model or owned */
+    struct sl_model *owned;      /* loaded by a reload, freed by the next or destroy */
+    struct sl_model_result res;  /* scratch of sl_model_recommend */
+    const char **items;          /* one window's handles (strings of the VM) */
+    int64_t *ts;                 /* their times */
+    size_t cap;                  /* slots in items and ts */
+    char err[SL_ERRLEN];         /* the last result's error */
+};
+
+/* ==================== Config ==================== */
+
+/* Loads file and, when catalog is given, checks the model against it. NULL
+ * with err naming the file and why. */
+static struct sl_model *load_model(const char *file, const char *catalog, char *err,
+                                   size_t errlen) {
+    struct sl_model *m = sl_model_load(file, err, errlen);
+    struct sl_catalog *cat = NULL;
+    if (!m || !catalog) return m;
+    cat = sl_catalog_load(catalog, err, errlen);
+    if (!cat || sl_model_check_catalog(m, cat, catalog, err, errlen)) {
+        sl_model_destroy(m);
+        m = NULL;
+    }
+    sl_catalog_destroy(cat);
+    return m;
+}
+
+/* Fails the config at path.key with what went wrong (the value at the top
+ * is what the config gave). */
+static int fail_key(struct sl_config_cur *c, const char *path, const char *key,
+                    const char *expected) {
+    lua_State *L = sl_config_state(c);
+    char p[SL_CONFIG_PATHLEN];
+    sl_config_join(p, path, key);
+    lua_getfield(L, -1, key);
+    sl_config_fail(c, p, expected, -1);
+    lua_pop(L, 1);
+    return SL_ERR;
+}
+
+int sl_step_builtin_load(struct sl_config_cur *c, const char *path, struct sl_step_conf *s) {
+    static const char *const keys[] = {"kind", "file", "catalog", "as", "top_n", "learn",
+                                       "items", "timestamps", NULL};
+    lua_State *L = sl_config_state(c);
+    struct builtin_conf *bc = sl_calloc(1, sizeof(*bc));
+    char err[SL_ERRLEN], what[SL_ERRLEN + 160];
+
+    s->kind = &sl_step_builtin;                      /* unload frees bc from now on */
+    s->data = bc;
+    if (sl_config_only_keys(c, path, keys) || sl_config_need_str(c, path, "file", &bc->file) ||
+        sl_config_get_str(c, path, "catalog", NULL, &bc->catalog) ||
+        sl_config_get_str(c, path, "as", NULL, &bc->as) ||
+        sl_config_get_int(c, path, "top_n", SL_BUILTIN_DEFAULT_TOP, 1, &bc->top_n) ||
+        sl_config_get_bool(c, path, "learn", false, &bc->learn) ||
+        sl_config_get_str(c, path, "items", "aggregatedProducts.slugs", &bc->items))
+        return SL_ERR;
+    lua_getfield(L, -1, "timestamps");
+    bool no_ts = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (!no_ts && sl_config_get_str(c, path, "timestamps", "aggregatedProducts.viewTimestamps",
+                                    &bc->timestamps))
+        return SL_ERR;
+    if (bc->top_n > SL_MODEL_MAX_TOP) {
+        snprintf(what, sizeof(what), "an integer from 1 to %d", SL_MODEL_MAX_TOP);
+        return fail_key(c, path, "top_n", what);
+    }
+    if (!*bc->file) return fail_key(c, path, "file", "the path of a model file");
+    bc->model = load_model(bc->file, bc->catalog, err, sizeof(err));
+    if (!bc->model) {
+        snprintf(what, sizeof(what), "a model file that loads (%s; make one with: sluice model "
+                 "train --interactions FILE.tsv --catalog CATALOG.json --out %s)", err, bc->file);
+        return fail_key(c, path, bc->catalog && strstr(err, bc->catalog) ? "catalog" : "file",
+                        what);
+    }
+    return SL_OK;
+}
+
+static void unload_conf(struct sl_step_conf *s) {
+    struct builtin_conf *bc = s->data;
+    if (!bc) return;
+    free(bc->file);
+    free(bc->catalog);
+    free(bc->items);
+    free(bc->timestamps);
+    free(bc->as);
+    sl_model_destroy(bc->model);
+    free(bc);
+    s->data = NULL;
+}
+
+/* ==================== Running ==================== */
+
+static void *create(const struct sl_step_env *env) {
+    const struct sl_step_conf *s = &env->cf->steps[env->index];
+    struct builtin_step *st = sl_calloc(1, sizeof(*st));
+    st->bc = s->data;
+    st->name = s->name;
+    st->as = st->bc->as ? st->bc->as : s->name;
+    st->model = st->bc->model;
+    return st;
+}
+
+/* Fails the context with a message about the window (SL_STEP_ERROR). */
+static void bad_input(struct builtin_step *st, struct sl_step_result *res, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void bad_input(struct builtin_step *st, struct sl_step_result *res, const char *fmt, ...) {
+    va_list ap;
+    int n = snprintf(st->err, sizeof(st->err), "%s: ", st->name);
+    va_start(ap, fmt);
+    if (n > 0 && (size_t)n < sizeof(st->err)) vsnprintf(st->err + n, sizeof(st->err) - (size_t)n, fmt, ap);
+    va_end(ap);
+    res->status = SL_STEP_ERROR;
+    res->error = st->err;
+}
+
+/* An ms time from a number or a string of digits; false for anything else. */
+static bool read_ms(lua_State *L, int idx, int64_t *out) {
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        if (!len || len > 16 || strspn(s, "0123456789") != len) return false;
+    } else if (lua_type(L, idx) != LUA_TNUMBER) {
+        return false;
+    }
+    double t = lua_tonumber(L, idx);
+    if (!(t >= 0 && t <= 9007199254740992.0) || t != (double)(int64_t)t) return false;
+    *out = (int64_t)t;
+    return true;
+}
+
+/* Pushes the JSON array {v[0], ...} of the model's result: GIDs or scores. */
+static void push_array(lua_State *L, const struct sl_model_result *r, bool gids) {
+    lua_createtable(L, (int)r->n, 0);                /* arr */
+    for (size_t i = 0; i < r->n; i++) {
+        if (gids) lua_pushstring(L, r->gids[i]);
+        else lua_pushnumber(L, r->scores[i]);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    sl_json_push_array_mt(L);                        /* arr mt */
+    lua_setmetatable(L, -2);                         /* arr */
+}
+
+static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result *res) {
+    struct builtin_step *st = state;
+    const struct builtin_conf *bc = st->bc;
+    lua_State *L = sl_rules_state(c->rules);
+    int top = lua_gettop(L);
+    bool has_ts = false;
+
+    if (!lua_checkstack(L, 8)) {
+        bad_input(st, res, "out of Lua stack");
+        return;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);          /* ctx */
+    int ctx_idx = lua_gettop(L);
+    sl_step_push_path(L, ctx_idx, bc->items);           /* ctx items */
+    if (!lua_istable(L, -1)) {
+        bad_input(st, res, "ctx.%s must be a list of product handles, got %s", bc->items,
+                  luaL_typename(L, -1));
+        goto done;
+    }
+    size_t n = lua_objlen(L, -1);
+    if (bc->timestamps) {
+        sl_step_push_path(L, ctx_idx, bc->timestamps);  /* ctx items ts */
+        if (!lua_istable(L, -1) || lua_objlen(L, -1) != n) {
+            bad_input(st, res, "ctx.%s must be a list of %zu ms times (one per item of ctx.%s), "
+                      "got %s", bc->timestamps, n, bc->items,
+                      lua_istable(L, -1) ? "another length" : luaL_typename(L, -1));
+            goto done;
+        }
+        has_ts = true;
+    } else {
+        lua_pushnil(L);                                 /* ctx items nil */
+    }
+    if (n > st->cap) {
+        st->cap = n;
+        st->items = sl_realloc(st->items, n * sizeof(*st->items));
+        st->ts = sl_realloc(st->ts, n * sizeof(*st->ts));
+    }
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, -2, (int)i + 1);                 /* ctx items ts item */
+        if (lua_type(L, -1) != LUA_TSTRING || !lua_objlen(L, -1)) {
+            bad_input(st, res, "ctx.%s[%zu] must be a product handle, got %s", bc->items, i + 1,
+                      luaL_typename(L, -1));
+            goto done;
+        }
+        st->items[i] = lua_tostring(L, -1);             /* stays alive in items */
+        lua_pop(L, 1);                                  /* ctx items ts */
+        if (!has_ts) continue;
+        lua_rawgeti(L, -1, (int)i + 1);                 /* ctx items ts t */
+        if (!read_ms(L, -1, &st->ts[i])) {
+            bad_input(st, res, "ctx.%s[%zu] must be an integer ms time, got %s", bc->timestamps,
+                      i + 1, luaL_typename(L, -1));
+            goto done;
+        }
+        lua_pop(L, 1);                                  /* ctx items ts */
+    }
+    /* top_n was checked at load: recommend cannot fail. */
+    sl_model_recommend(st->model, st->items, has_ts ? st->ts : NULL, n, (size_t)bc->top_n,
+                       &st->res);
+    if (bc->learn && n) sl_model_observe(st->model, st->items, n);
+    lua_createtable(L, 0, 2);                           /* ctx items ts out */
+    push_array(L, &st->res, true);
+    lua_setfield(L, -2, "itemIds");
+    push_array(L, &st->res, false);
+    lua_setfield(L, -2, "preds");
+    lua_setfield(L, ctx_idx, st->as);                   /* ctx items ts */
+    res->status = SL_STEP_NEXT;
+done:
+    lua_settop(L, top);
+}
+
+/* SIGHUP: the file again; a bad one keeps the model in use. */
+static int reload(void *state, char *err, size_t errlen) {
+    struct builtin_step *st = state;
+    char why[SL_ERRLEN];
+    struct sl_model *m = load_model(st->bc->file, st->bc->catalog, why, sizeof(why));
+    if (!m) {
+        sl_errf(err, errlen, "step %s: keeping the model in use: %s", st->name, why);
+        return SL_ERR;
+    }
+    sl_model_destroy(st->owned);                        /* the one a reload loaded before */
+    st->owned = m;
+    st->model = m;
+    sl_log(SL_LOG_INFO, "model", "step %s: model reloaded from %s (%zu products)", st->name,
+           st->bc->file, sl_catalog_count(sl_model_catalog(m)));
+    return SL_OK;
+}
+
+static void destroy(void *state) {
+    struct builtin_step *st = state;
+    if (!st) return;
+    sl_model_destroy(st->owned);
+    sl_model_result_free(&st->res);
+    free(st->items);
+    free(st->ts);
+    free(st);
+}
+
+static const char *const builtin_keys[] = {NULL};
+
+const struct sl_step_kind sl_step_builtin = {
+    .name = "model",
+    .synopsis = "model = {...}",
+    .keys = builtin_keys,
+    .type = SL_STEP_MODEL,
+    .flags = 0,
+    .load = NULL,                /* reached through step_model.c's load */
+    .unload = unload_conf,
+    .create = create,
+    .start = start,
+    .destroy = destroy,
+    .reload = reload,
+};
