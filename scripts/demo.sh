@@ -90,21 +90,37 @@ store_pid=""
 latency_pid=""
 stopping=0
 
-# Stops what this script started, newest first, and waits for each.
+# Stops what this script started, newest first, and waits for each (at
+# most 8 s in all; what is still running then is killed, and named).
 stop_all() {
     [ "$stopping" = 1 ] && return
     stopping=1
     for pid in $latency_pid $store_pid $sluice_pid; do
         kill -TERM "$pid" 2>/dev/null || true
     done
+    i=0
     for pid in $latency_pid $store_pid $sluice_pid; do
+        while kill -0 "$pid" 2>/dev/null && [ $i -lt 80 ]; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        if kill -KILL "$pid" 2>/dev/null; then
+            echo "demo: $(ps -o args= -p "$pid" 2>/dev/null || echo "process $pid") did not stop in time: killed" >&2
+        fi
         wait "$pid" 2>/dev/null || true
     done
 }
+interrupted=0
 trap 'stop_all' EXIT
-trap 'echo; echo "demo: stopping"; stop_all; echo "demo: stopped"; exit 0' INT TERM
+# Ctrl-C reaches the whole process group (sluice and the storefront stop on
+# it too): the loop below notices and stops the rest.
+trap 'interrupted=1' INT TERM
 
 die() {
+    if [ "${interrupted:-0}" = 1 ]; then   # Ctrl-C while starting: not a failure
+        echo "demo: stopped"
+        exit 0
+    fi
     echo "demo: $1" >&2
     [ -n "${2:-}" ] && [ -f "$2" ] && tail -n 20 "$2" | sed 's/^/  /' >&2
     exit 1
@@ -180,8 +196,16 @@ if [ "${DEMO_ONCE:-0}" = 1 ]; then
     exit 0
 fi
 # Until Ctrl-C, or until sluice or the storefront stops on its own.
-while kill -0 "$sluice_pid" 2>/dev/null && kill -0 "$store_pid" 2>/dev/null; do
-    sleep 1
+while [ "$interrupted" = 0 ] && kill -0 "$sluice_pid" 2>/dev/null && kill -0 "$store_pid" 2>/dev/null; do
+    sleep 1 &
+    wait $! 2>/dev/null || true   # a signal ends the wait at once; its trap runs
 done
+if [ "$interrupted" = 1 ]; then
+    echo
+    echo "demo: stopping"
+    stop_all
+    echo "demo: stopped"
+    exit 0
+fi
 kill -0 "$sluice_pid" 2>/dev/null || die "sluice stopped; its log ($DEMO_DIR/sluice.log):" "$DEMO_DIR/sluice.log"
 die "the storefront stopped; its log ($DEMO_DIR/storefront.log):" "$DEMO_DIR/storefront.log"
