@@ -176,6 +176,24 @@ static void free_strlist(char **l, size_t n) {
 }
 
 /* Checks that every key of the table at the top is one of allowed. */
+int sl_config_one_of(struct sl_config_cur *c, const char *path, const char *key,
+                     const char *const *allowed, const char *expected) {
+    char p[SL_CONFIG_PATHLEN];
+    int ret = SL_OK;
+    lua_getfield(c->L, -1, key);
+    if (!lua_isnil(c->L, -1)) {
+        bool ok = false;
+        for (size_t i = 0; lua_type(c->L, -1) == LUA_TSTRING && allowed[i]; i++)
+            if (!strcmp(allowed[i], lua_tostring(c->L, -1))) ok = true;
+        if (!ok) {
+            sl_config_join(p, path, key);
+            ret = sl_config_fail(c, p, expected, -1);
+        }
+    }
+    lua_pop(c->L, 1);
+    return ret;
+}
+
 int sl_config_only_keys(struct sl_config_cur *c, const char *path, const char *const *allowed) {
     int ret = SL_OK;
     lua_pushnil(c->L);
@@ -396,6 +414,7 @@ static int normalize_origins(struct sl_config_cur *c, char **origins, size_t n, 
 static int load_collector(struct sl_config_cur *c, struct sl_config *cf) {
     static const char *keys[] = {"listen", "topic", "allowed_origins", "max_body",
                                  "ip", "ip_salt", "max_inflight", NULL};
+    static const char *const ips[] = {"hash", "keep", "drop", NULL};
     int64_t inflight;
     int in = sl_config_enter(c, "", "collector");
     if (in <= 0) return in < 0 ? SL_ERR : SL_OK;
@@ -408,6 +427,7 @@ static int load_collector(struct sl_config_cur *c, struct sl_config *cf) {
                     &cf->collector.norigins) ||
         get_size(c, "collector", "max_body", 65536, &cf->collector.max_body) ||
         sl_config_get_str(c, "collector", "ip", "hash", &cf->collector.ip) ||
+        sl_config_one_of(c, "collector", "ip", ips, "\"hash\", \"keep\" or \"drop\"") ||
         sl_config_get_str(c, "collector", "ip_salt", NULL, &cf->collector.ip_salt) ||
         sl_config_get_int(c, "collector", "max_inflight", 10000, 1, &inflight))
         goto done;
@@ -418,13 +438,6 @@ static int load_collector(struct sl_config_cur *c, struct sl_config *cf) {
     }
     lua_pop(c->L, 1);
     cf->collector.max_inflight = (size_t)inflight;
-    if (strcmp(cf->collector.ip, "hash") && strcmp(cf->collector.ip, "keep") &&
-        strcmp(cf->collector.ip, "drop")) {
-        lua_pushstring(c->L, cf->collector.ip);
-        sl_config_fail(c, "collector.ip", "\"hash\", \"keep\" or \"drop\"", -1);
-        lua_pop(c->L, 1);
-        goto done;
-    }
     ret = SL_OK;
 done:
     lua_pop(c->L, 1);

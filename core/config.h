@@ -161,6 +161,10 @@ void sl_config_join(char *out, const char *path, const char *key);
 int sl_config_get_str(struct sl_config_cur *c, const char *path, const char *key,
                       const char *def, char **out);
 int sl_config_need_str(struct sl_config_cur *c, const char *path, const char *key, char **out);
+/* SL_ERR (reported with path.key and expected) unless key is absent or one of
+ * the strings of allowed (NULL-ended). */
+int sl_config_one_of(struct sl_config_cur *c, const char *path, const char *key,
+                     const char *const *allowed, const char *expected);
 /* An integer >= min, def when absent. */
 int sl_config_get_int(struct sl_config_cur *c, const char *path, const char *key,
                       int64_t def, int64_t min, int64_t *out);

@@ -75,49 +75,37 @@ static int need_secret(struct sl_config_cur *c, const char *path, const char *ke
 static int load_auth(struct sl_config_cur *c, const char *path, struct sl_http_conf *h) {
     static const char *const keys[] = {"kind", "token", "token_url", "client_id",
                                        "client_secret", "scope", "credentials", NULL};
-    lua_State *L = sl_config_state(c);
+    static const char *const kinds[] = {"none", "bearer", "oauth2", NULL};
+    static const char *const creds[] = {"basic", "body", NULL};
     char p[SL_CONFIG_PATHLEN], *kind = NULL, *cred = NULL;
     int ret = SL_ERR;
     sl_config_join(p, path, "auth");
     int in = sl_config_enter(c, path, "auth");
     if (in <= 0) return in < 0 ? SL_ERR : SL_OK;
-    if (sl_config_only_keys(c, p, keys) || sl_config_get_str(c, p, "kind", "none", &kind))
+    if (sl_config_only_keys(c, p, keys) || sl_config_get_str(c, p, "kind", "none", &kind) ||
+        sl_config_one_of(c, p, "kind", kinds, "\"none\", \"bearer\" or \"oauth2\""))
         goto done;
     if (!strcmp(kind, "none")) {
         h->auth = SL_HTTPC_AUTH_NONE;
     } else if (!strcmp(kind, "bearer")) {
         h->auth = SL_HTTPC_AUTH_BEARER;
         if (need_secret(c, p, "token", &h->token)) goto done;
-    } else if (!strcmp(kind, "oauth2")) {
+    } else {                       /* "oauth2": sl_config_one_of checked kind */
         h->auth = SL_HTTPC_AUTH_OAUTH2;
         if (need_secret(c, p, "token_url", &h->token_url) ||
             need_secret(c, p, "client_id", &h->client_id) ||
             need_secret(c, p, "client_secret", &h->client_secret) ||
             sl_config_get_str(c, p, "scope", NULL, &h->scope) ||
-            sl_config_get_str(c, p, "credentials", "basic", &cred))
+            sl_config_get_str(c, p, "credentials", "basic", &cred) ||
+            sl_config_one_of(c, p, "credentials", creds, "\"basic\" or \"body\""))
             goto done;
-        if (strcmp(cred, "basic") && strcmp(cred, "body")) {
-            char cp[SL_CONFIG_PATHLEN];
-            sl_config_join(cp, p, "credentials");
-            lua_pushstring(L, cred);
-            sl_config_fail(c, cp, "\"basic\" or \"body\"", -1);
-            lua_pop(L, 1);
-            goto done;
-        }
         h->credentials_in_body = !strcmp(cred, "body");
-    } else {
-        char kp[SL_CONFIG_PATHLEN];
-        sl_config_join(kp, p, "kind");
-        lua_pushstring(L, kind);
-        sl_config_fail(c, kp, "\"none\", \"bearer\" or \"oauth2\"", -1);
-        lua_pop(L, 1);
-        goto done;
     }
     ret = SL_OK;
 done:
     free(kind);
     free(cred);
-    lua_pop(L, 1);
+    lua_pop(sl_config_state(c), 1);
     return ret;
 }
 

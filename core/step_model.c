@@ -26,26 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Checks that key is absent or one of the strings of allowed. */
-static int one_of(struct sl_config_cur *c, const char *path, const char *key,
-                  const char *const *allowed, const char *expected) {
-    lua_State *L = sl_config_state(c);
-    char p[SL_CONFIG_PATHLEN];
-    int ret = SL_OK;
-    lua_getfield(L, -1, key);
-    if (!lua_isnil(L, -1)) {
-        bool ok = false;
-        for (size_t i = 0; lua_type(L, -1) == LUA_TSTRING && allowed[i]; i++)
-            if (!strcmp(allowed[i], lua_tostring(L, -1))) ok = true;
-        if (!ok) {
-            sl_config_join(p, path, key);
-            ret = sl_config_fail(c, p, expected, -1);
-        }
-    }
-    lua_pop(L, 1);
-    return ret;
-}
-
 /* params = params + { format = ..., timestamps = ... } in the model table,
  * for the http loader to encode. */
 static void merge_params(lua_State *L) {
@@ -89,10 +69,10 @@ static int load_conf(struct sl_config_cur *c, const char *path, struct sl_step_c
         goto done;
     }
     if (sl_config_only_keys(c, p, keys)) goto done;
-    if (one_of(c, p, "kind", kinds, "\"mlflow\" or \"builtin\"") ||
-        one_of(c, p, "format", formats,
-               "\"dataframe_split\", \"dataframe_records\" or \"inputs\"") ||
-        one_of(c, p, "timestamps", stamps, "\"string\", \"number\" or \"none\""))
+    if (sl_config_one_of(c, p, "kind", kinds, "\"mlflow\" or \"builtin\"") ||
+        sl_config_one_of(c, p, "format", formats,
+                         "\"dataframe_split\", \"dataframe_records\" or \"inputs\"") ||
+        sl_config_one_of(c, p, "timestamps", stamps, "\"string\", \"number\" or \"none\""))
         goto done;
     merge_params(L);
     if (sl_step_http_load_common(c, p, s) ||
