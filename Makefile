@@ -27,6 +27,8 @@ TEST_SRCS := $(wildcard core/tests/*_test.c)
 TEST_BINS := $(patsubst core/tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 BENCH_SRCS := $(wildcard core/bench/*_bench.c)
 BENCH_BINS := $(patsubst core/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
+# The programs `make bench` compares sluice with and drives it by (bench/).
+BENCH_TOOLS := $(BUILD)/bench/consume $(BUILD)/bench/produce
 
 DEPS_STAMP := $(BUILD)/.deps-ok
 
@@ -60,6 +62,10 @@ $(BUILD)/tests/httpc_test: override LDLIBS += $(shell pkg-config --libs libevent
 $(BUILD)/bench/%: core/bench/%.c $(BUILD)/libsluice.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icore $(LDFLAGS) -o $@ $< $(BUILD)/libsluice.a $(LDLIBS)
+
+$(BUILD)/bench/consume $(BUILD)/bench/produce: $(BUILD)/bench/%: bench/%.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(shell pkg-config --libs rdkafka 2>/dev/null)
 
 # Every C test, busted spec and integration spec; ends with "N passed, N failed".
 test: sluice $(TEST_BINS)

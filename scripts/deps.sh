@@ -1,11 +1,20 @@
 #!/bin/sh
 # Installs the Debian packages sluice needs to build and test, skipping those
 # already present. Run as root (or with sudo available). Idempotent.
+#
+#   scripts/deps.sh          what `make`, `make test` and `make run` need
+#   scripts/deps.sh bench    also what `make bench` compares sluice with: the
+#                            plain Python consumer's confluent-kafka (bench/)
 set -eu
 
 PKGS="pkg-config libluajit-5.1-dev luajit librdkafka-dev libevent-dev
 libcurl4-openssl-dev libssl-dev lua-cjson lua-busted lua-check kcat wrk curl cppcheck
 clang libclang-rt-14-dev libhiredis-dev redis-server"
+case "${1:-}" in
+'') ;;
+bench) PKGS="$PKGS python3 python3-confluent-kafka" ;;
+*) echo "deps.sh: unknown argument '$1' (none, or bench)" >&2; exit 2 ;;
+esac
 
 missing=""
 for p in $PKGS; do

@@ -1,0 +1,462 @@
+#!/usr/bin/python3
+"""compare.py -- sluice beside a C consumer and a plain Python job, on one broker.
+
+    bench/compare.py throughput --brokers ADDR|embedded --events F --records N
+    bench/compare.py latency --brokers ADDR|embedded --events F --rates 5000,20000 --seconds S
+
+Run from the project root after `make sluice build/bench/consume build/bench/produce`
+(scripts/bench-compare.sh does all of it, for `make bench`). With --brokers
+embedded the script starts `./sluice broker` as its own process (its CPU is
+nobody's); else ADDR is a real cluster and topics are made with the admin API.
+
+throughput: loads the first N records of F (scripts/gen-events.lua, KEYED=1)
+into one topic, then, in --rounds interleaved rounds, consumes all of it from
+the start with each job under a fresh group:
+
+    C librdkafka consumer, count only       build/bench/consume
+    sluice extract only                     bench/job.lua, BENCH_STEPS=extract
+    sluice extract -> window                BENCH_STEPS=window
+    sluice extract -> window -> sink        BENCH_STEPS=sink (the shipped job's shape)
+    Python extract -> window -> sink        bench/plain_job.py (same rules, same output)
+
+and prints records per CPU-second of each consuming process (median and
+spread over the rounds), the ratio of each to sluice's whole job, and whether
+sluice's and Python's sink records agree (count every round, content in the
+first). CPU is steady state: the C and Python programs measure themselves from
+their first record to the end (getrusage); sluice's is read from
+/proc/PID/stat when its /metrics first shows records done and again when all
+N are done (every thread of the process in all cases; start-up and group join
+are left out of all).
+
+latency: for each rate and fetch wait (the shipped config's, and librdkafka's
+default when the shipped config sets one), starts sluice's whole job on a fresh
+topic, offers records at the rate for --seconds (build/bench/produce, which
+stamps each record's view time with its Kafka timestamp), and prints p50,
+p99 and p99.9 of sink record timestamp minus input Kafka timestamp, over the
+records after the first second. Against a real cluster the sink topic uses
+LogAppendTime, so the sink record's timestamp is the broker's append, i.e. its
+acknowledgement; the embedded broker keeps the producer's timestamp (sluice's
+produce call, before linger.ms and the round trip), so those figures also show
+sluice's own histogram of Kafka timestamp to acknowledgement
+(sluice_end_to_end_seconds, by bucket).
+"""
+import argparse
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+DONE_TIMEOUT_S = 300
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def kilo(x):
+    return "%.1fk" % (x / 1000)
+
+
+# ==================== Brokers ====================
+
+class Broker:
+    """The broker the jobs share: an embedded one (`sluice broker`, started
+    here with the topics it will need) or a real cluster."""
+
+    def __init__(self, addr, partitions, topics, tmp, append_time=()):
+        self.proc = None
+        self.embedded = addr == "embedded"
+        if self.embedded:
+            out = open(os.path.join(tmp, "broker.out"), "w+")
+            self.proc = subprocess.Popen(
+                ["./sluice", "broker", "--partitions", str(partitions), "--topics", ",".join(topics)],
+                stdout=out, stderr=open(os.path.join(tmp, "broker.err"), "w"))
+            for _ in range(100):
+                out.seek(0)
+                line = out.readline().strip()
+                if line:
+                    break
+                time.sleep(0.1)
+            else:
+                sys.exit("compare: sluice broker printed no address (%s)" % tmp)
+            self.addr = line
+        else:
+            self.addr = addr
+            from confluent_kafka.admin import AdminClient, NewTopic
+            self.admin = AdminClient({"bootstrap.servers": addr})
+            new = [NewTopic(t, num_partitions=partitions, replication_factor=1,
+                            config={"message.timestamp.type": "LogAppendTime"} if t in append_time else {})
+                   for t in topics]
+            for t, f in self.admin.create_topics(new, operation_timeout=30).items():
+                f.result()
+            self.topics = topics
+
+    def close(self):
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait()
+        elif self.topics:
+            for f in self.admin.delete_topics(self.topics, operation_timeout=30).values():
+                try:
+                    f.result()
+                except Exception as e:     # a leftover topic is only disk space
+                    log("compare: could not delete a topic: %s" % e)
+
+
+def kcat_read(addr, topic, fmt):
+    """Every record of topic as lines of kcat's format fmt."""
+    out = subprocess.run(["kcat", "-b", addr, "-C", "-t", topic, "-e", "-q", "-f", fmt],
+                         check=True, capture_output=True).stdout
+    return out.decode("utf-8", "replace").splitlines()
+
+
+# ==================== Processes ====================
+
+def proc_cpu(pid):
+    """User + system CPU seconds of pid, every thread."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_rss_mb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0
+
+
+def metrics(admin, timeout=2):
+    """sluice's /metrics as {name{labels}: value}, {} when it does not answer."""
+    try:
+        with urllib.request.urlopen("http://%s/metrics" % admin, timeout=timeout) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
+class Sluice:
+    """`sluice run -c bench/job.lua` with the given BENCH_* settings."""
+    port = 20000 + os.getpid() % 20000
+
+    def __init__(self, tmp, name, env):
+        Sluice.port += 1
+        self.admin = "127.0.0.1:%d" % Sluice.port
+        self.errfile = os.path.join(tmp, name + ".err")
+        e = dict(os.environ, BENCH_ADMIN=self.admin, **env)
+        self.proc = subprocess.Popen(["./sluice", "run", "-c", "bench/job.lua"], env=e,
+                                     stdout=subprocess.DEVNULL, stderr=open(self.errfile, "w"))
+
+    def fail(self, why):
+        self.stop()
+        with open(self.errfile) as f:
+            tail = f.read()[-2000:]
+        sys.exit("compare: sluice %s\n%s" % (why, tail))
+
+    def done(self):
+        return metrics(self.admin).get("sluice_records_done_total", 0)
+
+    def wait_assigned(self, partitions):
+        for _ in range(600):
+            if self.proc.poll() is not None:
+                self.fail("exited")
+            if metrics(self.admin).get("sluice_assigned_partitions", 0) >= partitions:
+                return
+            time.sleep(0.1)
+        self.fail("got no partitions in 60 s")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# ==================== Throughput ====================
+
+JOBS = [
+    ("c", "C librdkafka consumer, count only"),
+    ("extract", "sluice extract only"),
+    ("window", "sluice extract → window"),
+    ("sink", "sluice extract → window → sink"),
+    ("python", "Python extract → window → sink"),
+]
+LINE_NAMES = {"extract": "extract only", "window": "extract → window",
+              "sink": "extract → window → sink", "c": "C consume only",
+              "python": "Python extract → window → sink"}
+
+
+def run_sluice(args, broker, tmp, steps, group, output):
+    """One sluice job over the whole topic. Its CPU counts from the last
+    /metrics answer that showed no record taken yet (start-up and group join
+    left out) to the one that shows all N done. /metrics is served by the
+    same loop as the records, which does not answer it while a backlog
+    drains, so the answers bracket the work and polling costs it nothing."""
+    s = Sluice(tmp, group, {"BENCH_BROKERS": broker.addr,
+                            "BENCH_KAFKA_AS": "embedded" if broker.embedded else broker.addr,
+                            "BENCH_STEPS": steps, "BENCH_INPUT": args.input,
+                            "BENCH_OUTPUT": output, "BENCH_GROUP": group})
+    base = (0.0, time.monotonic())
+    deadline = time.monotonic() + DONE_TIMEOUT_S
+    while True:
+        if s.proc.poll() is not None:
+            s.fail("exited before all records were done")
+        m = metrics(s.admin, timeout=DONE_TIMEOUT_S)
+        cpu, now = proc_cpu(s.proc.pid), time.monotonic()
+        if m and m.get("sluice_records_in_total", 0) == 0:
+            base = (cpu, now)
+        if m.get("sluice_records_done_total", 0) >= args.records:
+            rss = proc_rss_mb(s.proc.pid)
+            break
+        if now > deadline:
+            s.fail("did %d of %d records in %d s"
+                   % (m.get("sluice_records_done_total", 0), args.records, DONE_TIMEOUT_S))
+        time.sleep(0.02)
+    out = sum(v for k, v in m.items()
+              if k.startswith("sluice_step_out_total") and 'step="debug"' in k)
+    s.stop()
+    return {"records": args.records, "cpu_s": cpu - base[0], "wall_s": now - base[1], "out": out,
+            "rss_mb": rss}
+
+
+def run_program(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=DONE_TIMEOUT_S)
+    if r.returncode != 0:
+        sys.exit("compare: %s failed:\n%s" % (" ".join(cmd), r.stderr[-2000:]))
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def canonical(lines):
+    """Sink records as sorted key + canonical JSON value lines."""
+    out = []
+    for line in lines:
+        key, _, value = line.partition("\t")
+        out.append(key + "\t" + json.dumps(json.loads(value), sort_keys=True))
+    out.sort()
+    return out
+
+
+def throughput(args):
+    rounds = range(1, args.rounds + 1)
+    outputs = ["bench-out-%s-%d" % (j, r) for r in rounds for j in ("sink", "python")]
+    tmp = tempfile.mkdtemp(prefix="sluice-bench.")
+    broker = Broker(args.brokers, args.partitions, [args.input, "sluice.dead-letter"] + outputs, tmp)
+    try:
+        return throughput_on(args, broker, tmp)
+    finally:
+        broker.close()
+
+
+def throughput_on(args, broker, tmp):
+    label = "embedded broker, %d partitions" % args.partitions if broker.embedded \
+        else "Kafka at %s, %d partitions" % (broker.addr, args.partitions)
+    log("compare: loading %d records into %s (%s)" % (args.records, args.input, label))
+    with open(args.events, "rb") as f:
+        head = b"".join(line for _, line in zip(range(args.records), f))
+    if head.count(b"\n") < args.records:
+        sys.exit("compare: %s has fewer than %d records" % (args.events, args.records))
+    subprocess.run(["kcat", "-b", broker.addr, "-P", "-t", args.input, "-K", "\t",
+                    "-X", "linger.ms=20"], input=head, check=True)
+    size = len(head) / args.records
+    store_url = "http://127.0.0.1:8080"
+    results = collections.defaultdict(list)
+    run_id = "%d-%d" % (os.getpid(), int(time.time()))
+    for r in range(1, args.rounds + 1):
+        order = JOBS[r - 1:] + JOBS[:r - 1]        # rotate: no job always goes first
+        for job, name in order:
+            group = "bench-%s-%d-%s" % (job, r, run_id)
+            if job == "c":
+                res = run_program(["build/bench/consume", broker.addr, args.input, group,
+                                   str(args.records)])
+            elif job == "python":
+                res = run_program(["/usr/bin/python3", "bench/plain_job.py", broker.addr,
+                                   args.input, group, str(args.records),
+                                   "bench-out-python-%d" % r, "--store-url", store_url])
+            else:
+                res = run_sluice(args, broker, tmp, job, group, "bench-out-sink-%d" % r)
+            if res["cpu_s"] < 0.1 or res["records"] < args.records / 2:
+                sys.exit("compare: %s did %d records in %.3f CPU s after its first: too few "
+                         "records to measure (--records)" % (name, res["records"], res["cpu_s"]))
+            res["rate"] = res["records"] / res["cpu_s"]
+            results[job].append(res)
+            log("compare: round %d %-34s %9.0f records per CPU-second (%d records, %.2f CPU s, %.1f s)"
+                % (r, name, res["rate"], res["records"], res["cpu_s"], res["wall_s"]))
+        sl, py = results["sink"][-1]["out"], results["python"][-1]["out"]
+        if sl != py:
+            sys.exit("compare: round %d: sluice's sink produced %d records, Python's %d: "
+                     "not the same job" % (r, sl, py))
+    # Content: every record of both sinks in the first round, as parsed JSON.
+    a = canonical(kcat_read(broker.addr, "bench-out-sink-1", "%k\t%s\n"))
+    b = canonical(kcat_read(broker.addr, "bench-out-python-1", "%k\t%s\n"))
+    same = sum(1 for x, y in zip(a, b) if x == y)
+    if len(a) != len(b) or same != len(a):
+        sys.exit("compare: sink records differ: sluice %d, Python %d, %d equal" % (len(a), len(b), same))
+
+    def med(job):
+        rates = sorted(x["rate"] for x in results[job])
+        return rates[len(rates) // 2], rates[0], rates[-1]
+
+    whole = med("sink")[0]
+    print("### %s: %d records of %.0f B, 10%% filtered, %d rounds, %s"
+          % (label, args.records, size, args.rounds, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
+    for job, _ in JOBS[1:] + JOBS[:1]:
+        m, lo, hi = med(job)
+        print("%s: %d records per CPU-second (median of %d, spread %d-%d)"
+              % (LINE_NAMES[job], m, args.rounds, lo, hi))
+    print("sink records: sluice %d, Python %d, the same %d records (key and JSON value) in round 1"
+          % (results["sink"][0]["out"], results["python"][0]["out"], same))
+    print()
+    print("| job | records per CPU-second | spread | records/s wall | × sluice's whole job |")
+    print("|---|---:|---:|---:|---:|")
+    for job, name in JOBS:
+        m, lo, hi = med(job)
+        walls = sorted(x["records"] / x["wall_s"] for x in results[job])
+        print("| %s | %s | %s–%s | %s | %.2f |" % (name, kilo(m), kilo(lo), kilo(hi),
+                                                  kilo(walls[len(walls) // 2]), m / whole))
+    rss = max(x["rss_mb"] for x in results["sink"])
+    print("\nsluice's whole job: peak RSS %.0f MB" % rss)
+    return 0
+
+
+# ==================== Latency ====================
+
+def shipped_fetch_wait(kafka_as):
+    """fetch.wait.max.ms as config/recommendations.lua sets it for these brokers, or None."""
+    lua = ('env = function(n, d) if n == "KAFKA_BROKERS" then return os.getenv("AS") end '
+           'local v = os.getenv(n); if v == nil then return d end return v end '
+           'local j = dofile("config/recommendations.lua") '
+           'print(j.kafka.consumer and j.kafka.consumer["fetch.wait.max.ms"] or "")')
+    out = subprocess.run(["luajit", "-e", lua], env=dict(os.environ, AS=kafka_as),
+                         capture_output=True, text=True, check=True).stdout.strip()
+    return out or None
+
+
+def percentile(sorted_xs, p):
+    return sorted_xs[min(len(sorted_xs) - 1, int(p / 100 * len(sorted_xs)))]
+
+
+def histogram_quantile(m, q):
+    """The upper bound of the sluice_end_to_end_seconds bucket holding quantile q, ms."""
+    buckets = []
+    for k, v in m.items():
+        if k.startswith("sluice_end_to_end_seconds_bucket"):
+            le = k.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), v))
+    buckets.sort()
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    total = buckets[-1][1]
+    for le, count in buckets:
+        if count >= q * total:
+            return le * 1000
+    return None
+
+
+def latency(args):
+    rates = [int(x) for x in args.rates.split(",")]
+    kafka_as = "embedded" if args.brokers == "embedded" else args.brokers
+    shipped = shipped_fetch_wait(kafka_as)
+    waits = [("shipped", shipped)] + ([("default", None)] if shipped else [])
+    runs = [(rate, w) for rate in rates for w in waits]
+    topics = []
+    for rate, (wname, _) in runs:
+        topics += ["lat-in-%d-%s" % (rate, wname), "lat-out-%d-%s" % (rate, wname)]
+    tmp = tempfile.mkdtemp(prefix="sluice-bench.")
+    broker = Broker(args.brokers, args.partitions, topics + ["sluice.dead-letter"], tmp,
+                    append_time=[t for t in topics if t.startswith("lat-out")])
+    try:
+        return latency_on(args, broker, tmp, runs, shipped)
+    finally:
+        broker.close()
+
+
+def latency_on(args, broker, tmp, runs, shipped):
+    label = "embedded broker, %d partitions" % args.partitions if broker.embedded \
+        else "Kafka at %s, %d partitions" % (broker.addr, args.partitions)
+    end = ("sink record's producer timestamp (sluice's produce call)" if broker.embedded
+           else "sink record's LogAppendTime (the broker's acknowledgement)")
+    print("### latency, %s: input Kafka timestamp to %s, records after the first second"
+          % (label, end))
+    print()
+    print("| offered load | consumer fetch.wait.max.ms | records | p50 | p99 | p99.9 | max |"
+          " sluice_end_to_end_seconds p50 / p99 (bucket bound) |")
+    print("|---:|---|---:|---:|---:|---:|---:|---|")
+    for rate, (wname, wait) in runs:
+        tin, tout = "lat-in-%d-%s" % (rate, wname), "lat-out-%d-%s" % (rate, wname)
+        s = Sluice(tmp, tin, {"BENCH_BROKERS": broker.addr,
+                              "BENCH_KAFKA_AS": "embedded" if broker.embedded else broker.addr,
+                              "BENCH_STEPS": "sink", "BENCH_INPUT": tin, "BENCH_OUTPUT": tout,
+                              "BENCH_GROUP": "lat-%s-%d" % (tin, os.getpid()),
+                              "BENCH_FETCH_WAIT": wname})
+        s.wait_assigned(args.partitions)
+        time.sleep(1)                       # its first fetches are out
+        prod = run_program(["build/bench/produce", broker.addr, tin, args.events, str(rate),
+                            str(args.seconds)])
+        deadline = time.monotonic() + 60
+        while s.done() < prod["sent"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        m = metrics(s.admin)
+        s.stop()
+        t0 = None
+        lat = []
+        for line in kcat_read(broker.addr, tout, "%T\t%s\n"):
+            ts, _, value = line.partition("\t")
+            view = json.loads(value)["product"]["viewTimestamp"]
+            t0 = view if t0 is None or view < t0 else t0
+            lat.append((view, int(ts) - view))
+        lat = sorted(d for v, d in lat if v >= t0 + 1000)
+        if not lat:
+            sys.exit("compare: no sink records on %s" % tout)
+        h50, h99 = histogram_quantile(m, 0.5), histogram_quantile(m, 0.99)
+        print("| %d/s | %s | %d | %d ms | %d ms | %d ms | %d ms | %s / %s ms |"
+              % (rate, ("%s (shipped)" % (wait or "500")) if wname == "shipped" and wait
+                 else "500 (librdkafka's default%s)" % ("; shipped" if not shipped else ""),
+                 len(lat), percentile(lat, 50), percentile(lat, 99), percentile(lat, 99.9),
+                 lat[-1], "≤ %g" % h50 if h50 else "-", "≤ %g" % h99 if h99 else "-"))
+        if prod["late_ms_max"] > 100:
+            print("|  | the producer fell %.0f ms behind its schedule at worst |  |  |  |  |  |  |"
+                  % prod["late_ms_max"])
+        sys.stdout.flush()
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    for name in ("throughput", "latency"):
+        p = sub.add_parser(name)
+        p.add_argument("--brokers", required=True, help="embedded, or host:port of a cluster")
+        p.add_argument("--events", required=True, help="scripts/gen-events.lua output, KEYED=1")
+        p.add_argument("--partitions", type=int, default=4)
+    t = sub.choices["throughput"]
+    t.add_argument("--records", type=int, default=200000)
+    t.add_argument("--rounds", type=int, default=3)
+    t.add_argument("--input", default="bench-in")
+    lt = sub.choices["latency"]
+    lt.add_argument("--rates", default="5000,20000")
+    lt.add_argument("--seconds", type=float, default=10)
+    args = ap.parse_args()
+    return throughput(args) if args.what == "throughput" else latency(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
