@@ -105,7 +105,7 @@ int main(int argc, char **argv) {
     size_t nkeys = argc > 1 ? strtoul(argv[1], NULL, 10) : NKEYS;
     char (*keys)[37] = sl_malloc((nkeys ? nkeys : 1) * sizeof(*keys));
     enum sl_window_agg agg = SL_WINDOW_LIST;
-    struct sl_window_conf conf = {LENGTH, 100, 0, true, 1, &agg};
+    struct sl_window_conf conf = {LENGTH, 100, 0, true, 1, &agg, 0};  /* no skew bound */
     struct sl_window_stats st;
     char err[SL_ERRLEN];
     size_t n = nkeys * PER_KEY, added;
