@@ -116,7 +116,11 @@ fuzz: $(BUILD)/fuzz/collector_fuzz $(BUILD)/fuzz/admin_fuzz
 	$(BUILD)/fuzz/collector_fuzz -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096 $(BUILD)/fuzz/corpus-collector
 	$(BUILD)/fuzz/admin_fuzz -max_total_time=$${FUZZ_SECONDS:-60} -max_len=20000 $(BUILD)/fuzz/corpus-admin
 
-bench: sluice $(BENCH_BINS)
+# Speed and memory (scripts/bench.sh), a few minutes on 2 cores; BENCH_QUICK=1 for a
+# short run. Compares sluice with a C consumer and a plain Python job, on the embedded
+# broker and real Kafka (scripts/bench-compare.sh; python3-confluent-kafka from deps.sh).
+bench: sluice $(BENCH_BINS) $(BENCH_TOOLS)
+	@./scripts/deps.sh bench
 	@./scripts/bench.sh
 
 # The job on embedded defaults; with no MODEL_URL it uses the built-in model,

@@ -44,6 +44,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -52,7 +53,9 @@ import time
 import urllib.request
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+RUN = "%d-%d" % (os.getpid(), int(time.time()))   # in topic and group names: a rerun starts clean
 DONE_TIMEOUT_S = 300
+DTM = re.compile(r'"dtm":"([0-9]+)"')
 
 
 def log(msg):
@@ -255,9 +258,13 @@ def canonical(lines):
     return out
 
 
+def out_topic(job, r):
+    return "bench-out-%s-%d-%s" % (job, r, RUN)
+
+
 def throughput(args):
     rounds = range(1, args.rounds + 1)
-    outputs = ["bench-out-%s-%d" % (j, r) for r in rounds for j in ("sink", "python")]
+    outputs = [out_topic(j, r) for r in rounds for j in ("sink", "python")]
     tmp = tempfile.mkdtemp(prefix="sluice-bench.")
     broker = Broker(args.brokers, args.partitions, [args.input, "sluice.dead-letter"] + outputs, tmp)
     try:
@@ -279,21 +286,20 @@ def throughput_on(args, broker, tmp):
     size = len(head) / args.records
     store_url = "http://127.0.0.1:8080"
     results = collections.defaultdict(list)
-    run_id = "%d-%d" % (os.getpid(), int(time.time()))
     for r in range(1, args.rounds + 1):
         order = JOBS[r - 1:] + JOBS[:r - 1]        # rotate: no job always goes first
         for job, name in order:
-            group = "bench-%s-%d-%s" % (job, r, run_id)
+            group = "bench-%s-%d-%s" % (job, r, RUN)
             if job == "c":
                 res = run_program(["build/bench/consume", broker.addr, args.input, group,
                                    str(args.records)])
             elif job == "python":
                 res = run_program(["/usr/bin/python3", "bench/plain_job.py", broker.addr,
                                    args.input, group, str(args.records),
-                                   "bench-out-python-%d" % r, "--store-url", store_url])
+                                   out_topic("python", r), "--store-url", store_url])
             else:
-                res = run_sluice(args, broker, tmp, job, group, "bench-out-sink-%d" % r)
-            if res["cpu_s"] < 0.1 or res["records"] < args.records / 2:
+                res = run_sluice(args, broker, tmp, job, group, out_topic("sink", r))
+            if res["cpu_s"] < 0.05 or res["records"] < args.records / 2:
                 sys.exit("compare: %s did %d records in %.3f CPU s after its first: too few "
                          "records to measure (--records)" % (name, res["records"], res["cpu_s"]))
             res["rate"] = res["records"] / res["cpu_s"]
@@ -305,8 +311,8 @@ def throughput_on(args, broker, tmp):
             sys.exit("compare: round %d: sluice's sink produced %d records, Python's %d: "
                      "not the same job" % (r, sl, py))
     # Content: every record of both sinks in the first round, as parsed JSON.
-    a = canonical(kcat_read(broker.addr, "bench-out-sink-1", "%k\t%s\n"))
-    b = canonical(kcat_read(broker.addr, "bench-out-python-1", "%k\t%s\n"))
+    a = canonical(kcat_read(broker.addr, out_topic("sink", 1), "%k\t%s\n"))
+    b = canonical(kcat_read(broker.addr, out_topic("python", 1), "%k\t%s\n"))
     same = sum(1 for x, y in zip(a, b) if x == y)
     if len(a) != len(b) or same != len(a):
         sys.exit("compare: sink records differ: sluice %d, Python %d, %d equal" % (len(a), len(b), same))
@@ -339,15 +345,17 @@ def throughput_on(args, broker, tmp):
 
 # ==================== Latency ====================
 
-def shipped_fetch_wait(kafka_as):
-    """fetch.wait.max.ms as config/recommendations.lua sets it for these brokers, or None."""
+def shipped_kafka(kafka_as):
+    """fetch.wait.max.ms and the producers' linger.ms as config/recommendations.lua
+    sets them for these brokers ("" where it does not)."""
     lua = ('env = function(n, d) if n == "KAFKA_BROKERS" then return os.getenv("AS") end '
            'local v = os.getenv(n); if v == nil then return d end return v end '
-           'local j = dofile("config/recommendations.lua") '
-           'print(j.kafka.consumer and j.kafka.consumer["fetch.wait.max.ms"] or "")')
+           'local k = dofile("config/recommendations.lua").kafka '
+           'print(k.consumer and k.consumer["fetch.wait.max.ms"] or "") '
+           'print(k.producer and k.producer["linger.ms"] or "")')
     out = subprocess.run(["luajit", "-e", lua], env=dict(os.environ, AS=kafka_as),
-                         capture_output=True, text=True, check=True).stdout.strip()
-    return out or None
+                         capture_output=True, text=True, check=True).stdout.split("\n")
+    return out[0].strip(), out[1].strip()
 
 
 def percentile(sorted_xs, p):
@@ -371,42 +379,89 @@ def histogram_quantile(m, q):
     return None
 
 
+def lat_topic(what, n):
+    return "lat-%s-%d-%s" % (what, n, RUN)
+
+
+def latency_runs(args, shipped_wait, shipped_linger):
+    """(rate, fetch wait, linger, label) of each run: BENCH_FETCH_WAIT and
+    BENCH_LINGER values for bench/job.lua and how the table names them."""
+    waits = []
+    for w in args.waits.split(","):
+        if w == "shipped":
+            waits.append(("shipped", "%s (shipped)" % shipped_wait if shipped_wait
+                          else "500 (librdkafka's default, as shipped)"))
+        elif w == "default":
+            if shipped_wait or "shipped" not in args.waits:
+                waits.append(("default", "500 (librdkafka's default)"))
+        else:
+            waits.append((str(int(w)), w))
+    runs = []
+    for rate in (int(x) for x in args.rates.split(",")):
+        for w, wl in waits:
+            runs.append((rate, w, "shipped", wl, shipped_linger or "50 (sluice's default for sinks)"))
+        for ln in (x for x in args.lingers.split(",") if x):
+            runs.append((rate, "shipped", str(int(ln)), waits[0][1], ln))
+    return runs
+
+
 def latency(args):
-    rates = [int(x) for x in args.rates.split(",")]
     kafka_as = "embedded" if args.brokers == "embedded" else args.brokers
-    shipped = shipped_fetch_wait(kafka_as)
-    waits = [("shipped", shipped)] + ([("default", None)] if shipped else [])
-    runs = [(rate, w) for rate in rates for w in waits]
-    topics = []
-    for rate, (wname, _) in runs:
-        topics += ["lat-in-%d-%s" % (rate, wname), "lat-out-%d-%s" % (rate, wname)]
+    shipped_wait, shipped_linger = shipped_kafka(kafka_as)
+    runs = latency_runs(args, shipped_wait, shipped_linger)
+    topics = [lat_topic(w, i) for i in range(len(runs)) for w in ("in", "out")]
     tmp = tempfile.mkdtemp(prefix="sluice-bench.")
     broker = Broker(args.brokers, args.partitions, topics + ["sluice.dead-letter"], tmp,
-                    append_time=[t for t in topics if t.startswith("lat-out")])
+                    append_time=topics)
     try:
-        return latency_on(args, broker, tmp, runs, shipped)
+        return latency_on(args, broker, tmp, runs)
     finally:
         broker.close()
 
 
-def latency_on(args, broker, tmp, runs, shipped):
+def input_times(broker, topic):
+    """Each input record's Kafka timestamp by (key, view time): its
+    LogAppendTime on a real cluster, the producer's stamp (which is also
+    the view time) on the embedded broker."""
+    out = {}
+    for line in kcat_read(broker.addr, topic, "%k\t%T\t%s\n"):
+        key, ts, value = line.split("\t", 2)
+        view = DTM.search(value)
+        if view:
+            out[(key, int(view.group(1)))] = int(ts)
+    return out
+
+
+def latency_on(args, broker, tmp, runs):
     label = "embedded broker, %d partitions" % args.partitions if broker.embedded \
         else "Kafka at %s, %d partitions" % (broker.addr, args.partitions)
-    end = ("sink record's producer timestamp (sluice's produce call)" if broker.embedded
-           else "sink record's LogAppendTime (the broker's acknowledgement)")
-    print("### latency, %s: input Kafka timestamp to %s, records after the first second"
-          % (label, end))
+    if broker.embedded:
+        what = ("from the input record's Kafka timestamp (the producer's, at its send) to the "
+                "sink record's arrival at a reader fetching every 1 ms (build/bench/consume -t): "
+                "the embedded broker keeps producers' timestamps, so its append is not recorded")
+    else:
+        what = ("from the input record's Kafka timestamp to the sink record's, both "
+                "LogAppendTime: the broker's append of the input to its append (its "
+                "acknowledgement) of the output. Last column: the offering producer's send to "
+                "the input's append, not counted")
+    print("### latency, %s, the whole job (extract → window → sink), records after the first "
+          "second, %s" % (label, what))
     print()
-    print("| offered load | consumer fetch.wait.max.ms | records | p50 | p99 | p99.9 | max |"
-          " sluice_end_to_end_seconds p50 / p99 (bucket bound) |")
-    print("|---:|---|---:|---:|---:|---:|---:|---|")
-    for rate, (wname, wait) in runs:
-        tin, tout = "lat-in-%d-%s" % (rate, wname), "lat-out-%d-%s" % (rate, wname)
+    print("| offered load | consumer fetch.wait.max.ms | sink linger.ms | records | p50 | p99 | p99.9 | max |"
+          " sluice_end_to_end_seconds p50 / p99 (bucket bound) | send → Kafka p50 / p99 |")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---|---|")
+    for i, (rate, wait, linger, wait_label, linger_label) in enumerate(runs):
+        tin, tout = lat_topic("in", i), lat_topic("out", i)
+        reader = None
+        if broker.embedded:
+            seen_file = os.path.join(tmp, tout + ".seen")
+            reader = subprocess.Popen(["build/bench/consume", "-t", "3000", "-w", "1", broker.addr,
+                                       tout, "reader-" + tout, "0"], stdout=open(seen_file, "w"),
+                                      stderr=subprocess.PIPE, text=True)
         s = Sluice(tmp, tin, {"BENCH_BROKERS": broker.addr,
                               "BENCH_KAFKA_AS": "embedded" if broker.embedded else broker.addr,
                               "BENCH_STEPS": "sink", "BENCH_INPUT": tin, "BENCH_OUTPUT": tout,
-                              "BENCH_GROUP": "lat-%s-%d" % (tin, os.getpid()),
-                              "BENCH_FETCH_WAIT": wname})
+                              "BENCH_GROUP": tin, "BENCH_FETCH_WAIT": wait, "BENCH_LINGER": linger})
         s.wait_assigned(args.partitions)
         time.sleep(1)                       # its first fetches are out
         prod = run_program(["build/bench/produce", broker.addr, tin, args.events, str(rate),
@@ -416,25 +471,42 @@ def latency_on(args, broker, tmp, runs, shipped):
             time.sleep(0.1)
         m = metrics(s.admin)
         s.stop()
-        t0 = None
-        lat = []
-        for line in kcat_read(broker.addr, tout, "%T\t%s\n"):
-            ts, _, value = line.partition("\t")
-            view = json.loads(value)["product"]["viewTimestamp"]
-            t0 = view if t0 is None or view < t0 else t0
-            lat.append((view, int(ts) - view))
-        lat = sorted(d for v, d in lat if v >= t0 + 1000)
+        appended = input_times(broker, tin)
+        if reader:
+            _, err = reader.communicate(timeout=120)
+            if reader.returncode != 0:
+                sys.exit("compare: the sink reader failed: %s" % err[-1000:])
+            with open(seen_file) as f:
+                seen = [(k, int(v), int(t)) for t, k, v in
+                        (line.rstrip("\n").split("\t") for line in f if line.count("\t") == 2)]
+        else:
+            seen = []
+            for line in kcat_read(broker.addr, tout, "%k\t%T\t%s\n"):
+                key, ts, value = line.split("\t", 2)
+                seen.append((key, json.loads(value)["product"]["viewTimestamp"], int(ts)))
+        t0 = min(v for _, v in appended) if appended else 0
+        lat, unmatched = [], 0
+        for key, view, ts in seen:
+            tin_ms = appended.get((key, view))
+            if tin_ms is None:
+                unmatched += 1
+            elif view >= t0 + 1000:
+                lat.append(ts - tin_ms)
+        lat.sort()
         if not lat:
             sys.exit("compare: no sink records on %s" % tout)
+        if unmatched:
+            sys.exit("compare: %d sink records on %s match no input record" % (unmatched, tout))
+        ahead = sorted(tin_ms - v for (_, v), tin_ms in appended.items())
         h50, h99 = histogram_quantile(m, 0.5), histogram_quantile(m, 0.99)
-        print("| %d/s | %s | %d | %d ms | %d ms | %d ms | %d ms | %s / %s ms |"
-              % (rate, ("%s (shipped)" % (wait or "500")) if wname == "shipped" and wait
-                 else "500 (librdkafka's default%s)" % ("; shipped" if not shipped else ""),
-                 len(lat), percentile(lat, 50), percentile(lat, 99), percentile(lat, 99.9),
-                 lat[-1], "≤ %g" % h50 if h50 else "-", "≤ %g" % h99 if h99 else "-"))
+        print("| %d/s | %s | %s | %d | %d ms | %d ms | %d ms | %d ms | %s / %s ms | %s |"
+              % (rate, wait_label, linger_label, len(lat), percentile(lat, 50), percentile(lat, 99),
+                 percentile(lat, 99.9), lat[-1], "≤ %g" % h50 if h50 else "-",
+                 "≤ %g" % h99 if h99 else "-",
+                 "-" if broker.embedded else "%d / %d ms" % (percentile(ahead, 50), percentile(ahead, 99))))
         if prod["late_ms_max"] > 100:
-            print("|  | the producer fell %.0f ms behind its schedule at worst |  |  |  |  |  |  |"
-                  % prod["late_ms_max"])
+            print("|  | the offering producer fell %.0f ms behind its schedule at worst |"
+                  "  |  |  |  |  |  |  |  |" % prod["late_ms_max"])
         sys.stdout.flush()
     return 0
 
@@ -450,10 +522,16 @@ def main():
     t = sub.choices["throughput"]
     t.add_argument("--records", type=int, default=200000)
     t.add_argument("--rounds", type=int, default=3)
-    t.add_argument("--input", default="bench-in")
+    t.add_argument("--input", default="bench-in-" + RUN)
     lt = sub.choices["latency"]
     lt.add_argument("--rates", default="5000,20000")
     lt.add_argument("--seconds", type=float, default=10)
+    lt.add_argument("--waits", default="shipped,default",
+                    help="consumer fetch waits: shipped (the shipped config's), default "
+                         "(librdkafka's; left out when the shipped config keeps it), or ms")
+    lt.add_argument("--lingers", default="1",
+                    help="sink linger.ms values to run too (with the first fetch wait), "
+                         "beside the shipped one")
     args = ap.parse_args()
     return throughput(args) if args.what == "throughput" else latency(args)
 

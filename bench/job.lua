@@ -15,7 +15,11 @@
 --                     extract -> window -> the debug sink (the shipped job's
 --                     shape without the model, limit and store steps)
 --   BENCH_FETCH_WAIT  shipped (default): the consumer properties as shipped;
---                     default: without fetch.wait.max.ms (librdkafka's 500 ms)
+--                     default: without fetch.wait.max.ms (librdkafka's 500 ms);
+--                     a number: fetch.wait.max.ms in ms
+--   BENCH_LINGER      shipped (default): the producer properties as shipped
+--                     (sinks linger 50 ms unless they say otherwise); a
+--                     number: the sink producer's linger.ms
 --   BENCH_INPUT, BENCH_OUTPUT, BENCH_GROUP, BENCH_ADMIN
 --                     input topic, sink topic, consumer group, admin listener
 --
@@ -65,8 +69,20 @@ end
 local fetch_wait = real_env("BENCH_FETCH_WAIT", "shipped")
 if fetch_wait == "default" then
   if job.kafka.consumer then job.kafka.consumer["fetch.wait.max.ms"] = nil end
+elseif fetch_wait:match("^%d+$") then
+  job.kafka.consumer = job.kafka.consumer or {}
+  job.kafka.consumer["fetch.wait.max.ms"] = fetch_wait
 elseif fetch_wait ~= "shipped" then
-  error("bench/job.lua: BENCH_FETCH_WAIT must be shipped or default, not " .. fetch_wait, 0)
+  error("bench/job.lua: BENCH_FETCH_WAIT must be shipped, default or a number of ms, not "
+    .. fetch_wait, 0)
+end
+
+local linger = real_env("BENCH_LINGER", "shipped")
+if linger:match("^%d+$") then
+  job.kafka.producer = job.kafka.producer or {}
+  job.kafka.producer["linger.ms"] = linger
+elseif linger ~= "shipped" then
+  error("bench/job.lua: BENCH_LINGER must be shipped or a number of ms, not " .. linger, 0)
 end
 
 job.kafka.brokers = brokers

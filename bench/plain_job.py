@@ -221,8 +221,9 @@ def main():
     if args.fetch_wait_ms:
         conf["fetch.wait.max.ms"] = int(args.fetch_wait_ms)
     consumer = Consumer(conf)
-    # The sink's delivery settings as sluice's (core/kafka.c): idempotent, 2 ms linger.
-    producer = Producer({"bootstrap.servers": args.brokers, "linger.ms": 2,
+    # The sink's delivery settings as sluice's (core/kafka.c, core/worker.c):
+    # idempotent, batches lingering 50 ms.
+    producer = Producer({"bootstrap.servers": args.brokers, "linger.ms": 50,
                          "enable.idempotence": True})
     consumer.subscribe([args.input])
 

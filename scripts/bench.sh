@@ -6,13 +6,20 @@
 #   window updates/s, bytes per key/entry    core/bench/window_bench.c
 #   HTTP client requests per CPU-second      core/bench/httpc_bench.c
 #   model training, bytes, us per request    core/bench/model_bench.c
-#   Kafka -> extract -> Kafka, per CPU-s     scripts/bench-pipeline.sh
+#   sluice beside a C consumer and a plain
+#   Python job, per CPU-s; latency p50/p99    scripts/bench-compare.sh (bench/)
+#   (embedded broker and real Kafka)
 #   ... -> window -> model -> Shopify (HTTP)  scripts/bench-http.sh
 #   collector requests/s, p50/p99            scripts/bench-collector.sh
 #   page view -> recommendations shown       spec/e2e/storefront.test.js (chromium)
+#
+# BENCH_QUICK=1: fewer records and shorter runs throughout (a couple of minutes).
 set -eu
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+    : "${BENCH_HTTP_RECORDS:=2000}" "${DURATION:=3s}"
+fi
 echo "# sluice bench, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -m)"
 echo "## json ($BUILD/bench/json_bench)"
 "$BUILD/bench/json_bench"
@@ -22,8 +29,8 @@ echo "## http client ($BUILD/bench/httpc_bench)"
 "$BUILD/bench/httpc_bench"
 echo "## model ($BUILD/bench/model_bench)"
 "$BUILD/bench/model_bench"
-echo "## pipeline (scripts/bench-pipeline.sh)"
-scripts/bench-pipeline.sh "${BENCH_RECORDS:-90000}"
+echo "## pipeline: sluice, a C consumer and a plain Python job on the same records (scripts/bench-compare.sh)"
+scripts/bench-compare.sh
 echo "## http steps (scripts/bench-http.sh)"
 scripts/bench-http.sh "${BENCH_HTTP_RECORDS:-6000}" 1 20
 echo "## collector (scripts/bench-collector.sh)"
