@@ -96,7 +96,7 @@ sluice-asan: $(BUILD)/obj/main.o $(BUILD)/libsluice.a $(TEST_BINS)
 lint: | $(DEPS_STAMP)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	    --suppress=missingIncludeSystem core
-	luacheck lua spec config
+	luacheck lua spec config bench
 
 # libFuzzer on the collector's and the admin listener's request parsing, FUZZ_SECONDS each (not in CI).
 FUZZ_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror -Wstrict-prototypes \
