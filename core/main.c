@@ -39,8 +39,12 @@ static const char usage_run[] =
 "\n"
 "Runs the job of CONFIG (a Lua file returning a table) on one event loop until\n"
 "SIGTERM or SIGINT: stop consuming, finish records in flight (bounded by\n"
-"shutdown_timeout), commit, exit 0. SIGHUP reloads the Lua rules into a fresh\n"
-"VM; a reload that fails keeps the old rules and logs file:line.\n"
+"shutdown_timeout), commit, exit 0. SIGHUP reads CONFIG again and reloads the\n"
+"Lua rules into a fresh VM with the steps' new params; the new rules first run\n"
+"over a sample (rules.canary and the last rules.canary_last input records) and\n"
+"are refused if they raise where the old ones did not or filter far more. A\n"
+"reload that fails or is refused (also: a changed key that needs a restart,\n"
+"named in the log) keeps the old rules and config and logs why (file:line).\n"
 "\n"
 "  -c, --config FILE   the job configuration\n"
 "  -v, --verbose       log debug lines\n"
@@ -51,14 +55,27 @@ static const char usage_run[] =
 "the record is then dead-lettered instead of run again).\n";
 
 static const char usage_check[] =
-"usage: sluice check -c CONFIG\n"
+"usage: sluice check -c CONFIG [--against EVENTS.jsonl [--baseline DIR]]\n"
 "\n"
 "Loads CONFIG and compiles every rule module it names. Prints the step count and\n"
 "the rules' version and exits 0, or prints the error (file:line, or the config\n"
 "key path) and exits 1.\n"
 "\n"
-"  -c, --config FILE   the job configuration\n"
-"  -h, --help          this text\n";
+"With --against, the rules then run over the lines of EVENTS.jsonl (one record\n"
+"value per line) as a reload's canary runs them: the lua steps only, other steps\n"
+"pass the context on. With --baseline DIR (the deployed rules: a folder, or\n"
+"several separated by :, in place of rules.path) the check is refused as a\n"
+"reload would be: the rules raise on a line the deployed rules handle, or filter\n"
+"more lines that those pass than rules.canary_filter_slack (default 5) or\n"
+"rules.canary_filter_slack_pct (default 10%) of the lines allow. Without\n"
+"--baseline any raise refuses. Refused: exit 1 and the summary (step, how many,\n"
+"the first error with file:line and its line) on stderr; else the counts on\n"
+"stdout.\n"
+"\n"
+"  -c, --config FILE    the job configuration\n"
+"  -a, --against FILE   JSON lines to run the rules over\n"
+"  -b, --baseline DIR   the deployed rules to compare with (needs --against)\n"
+"  -h, --help           this text\n";
 
 static const char usage_test[] =
 "usage: sluice test -c CONFIG -i EVENTS.jsonl [--stub STEP=FILE]... [--summary]\n"
@@ -144,16 +161,19 @@ static int cmd_run(int argc, char **argv) {
 
 static int cmd_check(int argc, char **argv) {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
+        {"config", required_argument, NULL, 'c'}, {"against", required_argument, NULL, 'a'},
+        {"baseline", required_argument, NULL, 'b'}, {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
-    const char *config = NULL;
+    const char *config = NULL, *against = NULL, *baseline = NULL;
     int c;
-    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:a:b:h", opts, NULL)) != -1) {
         if (c == 'c') config = optarg;
+        else if (c == 'a') against = optarg;
+        else if (c == 'b') baseline = optarg;
         else help(usage_check, c == 'h' ? 0 : 2);
     }
-    if (!config || optind < argc) help(usage_check, 2);
-    return sl_tester_check(config);
+    if (!config || optind < argc || (baseline && !against)) help(usage_check, 2);
+    return sl_tester_check(config, against, baseline);
 }
 
 static int cmd_test(int argc, char **argv) {

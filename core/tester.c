@@ -1,6 +1,7 @@
 /* tester.c -- `sluice check` and `sluice test` (see tester.h). */
 #define _GNU_SOURCE
 #include "tester.h"
+#include "canary.h"
 #include "config.h"
 #include "json.h"
 #include "metrics.h"
@@ -27,9 +28,58 @@ static int load(const char *config_file, struct sl_config **cf, struct sl_rules 
     return SL_ERR;
 }
 
-int sl_tester_check(const char *config_file) {
+/* The rules of cf with rules.path replaced by dirs (":"-separated): the
+ * deployed rules a check compares against. The config is the caller's to
+ * destroy after the rules. */
+static struct sl_rules *baseline_rules(const char *config_file, const char *dirs,
+                                       struct sl_config **bcf) {
+    char err[SL_ERRLEN];
+    struct sl_rules *r = NULL;
+    *bcf = sl_config_load(config_file, err, sizeof(err));
+    if (*bcf) {
+        struct sl_config *cf = *bcf;
+        char *list = sl_strdup(dirs), *save = NULL;
+        for (size_t i = 0; i < cf->rules.npath; i++) free(cf->rules.path[i]);
+        cf->rules.npath = 0;
+        cf->rules.path = sl_realloc(cf->rules.path, (strlen(dirs) / 2 + 2) * sizeof(char *));
+        for (char *d = strtok_r(list, ":", &save); d; d = strtok_r(NULL, ":", &save))
+            cf->rules.path[cf->rules.npath++] = sl_strdup(d);
+        free(list);
+        r = sl_rules_create(cf, err, sizeof(err));
+    }
+    if (!r) fprintf(stderr, "sluice check: --baseline %s: %s\n", dirs, err);
+    return r;
+}
+
+/* --against: the canary of a reload, offline (canary.h). */
+static int check_against(const char *config_file, const struct sl_config *cf, struct sl_rules *r,
+                         const char *against, const char *baseline) {
+    struct sl_config *bcf = NULL;
+    struct sl_rules *old = NULL;
+    struct sl_canary_verdict v;
+    char err[SL_ERRLEN];
+    int status = 1;
+    if (baseline && !(old = baseline_rules(config_file, baseline, &bcf))) goto done;
+    if (sl_canary_judge(NULL, against, old, r, cf, &v, err, sizeof(err))) {
+        fprintf(stderr, "sluice check: %s\n", err);
+        goto done;
+    }
+    if (v.refused) {
+        fprintf(stderr, "sluice check: refused: %s\n", v.summary);
+        goto done;
+    }
+    printf("canary %s: %s\n", against, v.summary);
+    status = 0;
+done:
+    sl_rules_release(old);
+    sl_config_destroy(bcf);
+    return status;
+}
+
+int sl_tester_check(const char *config_file, const char *against, const char *baseline) {
     struct sl_config *cf;
     struct sl_rules *r;
+    int status = 0;
     if (load(config_file, &cf, &r)) return 1;
     printf("%s: ok: %zu step(s), rules version %s\n", config_file, cf->nsteps,
            sl_rules_version(r));
@@ -37,9 +87,12 @@ int sl_tester_check(const char *config_file) {
         printf("%s%s (%s)%s", i ? " -> " : "steps: ", cf->steps[i].name, cf->steps[i].kind->name,
                i + 1 == cf->nsteps ? "\n" : "");
     for (size_t i = 0; i < cf->nnotes; i++) printf("note: %s\n", cf->notes[i]);
+    fflush(stdout);
+    if (against) status = check_against(config_file, cf, r, against, baseline);
+    sl_log_flush(1);
     sl_rules_release(r);
     sl_config_destroy(cf);
-    return 0;
+    return status;
 }
 
 /* What went wrong in a run: dead letters per step, the first error. */

@@ -4,7 +4,7 @@
  * JSON-lines file through the steps without Kafka and prints, per record and
  * step, one JSON line with the context after it, the filter reason and the
  * context dropped, or the error (pipeline.h: keys sorted, no wall-clock
- * fields, so the same input gives the same bytes). Uses config.c, rules.c, pipeline.c. */
+ * fields, so the same input gives the same bytes). Uses config.c, rules.c, pipeline.c, canary.c. */
 #ifndef SL_TESTER_H
 #define SL_TESTER_H
 
@@ -13,8 +13,11 @@
 
 /* Returns the exit status: 0 when the config and its rules load (printing
  * the steps in order and the config's notes), else 1 with file:line on
- * stderr. */
-int sl_tester_check(const char *config_file);
+ * stderr. With against (a JSON-lines file), the rules then run over its
+ * lines as a reload's canary does (canary.h), compared with the rules in
+ * baseline (rule directories, ":"-separated, in place of rules.path) or,
+ * without baseline, with none: 1 and the summary on stderr when refused. */
+int sl_tester_check(const char *config_file, const char *against, const char *baseline);
 
 /* Runs every line of input through the pipeline, writing the trace to out,
  * or with summary only the counts per step and reason at the end. HTTP
