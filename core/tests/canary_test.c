@@ -15,13 +15,7 @@
 
 static char dir[64];
 
-static void put(const char *name, const char *text) {
-    char p[256];
-    snprintf(p, sizeof(p), "%s/%s", dir, name);
-    FILE *f = fopen(p, "w");
-    fputs(text, f);
-    fclose(f);
-}
+static void put(const char *name, const char *text) { test_put(dir, name, text); }
 
 /* The rules of module t.<mod>: step one (its fn `f`), a kafka step (passed
  * through by the canary), then t.<mod>.g. */
