@@ -78,8 +78,8 @@ static const char usage_check[] =
 "  -h, --help           this text\n";
 
 static const char usage_test[] =
-"usage: sluice test -c CONFIG -i EVENTS.jsonl [--stub STEP=FILE]... [--summary]\n"
-"                   [--allow-errors] [--log-level LEVEL]\n"
+"usage: sluice test -c CONFIG -i EVENTS.jsonl [--stub STEP=FILE]...\n"
+"                   [--summary | --emit-spec] [--allow-errors] [--log-level LEVEL]\n"
 "\n"
 "Runs each line of EVENTS.jsonl (one Kafka record value per line; - for stdin)\n"
 "through the pipeline without Kafka and prints, per record and step, one JSON\n"
@@ -103,6 +103,11 @@ static const char usage_test[] =
 "                      \"body\": <string or JSON>}; repeat for several steps\n"
 "  -s, --summary       print no trace, only the time taken and the counts per\n"
 "                      step and filter reason (Prometheus text)\n"
+"  -E, --emit-spec     print, instead of the trace, a busted spec of it: per\n"
+"                      record and lua step an it() that runs the step with\n"
+"                      sluice.testing's run_step on the context it started on\n"
+"                      and asserts what the trace showed (the context, the\n"
+"                      list, the reason or the error); edit it, run busted\n"
 "  -e, --allow-errors  exit 0 even when records were dead-lettered\n"
 "  -l, --log-level L   debug, info (default), warn or error: what goes to stderr\n"
 "  -h, --help          this text\n"
@@ -181,18 +186,20 @@ static int cmd_test(int argc, char **argv) {
         {"config", required_argument, NULL, 'c'}, {"input", required_argument, NULL, 'i'},
         {"stub", required_argument, NULL, 'S'}, {"summary", no_argument, NULL, 's'},
         {"allow-errors", no_argument, NULL, 'e'}, {"log-level", required_argument, NULL, 'l'},
-        {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+        {"emit-spec", no_argument, NULL, 'E'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     static const char *const levels[] = {"debug", "info", "warn", "error"};
     const char *config = NULL, *input = NULL, *stubs[64];
     size_t nstubs = 0;
-    bool summary = false, allow_errors = false;
+    bool summary = false, allow_errors = false, emit_spec = false;
     int c, level = SL_LOG_INFO;
-    while ((c = getopt_long(argc, argv, "c:i:S:sel:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:i:S:sel:Eh", opts, NULL)) != -1) {
         if (c == 'c') config = optarg;
         else if (c == 'i') input = optarg;
         else if (c == 'S' && nstubs < sizeof(stubs) / sizeof(stubs[0])) stubs[nstubs++] = optarg;
         else if (c == 's') summary = true;
         else if (c == 'e') allow_errors = true;
+        else if (c == 'E') emit_spec = true;
         else if (c == 'l') {
             for (level = 0; level < 4 && strcmp(levels[level], optarg); level++) {}
             if (level == 4) {
@@ -202,9 +209,11 @@ static int cmd_test(int argc, char **argv) {
             }
         } else help(usage_test, c == 'h' ? 0 : 2);
     }
-    if (!config || !input || optind < argc) help(usage_test, 2);
+    if (!config || !input || optind < argc || (summary && emit_spec)) help(usage_test, 2);
     sl_log_set_level((enum sl_log_level)level);
-    return sl_tester_run(config, input, stdout, summary, stubs, nstubs, allow_errors);
+    struct sl_tester_opts t = {config, input, stdout, summary, emit_spec, stubs, nstubs,
+                               allow_errors};
+    return sl_tester_run(&t);
 }
 
 static int cmd_broker(int argc, char **argv) {

@@ -84,7 +84,8 @@ end
 -- Runs fn(ctx, params) as the core's lua step does. input is a record value
 -- (a JSON string, a table already decoded, or nil for a tombstone) or, with
 -- opts.ctx = true, a context table used as it is. opts.kafka sets the Kafka
--- metadata, opts.step the step name in error texts (default "step").
+-- metadata, opts.step the step name in error texts (default "step") and
+-- opts.fn_name its "module.fn" (as the core names it there).
 -- out.status   "next" | "filtered" | "many" | "error"
 -- out.ctx      the context going on ("next")
 -- out.contexts the contexts going on: {} filtered or error, {ctx}, or the list
@@ -106,7 +107,7 @@ end
 
 -- The core's error for a wrong return value v of fn (rules.c bad_return):
 -- the function's file:line, the step, what v is; item names a list item.
-local function bad_return(fn, step, v, item)
+local function bad_return(fn, step, fn_name, v, item)
   local info = debug.getinfo(fn, "S")
   local at = (info and info.linedefined and info.linedefined > 0)
     and (info.short_src .. ":" .. info.linedefined .. ": ") or ""
@@ -117,9 +118,10 @@ local function bad_return(fn, step, v, item)
   else
     what = "a " .. type(v) .. ": "
   end
-  return string.format("%sstep %s must return a context, nil and a reason, or a list of "
-    .. "contexts; it returned %s%s%s", at, step, item and ("a list whose item " .. item .. " is ")
-    or "", what, show(v))
+  local name = fn_name and (" (" .. fn_name .. ")") or ""
+  local list = item and ("a list whose item " .. item .. " is ") or ""
+  return string.format("%sstep %s%s must return a context, nil and a reason, or a list of "
+    .. "contexts; it returned %s%s%s", at, step, name, list, what, show(v))
 end
 
 -- A context carries its record's kafka table (rules.c is_context). The core
@@ -147,14 +149,14 @@ function M.run_step(fn, input, params, opts)
   if type(r1) == "table" then
     if r1[1] == nil then
       if not is_context(r1) then
-        return { status = "error", contexts = {}, error = bad_return(fn, step, r1) }
+        return { status = "error", contexts = {}, error = bad_return(fn, step, opts.fn_name, r1) }
       end
       return { status = "next", ctx = r1, contexts = { r1 } }
     end
     local list = {}
     for i = 1, #r1 do
       if not is_context(r1[i]) then
-        return { status = "error", contexts = {}, error = bad_return(fn, step, r1[i], i) }
+        return { status = "error", contexts = {}, error = bad_return(fn, step, opts.fn_name, r1[i], i) }
       end
       list[i] = r1[i]
     end
@@ -162,7 +164,7 @@ function M.run_step(fn, input, params, opts)
   elseif r1 == nil then
     return { status = "filtered", reason = sanitize(r2), contexts = {} }
   end
-  return { status = "error", contexts = {}, error = bad_return(fn, step, r1) }
+  return { status = "error", contexts = {}, error = bad_return(fn, step, opts.fn_name, r1) }
 end
 
 return M

@@ -268,3 +268,101 @@ describe("sluice check --against", function()
     assert.matches("missing%.jsonl: No such file", err)
   end)
 end)
+
+describe("sluice test --emit-spec", function()
+  local gdir
+
+  -- A job of extract, a rule that splits some contexts, a window and a rule
+  -- that tags, filters, raises or returns a table that is not a context.
+  local function job(tag_src)
+    os.execute("mkdir -p " .. H.q(gdir .. "/rules/gen"))
+    H.write(gdir .. "/rules/gen/split.lua", [[
+local M = {}
+function M.split(ctx)
+  if not ctx.product.slug:match("1$") then return ctx end
+  local other = {}
+  for k, v in pairs(ctx) do other[k] = v end
+  other.copy = true
+  return { ctx, other }
+end
+return M
+]])
+    H.write(gdir .. "/rules/gen/tag.lua", tag_src)
+    return H.write_config(gdir .. "/job.lua", {
+      kafka = { brokers = "embedded", input = "in" },
+      rules = { path = { gdir .. "/rules", "lua" } },
+      pipeline = {
+        { lua = "recommendations.extract", params = { store_url = H.STORE_URL, app_id = H.APP_ID } },
+        { lua = "gen.split", name = "split" },
+        { name = "window", window = { key = "userId", length = "5m", as = "agg",
+          aggregate = { slugs = { "list", "product.slug" } } } },
+        { lua = "gen.tag", name = "tag", params = { tag = "t" } },
+        { name = "out", kafka = { topic = "out", key = "userId", fields = { "userId", "tag" } } },
+      },
+    })
+  end
+
+  local TAG = [[
+local M = {}
+function M.tag(ctx, params)
+  local slug = ctx.product.slug
+  if slug:match("7$") then return nil, "seven" end
+  if slug:match("9$") then error("nine is not allowed") end
+  if slug:match("5$") then return ctx.product end
+  ctx.tag = params.tag .. "-" .. #ctx.agg.slugs
+  return ctx
+end
+return M
+]]
+
+  lazy_setup(function()
+    gdir = H.mktemp()
+    local lines = {}
+    for i = 1, 20 do lines[i] = H.page_view(500000 + i, { duid = "11111111-1111-4111-8111-000000000001" }).value end
+    lines[#lines + 1] = "not json"
+    H.write(gdir .. "/events.jsonl", table.concat(lines, "\n") .. "\n")
+  end)
+
+  lazy_teardown(function() H.rmrf(gdir) end)
+
+  local function emit()
+    return H.run(string.format("%s test -c %s -i %s --emit-spec --allow-errors", H.q(H.BIN),
+      H.q(job(TAG)), H.q(gdir .. "/events.jsonl")))
+  end
+
+  local function busted(spec)
+    H.write(gdir .. "/gen_spec.lua", spec)
+    return H.run(string.format("SLUICE_RULES=%s busted -o TAP %s", H.q(gdir .. "/rules"),
+      H.q(gdir .. "/gen_spec.lua")))
+  end
+
+  it("writes a spec with a case per record and lua step, the same bytes each run, that passes", function()
+    local rc, spec, err = emit()
+    assert.are.equal(0, rc, err)
+    local _, again = emit()
+    assert.are.equal(spec, again, "the spec is deterministic")
+    assert.matches('describe%("record 1 %(line 1%)"', spec)
+    assert.matches('it%("extract: next"', spec)
+    assert.matches('it%("split: list"', spec)
+    assert.matches('it%("tag: next %(context 1%.2%)"', spec)
+    assert.matches('it%("tag: filtered"', spec)
+    assert.matches('it%("tag: error"', spec)
+    assert.matches('it%("extract: filtered"', spec, 1, false)   -- the line that is not JSON
+    local brc, out = busted(spec)
+    assert.are.equal(0, brc, "the emitted spec passes under busted:\n" .. out)
+    local oks = select(2, ("\n" .. out):gsub("\nok ", ""))
+    -- extract on 21 lines, split on the 20 page views, tag on their 22
+    -- contexts (the views of products 1 and 11 are split in two)
+    assert.are.equal(63, oks, "a case per record and lua step")
+    assert.is_nil(out:find("not ok", 1, true))
+  end)
+
+  it("the spec fails once the rule behaves otherwise", function()
+    local _, spec = emit()
+    job((TAG:gsub('params%.tag %.%. "%-"', 'params.tag .. "+"')))
+    local brc, out = busted(spec)
+    assert.are.equal(1, brc, "a changed rule fails the spec:\n" .. out)
+    assert.matches("not ok %d+ .* tag: next", out)
+    job(TAG)
+  end)
+end)
