@@ -352,20 +352,22 @@ static void reload_refused(struct worker *w, const char *why) {
 }
 
 /* The new config and rules of a reload, checked: the config needs no
- * restart, the rules load and pass their canary. NULL when refused or
- * failed (counted and logged); else the rules, which own the config. */
-static struct sl_rules *reload_rules(struct worker *w) {
+ * restart, the rules load and pass their canary. A config that no longer
+ * loads (a step's file is bad, which the file reload reported already when
+ * files_failed) is logged and the rules reload with the config in use. NULL
+ * when refused or failed (counted and logged); else the rules, which own
+ * their config when it is a new one. */
+static struct sl_rules *reload_rules(struct worker *w, bool files_failed) {
     char err[SL_ERRLEN], key[SL_CONFIG_PATHLEN + 64];
     struct sl_canary_verdict v;
     struct sl_config *cf = sl_config_load(w->cf->file, err, sizeof(err));
     struct sl_rules *r = NULL;
     if (!cf) {
-        reload_failed(w, err);
-        sl_log(SL_LOG_ERROR, "worker", "reload failed, keeping rules version %s: %s",
-               sl_pipeline_version(w->pipeline), err);
-        return NULL;
-    }
-    if (sl_config_needs_restart(w->cf, cf, key, sizeof(key))) {
+        if (!files_failed) reload_failed(w, err);
+        sl_log(SL_LOG_ERROR, "worker", "reload: the config does not load, so its changes are "
+               "not applied; the rules reload with the config in use: %s", err);
+        cf = w->cf;
+    } else if (sl_config_needs_restart(w->cf, cf, key, sizeof(key))) {
         snprintf(err, sizeof(err), "%s (needs a restart)", key);
         reload_refused(w, err);
         sl_config_destroy(cf);
@@ -376,10 +378,10 @@ static struct sl_rules *reload_rules(struct worker *w) {
         reload_failed(w, err);
         sl_log(SL_LOG_ERROR, "worker", "reload failed, keeping rules version %s: %s",
                sl_pipeline_version(w->pipeline), err);
-        sl_config_destroy(cf);
+        if (cf != w->cf) sl_config_destroy(cf);
         return NULL;
     }
-    sl_rules_own_config(r, cf);   /* cf now lives as long as r */
+    if (cf != w->cf) sl_rules_own_config(r, cf);   /* cf now lives as long as r */
     if (sl_canary_judge(w->canary, cf->rules.canary, sl_pipeline_rules(w->pipeline), r, cf,
                         &v, err, sizeof(err))) {
         reload_refused(w, err);
@@ -402,11 +404,12 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg) {
     char err[SL_ERRLEN];
     (void)sig; (void)what;
     if (!w->pipeline) return;
-    if (sl_pipeline_reload_files(w->pipeline, err, sizeof(err))) {
+    bool files_failed = sl_pipeline_reload_files(w->pipeline, err, sizeof(err)) != SL_OK;
+    if (files_failed) {
         reload_failed(w, err);
         sl_log(SL_LOG_ERROR, "worker", "reload failed: %s", err);
     }
-    struct sl_rules *r = reload_rules(w);
+    struct sl_rules *r = reload_rules(w, files_failed);
     if (!r) return;
     char old[17];
     snprintf(old, sizeof(old), "%s", sl_pipeline_version(w->pipeline));
