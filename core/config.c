@@ -317,7 +317,10 @@ bad:
 }
 
 static int load_rules(struct sl_config_cur *c, struct sl_config *cf) {
-    static const char *keys[] = {"path", "budget", "watchdog", "state_dir", NULL};
+    static const char *keys[] = {"path", "budget", "watchdog", "state_dir", "canary",
+                                 "canary_last", "canary_bytes", "canary_filter_slack",
+                                 "canary_filter_slack_pct", NULL};
+    int64_t last, slack, pct;
     int in = sl_config_enter(c, "", "rules");
     if (in < 0) return SL_ERR;
     if (in == 0) lua_newtable(c->L);
@@ -326,8 +329,16 @@ static int load_rules(struct sl_config_cur *c, struct sl_config *cf) {
         sl_config_get_strlist(c, "rules", "path", &cf->rules.path, &cf->rules.npath) ||
         sl_config_get_duration(c, "rules", "budget", 200, &cf->rules.budget_ms) ||
         sl_config_get_duration(c, "rules", "watchdog", 0, &cf->rules.watchdog_ms) ||
-        sl_config_get_str(c, "rules", "state_dir", ".sluice", &cf->rules.state_dir))
+        sl_config_get_str(c, "rules", "state_dir", ".sluice", &cf->rules.state_dir) ||
+        sl_config_get_str(c, "rules", "canary", NULL, &cf->rules.canary) ||
+        sl_config_get_int(c, "rules", "canary_last", 200, 0, &last) ||
+        get_size(c, "rules", "canary_bytes", 8u << 20, &cf->rules.canary_bytes) ||
+        sl_config_get_int(c, "rules", "canary_filter_slack", 5, 0, &slack) ||
+        sl_config_get_int(c, "rules", "canary_filter_slack_pct", 10, 0, &pct))
         goto done;
+    cf->rules.canary_last = (size_t)last;
+    cf->rules.canary_slack = (size_t)slack;
+    cf->rules.canary_slack_pct = pct > 100 ? 100 : (int)pct;
     if (cf->rules.npath == 0) {
         cf->rules.path = sl_calloc(1, sizeof(char *));
         cf->rules.path[cf->rules.npath++] = sl_strdup("lua");
@@ -521,6 +532,107 @@ static int load_pipeline(struct sl_config_cur *c, struct sl_config *cf) {
     return SL_OK;
 }
 
+/* ==================== Reload ==================== */
+
+#define SL_CONFIG_FLAT_DEPTH 32 /* Deeper tables (or cycles) are one leaf. */
+
+/* Keys a SIGHUP may change: a path equal to one of these, or below it; "*"
+ * stands for a step's position. */
+static const char *const reloadable[] = {
+    "pipeline[*].params", "pipeline[*].http.params", "pipeline[*].model.params",
+    "rules.budget", "rules.canary", "rules.canary_filter_slack",
+    "rules.canary_filter_slack_pct", "notes", NULL};
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+static void add_leaf(struct sl_config *cf, const char *path, uint64_t hash) {
+    if ((cf->nleaves & (cf->nleaves + 1)) == 0)   /* full at 0, 1, 3, 7, ... */
+        cf->leaves = sl_realloc(cf->leaves, (cf->nleaves * 2 + 2) * sizeof(*cf->leaves));
+    cf->leaves[cf->nleaves].path = sl_strdup(path);
+    cf->leaves[cf->nleaves++].hash = hash;
+}
+
+/* Adds the value at idx and, for a table, everything under it. */
+static void flatten(lua_State *L, int idx, const char *path, int depth, struct sl_config *cf) {
+    uint64_t h = 14695981039346656037ull;
+    int t = lua_type(L, idx);
+    h = fnv1a(h, &t, sizeof(t));
+    if (t == LUA_TSTRING) {
+        size_t n;
+        const char *v = lua_tolstring(L, idx, &n);
+        h = fnv1a(h, v, n);
+    } else if (t == LUA_TNUMBER) {
+        lua_Number d = lua_tonumber(L, idx);
+        h = fnv1a(h, &d, sizeof(d));
+    } else if (t == LUA_TBOOLEAN) {
+        int b = lua_toboolean(L, idx);
+        h = fnv1a(h, &b, sizeof(b));
+    }
+    if (*path) add_leaf(cf, path, h);
+    if (t != LUA_TTABLE || depth >= SL_CONFIG_FLAT_DEPTH || !lua_checkstack(L, 4)) return;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {                       /* k v */
+        char p[SL_CONFIG_PATHLEN];
+        if (lua_type(L, -2) == LUA_TSTRING)
+            snprintf(p, sizeof(p), "%s%s%s", path, *path ? "." : "", lua_tostring(L, -2));
+        else if (lua_type(L, -2) == LUA_TNUMBER)
+            snprintf(p, sizeof(p), "%s[%.14g]", path, lua_tonumber(L, -2));
+        else
+            snprintf(p, sizeof(p), "%s[%s]", path, luaL_typename(L, -2));
+        flatten(L, lua_gettop(L), p, depth + 1, cf);
+        lua_pop(L, 1);                               /* k */
+    }
+}
+
+static int leaf_cmp(const void *a, const void *b) {
+    return strcmp(((const struct sl_config_leaf *)a)->path, ((const struct sl_config_leaf *)b)->path);
+}
+
+/* Is path one of the reloadable keys or below one? */
+static bool is_reloadable(const char *path) {
+    for (size_t i = 0; reloadable[i]; i++) {
+        const char *p = path, *r = reloadable[i];
+        while (*r) {
+            if (*r == '*') {
+                if (!isdigit((unsigned char)*p)) break;
+                while (isdigit((unsigned char)*p)) p++;
+                r++;
+            } else if (*r == *p) {
+                r++;
+                p++;
+            } else {
+                break;
+            }
+        }
+        if (!*r && (!*p || *p == '.' || *p == '[')) return true;
+    }
+    return false;
+}
+
+bool sl_config_needs_restart(const struct sl_config *old, const struct sl_config *new_cf,
+                             char *key, size_t keylen) {
+    size_t i = 0, j = 0;
+    while (i < old->nleaves || j < new_cf->nleaves) {
+        const struct sl_config_leaf *a = i < old->nleaves ? &old->leaves[i] : NULL;
+        const struct sl_config_leaf *b = j < new_cf->nleaves ? &new_cf->leaves[j] : NULL;
+        int d = !a ? 1 : !b ? -1 : strcmp(a->path, b->path);
+        const char *path = d <= 0 ? a->path : b->path;
+        const char *what = d < 0 ? "removed" : d > 0 ? "added" : "changed";
+        bool differs = d != 0 || a->hash != b->hash;
+        if (d <= 0) i++;
+        if (d >= 0) j++;
+        if (differs && !is_reloadable(path)) {
+            sl_errf(key, keylen, "%s %s", path, what);
+            return true;
+        }
+    }
+    return false;
+}
+
 /* env(NAME, DEFAULT): the environment variable, or DEFAULT when unset or empty. */
 static int cfg_env(lua_State *L) {
     const char *name = luaL_checkstring(L, 1);
@@ -568,6 +680,8 @@ struct sl_config *sl_config_load(const char *file, char *err, size_t errlen) {
         sl_errf(err, errlen, "%s: needs a pipeline, a collector or both", file);
         goto fail;
     }
+    flatten(L, lua_gettop(L), "", 0, cf);
+    qsort(cf->leaves, cf->nleaves, sizeof(*cf->leaves), leaf_cmp);
     lua_close(L);
     return cf;
 fail:
@@ -601,6 +715,9 @@ void sl_config_destroy(struct sl_config *cf) {
         free(s->name);
     }
     free(cf->steps);
+    for (size_t i = 0; i < cf->nleaves; i++) free(cf->leaves[i].path);
+    free(cf->leaves);
+    free(cf->rules.canary);
     free(cf);
 }
 

@@ -97,6 +97,11 @@ struct sl_config {
         int64_t budget_ms;   /* a step running longer is interrupted */
         int64_t watchdog_ms; /* ...or, if it cannot be, the process exits */
         char *state_dir;     /* where the watchdog leaves the poisoned record */
+        char *canary;        /* JSON lines a reload runs first (canary.h), or NULL */
+        size_t canary_last;  /* last input records kept for a reload's canary */
+        size_t canary_bytes; /* bound on the bytes of those records */
+        size_t canary_slack; /* records the new rules may newly filter... */
+        int canary_slack_pct; /* ...or this % of the sample, whichever is more */
     } rules;
     size_t max_inflight;     /* records in flight before partitions pause */
     int64_t shutdown_ms;     /* bound on finishing in-flight work at exit */
@@ -116,6 +121,15 @@ struct sl_config {
     size_t nnotes;
     struct sl_step_conf *steps;
     size_t nsteps;
+    struct sl_config_leaf *leaves; /* the file's table flattened, sorted by path */
+    size_t nleaves;
+};
+
+/* One value of the config table: its key path and a hash of the value
+ * (never the value: it may be a secret). A table is a leaf too ("{}"). */
+struct sl_config_leaf {
+    char *path;              /* "kafka.brokers", "pipeline[2].params.app_id" */
+    uint64_t hash;
 };
 
 /* Loads and checks file. Returns NULL and a message in err on error. */
@@ -139,6 +153,14 @@ int sl_config_normalize_origin(const char *in, char *out, size_t outlen);
  * strings stay the config's. */
 struct sl_kafka_prop *sl_config_kafka_props(const struct sl_config *c, bool consumer,
                                             size_t *n);
+
+/* SIGHUP: the first key whose change old -> new a reload cannot apply
+ * (the kafka section, listeners, the steps and their kinds: all but the
+ * steps' params, rules.budget, the canary's file and slack, and notes),
+ * written to key as "kafka.brokers changed" ("... added", "... removed").
+ * Returns true when there is one: the new config needs a restart. */
+bool sl_config_needs_restart(const struct sl_config *old, const struct sl_config *new_cf,
+                             char *key, size_t keylen);
 
 /* Index of the step named name, or -1. */
 int sl_config_step_index(const struct sl_config *c, const char *name);

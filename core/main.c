@@ -39,8 +39,12 @@ static const char usage_run[] =
 "\n"
 "Runs the job of CONFIG (a Lua file returning a table) on one event loop until\n"
 "SIGTERM or SIGINT: stop consuming, finish records in flight (bounded by\n"
-"shutdown_timeout), commit, exit 0. SIGHUP reloads the Lua rules into a fresh\n"
-"VM; a reload that fails keeps the old rules and logs file:line.\n"
+"shutdown_timeout), commit, exit 0. SIGHUP reads CONFIG again and reloads the\n"
+"Lua rules into a fresh VM with the steps' new params; the new rules first run\n"
+"over a sample (rules.canary and the last rules.canary_last input records) and\n"
+"are refused if they raise where the old ones did not or filter far more. A\n"
+"reload that fails or is refused (also: a changed key that needs a restart,\n"
+"named in the log) keeps the old rules and config and logs why (file:line).\n"
 "\n"
 "  -c, --config FILE   the job configuration\n"
 "  -v, --verbose       log debug lines\n"
@@ -51,18 +55,31 @@ static const char usage_run[] =
 "the record is then dead-lettered instead of run again).\n";
 
 static const char usage_check[] =
-"usage: sluice check -c CONFIG\n"
+"usage: sluice check -c CONFIG [--against EVENTS.jsonl [--baseline DIR]]\n"
 "\n"
 "Loads CONFIG and compiles every rule module it names. Prints the step count and\n"
 "the rules' version and exits 0, or prints the error (file:line, or the config\n"
 "key path) and exits 1.\n"
 "\n"
-"  -c, --config FILE   the job configuration\n"
-"  -h, --help          this text\n";
+"With --against, the rules then run over the lines of EVENTS.jsonl (one record\n"
+"value per line) as a reload's canary runs them: the lua steps only, other steps\n"
+"pass the context on. With --baseline DIR (the deployed rules: a folder, or\n"
+"several separated by :, in place of rules.path) the check is refused as a\n"
+"reload would be: the rules raise on a line the deployed rules handle, or filter\n"
+"more lines that those pass than rules.canary_filter_slack (default 5) or\n"
+"rules.canary_filter_slack_pct (default 10%) of the lines allow. Without\n"
+"--baseline any raise refuses. Refused: exit 1 and the summary (step, how many,\n"
+"the first error with file:line and its line) on stderr; else the counts on\n"
+"stdout.\n"
+"\n"
+"  -c, --config FILE    the job configuration\n"
+"  -a, --against FILE   JSON lines to run the rules over\n"
+"  -b, --baseline DIR   the deployed rules to compare with (needs --against)\n"
+"  -h, --help           this text\n";
 
 static const char usage_test[] =
-"usage: sluice test -c CONFIG -i EVENTS.jsonl [--stub STEP=FILE]... [--summary]\n"
-"                   [--allow-errors] [--log-level LEVEL]\n"
+"usage: sluice test -c CONFIG -i EVENTS.jsonl [--stub STEP=FILE]...\n"
+"                   [--summary | --emit-spec] [--allow-errors] [--log-level LEVEL]\n"
 "\n"
 "Runs each line of EVENTS.jsonl (one Kafka record value per line; - for stdin)\n"
 "through the pipeline without Kafka and prints, per record and step, one JSON\n"
@@ -86,6 +103,11 @@ static const char usage_test[] =
 "                      \"body\": <string or JSON>}; repeat for several steps\n"
 "  -s, --summary       print no trace, only the time taken and the counts per\n"
 "                      step and filter reason (Prometheus text)\n"
+"  -E, --emit-spec     print, instead of the trace, a busted spec of it: per\n"
+"                      record and lua step an it() that runs the step with\n"
+"                      sluice.testing's run_step on the context it started on\n"
+"                      and asserts what the trace showed (the context, the\n"
+"                      list, the reason or the error); edit it, run busted\n"
 "  -e, --allow-errors  exit 0 even when records were dead-lettered\n"
 "  -l, --log-level L   debug, info (default), warn or error: what goes to stderr\n"
 "  -h, --help          this text\n"
@@ -144,16 +166,19 @@ static int cmd_run(int argc, char **argv) {
 
 static int cmd_check(int argc, char **argv) {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
+        {"config", required_argument, NULL, 'c'}, {"against", required_argument, NULL, 'a'},
+        {"baseline", required_argument, NULL, 'b'}, {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
-    const char *config = NULL;
+    const char *config = NULL, *against = NULL, *baseline = NULL;
     int c;
-    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:a:b:h", opts, NULL)) != -1) {
         if (c == 'c') config = optarg;
+        else if (c == 'a') against = optarg;
+        else if (c == 'b') baseline = optarg;
         else help(usage_check, c == 'h' ? 0 : 2);
     }
-    if (!config || optind < argc) help(usage_check, 2);
-    return sl_tester_check(config);
+    if (!config || optind < argc || (baseline && !against)) help(usage_check, 2);
+    return sl_tester_check(config, against, baseline);
 }
 
 static int cmd_test(int argc, char **argv) {
@@ -161,18 +186,20 @@ static int cmd_test(int argc, char **argv) {
         {"config", required_argument, NULL, 'c'}, {"input", required_argument, NULL, 'i'},
         {"stub", required_argument, NULL, 'S'}, {"summary", no_argument, NULL, 's'},
         {"allow-errors", no_argument, NULL, 'e'}, {"log-level", required_argument, NULL, 'l'},
-        {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+        {"emit-spec", no_argument, NULL, 'E'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     static const char *const levels[] = {"debug", "info", "warn", "error"};
     const char *config = NULL, *input = NULL, *stubs[64];
     size_t nstubs = 0;
-    bool summary = false, allow_errors = false;
+    bool summary = false, allow_errors = false, emit_spec = false;
     int c, level = SL_LOG_INFO;
-    while ((c = getopt_long(argc, argv, "c:i:S:sel:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:i:S:sel:Eh", opts, NULL)) != -1) {
         if (c == 'c') config = optarg;
         else if (c == 'i') input = optarg;
         else if (c == 'S' && nstubs < sizeof(stubs) / sizeof(stubs[0])) stubs[nstubs++] = optarg;
         else if (c == 's') summary = true;
         else if (c == 'e') allow_errors = true;
+        else if (c == 'E') emit_spec = true;
         else if (c == 'l') {
             for (level = 0; level < 4 && strcmp(levels[level], optarg); level++) {}
             if (level == 4) {
@@ -182,9 +209,11 @@ static int cmd_test(int argc, char **argv) {
             }
         } else help(usage_test, c == 'h' ? 0 : 2);
     }
-    if (!config || !input || optind < argc) help(usage_test, 2);
+    if (!config || !input || optind < argc || (summary && emit_spec)) help(usage_test, 2);
     sl_log_set_level((enum sl_log_level)level);
-    return sl_tester_run(config, input, stdout, summary, stubs, nstubs, allow_errors);
+    struct sl_tester_opts t = {config, input, stdout, summary, emit_spec, stubs, nstubs,
+                               allow_errors};
+    return sl_tester_run(&t);
 }
 
 static int cmd_broker(int argc, char **argv) {

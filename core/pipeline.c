@@ -545,24 +545,13 @@ static struct record *record_new(struct sl_pipeline *pl, struct sl_input *in) {
     return rec;
 }
 
-/* Builds the context table: input (decoded, or the raw string when the
- * value is not JSON) and kafka metadata. */
-static int make_ctx(struct record *rec) {
-    lua_State *L = sl_rules_state(rec->rules);
-    struct sl_input *in = rec->in;
-    char err[256];
-
+int sl_pipeline_push_ctx(lua_State *L, const struct sl_input *in, char *err, size_t errlen) {
+    int ret = SL_OK;
     lua_createtable(L, 0, 8);                                  /* ctx */
     if (!in->value) lua_pushlightuserdata(L, NULL);
-    else if (sl_json_decode(L, in->value, in->len, err, sizeof(err))) {
-        sl_metrics_inc("sluice_input_not_json_total", NULL, 1);
-        if (rec->pl->conf.trace) {                             /* ctx */
-            char line[32];
-            lua_pushstring(L, err);                            /* ctx err */
-            snprintf(line, sizeof(line), "%lld", (long long)in->line);
-            trace_top(rec, "", NULL, "not_json", in->line ? "line" : NULL, line);
-        }
+    else if (sl_json_decode(L, in->value, in->len, err, errlen)) {
         lua_pushlstring(L, in->value, in->len);                /* ctx input */
+        ret = SL_ERR;
     }
     lua_setfield(L, -2, "input");                              /* ctx */
     lua_createtable(L, 0, 5);                                  /* ctx kafka */
@@ -578,6 +567,25 @@ static int make_ctx(struct record *rec) {
     else lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "key");
     lua_setfield(L, -2, "kafka");                              /* ctx */
+    return ret;
+}
+
+/* Builds the record's context table, counting and tracing a value that is
+ * not JSON. */
+static int make_ctx(struct record *rec) {
+    lua_State *L = sl_rules_state(rec->rules);
+    struct sl_input *in = rec->in;
+    char err[256];
+
+    if (sl_pipeline_push_ctx(L, in, err, sizeof(err))) {      /* ctx */
+        sl_metrics_inc("sluice_input_not_json_total", NULL, 1);
+        if (rec->pl->conf.trace) {
+            char line[32];
+            lua_pushstring(L, err);                            /* ctx err */
+            snprintf(line, sizeof(line), "%lld", (long long)in->line);
+            trace_top(rec, "", NULL, "not_json", in->line ? "line" : NULL, line);
+        }
+    }
     return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
@@ -687,6 +695,8 @@ int sl_pipeline_reload_files(struct sl_pipeline *pl, char *err, size_t errlen) {
     }
     return ret;
 }
+
+struct sl_rules *sl_pipeline_rules(const struct sl_pipeline *pl) { return pl->rules; }
 
 const char *sl_pipeline_version(const struct sl_pipeline *pl) {
     return sl_rules_version(pl->rules);

@@ -98,10 +98,18 @@ void sl_pipeline_destroy(struct sl_pipeline *pl);
  * them; records in flight finish on the VM they started on. */
 void sl_pipeline_swap_rules(struct sl_pipeline *pl, struct sl_rules *rules);
 const char *sl_pipeline_version(const struct sl_pipeline *pl);
+/* The rules new records start on (the pipeline's: not retained). */
+struct sl_rules *sl_pipeline_rules(const struct sl_pipeline *pl);
 /* SIGHUP: every step reloads what it read from files (a built-in model's
  * file). A step whose file is bad keeps what it has; SL_ERR with err
  * naming the first such step, file and why (the others are logged). */
 int sl_pipeline_reload_files(struct sl_pipeline *pl, char *err, size_t errlen);
+
+/* Pushes the context table of a record onto L, as every record's starts:
+ * input (the value decoded as JSON; the raw text, and SL_ERR with why in
+ * err, when it is not JSON; sluice.null for none) and kafka (its metadata).
+ * Counts and traces nothing (a reload's canary builds contexts with it). */
+int sl_pipeline_push_ctx(lua_State *L, const struct sl_input *in, char *err, size_t errlen);
 
 /* Runs one record. Synchronous steps run now; on_done may be called before
  * this returns. */

@@ -4,6 +4,7 @@
 #include "json.h"
 #include "metrics.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
@@ -32,6 +33,7 @@ struct sl_rules {
     int traceback_ref;
     bool interpreted;        /* JIT off and flushed (restore records) */
     char version[17];
+    struct sl_config *owned_cf; /* a reload's config, freed with the VM */
 };
 
 /* ==================== The sluice module ==================== */
@@ -347,7 +349,13 @@ void sl_rules_release(struct sl_rules *r) {
     free(r->fn_refs);
     free(r->params_refs);
     free(r->rule_refs);
+    sl_config_destroy(r->owned_cf);
     free(r);
+}
+
+void sl_rules_own_config(struct sl_rules *r, struct sl_config *cf) {
+    assert(cf == r->cf && !r->owned_cf);
+    r->owned_cf = cf;
 }
 
 lua_State *sl_rules_state(struct sl_rules *r) { return r->L; }

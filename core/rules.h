@@ -58,6 +58,10 @@ struct sl_rules_out {
  * function. Returns NULL with file:line in err when a rule fails to load. */
 struct sl_rules *sl_rules_create(const struct sl_config *cf, char *err, size_t errlen);
 
+/* The VM takes over cf, the config it was created with (a reload's, whose
+ * step params it uses): cf is destroyed when the VM closes. */
+void sl_rules_own_config(struct sl_rules *r, struct sl_config *cf);
+
 void sl_rules_retain(struct sl_rules *r);
 /* Drops a reference; the last one closes the VM. NULL does nothing. */
 void sl_rules_release(struct sl_rules *r);

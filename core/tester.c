@@ -1,12 +1,14 @@
 /* tester.c -- `sluice check` and `sluice test` (see tester.h). */
 #define _GNU_SOURCE
 #include "tester.h"
+#include "canary.h"
 #include "config.h"
 #include "json.h"
 #include "metrics.h"
 #include "pipeline.h"
 #include "rules.h"
 #include "sl.h"
+#include "specgen.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -27,9 +29,58 @@ static int load(const char *config_file, struct sl_config **cf, struct sl_rules 
     return SL_ERR;
 }
 
-int sl_tester_check(const char *config_file) {
+/* The rules of cf with rules.path replaced by dirs (":"-separated): the
+ * deployed rules a check compares against. The config is the caller's to
+ * destroy after the rules. */
+static struct sl_rules *baseline_rules(const char *config_file, const char *dirs,
+                                       struct sl_config **bcf) {
+    char err[SL_ERRLEN];
+    struct sl_rules *r = NULL;
+    *bcf = sl_config_load(config_file, err, sizeof(err));
+    if (*bcf) {
+        struct sl_config *cf = *bcf;
+        char *list = sl_strdup(dirs), *save = NULL;
+        for (size_t i = 0; i < cf->rules.npath; i++) free(cf->rules.path[i]);
+        cf->rules.npath = 0;
+        cf->rules.path = sl_realloc(cf->rules.path, (strlen(dirs) / 2 + 2) * sizeof(char *));
+        for (char *d = strtok_r(list, ":", &save); d; d = strtok_r(NULL, ":", &save))
+            cf->rules.path[cf->rules.npath++] = sl_strdup(d);
+        free(list);
+        r = sl_rules_create(cf, err, sizeof(err));
+    }
+    if (!r) fprintf(stderr, "sluice check: --baseline %s: %s\n", dirs, err);
+    return r;
+}
+
+/* --against: the canary of a reload, offline (canary.h). */
+static int check_against(const char *config_file, const struct sl_config *cf, struct sl_rules *r,
+                         const char *against, const char *baseline) {
+    struct sl_config *bcf = NULL;
+    struct sl_rules *old = NULL;
+    struct sl_canary_verdict v;
+    char err[SL_ERRLEN];
+    int status = 1;
+    if (baseline && !(old = baseline_rules(config_file, baseline, &bcf))) goto done;
+    if (sl_canary_judge(NULL, against, old, r, cf, &v, err, sizeof(err))) {
+        fprintf(stderr, "sluice check: %s\n", err);
+        goto done;
+    }
+    if (v.refused) {
+        fprintf(stderr, "sluice check: refused: %s\n", v.summary);
+        goto done;
+    }
+    printf("canary %s: %s\n", against, v.summary);
+    status = 0;
+done:
+    sl_rules_release(old);
+    sl_config_destroy(bcf);
+    return status;
+}
+
+int sl_tester_check(const char *config_file, const char *against, const char *baseline) {
     struct sl_config *cf;
     struct sl_rules *r;
+    int status = 0;
     if (load(config_file, &cf, &r)) return 1;
     printf("%s: ok: %zu step(s), rules version %s\n", config_file, cf->nsteps,
            sl_rules_version(r));
@@ -37,9 +88,12 @@ int sl_tester_check(const char *config_file) {
         printf("%s%s (%s)%s", i ? " -> " : "steps: ", cf->steps[i].name, cf->steps[i].kind->name,
                i + 1 == cf->nsteps ? "\n" : "");
     for (size_t i = 0; i < cf->nnotes; i++) printf("note: %s\n", cf->notes[i]);
+    fflush(stdout);
+    if (against) status = check_against(config_file, cf, r, against, baseline);
+    sl_log_flush(1);
     sl_rules_release(r);
     sl_config_destroy(cf);
-    return 0;
+    return status;
 }
 
 /* What went wrong in a run: dead letters per step, the first error. */
@@ -109,13 +163,41 @@ static int check_stubs(const struct sl_config *cf, const char *const *stubs, siz
     return SL_OK;
 }
 
-int sl_tester_run(const char *config_file, const char *input, FILE *out, bool summary,
-                  const char *const *stubs, size_t nstubs, bool allow_errors) {
+/* --emit-spec: the run's trace in memory and a copy of each record's value. */
+struct capture {
+    FILE *trace;                 /* open_memstream on buf */
+    char *buf;
+    size_t len;
+    char **lines;
+    long long *linenos;
+    size_t n, cap;
+};
+
+static void capture_line(struct capture *c, const char *line, int64_t lineno) {
+    if (c->n == c->cap) {
+        c->cap = c->cap * 2 + 64;
+        c->lines = sl_realloc(c->lines, c->cap * sizeof(*c->lines));
+        c->linenos = sl_realloc(c->linenos, c->cap * sizeof(*c->linenos));
+    }
+    c->lines[c->n] = sl_strdup(line);
+    c->linenos[c->n++] = (long long)lineno;
+}
+
+static void capture_free(struct capture *c) {
+    if (c->trace) fclose(c->trace);
+    free(c->buf);
+    for (size_t i = 0; i < c->n; i++) free(c->lines[i]);
+    free(c->lines);
+    free(c->linenos);
+}
+
+int sl_tester_run(const struct sl_tester_opts *t) {
     int status = 1;
     struct outcome o = {0};
-    FILE *in = NULL;
+    struct capture cap = {0};
+    FILE *in = NULL, *out = t->out;
     char *line = NULL;
-    size_t cap = 0;
+    size_t linecap = 0;
     ssize_t n;
     int64_t lineno = 0;
     char err[256];
@@ -124,7 +206,7 @@ int sl_tester_run(const char *config_file, const char *input, FILE *out, bool su
     struct sl_config *cf;
     struct sl_rules *r;
 
-    if (load(config_file, &cf, &r)) return 1;
+    if (load(t->config, &cf, &r)) return 1;
     J = luaL_newstate();
     if (!J) {
         fprintf(stderr, "sluice test: cannot create a Lua state\n");
@@ -132,22 +214,27 @@ int sl_tester_run(const char *config_file, const char *input, FILE *out, bool su
         goto done;
     }
     sl_json_init(J);
-    if (check_stubs(cf, stubs, nstubs)) {
+    if (check_stubs(cf, t->stubs, t->nstubs)) {
         sl_rules_release(r);
         goto done;
     }
-    in = strcmp(input, "-") ? fopen(input, "r") : stdin;
+    in = strcmp(t->input, "-") ? fopen(t->input, "r") : stdin;
     if (!in) {
-        fprintf(stderr, "sluice test: %s: %s\n", input, strerror(errno));
+        fprintf(stderr, "sluice test: %s: %s\n", t->input, strerror(errno));
         sl_rules_release(r);
         goto done;
     }
-    struct sl_pipeline_conf pc = {.cf = cf, .trace = summary ? NULL : out,
-                                  .on_fatal = nothing_fatal, .stubs = stubs, .nstubs = nstubs,
+    if (t->emit_spec && !(cap.trace = open_memstream(&cap.buf, &cap.len))) {
+        fprintf(stderr, "sluice test: cannot buffer the trace: %s\n", strerror(errno));
+        sl_rules_release(r);
+        goto done;
+    }
+    struct sl_pipeline_conf pc = {.cf = cf, .trace = t->summary ? NULL : t->emit_spec ? cap.trace : out,
+                                  .on_fatal = nothing_fatal, .stubs = t->stubs, .nstubs = t->nstubs,
                                   .on_dead_letter = on_dead_letter, .arg = &o};
     int64_t t0 = sl_mono_ms();
     pl = sl_pipeline_create(&pc, r);          /* r is now owned by the pipeline */
-    while ((n = getline(&line, &cap, in)) >= 0) {
+    while ((n = getline(&line, &linecap, in)) >= 0) {
         lineno++;
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
         if (n == 0) continue;
@@ -157,13 +244,14 @@ int sl_tester_run(const char *config_file, const char *input, FILE *out, bool su
         };
         if (sl_json_decode(J, line, (size_t)n, err, sizeof(err))) {
             o.not_json++;
-            fprintf(stderr, "%s:%lld: not JSON: %s\n", input, (long long)lineno, err);
+            fprintf(stderr, "%s:%lld: not JSON: %s\n", t->input, (long long)lineno, err);
         }
         lua_settop(J, 0);
+        if (t->emit_spec) capture_line(&cap, line, lineno);
         sl_pipeline_push(pl, &rec);
-        if (!summary) fflush(out);
+        if (!t->summary && !t->emit_spec) fflush(out);
     }
-    if (summary) {
+    if (t->summary) {
         struct sl_buf b = {0};
         sl_pipeline_tick(pl);   /* window gauges and counters */
         sl_metrics_render(&b);
@@ -171,14 +259,24 @@ int sl_tester_run(const char *config_file, const char *input, FILE *out, bool su
                 (long long)(sl_mono_ms() - t0), b.data ? b.data : "");
         sl_buf_free(&b);
     }
+    if (t->emit_spec) {
+        char gerr[SL_ERRLEN];
+        fflush(cap.trace);
+        if (sl_specgen_write(out, cap.buf, cap.len, cf, t->input, cap.lines, cap.linenos, cap.n,
+                             gerr, sizeof(gerr))) {
+            fprintf(stderr, "sluice test: --emit-spec: %s\n", gerr);
+            goto done;
+        }
+    }
     if (o.dead) report(&o, lineno);
-    status = o.dead && !allow_errors ? 1 : 0;
+    status = o.dead && !t->allow_errors ? 1 : 0;
 done:
     sl_log_flush(1);
     if (J) lua_close(J);
     free(line);
     if (in && in != stdin) fclose(in);
     sl_pipeline_destroy(pl);
+    capture_free(&cap);
     sl_config_destroy(cf);
     sl_metrics_reset();
     return status;

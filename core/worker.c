@@ -3,6 +3,7 @@
 #include "worker.h"
 #include "admin.h"
 #include "broker.h"
+#include "canary.h"
 #include "collector.h"
 #include "config.h"
 #include "json.h"
@@ -55,6 +56,8 @@ struct worker {
     unsigned ticks;
     int64_t rules_loaded_at;             /* wall ms the running rules loaded */
     unsigned reloads, reload_errors;     /* SIGHUPs that swapped / kept the rules */
+    unsigned reload_refusals;            /* ...that the config or the canary refused */
+    struct sl_canary *canary;            /* the last input records, for a reload */
     char reload_error[SL_ERRLEN];        /* the last failed reload's error */
 };
 
@@ -227,6 +230,7 @@ static void on_record(void *arg, struct sl_kafka_record *k) {
         sl_pipeline_reject(w->pipeline, &r->in, poison->step, why);
         return;
     }
+    sl_canary_keep(w->canary, &r->in);
     sl_pipeline_push(w->pipeline, &r->in);
     if ((sl_pipeline_inflight(w->pipeline) >= w->cf->max_inflight ||
          sl_pipeline_busy(w->pipeline)) && !w->stopping &&
@@ -337,24 +341,76 @@ static void reload_failed(struct worker *w, const char *err) {
     snprintf(w->reload_error, sizeof(w->reload_error), "%s", err);
 }
 
-/* SIGHUP: the steps' files (a built-in model), then the rules; a part that
- * fails keeps what it had, the other still swaps. */
+/* Counts and keeps a reload refused: the new config needs a restart, or
+ * the new rules failed their canary. */
+static void reload_refused(struct worker *w, const char *why) {
+    sl_metrics_inc("sluice_reloads_total", "result=\"refused\"", 1);
+    w->reload_refusals++;
+    snprintf(w->reload_error, sizeof(w->reload_error), "refused: %s", why);
+    sl_log(SL_LOG_ERROR, "worker", "reload refused: %s; rules version %s and the config in "
+           "use keep running", why, sl_pipeline_version(w->pipeline));
+}
+
+/* The new config and rules of a reload, checked: the config needs no
+ * restart, the rules load and pass their canary. A config that no longer
+ * loads (a step's file is bad, which the file reload reported already when
+ * files_failed) is logged and the rules reload with the config in use. NULL
+ * when refused or failed (counted and logged); else the rules, which own
+ * their config when it is a new one. */
+static struct sl_rules *reload_rules(struct worker *w, bool files_failed) {
+    char err[SL_ERRLEN], key[SL_CONFIG_PATHLEN + 64];
+    struct sl_canary_verdict v;
+    struct sl_config *cf = sl_config_load(w->cf->file, err, sizeof(err));
+    struct sl_rules *r = NULL;
+    if (!cf) {
+        if (!files_failed) reload_failed(w, err);
+        sl_log(SL_LOG_ERROR, "worker", "reload: the config does not load, so its changes are "
+               "not applied; the rules reload with the config in use: %s", err);
+        cf = w->cf;
+    } else if (sl_config_needs_restart(w->cf, cf, key, sizeof(key))) {
+        snprintf(err, sizeof(err), "%s (needs a restart)", key);
+        reload_refused(w, err);
+        sl_config_destroy(cf);
+        return NULL;
+    }
+    r = sl_rules_create(cf, err, sizeof(err));
+    if (!r) {
+        reload_failed(w, err);
+        sl_log(SL_LOG_ERROR, "worker", "reload failed, keeping rules version %s: %s",
+               sl_pipeline_version(w->pipeline), err);
+        if (cf != w->cf) sl_config_destroy(cf);
+        return NULL;
+    }
+    if (cf != w->cf) sl_rules_own_config(r, cf);   /* cf now lives as long as r */
+    if (sl_canary_judge(w->canary, cf->rules.canary, sl_pipeline_rules(w->pipeline), r, cf,
+                        &v, err, sizeof(err))) {
+        reload_refused(w, err);
+        sl_rules_release(r);
+        return NULL;
+    }
+    if (v.refused) {
+        reload_refused(w, v.summary);
+        sl_rules_release(r);
+        return NULL;
+    }
+    sl_log(SL_LOG_INFO, "worker", "canary: %s", v.summary);
+    return r;
+}
+
+/* SIGHUP: the steps' files (a built-in model), then the config and the
+ * rules; a part that fails keeps what it had, the other still swaps. */
 static void on_sighup(evutil_socket_t sig, short what, void *arg) {
     struct worker *w = arg;
     char err[SL_ERRLEN];
     (void)sig; (void)what;
     if (!w->pipeline) return;
-    if (sl_pipeline_reload_files(w->pipeline, err, sizeof(err))) {
+    bool files_failed = sl_pipeline_reload_files(w->pipeline, err, sizeof(err)) != SL_OK;
+    if (files_failed) {
         reload_failed(w, err);
         sl_log(SL_LOG_ERROR, "worker", "reload failed: %s", err);
     }
-    struct sl_rules *r = sl_rules_create(w->cf, err, sizeof(err));
-    if (!r) {
-        reload_failed(w, err);
-        sl_log(SL_LOG_ERROR, "worker", "reload failed, keeping rules version %s: %s",
-               sl_pipeline_version(w->pipeline), err);
-        return;
-    }
+    struct sl_rules *r = reload_rules(w, files_failed);
+    if (!r) return;
     char old[17];
     snprintf(old, sizeof(old), "%s", sl_pipeline_version(w->pipeline));
     sl_pipeline_swap_rules(w->pipeline, r);
@@ -483,8 +539,8 @@ static void status_cb(void *arg, struct sl_buf *b) {
     else sl_buf_adds(b, "null,\"loaded_at\":");
     if (w->rules_loaded_at) add_time(b, w->rules_loaded_at);
     else sl_buf_adds(b, "null");
-    sl_buf_printf(b, ",\"reloads\":%u,\"reload_errors\":%u,\"last_reload_error\":",
-                  w->reloads, w->reload_errors);
+    sl_buf_printf(b, ",\"reloads\":%u,\"reload_errors\":%u,\"reloads_refused\":%u,"
+                  "\"last_reload_error\":", w->reloads, w->reload_errors, w->reload_refusals);
     if (w->reload_error[0])
         add_str(b, w->reload_error);
     else sl_buf_adds(b, "null");
@@ -563,6 +619,8 @@ static int setup(struct worker *w, char *err, size_t errlen) {
         w->rules_loaded_at = sl_now_ms();
         sl_metrics_counter("sluice_reloads_total", "result=\"ok\"");    /* at 0 */
         sl_metrics_counter("sluice_reloads_total", "result=\"error\"");
+        sl_metrics_counter("sluice_reloads_total", "result=\"refused\"");
+        w->canary = sl_canary_create(cf->rules.canary_last, cf->rules.canary_bytes);
         w->recs = sl_recs_open(w->base, cf, err, errlen);
         if (!w->recs && err[0]) {
             sl_rules_release(rules);
@@ -666,6 +724,7 @@ static void teardown(struct worker *w) {
         free(r);
     }
     sl_broker_destroy(w->broker);
+    sl_canary_destroy(w->canary);
     free(w->poison);
     free(w->cprops);
     free(w->pprops);

@@ -34,6 +34,64 @@ static int fails_with(const char *text, const char *want) {
     return ok;
 }
 
+/* What a reload from text a to text b must restart for: "" when nothing. */
+static const char *restart_key(const char *a, const char *b) {
+    static char key[256];
+    char err[512];
+    struct sl_config *ca = load(a, err, sizeof(err)), *cb = load(b, err, sizeof(err));
+    key[0] = '\0';
+    if (!ca || !cb) snprintf(key, sizeof(key), "(not loaded: %s)", err);
+    else if (!sl_config_needs_restart(ca, cb, key, sizeof(key))) key[0] = '\0';
+    sl_config_destroy(ca);
+    sl_config_destroy(cb);
+    return key;
+}
+
+static void reloads(void) {
+    static const struct { const char *name, *a, *b, *want; } cases[] = {
+        {"nothing changed", "return { pipeline = { { lua = 'm.a', params = { x = 1 } } } }",
+         "return { pipeline = { { lua = 'm.a', params = { x = 1 } } } }", ""},
+        {"a lua step's params may change",
+         "return { pipeline = { { lua = 'm.a', params = { x = 1, t = { 'a' } } } } }",
+         "return { pipeline = { { lua = 'm.a', params = { x = 2, t = { 'a', 'b' }, y = true } } } }", ""},
+        {"params may appear", "return { pipeline = { { lua = 'm.a' } } }",
+         "return { pipeline = { { lua = 'm.a', params = { x = 1 } } } }", ""},
+        {"rules.budget and the canary's file and slack may change",
+         "return { rules = { budget = '100ms' }, pipeline = { { lua = 'm.a' } } }",
+         "return { rules = { budget = '150ms', canary = 'c.jsonl', canary_filter_slack = 9, "
+         "canary_filter_slack_pct = 20 }, pipeline = { { lua = 'm.a' } } }", ""},
+        {"kafka.brokers needs a restart",
+         "return { kafka = { brokers = 'embedded' }, pipeline = { { lua = 'm.a' } } }",
+         "return { kafka = { brokers = 'k:9092' }, pipeline = { { lua = 'm.a' } } }",
+         "kafka.brokers changed"},
+        {"an input topic added needs a restart",
+         "return { kafka = { input = { 'a' } }, pipeline = { { lua = 'm.a' } } }",
+         "return { kafka = { input = { 'a', 'b' } }, pipeline = { { lua = 'm.a' } } }",
+         "kafka.input[2] added"},
+        {"the admin listener needs a restart", "return { admin = '127.0.0.1:1', pipeline = { { lua = 'm.a' } } }",
+         "return { admin = '127.0.0.1:2', pipeline = { { lua = 'm.a' } } }", "admin changed"},
+        {"a collector removed needs a restart",
+         "return { collector = { listen = '127.0.0.1:1' }, pipeline = { { lua = 'm.a' } } }",
+         "return { pipeline = { { lua = 'm.a' } } }", "collector removed"},
+        {"a step's module needs a restart", "return { pipeline = { { lua = 'm.a' } } }",
+         "return { pipeline = { { lua = 'm.b', name = 'a' } } }", "pipeline[1].lua changed"},
+        {"a window's length needs a restart",
+         "return { pipeline = { { name = 'w', window = { key = 'k', length = '1m', as = 'a', "
+         "aggregate = { n = { 'count', 'k' } } } } } }",
+         "return { pipeline = { { name = 'w', window = { key = 'k', length = '2m', as = 'a', "
+         "aggregate = { n = { 'count', 'k' } } } } } }", "pipeline[1].window.length changed"},
+        {"a key that only looks like params needs a restart",
+         "return { pipeline = { { lua = 'm.a' } }, rules = { state_dir = 'x' } }",
+         "return { pipeline = { { lua = 'm.a' } }, rules = { state_dir = 'y' } }",
+         "rules.state_dir changed"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *got = restart_key(cases[i].a, cases[i].b);
+        if (strcmp(got, cases[i].want)) printf("#   got \"%s\"\n", got);
+        TEST(cases[i].name, !strcmp(got, cases[i].want));
+    }
+}
+
 static void durations(void) {
     static const struct { const char *s; int64_t ms; } good[] = {
         {"250ms", 250}, {"5s", 5000}, {"5m", 300000}, {"1h", 3600000},
@@ -193,5 +251,14 @@ int main(void) {
     sl_config_destroy(c);
     c = sl_config_load("/nonexistent/sluice.lua", err, sizeof(err));
     TEST("a file that does not exist names it", !c && strstr(err, "/nonexistent/sluice.lua"));
+    c = load("return { pipeline = { { lua = 'a' } } }", err, sizeof(err));
+    TEST("canary defaults: no file, last 200 records, 8 MiB, slack 5 or 10%",
+         c && !c->rules.canary && c->rules.canary_last == 200 && c->rules.canary_bytes == 8u << 20
+         && c->rules.canary_slack == 5 && c->rules.canary_slack_pct == 10);
+    sl_config_destroy(c);
+    TEST("rules.canary_last must be a count",
+         fails_with("return { rules = { canary_last = -1 }, pipeline = { { lua = 'a' } } }",
+                    "rules.canary_last: expected an integer >= 0"));
+    reloads();
     return TEST_DONE();
 }

@@ -14,13 +14,7 @@
 
 static char dir[64];
 
-static void put(const char *name, const char *text) {
-    char p[256];
-    snprintf(p, sizeof(p), "%s/%s", dir, name);
-    FILE *f = fopen(p, "w");
-    fputs(text, f);
-    fclose(f);
-}
+static void put(const char *name, const char *text) { test_put(dir, name, text); }
 
 static struct sl_config *config(void) {
     char p[256], err[512];

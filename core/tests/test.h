@@ -22,4 +22,14 @@ static int test_n, test_failed;
 
 #define TEST_DONE() (printf("1..%d\n", test_n), test_failed ? 1 : 0)
 
+/* Writes text to dir/name (a fixture file of the test). */
+static inline void test_put(const char *dir, const char *name, const char *text) {
+    char p[256];
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+}
+
 #endif

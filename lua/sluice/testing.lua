@@ -16,9 +16,11 @@
 --               when the record has none).
 --   params      the step's `params` from the config, through JSON ({} when
 --               absent), so only what JSON can carry reaches the rule.
---   returns     a table whose [1] is nil      -> "next", that table is ctx
+--   returns     a table whose [1] is nil      -> "next", that table is ctx;
+--                                                one without a kafka table
+--                                                "is not a context": an error
 --               a table whose [1] is not nil  -> "many", each item a context
---                                                table (else an error)
+--                                                (else an error)
 --               nil, reason                   -> "filtered", the reason with
 --                                                characters outside
 --                                                [A-Za-z0-9_.-] made `_`
@@ -82,17 +84,62 @@ end
 -- Runs fn(ctx, params) as the core's lua step does. input is a record value
 -- (a JSON string, a table already decoded, or nil for a tombstone) or, with
 -- opts.ctx = true, a context table used as it is. opts.kafka sets the Kafka
--- metadata, opts.step the step name in error texts (default "step").
+-- metadata, opts.step the step name in error texts (default "step") and
+-- opts.fn_name its "module.fn" (as the core names it there).
 -- out.status   "next" | "filtered" | "many" | "error"
 -- out.ctx      the context going on ("next")
 -- out.contexts the contexts going on: {} filtered or error, {ctx}, or the list
 -- out.reason   the filter reason as counted ("filtered")
 -- out.error    the error with its traceback, as the dead letter carries it
+-- A short rendering of a wrong return value, as the core shows it: JSON
+-- (keys sorted) or tostring, cut at 120 bytes.
+local SHOW = 120
+local function show(v)
+  local text
+  if type(v) == "table" or type(v) == "string" then
+    text = sluice.json_encode(v) or "(not encodable)"
+  else
+    text = tostring(v)
+  end
+  if #text > SHOW then text = text:sub(1, SHOW) .. "..." end
+  return text
+end
+
+-- The core's error for a wrong return value v of fn (rules.c bad_return):
+-- the function's file:line, the step, what v is; item names a list item.
+local function bad_return(fn, step, fn_name, v, item)
+  local info = debug.getinfo(fn, "S")
+  local at = (info and info.linedefined and info.linedefined > 0)
+    and (info.short_src .. ":" .. info.linedefined .. ": ") or ""
+  local what
+  if type(v) == "table" then
+    what = "a table that is not a context (it has no kafka table: return ctx, or a table built "
+      .. "from it): "
+  else
+    what = "a " .. type(v) .. ": "
+  end
+  local name = fn_name and (" (" .. fn_name .. ")") or ""
+  local list = item and ("a list whose item " .. item .. " is ") or ""
+  return string.format("%sstep %s%s must return a context, nil and a reason, or a list of "
+    .. "contexts; it returned %s%s%s", at, step, name, list, what, show(v))
+end
+
+-- A context carries its record's kafka table (rules.c is_context). The core
+-- builds every context with one; a spec that passes a context without it
+-- (opts.ctx) gets tables back unchecked.
+local function context_check(ctx)
+  if type(ctx) ~= "table" or type(ctx.kafka) ~= "table" then
+    return function(t) return type(t) == "table" end
+  end
+  return function(t) return type(t) == "table" and type(t.kafka) == "table" end
+end
+
 function M.run_step(fn, input, params, opts)
   opts = opts or {}
   assert(type(fn) == "function", "run_step: fn must be the step's function")
   local step = opts.step or "step"
   local ctx = opts.ctx and input or M.ctx(input, opts.kafka)
+  local is_context = context_check(ctx)
   local p = through_json(params == nil and {} or params, "params")
   local ok, r1, r2 = xpcall(function() return fn(ctx, p) end,
     function(m) return traceback(tostring(m), 2) end)
@@ -100,13 +147,16 @@ function M.run_step(fn, input, params, opts)
     return { status = "error", error = r1, contexts = {} }
   end
   if type(r1) == "table" then
-    if r1[1] == nil then return { status = "next", ctx = r1, contexts = { r1 } } end
+    if r1[1] == nil then
+      if not is_context(r1) then
+        return { status = "error", contexts = {}, error = bad_return(fn, step, opts.fn_name, r1) }
+      end
+      return { status = "next", ctx = r1, contexts = { r1 } }
+    end
     local list = {}
     for i = 1, #r1 do
-      if type(r1[i]) ~= "table" then
-        return { status = "error", contexts = {}, error = string.format(
-          "step %s returned a list whose item %d is a %s, not a context table",
-          step, i, type(r1[i])) }
+      if not is_context(r1[i]) then
+        return { status = "error", contexts = {}, error = bad_return(fn, step, opts.fn_name, r1[i], i) }
       end
       list[i] = r1[i]
     end
@@ -114,9 +164,7 @@ function M.run_step(fn, input, params, opts)
   elseif r1 == nil then
     return { status = "filtered", reason = sanitize(r2), contexts = {} }
   end
-  return { status = "error", contexts = {}, error = string.format(
-    "step %s must return a context, nil and a reason, or a list of contexts; it returned a %s",
-    step, type(r1)) }
+  return { status = "error", contexts = {}, error = bad_return(fn, step, opts.fn_name, r1) }
 end
 
 return M

@@ -237,7 +237,10 @@ end }
 ]]
     H.write(rules .. "/spin.lua", rule:format("false"))
     local cfg = H.pipeline_config(j)
-    cfg.rules = { path = rules, budget = "200ms", watchdog = "2s", state_dir = j.state_dir }
+    -- canary_last = 0: the reload's canary would refuse the hanging rule
+    -- (it hangs on R, which the old rule handled); here it must go in.
+    cfg.rules = { path = rules, budget = "200ms", watchdog = "2s", state_dir = j.state_dir,
+      canary_last = 0 }
     cfg.shutdown_timeout = "2s"
     cfg.pipeline = { { lua = "spin" },
       { name = "window", window = { key = "user", length = "5m", aggregate = { n = { "count", "user" } } } },

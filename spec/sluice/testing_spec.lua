@@ -45,7 +45,7 @@ describe("sluice.testing.run_step", function()
     assert.are.same({}, out.contexts)
     assert.are.equal("filtered", T.run_step(function() return nil end, "{}").reason)
 
-    out = T.run_step(function() return { { a = 1 }, { a = 2 } } end, "{}")
+    out = T.run_step(function(ctx) return { { a = 1, kafka = ctx.kafka }, { a = 2, kafka = ctx.kafka } } end, "{}")
     assert.are.equal("many", out.status)
     assert.are.equal(2, #out.contexts)
     assert.are.equal(2, out.contexts[2].a)
@@ -57,10 +57,22 @@ describe("sluice.testing.run_step", function()
     assert.is_truthy(out.error:find("boom", 1, true))
     assert.is_truthy(out.error:find("stack traceback", 1, true))
     out = T.run_step(function() return "a string" end, "{}", nil, { step = "extract" })
-    assert.are.equal("step extract must return a context, nil and a reason, or a list of "
-      .. "contexts; it returned a string", out.error)
-    out = T.run_step(function() return { {}, 7 } end, "{}")
-    assert.are.equal("step step returned a list whose item 2 is a number, not a context table",
-      out.error)
+    assert.matches("^spec/sluice/testing_spec%.lua:%d+: step extract must return a context, nil "
+      .. "and a reason, or a list of contexts; it returned a string: \"a string\"$", out.error)
+    out = T.run_step(function(ctx) return { ctx, 7 } end, "{}")
+    assert.matches("it returned a list whose item 2 is a number: 7$", out.error)
+  end)
+
+  it("reports a table that is not a context as the core does", function()
+    local out = T.run_step(function(ctx) ctx.product = { slug = "s" }; return ctx.product end,
+      "{}", nil, { step = "extract" })
+    assert.are.equal("error", out.status)
+    assert.matches("^spec/sluice/testing_spec%.lua:%d+: step extract must return a context, nil "
+      .. "and a reason, or a list of contexts; it returned a table that is not a context %(it has "
+      .. "no kafka table: return ctx, or a table built from it%): {\"slug\":\"s\"}$", out.error)
+    out = T.run_step(function(ctx) return { ctx, { x = 1 } } end, "{}")
+    assert.matches("it returned a list whose item 2 is a table that is not a context", out.error)
+    out = T.run_step(function(ctx) return { input = ctx.input, kafka = ctx.kafka, y = 1 } end, "{}")
+    assert.are.equal("next", out.status, "a new table built from ctx is a context")
   end)
 end)

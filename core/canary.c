@@ -1,0 +1,323 @@
+/* canary.c -- a reload's sample run (see canary.h). */
+#define _GNU_SOURCE
+#include "canary.h"
+#include "sl.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+/* ==================== The last records ==================== */
+
+/* A kept record: its key then its value in buf. */
+struct slot {
+    char topic[256];         /* Kafka topic names are at most 249 bytes */
+    int32_t partition;
+    int64_t offset, timestamp;
+    char *buf;               /* key bytes, then value bytes */
+    size_t cap;              /* bytes allocated for buf */
+    size_t keylen, len;
+    bool has_key, has_value;
+    bool used;
+};
+
+struct sl_canary {
+    struct slot *slots;      /* a ring of n */
+    size_t n;
+    size_t next;             /* the slot the next record goes to (the oldest) */
+    size_t bytes;            /* sum of the slots' cap */
+    size_t max_bytes;
+};
+
+struct sl_canary *sl_canary_create(size_t last, size_t max_bytes) {
+    if (!last) return NULL;
+    struct sl_canary *c = sl_calloc(1, sizeof(*c));
+    c->slots = sl_calloc(last, sizeof(*c->slots));
+    c->n = last;
+    c->max_bytes = max_bytes;
+    return c;
+}
+
+void sl_canary_destroy(struct sl_canary *c) {
+    if (!c) return;
+    for (size_t i = 0; i < c->n; i++) free(c->slots[i].buf);
+    free(c->slots);
+    free(c);
+}
+
+static void slot_free(struct sl_canary *c, struct slot *s) {
+    c->bytes -= s->cap;
+    free(s->buf);
+    s->buf = NULL;
+    s->cap = 0;
+    s->used = false;
+}
+
+void sl_canary_keep(struct sl_canary *c, const struct sl_input *in) {
+    if (!c) return;
+    size_t keylen = in->key ? in->keylen : 0, len = in->value ? in->len : 0;
+    size_t need = keylen + len;
+    if (need > c->max_bytes) return;
+    struct slot *s = &c->slots[c->next];
+    c->next = (c->next + 1) % c->n;
+    if (s->cap < need) {
+        size_t cap = need < 256 ? 256 : need + need / 4;
+        if (cap > c->max_bytes) cap = need;
+        c->bytes += cap - s->cap;
+        s->buf = sl_realloc(s->buf, cap);
+        s->cap = cap;
+    }
+    /* Over the bound: the oldest records give their memory back. */
+    for (size_t i = 0; c->bytes > c->max_bytes && i < c->n; i++) {
+        struct slot *o = &c->slots[(c->next + i) % c->n];
+        if (o != s && o->cap) slot_free(c, o);
+    }
+    snprintf(s->topic, sizeof(s->topic), "%s", in->topic ? in->topic : "");
+    s->partition = in->partition;
+    s->offset = in->offset;
+    s->timestamp = in->timestamp;
+    s->has_key = in->key != NULL;
+    s->has_value = in->value != NULL;
+    s->keylen = keylen;
+    s->len = len;
+    if (keylen) memcpy(s->buf, in->key, keylen);
+    if (len) memcpy(s->buf + keylen, in->value, len);
+    s->used = true;
+}
+
+size_t sl_canary_size(const struct sl_canary *c) {
+    size_t n = 0;
+    for (size_t i = 0; c && i < c->n; i++) n += c->slots[i].used;
+    return n;
+}
+
+/* ==================== Running a record ==================== */
+
+/* How a record came out of one VM. */
+enum outcome { PASSED, FILTERED, RAISED };
+
+struct result {
+    enum outcome o;
+    size_t step;             /* FILTERED, RAISED: the step */
+    char reason[64];         /* FILTERED */
+    char error[512];         /* RAISED: the error's first line */
+    bool any_passed, any_filtered;
+};
+
+/* Runs context ref from step `from` on through the lua steps; every other
+ * step passes it on. Takes ref. */
+static void walk(struct sl_rules *r, const struct sl_config *cf, int ref, size_t from,
+                 const char *what, struct sl_rules_out *out, struct result *res) {
+    lua_State *L = sl_rules_state(r);
+    for (size_t i = from; i < cf->nsteps; i++) {
+        if (cf->steps[i].type != SL_STEP_LUA) continue;
+        switch (sl_rules_call(r, i, &ref, what, out)) {
+        case SL_RULES_NEXT:
+            continue;
+        case SL_RULES_FILTERED:
+            if (!res->any_filtered) {
+                res->step = i;
+                snprintf(res->reason, sizeof(res->reason), "%s", out->reason);
+            }
+            res->any_filtered = true;
+            luaL_unref(L, LUA_REGISTRYINDEX, ref);
+            return;
+        case SL_RULES_MANY: {
+            size_t n = out->nrefs;
+            int *refs = sl_malloc((n + 1) * sizeof(int));   /* out is reused below */
+            memcpy(refs, out->refs, n * sizeof(int));
+            luaL_unref(L, LUA_REGISTRYINDEX, ref);
+            for (size_t k = 0; k < n; k++) walk(r, cf, refs[k], i + 1, what, out, res);
+            free(refs);
+            return;
+        }
+        case SL_RULES_ERROR:
+            if (res->o != RAISED) {
+                const char *e = sl_buf_cstr(&out->error);
+                res->o = RAISED;
+                res->step = i;
+                snprintf(res->error, sizeof(res->error), "%.*s", (int)strcspn(e, "\n"), e);
+            }
+            luaL_unref(L, LUA_REGISTRYINDEX, ref);
+            return;
+        }
+    }
+    res->any_passed = true;
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+}
+
+/* Runs one record through r's lua steps: raised if any of its contexts
+ * raised, else passed if any reached the end, else filtered. */
+static void run_record(struct sl_rules *r, const struct sl_config *cf, const struct sl_input *in,
+                       const char *what, struct sl_rules_out *out, struct result *res) {
+    lua_State *L = sl_rules_state(r);
+    char err[256];
+    memset(res, 0, sizeof(*res));
+    sl_pipeline_push_ctx(L, in, err, sizeof(err));        /* ctx (input raw if not JSON) */
+    walk(r, cf, luaL_ref(L, LUA_REGISTRYINDEX), 0, what, out, res);
+    if (res->o != RAISED) res->o = res->any_passed ? PASSED : FILTERED;
+}
+
+/* ==================== Judging ==================== */
+
+/* Per step: records the new rules newly raised on or filtered. */
+struct tally {
+    size_t raised, filtered;
+    char reason[64];         /* the first reason it newly filtered with */
+};
+
+struct judge {
+    struct sl_rules *old, *new_rules;
+    const struct sl_config *cf;
+    struct sl_rules_out out;
+    struct tally *steps;     /* per config step */
+    size_t passed, filtered, raised; /* the new rules' outcomes */
+    char first_error[768];   /* "<error> (record <where>)" */
+    int64_t deadline;        /* monotonic ms */
+    bool stopped;            /* the time ran out */
+    struct sl_canary_verdict *v;
+};
+
+/* Runs one sample record in both VMs and tallies the difference. */
+static void judge_one(struct judge *j, const struct sl_input *in, const char *where) {
+    struct result o = {.o = PASSED}, n;
+    if (sl_mono_ms() > j->deadline) {
+        j->stopped = true;
+        return;
+    }
+    if (j->old) run_record(j->old, j->cf, in, where, &j->out, &o);
+    run_record(j->new_rules, j->cf, in, where, &j->out, &n);
+    j->v->records++;
+    if (n.o == PASSED) j->passed++;
+    else if (n.o == FILTERED) j->filtered++;
+    else j->raised++;
+    if (n.o == RAISED && o.o != RAISED) {
+        if (!j->v->raised++)
+            snprintf(j->first_error, sizeof(j->first_error), "%s (record %s)", n.error, where);
+        j->steps[n.step].raised++;
+    } else if (j->old && n.o == FILTERED && o.o == PASSED) {
+        struct tally *t = &j->steps[n.step];
+        if (!t->filtered++) snprintf(t->reason, sizeof(t->reason), "%s", n.reason);
+        j->v->filtered++;
+    }
+}
+
+/* Runs the lines of file as records of the first input topic. */
+static int judge_file(struct judge *j, const char *file, char *err, size_t errlen) {
+    FILE *f = fopen(file, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int64_t lineno = 0;
+    if (!f) {
+        sl_errf(err, errlen, "rules.canary %s: %s", file, strerror(errno));
+        return SL_ERR;
+    }
+    while (!j->stopped && lineno < SL_CANARY_MAX_LINES && (n = getline(&line, &cap, f)) >= 0) {
+        char where[320];
+        lineno++;
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
+        if (n == 0) continue;
+        struct sl_input in = {
+            .topic = j->cf->kafka.input[0], .offset = lineno - 1, .timestamp = sl_now_ms(),
+            .value = line, .len = (size_t)n, .line = lineno,
+        };
+        snprintf(where, sizeof(where), "%s:%lld", file, (long long)lineno);
+        judge_one(j, &in, where);
+        j->v->from_file += !j->stopped;
+    }
+    free(line);
+    fclose(f);
+    return SL_OK;
+}
+
+/* Runs the kept records, oldest first. */
+static void judge_kept(struct judge *j, const struct sl_canary *c) {
+    for (size_t i = 0; c && i < c->n && !j->stopped; i++) {
+        const struct slot *s = &c->slots[(c->next + i) % c->n];
+        char where[320];
+        if (!s->used) continue;
+        struct sl_input in = {
+            .topic = s->topic, .partition = s->partition, .offset = s->offset,
+            .timestamp = s->timestamp, .key = s->has_key ? s->buf : NULL, .keylen = s->keylen,
+            .value = s->has_value ? s->buf + s->keylen : NULL, .len = s->len,
+        };
+        snprintf(where, sizeof(where), "%s/%d/%lld", s->topic, (int)s->partition,
+                 (long long)s->offset);
+        judge_one(j, &in, where);
+    }
+}
+
+/* Appends "step S: n, ..." for the steps with a count of what. */
+static void list_steps(struct sl_buf *b, const struct judge *j, bool raised) {
+    size_t k = 0;
+    for (size_t i = 0; i < j->cf->nsteps; i++) {
+        const struct tally *t = &j->steps[i];
+        size_t n = raised ? t->raised : t->filtered;
+        if (!n) continue;
+        sl_buf_printf(b, "%sstep %s: %zu", k++ ? ", " : "", j->cf->steps[i].name, n);
+        if (!raised) sl_buf_printf(b, " with reason %s", t->reason);
+    }
+}
+
+static void verdict(struct judge *j) {
+    struct sl_canary_verdict *v = j->v;
+    struct sl_buf b = {0};
+    size_t pct = (v->records * (size_t)j->cf->rules.canary_slack_pct) / 100;
+    v->allowed = j->cf->rules.canary_slack > pct ? j->cf->rules.canary_slack : pct;
+    if (v->raised) {
+        sl_buf_printf(&b, "the new rules raise on %zu of %zu sample record(s)%s (", v->raised,
+                      v->records, j->old ? " that the old rules handled" : "");
+        list_steps(&b, j, true);
+        sl_buf_printf(&b, "); first: %s", j->first_error);
+        v->refused = true;
+    } else if (j->old && v->filtered > v->allowed) {
+        sl_buf_printf(&b, "the new rules filter %zu of %zu sample record(s) that the old rules "
+                      "passed, more than the %zu allowed by rules.canary_filter_slack %zu and "
+                      "rules.canary_filter_slack_pct %d%% (", v->filtered, v->records,
+                      v->allowed, j->cf->rules.canary_slack, j->cf->rules.canary_slack_pct);
+        list_steps(&b, j, false);
+        sl_buf_adds(&b, ")");
+        v->refused = true;
+    } else {
+        sl_buf_printf(&b, "%zu sample record(s) (%zu from the canary file): the new rules pass "
+                      "%zu, filter %zu, raise on %zu", v->records, v->from_file, j->passed,
+                      j->filtered, j->raised);
+        if (j->old) sl_buf_printf(&b, "; %zu newly filtered (%zu allowed)", v->filtered,
+                                  v->allowed);
+    }
+    if (j->stopped)
+        sl_buf_printf(&b, " [the sample was cut at %d ms: records after that were not run]",
+                      SL_CANARY_MAX_MS);
+    snprintf(v->summary, sizeof(v->summary), "%s", sl_buf_cstr(&b));
+    sl_buf_free(&b);
+}
+
+int sl_canary_judge(const struct sl_canary *c, const char *file, struct sl_rules *old,
+                    struct sl_rules *new_rules, const struct sl_config *cf,
+                    struct sl_canary_verdict *v, char *err, size_t errlen) {
+    int ret = SL_ERR;
+    struct judge j = {
+        .old = old, .new_rules = new_rules, .cf = cf, .v = v,
+        .steps = sl_calloc(cf->nsteps + 1, sizeof(*j.steps)),
+        .deadline = sl_mono_ms() + SL_CANARY_MAX_MS,
+    };
+    memset(v, 0, sizeof(*v));
+    /* Interpreted, where the budget hook always fires: a rule that loops
+     * on a sample record is stopped by its budget, never by the watchdog. */
+    if (old) sl_rules_jit(old, false);
+    sl_rules_jit(new_rules, false);
+    if (file && judge_file(&j, file, err, errlen)) goto done;
+    judge_kept(&j, c);
+    verdict(&j);
+    ret = SL_OK;
+done:
+    if (old) sl_rules_jit(old, true);
+    sl_rules_jit(new_rules, true);
+    sl_rules_out_free(&j.out);
+    free(j.steps);
+    return ret;
+}
