@@ -963,7 +963,7 @@ int sl_lua_json_encode(lua_State *L) {
     char err[SL_ERRLEN];
 
     luaL_checkany(L, 1);
-    if (sl_json_encode(L, 1, &b, err, sizeof(err)) != SL_OK) {
+    if (sl_json_encode_sorted(L, 1, &b, err, sizeof(err)) != SL_OK) {
         sl_buf_free(&b);
         lua_pushnil(L);
         lua_pushstring(L, err);

@@ -74,7 +74,8 @@ void sl_json_push_array_mt(lua_State *L);
 
 /* Lua C functions for the `sluice` module:
  *   json_decode(s) -> v | nil, err
- *   json_encode(v) -> s | nil, err
+ *   json_encode(v) -> s | nil, err  (keys in byte order: the bytes
+ *                     lua/sluice/init.lua gives under busted)
  *   array(t)       -> t with the array metatable set (a new empty table when
  *                     t is nil) */
 int sl_lua_json_decode(lua_State *L);
