@@ -30,7 +30,7 @@ BENCH_BINS := $(patsubst core/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 
 DEPS_STAMP := $(BUILD)/.deps-ok
 
-.PHONY: all deps test unit spec e2e integration asan sluice-asan lint bench run demo fuzz clean
+.PHONY: all deps test unit spec e2e integration asan sluice-asan lint bench run demo fuzz soak clean
 
 all: sluice
 
@@ -91,6 +91,11 @@ lint: | $(DEPS_STAMP)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	    --suppress=missingIncludeSystem core
 	luacheck lua spec config
+
+# Steady load with SIGHUPs, worker kill -9s and a broker down on three real Kafka
+# brokers, then malformed payloads at rate; lost must be 0 (not in `make test`).
+soak: sluice
+	scripts/soak.sh
 
 # libFuzzer on the collector's and the admin listener's request parsing, FUZZ_SECONDS each (not in CI).
 FUZZ_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror -Wstrict-prototypes \
