@@ -32,7 +32,7 @@ BENCH_TOOLS := $(BUILD)/bench/consume $(BUILD)/bench/produce
 
 DEPS_STAMP := $(BUILD)/.deps-ok
 
-.PHONY: all deps test unit spec e2e integration asan sluice-asan lint bench run demo fuzz clean
+.PHONY: all deps test unit spec e2e integration asan sluice-asan lint bench run demo fuzz soak clean
 
 all: sluice
 
@@ -97,6 +97,11 @@ lint: | $(DEPS_STAMP)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	    --suppress=missingIncludeSystem core
 	luacheck lua spec config bench
+
+# Steady load with SIGHUPs, worker kill -9s and a broker down on three real Kafka
+# brokers, then malformed payloads at rate; lost must be 0 (not in `make test`).
+soak: sluice
+	scripts/soak.sh
 
 # libFuzzer on the collector's and the admin listener's request parsing, FUZZ_SECONDS each (not in CI).
 FUZZ_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror -Wstrict-prototypes \

@@ -136,381 +136,98 @@ void sl_collector_sha256(const void *data, size_t n, unsigned char out[32]) {
     }
 }
 
-/* ==================== UTF-8 and JSON strings ==================== */
+/* ==================== Tracker bodies ==================== */
 
-/* Length of the valid UTF-8 sequence at p (p < end), or 0 if there is none
- * (overlong forms, surrogates and code points over U+10FFFF are invalid). */
-static size_t utf8_len(const unsigned char *p, const unsigned char *end) {
-    unsigned char c = p[0];
-    size_t avail = (size_t)(end - p);
-    if (c < 0x80) return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        return avail >= 2 && (p[1] & 0xc0) == 0x80 ? 2 : 0;
-    if (c >= 0xe0 && c <= 0xef) {
-        unsigned char lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
-        return avail >= 3 && p[1] >= lo && p[1] <= hi && (p[2] & 0xc0) == 0x80 ? 3 : 0;
-    }
-    if (c >= 0xf0 && c <= 0xf4) {
-        unsigned char lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
-        return avail >= 4 && p[1] >= lo && p[1] <= hi && (p[2] & 0xc0) == 0x80 &&
-               (p[3] & 0xc0) == 0x80 ? 4 : 0;
-    }
-    return 0;
-}
-
-int sl_collector_json_string(struct sl_buf *out, const char *s, size_t n,
-                             bool strict) {
-    static const char hex[] = "0123456789abcdef";
-    const unsigned char *p = (const unsigned char *)s, *end = p + n, *run = p;
-
-    sl_buf_addc(out, '"');
-    while (p < end) {
-        unsigned char c = *p;
-        size_t l;
-        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) { p++; continue; }
-        if (c >= 0x80 && (l = utf8_len(p, end)) > 0) { p += l; continue; }
-        sl_buf_add(out, run, (size_t)(p - run));
-        if (c >= 0x80) {
-            if (strict) return SL_ERR;
-            sl_buf_adds(out, "\\ufffd");
-        } else if (c == '"' || c == '\\') {
-            char e[2] = {'\\', (char)c};
-            sl_buf_add(out, e, 2);
-        } else if (c == '\n') {
-            sl_buf_adds(out, "\\n");
-        } else if (c == '\r') {
-            sl_buf_adds(out, "\\r");
-        } else if (c == '\t') {
-            sl_buf_adds(out, "\\t");
-        } else {
-            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            sl_buf_add(out, e, 6);
-        }
-        run = ++p;
-    }
-    sl_buf_add(out, run, (size_t)(p - run));
-    sl_buf_addc(out, '"');
-    return SL_OK;
-}
-
-/* ==================== JSON validation ==================== */
-
-struct jp {
-    const unsigned char *p;    /* next byte */
-    const unsigned char *end;  /* one past the last byte */
-    int depth;                 /* containers open */
+/* What sl_collector_check_payload learns from the tokens of a body
+ * (json.c's sl_json_scan): its shape, and the first event's duid. */
+struct body_scan {
+    bool bad_shape;          /* valid JSON that is not a payload */
+    bool have_schema, have_data;
+    int member;              /* the depth-1 member whose value comes next */
+    bool in_data;            /* inside the "data" array */
+    bool in_first;           /* inside the first event */
+    bool duid_next;          /* the first event's "duid" value comes next */
+    size_t events;           /* elements of "data" */
+    struct sl_buf name;      /* a decoded member name */
+    struct sl_buf *key;      /* the first event's last "duid" string */
 };
 
-static void jp_ws(struct jp *j) {
-    while (j->p < j->end &&
-           (*j->p == ' ' || *j->p == '\n' || *j->p == '\r' || *j->p == '\t'))
-        j->p++;
-}
+enum { MEMBER_OTHER, MEMBER_SCHEMA, MEMBER_DATA };
 
-static int hexval(unsigned char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-static int jp_hex4(struct jp *j, uint32_t *v) {
-    *v = 0;
-    if (j->end - j->p < 4) return SL_ERR;
-    for (int i = 0; i < 4; i++) {
-        int h = hexval(j->p[i]);
-        if (h < 0) return SL_ERR;
-        *v = *v << 4 | (uint32_t)h;
-    }
-    j->p += 4;
-    return SL_OK;
-}
-
-static void put_utf8(struct sl_buf *out, uint32_t cp) {
-    char b[4];
-    size_t n;
-    if (cp < 0x80) { b[0] = (char)cp; n = 1; }
-    else if (cp < 0x800) {
-        b[0] = (char)(0xc0 | cp >> 6); b[1] = (char)(0x80 | (cp & 0x3f)); n = 2;
-    } else if (cp < 0x10000) {
-        b[0] = (char)(0xe0 | cp >> 12); b[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        b[2] = (char)(0x80 | (cp & 0x3f)); n = 3;
-    } else {
-        b[0] = (char)(0xf0 | cp >> 18); b[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-        b[2] = (char)(0x80 | ((cp >> 6) & 0x3f)); b[3] = (char)(0x80 | (cp & 0x3f));
-        n = 4;
-    }
-    sl_buf_add(out, b, n);
-}
-
-/* Parses a string at j->p (which is '"'). If out is not NULL the decoded
- * bytes are appended to it. *raw and *rawlen give the bytes between the quotes
- * and *escaped whether a backslash occurred. */
-static int jp_string(struct jp *j, struct sl_buf *out, const unsigned char **raw,
-                     size_t *rawlen, bool *escaped) {
-    const unsigned char *start = ++j->p, *run = start;
-    bool esc = false;
-    while (j->p < j->end) {
-        unsigned char c = *j->p;
-        if (c == '"') {
-            if (out) sl_buf_add(out, run, (size_t)(j->p - run));
-            if (raw) { *raw = start; *rawlen = (size_t)(j->p - start); }
-            if (escaped) *escaped = esc;
-            j->p++;
-            return SL_OK;
-        }
-        if (c < 0x20) return SL_ERR;
-        if (c < 0x80) {
-            if (c != '\\') { j->p++; continue; }
-        } else {
-            size_t l = utf8_len(j->p, j->end);
-            if (!l) return SL_ERR;
-            j->p += l;
-            continue;
-        }
-        /* Backslash escape. */
-        esc = true;
-        if (out) sl_buf_add(out, run, (size_t)(j->p - run));
-        if (++j->p >= j->end) return SL_ERR;
-        c = *j->p++;
-        char one = 0;
-        switch (c) {
-        case '"': one = '"'; break;
-        case '\\': one = '\\'; break;
-        case '/': one = '/'; break;
-        case 'b': one = '\b'; break;
-        case 'f': one = '\f'; break;
-        case 'n': one = '\n'; break;
-        case 'r': one = '\r'; break;
-        case 't': one = '\t'; break;
-        case 'u': {
-            uint32_t cp, lo;
-            if (jp_hex4(j, &cp)) return SL_ERR;
-            if (cp >= 0xdc00 && cp <= 0xdfff) return SL_ERR; /* lone low */
-            if (cp >= 0xd800 && cp <= 0xdbff) {
-                if (j->end - j->p < 2 || j->p[0] != '\\' || j->p[1] != 'u')
-                    return SL_ERR;
-                j->p += 2;
-                if (jp_hex4(j, &lo) || lo < 0xdc00 || lo > 0xdfff) return SL_ERR;
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-            }
-            if (out) put_utf8(out, cp);
-            break;
-        }
-        default:
-            return SL_ERR;
-        }
-        if (one && out) sl_buf_addc(out, one);
-        run = j->p;
-    }
-    return SL_ERR;
-}
-
-/* A number as the core's JSON codec reads it (json.c): a body the pipeline
- * could not decode (1e999) is refused here, not lost there. */
-static int jp_number(struct jp *j) {
-    double v;
-    size_t n = sl_json_number((const char *)j->p, (size_t)(j->end - j->p), &v, NULL, NULL);
-    if (n == 0) return SL_ERR;
-    j->p += n;
-    return SL_OK;
-}
-
-static int jp_lit(struct jp *j, const char *lit, size_t n) {
-    if ((size_t)(j->end - j->p) < n || memcmp(j->p, lit, n) != 0) return SL_ERR;
-    j->p += n;
-    return SL_OK;
-}
-
-static int jp_value(struct jp *j);
-
-/* Skips an object or array at j->p, checking it. */
-static int jp_container(struct jp *j) {
-    unsigned char close = *j->p == '{' ? '}' : ']';
-    bool obj = close == '}';
-    if (++j->depth > SL_COLLECTOR_MAX_DEPTH) return SL_ERR;
-    j->p++;
-    jp_ws(j);
-    if (j->p < j->end && *j->p == close) { j->p++; j->depth--; return SL_OK; }
-    for (;;) {
-        if (obj) {
-            if (j->p >= j->end || *j->p != '"' ||
-                jp_string(j, NULL, NULL, NULL, NULL))
-                return SL_ERR;
-            jp_ws(j);
-            if (j->p >= j->end || *j->p++ != ':') return SL_ERR;
-            jp_ws(j);
-        }
-        if (jp_value(j)) return SL_ERR;
-        jp_ws(j);
-        if (j->p >= j->end) return SL_ERR;
-        if (*j->p == ',') { j->p++; jp_ws(j); continue; }
-        if (*j->p++ != close) return SL_ERR;
-        j->depth--;
-        return SL_OK;
-    }
-}
-
-static int jp_value(struct jp *j) {
-    if (j->p >= j->end) return SL_ERR;
-    switch (*j->p) {
-    case '{': case '[': return jp_container(j);
-    case '"': return jp_string(j, NULL, NULL, NULL, NULL);
-    case 't': return jp_lit(j, "true", 4);
-    case 'f': return jp_lit(j, "false", 5);
-    case 'n': return jp_lit(j, "null", 4);
-    default:
-        if (*j->p == '-' || (*j->p >= '0' && *j->p <= '9')) return jp_number(j);
-        return SL_ERR;
-    }
-}
-
-/* Parses an object member name and the ':' after it; *name and *namelen give the
- * decoded name (decoded into scratch when it had escapes). */
-static int jp_member_name(struct jp *j, struct sl_buf *scratch,
-                          const char **name, size_t *namelen) {
-    const unsigned char *raw;
-    size_t rawlen;
-    bool esc;
-    const unsigned char *at = j->p;
-    if (j->p >= j->end || *j->p != '"' || jp_string(j, NULL, &raw, &rawlen, &esc))
-        return SL_ERR;
-    if (esc) {
-        struct jp again = {at, j->end, 0};
-        sl_buf_reset(scratch);
-        jp_string(&again, scratch, NULL, NULL, NULL);
-        *name = scratch->data ? scratch->data : "";
-        *namelen = scratch->len;
-    } else {
-        *name = (const char *)raw;
-        *namelen = rawlen;
-    }
-    jp_ws(j);
-    if (j->p >= j->end || *j->p++ != ':') return SL_ERR;
-    jp_ws(j);
-    return SL_OK;
+/* t's string decoded, in b (reset first). */
+static const char *token_text(const struct sl_json_token *t, struct sl_buf *b, size_t *n) {
+    sl_buf_reset(b);
+    if (t->escaped) sl_json_unescape(t->raw, t->len, b);
+    else sl_buf_add(b, t->raw, t->len);
+    *n = b->len;
+    return sl_buf_cstr(b);
 }
 
 static bool name_is(const char *name, size_t n, const char *lit) {
     return n == strlen(lit) && memcmp(name, lit, n) == 0;
 }
 
-/* Checks one element of "data". An object's "duid" string goes to key (if
- * not NULL); any other valid JSON value sets *not_object. */
-static int jp_event(struct jp *j, struct sl_buf *key, struct sl_buf *scratch,
-                    bool *not_object) {
-    bool have_duid = false;
-    if (j->p >= j->end) return SL_ERR;
-    if (*j->p != '{') { *not_object = true; return jp_value(j); }
-    if (!key) return jp_container(j);
-    if (++j->depth > SL_COLLECTOR_MAX_DEPTH) return SL_ERR;
-    j->p++;
-    jp_ws(j);
-    if (j->p < j->end && *j->p == '}') { j->p++; j->depth--; return SL_OK; }
-    for (;;) {
-        const char *name;
-        size_t nl;
-        if (jp_member_name(j, scratch, &name, &nl)) return SL_ERR;
-        if (!have_duid && name_is(name, nl, "duid") && j->p < j->end &&
-            *j->p == '"') {
-            have_duid = true;
-            if (jp_string(j, key, NULL, NULL, NULL)) return SL_ERR;
-        } else if (jp_value(j)) {
-            return SL_ERR;
-        }
-        jp_ws(j);
-        if (j->p >= j->end) return SL_ERR;
-        if (*j->p == ',') { j->p++; jp_ws(j); continue; }
-        if (*j->p++ != '}') return SL_ERR;
-        j->depth--;
-        return SL_OK;
-    }
-}
+static void on_body_token(void *arg, const struct sl_json_token *t) {
+    struct body_scan *b = arg;
+    size_t n;
+    const char *s;
 
-/* Parses the "data" array at j->p, counting its elements. */
-static int jp_data(struct jp *j, struct sl_buf *key, struct sl_buf *scratch,
-                   size_t *events, bool *not_object) {
-    if (++j->depth > SL_COLLECTOR_MAX_DEPTH) return SL_ERR;
-    j->p++;
-    jp_ws(j);
-    if (j->p < j->end && *j->p == ']') { j->p++; j->depth--; return SL_OK; }
-    for (;;) {
-        if (jp_event(j, *events == 0 ? key : NULL, scratch, not_object))
-            return SL_ERR;
-        ++*events;
-        jp_ws(j);
-        if (j->p >= j->end) return SL_ERR;
-        if (*j->p == ',') { j->p++; jp_ws(j); continue; }
-        if (*j->p++ != ']') return SL_ERR;
-        j->depth--;
-        return SL_OK;
+    if (t->kind == SL_JSON_CLOSE) {
+        if (t->depth == 1) b->in_data = false;
+        if (t->depth == 2) b->in_first = false;
+        return;
+    }
+    if (t->depth == 0) {                                  /* the document */
+        b->bad_shape |= t->kind != SL_JSON_OBJECT;
+    } else if (t->depth == 1 && t->kind == SL_JSON_KEY) { /* a payload member */
+        s = token_text(t, &b->name, &n);
+        b->member = name_is(s, n, "schema") ? MEMBER_SCHEMA :
+                    name_is(s, n, "data") ? MEMBER_DATA : MEMBER_OTHER;
+        if (b->member == MEMBER_SCHEMA) {
+            b->bad_shape |= b->have_schema;               /* repeated */
+            b->have_schema = true;
+        } else if (b->member == MEMBER_DATA) {
+            b->bad_shape |= b->have_data;
+            b->have_data = true;
+        }
+    } else if (t->depth == 1 && b->member == MEMBER_SCHEMA) {
+        static const char prefix[] = SL_COLLECTOR_SCHEMA_PREFIX;
+        s = t->kind == SL_JSON_STRING ? token_text(t, &b->name, &n) : NULL;
+        b->bad_shape |= !s || n < sizeof(prefix) - 1 || memcmp(s, prefix, sizeof(prefix) - 1);
+    } else if (t->depth == 1 && b->member == MEMBER_DATA) {
+        b->bad_shape |= t->kind != SL_JSON_ARRAY;
+        b->in_data = t->kind == SL_JSON_ARRAY;
+    } else if (t->depth == 2 && b->in_data) {             /* an event */
+        b->bad_shape |= t->kind != SL_JSON_OBJECT;
+        b->in_first = ++b->events == 1 && t->kind == SL_JSON_OBJECT;
+    } else if (t->depth == 3 && b->in_first && t->kind == SL_JSON_KEY) {
+        s = token_text(t, &b->name, &n);
+        b->duid_next = name_is(s, n, "duid");
+    } else if (t->depth == 3 && b->in_first && b->duid_next) {
+        /* The last "duid" wins, as the pipeline's decoder reads the event;
+         * one that is not a string leaves no key. */
+        b->duid_next = false;
+        if (t->kind == SL_JSON_STRING) token_text(t, b->key, &n);
+        else sl_buf_reset(b->key);
     }
 }
 
 int sl_collector_check_payload(const char *body, size_t len, struct sl_buf *key,
                                size_t *nevents, const char **reason) {
-    struct jp j = {(const unsigned char *)body, (const unsigned char *)body + len, 0};
-    struct sl_buf scratch = {0}, schema = {0};
-    bool have_schema = false, have_data = false, bad_shape = false;
-    size_t events = 0;
+    struct body_scan b = {.key = key};
     int ret = SL_ERR;
     const char *why = "bad_json";
 
     sl_buf_reset(key);
     *nevents = 0;
-    jp_ws(&j);
-    if (j.p >= j.end) goto done;
-    if (*j.p != '{') {              /* valid JSON but no object: bad_payload */
-        bad_shape = true;
-        if (jp_value(&j)) goto done;
-        goto tail;
-    }
-    j.p++;
-    j.depth = 1;
-    jp_ws(&j);
-    if (j.p < j.end && *j.p == '}') { j.p++; goto tail; }
-    for (;;) {
-        const char *name;
-        size_t nl;
-        if (jp_member_name(&j, &scratch, &name, &nl)) goto done;
-        if (name_is(name, nl, "schema")) {
-            if (have_schema || j.p >= j.end || *j.p != '"') {
-                bad_shape = true;
-                if (jp_value(&j)) goto done;
-            } else {
-                if (jp_string(&j, &schema, NULL, NULL, NULL)) goto done;
-                bad_shape |= schema.len < sizeof(SL_COLLECTOR_SCHEMA_PREFIX) - 1 ||
-                    memcmp(schema.data, SL_COLLECTOR_SCHEMA_PREFIX,
-                           sizeof(SL_COLLECTOR_SCHEMA_PREFIX) - 1) != 0;
-            }
-            have_schema = true;
-        } else if (name_is(name, nl, "data")) {
-            if (have_data || j.p >= j.end || *j.p != '[') {
-                bad_shape = true;
-                if (jp_value(&j)) goto done;
-            } else if (jp_data(&j, key, &scratch, &events, &bad_shape)) {
-                goto done;
-            }
-            have_data = true;
-        } else if (jp_value(&j)) {
-            goto done;
-        }
-        jp_ws(&j);
-        if (j.p >= j.end) goto done;
-        if (*j.p == ',') { j.p++; jp_ws(&j); continue; }
-        if (*j.p++ != '}') goto done;
-        break;
-    }
-tail:
-    jp_ws(&j);
-    if (j.p != j.end) goto done;
+    if (sl_json_scan(body, len, SL_COLLECTOR_MAX_DEPTH, on_body_token, &b, NULL, 0) != SL_OK)
+        goto done;
     why = "bad_payload";
-    if (bad_shape || !have_schema || !have_data || events == 0) goto done;
-    *nevents = events;
+    if (b.bad_shape || !b.have_schema || !b.have_data || b.events == 0) goto done;
+    *nevents = b.events;
     ret = SL_OK;
 done:
-    sl_buf_free(&scratch);
-    sl_buf_free(&schema);
+    sl_buf_free(&b.name);
     if (ret != SL_OK) {
         sl_buf_reset(key);
         if (reason) *reason = why;
@@ -519,6 +236,13 @@ done:
 }
 
 /* ==================== Query strings ==================== */
+
+static int hexval(unsigned char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
 
 int sl_collector_unescape(const char *s, size_t n, struct sl_buf *out) {
     const char *end = s + n, *run = s;
@@ -542,57 +266,68 @@ int sl_collector_unescape(const char *s, size_t n, struct sl_buf *out) {
     return SL_OK;
 }
 
+/* A query parameter: its decoded name and value, as offsets into one buffer. */
+struct qparam {
+    size_t name, nlen;
+    size_t val, vlen;
+};
+
+/* Byte order of names, shorter first on a tie: the order of json.c's
+ * sorted encoder and of lua/sluice/init.lua. */
+static int qparam_cmp(const void *a, const void *b, void *bytes) {
+    const struct qparam *x = a, *y = b;
+    const char *d = bytes;
+    int c = memcmp(d + x->name, d + y->name, x->nlen < y->nlen ? x->nlen : y->nlen);
+    return c ? c : (x->nlen > y->nlen) - (x->nlen < y->nlen);
+}
+
 int sl_collector_query_to_payload(const char *qs, size_t n, struct sl_buf *out,
                                   struct sl_buf *key) {
-    struct sl_buf names = {0}, val = {0};
-    size_t offs[SL_COLLECTOR_MAX_PARAMS], lens[SL_COLLECTOR_MAX_PARAMS];
-    size_t nparams = 0, start = out->len;
+    struct sl_buf bytes = {0};
+    struct qparam params[SL_COLLECTOR_MAX_PARAMS], q;
+    size_t nparams = 0, start = out->len, i;
     const char *p = qs, *end = qs + n;
-    bool have_key = false;
     int ret = SL_ERR;
 
     sl_buf_reset(key);
-    sl_buf_adds(out, "{\"schema\":\"" SL_COLLECTOR_PAYLOAD_SCHEMA "\",\"data\":[{");
     while (p < end) {
         const char *amp = memchr(p, '&', (size_t)(end - p));
         const char *seg_end = amp ? amp : end;
         const char *eq = memchr(p, '=', (size_t)(seg_end - p));
         const char *name_end = eq ? eq : seg_end;
-        size_t noff = names.len, nlen;
-        bool dup = false;
 
-        if (name_end > p) {
-            if (sl_collector_unescape(p, (size_t)(name_end - p), &names)) goto done;
-            nlen = names.len - noff;
-            for (size_t i = 0; i < nparams && !dup; i++)
-                dup = lens[i] == nlen &&
-                      memcmp(names.data + offs[i], names.data + noff, nlen) == 0;
-            sl_buf_reset(&val);
-            if (eq && sl_collector_unescape(eq + 1, (size_t)(seg_end - eq - 1), &val))
+        if (name_end > p) {                  /* else an empty segment or "=x": skipped */
+            q.name = bytes.len;
+            if (sl_collector_unescape(p, (size_t)(name_end - p), &bytes)) goto done;
+            q.nlen = bytes.len - q.name;
+            q.val = bytes.len;
+            if (eq && sl_collector_unescape(eq + 1, (size_t)(seg_end - eq - 1), &bytes))
                 goto done;
-            if (nlen == 0 || dup) {
-                names.len = noff; /* empty after decoding, or seen: skip */
-            } else {
-                if (nparams == SL_COLLECTOR_MAX_PARAMS) goto done;
-                offs[nparams] = noff;
-                lens[nparams] = nlen;
-                if (nparams++) sl_buf_addc(out, ',');
-                if (sl_collector_json_string(out, names.data + noff, nlen, true))
-                    goto done;
-                sl_buf_addc(out, ':');
-                if (sl_collector_json_string(out, val.data ? val.data : "", val.len,
-                                             true))
-                    goto done;
-                if (!have_key && nlen == 4 && memcmp(names.data + noff, "duid", 4) == 0) {
-                    have_key = true;
-                    sl_buf_add(key, val.data ? val.data : "", val.len);
-                }
-            }
+            q.vlen = bytes.len - q.val;
+            if (sl_json_utf8_check(bytes.data + q.name, q.nlen) != q.nlen ||
+                sl_json_utf8_check(bytes.data + q.val, q.vlen) != q.vlen)
+                goto done;
+            for (i = 0; i < nparams; i++)
+                if (params[i].nlen == q.nlen &&
+                    !memcmp(bytes.data + params[i].name, bytes.data + q.name, q.nlen))
+                    break;
+            if (i == nparams && nparams++ == SL_COLLECTOR_MAX_PARAMS) goto done;
+            params[i] = q;                   /* a repeated name takes its last value */
         }
         p = amp ? amp + 1 : end;
     }
     if (nparams == 0) goto done;
-    sl_buf_adds(out, "}]}");
+    qsort_r(params, nparams, sizeof(params[0]), qparam_cmp, bytes.data);
+    sl_buf_adds(out, "{\"data\":[{");
+    for (i = 0; i < nparams; i++) {
+        const char *name = bytes.data + params[i].name, *val = bytes.data + params[i].val;
+        if (i) sl_buf_addc(out, ',');
+        sl_json_add_string(out, name, params[i].nlen, NULL, 0);   /* UTF-8 checked above */
+        sl_buf_addc(out, ':');
+        sl_json_add_string(out, val, params[i].vlen, NULL, 0);
+        if (name_is(name, params[i].nlen, "duid")) sl_buf_add(key, val, params[i].vlen);
+    }
+    sl_buf_adds(out, "}],\"schema\":\"" SL_COLLECTOR_PAYLOAD_SCHEMA "\"}");
     ret = SL_OK;
 done:
     if (ret != SL_OK) {
@@ -600,8 +335,7 @@ done:
         if (out->data) out->data[start] = '\0';
         sl_buf_reset(key);
     }
-    sl_buf_free(&names);
-    sl_buf_free(&val);
+    sl_buf_free(&bytes);
     return ret;
 }
 
@@ -635,15 +369,15 @@ void sl_collector_envelope(struct sl_buf *out, const char *message, size_t len,
     sl_buf_printf(out, ",\"collector\":{\"receivedAt\":%lld", (long long)received_at);
     if (origin) {
         sl_buf_adds(out, ",\"origin\":");
-        sl_collector_json_string(out, origin, strlen(origin), false);
+        sl_json_add_string_lossy(out, origin, strlen(origin));
     }
     if (user_agent) {
         sl_buf_adds(out, ",\"userAgent\":");
-        sl_collector_json_string(out, user_agent, strlen(user_agent), false);
+        sl_json_add_string_lossy(out, user_agent, strlen(user_agent));
     }
     if (ip) {
         sl_buf_adds(out, ",\"ip\":");
-        sl_collector_json_string(out, ip, strlen(ip), false);
+        sl_json_add_string_lossy(out, ip, strlen(ip));
     }
     sl_buf_adds(out, "}}");
 }

@@ -7,8 +7,8 @@
  * sl_collector_set_reader). Each accepted request becomes one Kafka record
  * {"message": <payload>, "collector": {...}} keyed by the first event's duid;
  * the tracker is answered 200 only once the broker acknowledged the record.
- * Uses kafka.h for producing and committed-offset lookups, json.h for what a
- * JSON number is, sl.h for the rest.
+ * Uses kafka.h for producing and committed-offset lookups, json.h (the core's
+ * one JSON codec) to check bodies and write JSON, sl.h for the rest.
  *
  * Client IP: the TCP peer address, never X-Forwarded-For (a header anyone can
  * write). Behind a proxy every event carries the proxy's address; use ip =
@@ -101,9 +101,11 @@ void sl_collector_metrics(const struct sl_collector *c, struct sl_buf *out);
  * holding an object whose "schema" is a string starting with
  * "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-" and whose
  * "data" is a non-empty array of objects; other members are allowed, a
- * repeated "schema" or "data" is not. On SL_OK, key holds the first event's
- * "duid" (decoded; empty if it has none or it is not a string) and *nevents
- * the number of events. On SL_ERR, *reason is "bad_json" or "bad_payload". */
+ * repeated "schema" or "data" is not. The check is json.c's sl_json_scan, so
+ * an accepted body is one the pipeline decodes. On SL_OK, key holds the first
+ * event's "duid" (decoded; the last one when the event repeats it, as the
+ * pipeline's decoder reads it; empty if it has none or it is not a string)
+ * and *nevents the number of events. On SL_ERR, *reason is "bad_json" or "bad_payload". */
 int sl_collector_check_payload(const char *body, size_t len, struct sl_buf *key,
                                size_t *nevents, const char **reason);
 
@@ -114,9 +116,11 @@ int sl_collector_check_payload(const char *body, size_t len, struct sl_buf *key,
 int sl_collector_unescape(const char *s, size_t n, struct sl_buf *out);
 
 /* Turns a GET /i query string into a payload_data 1-0-4 JSON object,
- * {"schema":"iglu:...payload_data/jsonschema/1-0-4","data":[{...}]}, every
- * parameter a string, percent-decoded, in query order. Empty segments and
- * empty names are skipped; a repeated name keeps its first value. Returns
+ * {"data":[{...}],"schema":"iglu:...payload_data/jsonschema/1-0-4"}, every
+ * parameter a string, percent-decoded, keys in byte order (the bytes
+ * lua/sluice/snowplow.lua's payload_from_query encodes to). Empty segments
+ * and empty names are skipped; a repeated name keeps its last value, as
+ * Snowplow's enrich reads a query string (a map of the pairs). Returns
  * SL_ERR on a bad escape, a decoded value that is not UTF-8, no parameter at
  * all, or more than SL_COLLECTOR_MAX_PARAMS. key gets the "duid" value. */
 #define SL_COLLECTOR_MAX_PARAMS 256 /* Query parameters accepted in one GET. */
@@ -131,15 +135,10 @@ bool sl_collector_is_json_type(const char *content_type);
 bool sl_collector_origin_allowed(const struct sl_collector_conf *conf,
                                  const char *origin);
 
-/* Appends s[0..n) as a JSON string literal. Invalid UTF-8 becomes U+FFFD
- * unless strict, where it makes the call return SL_ERR (out then holds a
- * partial string). */
-int sl_collector_json_string(struct sl_buf *out, const char *s, size_t n,
-                             bool strict);
-
 /* Appends the Kafka record value: {"message":<message raw>,"collector":
  * {"receivedAt":ms,"origin":..,"userAgent":..,"ip":..}}; NULL fields are
- * left out. message must be valid JSON. */
+ * left out, bytes of them that are not UTF-8 are written as U+FFFD
+ * (sl_json_add_string_lossy). message must be valid JSON. */
 void sl_collector_envelope(struct sl_buf *out, const char *message, size_t len,
                            int64_t received_at, const char *origin,
                            const char *user_agent, const char *ip);

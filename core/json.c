@@ -185,64 +185,24 @@ static inline int hex4(const unsigned char *p, unsigned *out) {
     return 0;
 }
 
-/* Decodes the escape at d->p (the backslash) and appends its UTF-8 to the
- * scratch at *len. */
-static int dec_escape(struct dec *d, size_t *len) {
-    const unsigned char *p = d->p, *end = d->end;
-    unsigned cp, lo;
-    char *o;
+static size_t scan_escape(const unsigned char *p, const unsigned char *end, char o[4],
+                          size_t *olen, const char **why, const unsigned char **fault);
 
-    if (end - p < 2) return dec_fail_at(d, end, "bad string escape");
+/* Decodes the escape at d->p (the backslash) and appends its UTF-8 to the
+ * scratch at *len (scan_escape reads it, for the scanner too). */
+static int dec_escape(struct dec *d, size_t *len) {
+    const unsigned char *fault;
+    const char *why;
+    size_t olen, k;
+
     scratch_reserve(d, *len + 4);
-    o = d->scratch + *len;
-    switch (p[1]) {
-    case '"': *o = '"'; break;
-    case '\\': *o = '\\'; break;
-    case '/': *o = '/'; break;
-    case 'b': *o = '\b'; break;
-    case 'f': *o = '\f'; break;
-    case 'n': *o = '\n'; break;
-    case 'r': *o = '\r'; break;
-    case 't': *o = '\t'; break;
-    case 'u':
-        if (end - p < 6 || hex4(p + 2, &cp) < 0)
-            return dec_fail_msg(d, p, "bad \\u escape (four hex digits expected)");
-        p += 6;
-        if (cp >= 0xDC00 && cp <= 0xDFFF)
-            return dec_fail_msg(d, p - 6, "lone low surrogate in \\u escape");
-        if (cp >= 0xD800 && cp <= 0xDBFF) {
-            if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &lo) < 0 ||
-                lo < 0xDC00 || lo > 0xDFFF)
-                return dec_fail_msg(d, p - 6, "high surrogate not followed by a low surrogate");
-            p += 6;
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-        }
-        if (cp < 0x80) {
-            o[0] = (char)cp;
-            *len += 1;
-        } else if (cp < 0x800) {
-            o[0] = (char)(0xC0 | (cp >> 6));
-            o[1] = (char)(0x80 | (cp & 0x3F));
-            *len += 2;
-        } else if (cp < 0x10000) {
-            o[0] = (char)(0xE0 | (cp >> 12));
-            o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-            o[2] = (char)(0x80 | (cp & 0x3F));
-            *len += 3;
-        } else {
-            o[0] = (char)(0xF0 | (cp >> 18));
-            o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-            o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-            o[3] = (char)(0x80 | (cp & 0x3F));
-            *len += 4;
-        }
-        d->p = p;
-        return 0;
-    default:
-        return dec_fail_at(d, p + 1, "bad string escape");
+    k = scan_escape(d->p, d->end, d->scratch + *len, &olen, &why, &fault);
+    if (!k) {
+        if (d->end - d->p >= 2 && d->p[1] == 'u') return dec_fail_msg(d, fault, why);
+        return dec_fail_at(d, fault, why);
     }
-    *len += 1;
-    d->p = p + 2;
+    *len += olen;
+    d->p += k;
     return 0;
 }
 
@@ -1003,7 +963,7 @@ int sl_lua_json_encode(lua_State *L) {
     char err[SL_ERRLEN];
 
     luaL_checkany(L, 1);
-    if (sl_json_encode(L, 1, &b, err, sizeof(err)) != SL_OK) {
+    if (sl_json_encode_sorted(L, 1, &b, err, sizeof(err)) != SL_OK) {
         sl_buf_free(&b);
         lua_pushnil(L);
         lua_pushstring(L, err);
@@ -1027,4 +987,261 @@ int sl_lua_array(lua_State *L) {
     if (!lua_istable(L, -1)) return luaL_error(L, "sluice.array: the JSON codec is not initialised");
     lua_setmetatable(L, 1);                           /* t */
     return 1;
+}
+
+/* ==================== Scanning without Lua ==================== */
+
+/* The part of the codec that needs no lua_State: the collector validates
+ * tracker bodies with it and builds GET payloads, so a body the collector
+ * accepts is a body sl_json_decode decodes, byte rule for byte rule (one
+ * UTF-8 validator, one escape grammar, one number grammar). */
+
+/* Reads the escape at p (the backslash) as dec_escape does: writes its UTF-8
+ * to o (4 bytes of room) and *olen, returns the escape's length in the input,
+ * or 0 when it is bad (then *why says why and *fault where, as the decoder
+ * reports it). */
+static size_t scan_escape(const unsigned char *p, const unsigned char *end, char o[4],
+                          size_t *olen, const char **why, const unsigned char **fault) {
+    unsigned cp, lo;
+    static const char simple[] = "\"\"\\\\//b\bf\fn\nr\rt\t";
+
+    *why = "bad string escape";
+    *fault = end - p < 2 ? end : p + 1;
+    if (end - p < 2) return 0;
+    if (p[1] != 'u') {
+        for (const char *s = simple; *s; s += 2)
+            if (p[1] == (unsigned char)s[0]) {
+                o[0] = s[1];
+                *olen = 1;
+                return 2;
+            }
+        return 0;
+    }
+    *fault = p;
+    *why = "bad \\u escape (four hex digits expected)";
+    if (end - p < 6 || hex4(p + 2, &cp) < 0) return 0;
+    *why = "lone low surrogate in \\u escape";
+    if (cp >= 0xDC00 && cp <= 0xDFFF) return 0;
+    if (cp >= 0xD800 && cp <= 0xDBFF) {
+        *why = "high surrogate not followed by a low surrogate";
+        if (end - p < 12 || p[6] != '\\' || p[7] != 'u' || hex4(p + 8, &lo) < 0 ||
+            lo < 0xDC00 || lo > 0xDFFF)
+            return 0;
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+    }
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        *olen = 1;
+    } else if (cp < 0x800) {
+        o[0] = (char)(0xC0 | (cp >> 6));
+        o[1] = (char)(0x80 | (cp & 0x3F));
+        *olen = 2;
+    } else if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | (cp >> 12));
+        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        o[2] = (char)(0x80 | (cp & 0x3F));
+        *olen = 3;
+    } else {
+        o[0] = (char)(0xF0 | (cp >> 18));
+        o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        o[3] = (char)(0x80 | (cp & 0x3F));
+        *olen = 4;
+    }
+    return cp >= 0x10000 ? 12 : 6;
+}
+
+/* Checks the string whose opening quote is at p. Returns the byte after its
+ * closing quote and sets *escaped, or NULL with *fault and *why set. */
+static const unsigned char *scan_string(const unsigned char *p, const unsigned char *end,
+                                        bool *escaped, const unsigned char **fault,
+                                        const char **why) {
+    char o[4];
+    size_t olen, k;
+
+    *escaped = false;
+    for (p++;;) {
+        p = scan_plain(p, end);
+        *fault = p;
+        if (p >= end) { *why = "unterminated string"; return NULL; }
+        if (*p == '"') return p + 1;
+        if (*p == '\\') {
+            if (!(k = scan_escape(p, end, o, &olen, why, fault))) return NULL;
+            *escaped = true;
+            p += k;
+        } else if (*p < 0x20) {
+            *why = "control character in string";
+            return NULL;
+        } else {
+            if (!(k = (size_t)utf8_len(p, end))) { *why = "invalid UTF-8 in string"; return NULL; }
+            p += k;
+        }
+    }
+}
+
+int sl_json_scan(const char *s, size_t n, int max_depth, sl_json_scan_fn *fn, void *arg,
+                 char *err, size_t errlen) {
+    const unsigned char *start = (const unsigned char *)s, *p = start, *end = start + n;
+    const unsigned char *fault = NULL, *next;
+    const char *why = "value expected";
+    unsigned char open[SL_JSON_MAX_DEPTH];            /* '{' or '[' per open container */
+    enum { VALUE, AFTER, MEMBER } want = VALUE;
+    struct sl_json_token t;
+    int depth = 0;
+    double num;
+
+    if (max_depth <= 0 || max_depth > SL_JSON_MAX_DEPTH) max_depth = SL_JSON_MAX_DEPTH;
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+    for (;;) {
+        t.depth = depth;
+        t.escaped = false;
+        fault = p;
+        if (want == MEMBER) {                         /* "key" : */
+            why = "object key expected";
+            if (p >= end || *p != '"') goto fail;
+            if (!(next = scan_string(p, end, &t.escaped, &fault, &why))) goto fail;
+            t.kind = SL_JSON_KEY;
+            t.raw = (const char *)p + 1;
+            t.len = (size_t)(next - p) - 2;
+            if (fn) fn(arg, &t);
+            p = next;
+            while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+            fault = p;
+            why = "':' expected";
+            if (p >= end || *p != ':') goto fail;
+            p++;
+            while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+            want = VALUE;
+            continue;
+        }
+        if (want == AFTER) {                          /* , or a close */
+            while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+            fault = p;
+            if (depth == 0) {
+                why = "trailing data after the value";
+                if (p != end) goto fail;
+                return SL_OK;
+            }
+            why = open[depth - 1] == '{' ? "',' or '}' expected" : "',' or ']' expected";
+            if (p >= end) goto fail;
+            if (*p == ',') {
+                p++;
+                while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+                want = open[depth - 1] == '{' ? MEMBER : VALUE;
+                continue;
+            }
+            if (*p != (open[depth - 1] == '{' ? '}' : ']')) goto fail;
+            t.kind = SL_JSON_CLOSE;
+            t.depth = --depth;
+            t.raw = (const char *)p++;
+            t.len = 1;
+            if (fn) fn(arg, &t);
+            continue;
+        }
+        why = "value expected";                       /* a value */
+        if (p >= end) goto fail;
+        t.raw = (const char *)p;
+        switch (*p) {
+        case '{': case '[':
+            why = "nesting too deep";
+            if (depth + 1 > max_depth) goto fail;
+            t.kind = *p == '{' ? SL_JSON_OBJECT : SL_JSON_ARRAY;
+            t.len = 1;
+            if (fn) fn(arg, &t);
+            open[depth++] = *p++;
+            while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+            if (p < end && *p == (open[depth - 1] == '{' ? '}' : ']')) {
+                t.kind = SL_JSON_CLOSE;
+                t.depth = --depth;
+                t.raw = (const char *)p++;
+                if (fn) fn(arg, &t);
+                want = AFTER;
+            } else {
+                want = open[depth - 1] == '{' ? MEMBER : VALUE;
+            }
+            continue;
+        case '"':
+            if (!(next = scan_string(p, end, &t.escaped, &fault, &why))) goto fail;
+            t.kind = SL_JSON_STRING;
+            t.raw = (const char *)p + 1;
+            t.len = (size_t)(next - p) - 2;
+            break;
+        case 't': case 'f': case 'n': {
+            size_t l = *p == 'f' ? 5 : 4;
+            const char *lit = *p == 't' ? "true" : *p == 'f' ? "false" : "null";
+            if ((size_t)(end - p) < l || memcmp(p, lit, l)) goto fail;
+            t.kind = SL_JSON_LITERAL;
+            t.len = l;
+            next = p + l;
+            break;
+        }
+        default: {
+            size_t off = 0;
+            if (*p != '-' && (*p < '0' || *p > '9')) goto fail;
+            t.len = sl_json_number((const char *)p, (size_t)(end - p), &num, &off, &why);
+            fault = p + off;
+            if (!t.len) goto fail;
+            t.kind = SL_JSON_NUMBER;
+            next = p + t.len;
+        }
+        }
+        if (fn) fn(arg, &t);
+        p = next;
+        want = AFTER;
+    }
+fail:
+    if (fault >= end)
+        sl_errf(err, errlen, "json: %s: unexpected end of input at byte %zu", why,
+                (size_t)(fault - start));
+    else
+        sl_errf(err, errlen, "json: %s at byte %zu", why, (size_t)(fault - start));
+    return SL_ERR;
+}
+
+int sl_json_unescape(const char *raw, size_t n, struct sl_buf *out) {
+    const unsigned char *p = (const unsigned char *)raw, *end = p + n, *run = p;
+    const unsigned char *fault;
+    const char *why;
+    char o[4];
+    size_t olen, k;
+
+    while (p < end) {
+        if (*p != '\\') { p++; continue; }
+        sl_buf_add(out, run, (size_t)(p - run));
+        if (!(k = scan_escape(p, end, o, &olen, &why, &fault))) return SL_ERR;
+        sl_buf_add(out, o, olen);
+        run = p += k;
+    }
+    sl_buf_add(out, run, (size_t)(p - run));
+    return SL_OK;
+}
+
+size_t sl_json_utf8_check(const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    int k;
+
+    while (p < end) {
+        if (*p < 0x80) { p++; continue; }
+        if (!(k = utf8_len(p, end))) return (size_t)(p - (const unsigned char *)s);
+        p += k;
+    }
+    return n;
+}
+
+void sl_json_add_string_lossy(struct sl_buf *out, const char *s, size_t n) {
+    struct sl_buf fixed = {0};
+    size_t at = 0, bad;
+
+    while ((bad = at + sl_json_utf8_check(s + at, n - at)) < n) {
+        sl_buf_add(&fixed, s + at, bad - at);
+        sl_buf_adds(&fixed, "\xEF\xBF\xBD");          /* U+FFFD for the one byte */
+        at = bad + 1;
+    }
+    if (at == 0) {
+        sl_json_add_string(out, s, n, NULL, 0);       /* valid: cannot fail */
+    } else {
+        sl_buf_add(&fixed, s + at, n - at);
+        sl_json_add_string(out, fixed.data, fixed.len, NULL, 0);
+    }
+    sl_buf_free(&fixed);
 }

@@ -25,6 +25,7 @@
 #ifndef SL_JSON_H
 #define SL_JSON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <lua.h>
 
@@ -73,11 +74,61 @@ void sl_json_push_array_mt(lua_State *L);
 
 /* Lua C functions for the `sluice` module:
  *   json_decode(s) -> v | nil, err
- *   json_encode(v) -> s | nil, err
+ *   json_encode(v) -> s | nil, err  (keys in byte order: the bytes
+ *                     lua/sluice/init.lua gives under busted)
  *   array(t)       -> t with the array metatable set (a new empty table when
  *                     t is nil) */
 int sl_lua_json_decode(lua_State *L);
 int sl_lua_json_encode(lua_State *L);
 int sl_lua_array(lua_State *L);
+
+/* ==================== Scanning without Lua ==================== */
+
+/* A token of sl_json_scan. depth is the number of containers open around
+ * it: 0 for the document's value; an object's or array's open and close
+ * tokens carry the depth of the container itself, its members one more. */
+enum sl_json_kind {
+    SL_JSON_OBJECT,   /* '{' */
+    SL_JSON_ARRAY,    /* '[' */
+    SL_JSON_CLOSE,    /* '}' or ']' */
+    SL_JSON_KEY,      /* an object member's name; its value comes next */
+    SL_JSON_STRING,
+    SL_JSON_NUMBER,
+    SL_JSON_LITERAL   /* true, false, null */
+};
+
+struct sl_json_token {
+    enum sl_json_kind kind;
+    int depth;
+    const char *raw;  /* the token's bytes in the input; a string's or key's without quotes */
+    size_t len;
+    bool escaped;     /* a string or key with backslash escapes (decode with sl_json_unescape) */
+};
+
+typedef void sl_json_scan_fn(void *arg, const struct sl_json_token *t);
+
+/* Checks that s[0..n) is one JSON value by the rules sl_json_decode applies
+ * (strings of valid UTF-8 without raw control characters, escapes and
+ * surrogate pairs, numbers as sl_json_number reads them, whitespace around)
+ * with at most max_depth containers open (<= 0 or above SL_JSON_MAX_DEPTH:
+ * SL_JSON_MAX_DEPTH), calling fn (when not NULL) for each token in input
+ * order. No recursion, no allocation. SL_ERR with err ("json: what at byte
+ * N") on the first fault; tokens before it have been reported. */
+int sl_json_scan(const char *s, size_t n, int max_depth, sl_json_scan_fn *fn, void *arg,
+                 char *err, size_t errlen);
+
+/* Appends the decoded bytes of a string's raw text (between the quotes, as
+ * a token gives it) to out. SL_ERR on a bad escape (never for a token
+ * sl_json_scan reported). */
+int sl_json_unescape(const char *raw, size_t n, struct sl_buf *out);
+
+/* The length of the longest valid UTF-8 (RFC 3629) prefix of s[0..n): n
+ * when all of it is valid. The one UTF-8 check of the core. */
+size_t sl_json_utf8_check(const char *s, size_t n);
+
+/* As sl_json_add_string, for text from outside (HTTP headers): each byte
+ * that does not start a valid UTF-8 sequence is written as U+FFFD, so it
+ * never fails. */
+void sl_json_add_string_lossy(struct sl_buf *out, const char *s, size_t n);
 
 #endif

@@ -48,7 +48,7 @@ int sl_step_encode_vars(lua_State *L, int idx, struct sl_buf *out, char *err, si
             lua_pop(L, 1);
         }
     }
-    int rc = sl_json_encode(L, -1, out, err, errlen);
+    int rc = sl_json_encode_sorted(L, -1, out, err, errlen);
     lua_pop(L, 1);
     return rc;
 }

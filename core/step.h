@@ -142,7 +142,7 @@ int sl_step_builtin_load(struct sl_config_cur *c, const char *path, struct sl_st
 
 /* Pushes ctx[path] for a dotted path ("product.slug"); nil when absent. */
 void sl_step_push_path(lua_State *L, int ctx_idx, const char *path);
-/* Encodes the context at idx as JSON: every variable but input. */
+/* Encodes the context at idx as JSON: every variable but input, keys in byte order. */
 int sl_step_encode_vars(lua_State *L, int idx, struct sl_buf *out, char *err, size_t errlen);
 /* Appends the JSON string literal of s (or "(not UTF-8)"). */
 void sl_step_json_str(lua_State *L, struct sl_buf *b, const char *s, size_t n);

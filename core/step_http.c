@@ -644,7 +644,7 @@ static int build(struct hreq *r) {
         size_t n;
         const char *s = lua_tolstring(L, -2, &n);
         sl_buf_add(&b, s, n);
-    } else if (!lua_istable(L, -2) || sl_json_encode(L, -2, &b, jerr, sizeof(jerr))) {
+    } else if (!lua_istable(L, -2) || sl_json_encode_sorted(L, -2, &b, jerr, sizeof(jerr))) {
         char text[SL_ERRLEN];
         if (!lua_istable(L, -2)) snprintf(jerr, sizeof(jerr), "it returned a %s", luaL_typename(L, -2));
         snprintf(text, sizeof(text), "%s: request: the body must be a string or a table of "

@@ -6,7 +6,8 @@
  *                               fields = { "userId", "product" } } }
  *
  * The value is the JSON object of the fields (nil ones left out), or of
- * every variable but input when no fields are named. Without a producer
+ * every variable but input when no fields are named, every object's keys
+ * in byte order (as sluice.json_encode and a trace write them). Without a producer
  * (sluice test) the record is traced instead. A record that cannot be
  * encoded is dead-lettered; a produce the broker refused for good is fatal.
  * Restore records skip it. */
@@ -27,6 +28,7 @@ struct kafka_step {
     struct sl_kafka_producer *producer; /* NULL: trace mode */
     bool last;                   /* no step after it reads the context */
     char **keys;                 /* its fields as JSON strings, made on first use */
+    size_t *order;               /* indices of its fields in byte order of their names */
     struct sl_buf buf;           /* scratch for the value */
     char err[SL_ERRLEN + 64];    /* the last result's error */
 };
@@ -64,6 +66,13 @@ static void *create(const struct sl_step_env *env) {
     st->producer = env->producer;
     st->last = env->index + 1 == env->cf->nsteps;
     if (st->producer) sl_kafka_producer_warm(st->producer, st->s->topic);
+    st->order = sl_calloc(st->s->nfields + 1, sizeof(*st->order));
+    for (size_t i = 0; i < st->s->nfields; i++) {   /* insertion sort: a handful of names */
+        size_t j = i;
+        for (; j > 0 && strcmp(st->s->fields[st->order[j - 1]], st->s->fields[i]) > 0; j--)
+            st->order[j] = st->order[j - 1];
+        st->order[j] = i;
+    }
     return st;
 }
 
@@ -93,8 +102,8 @@ static char **field_keys(struct kafka_step *st, lua_State *L, char *err, size_t 
 }
 
 /* Appends the JSON object {field: value, ...} of the step's fields to b,
- * straight from the context at ctx_idx: fields that are nil are left out, a
- * field named twice is written once. */
+ * straight from the context at ctx_idx, fields in byte order: fields that are
+ * nil are left out, a field named twice is written once. */
 static int encode_fields(struct kafka_step *st, lua_State *L, int ctx_idx, struct sl_buf *b,
                          char *err, size_t errlen) {
     const struct sl_step_conf *s = st->s;
@@ -102,10 +111,9 @@ static int encode_fields(struct kafka_step *st, lua_State *L, int ctx_idx, struc
     int first = 1;
     if (!keys) return SL_ERR;
     sl_buf_addc(b, '{');
-    for (size_t i = 0; i < s->nfields; i++) {
-        size_t j = 0;
-        while (j < i && strcmp(s->fields[j], s->fields[i])) j++;
-        if (j < i) continue;                         /* named before */
+    for (size_t k = 0; k < s->nfields; k++) {
+        size_t i = st->order[k];
+        if (k && !strcmp(s->fields[st->order[k - 1]], s->fields[i])) continue; /* named twice */
         sl_step_push_path(L, ctx_idx, s->fields[i]); /* ... v */
         if (lua_isnil(L, -1)) {
             lua_pop(L, 1);
@@ -115,7 +123,7 @@ static int encode_fields(struct kafka_step *st, lua_State *L, int ctx_idx, struc
         first = 0;
         sl_buf_adds(b, keys[i]);
         sl_buf_addc(b, ':');
-        int rc = sl_json_encode(L, -1, b, err, errlen);
+        int rc = sl_json_encode_sorted(L, -1, b, err, errlen);
         lua_pop(L, 1);                               /* ... */
         if (rc) return SL_ERR;
     }
@@ -201,6 +209,7 @@ static void destroy(void *state) {
         for (size_t i = 0; i < st->s->nfields; i++) free(st->keys[i]);
         free(st->keys);
     }
+    free(st->order);
     sl_buf_free(&st->buf);
     free(st);
 }

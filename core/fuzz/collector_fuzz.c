@@ -1,11 +1,12 @@
 /* collector_fuzz.c -- libFuzzer target for the collector's request parsing.
  *
  * The first input byte picks the parser: payload check of a tp2 POST body,
- * GET query decoding, percent-decoding, or the Content-Type and Origin
- * checks; the rest is the input. Each result is checked for what the
+ * GET query decoding, percent-decoding and header strings, or the
+ * Content-Type and Origin checks; the rest is the input. Each result is checked for what the
  * contract promises: an accepted body or a built GET payload is itself a
  * valid payload, and a refused one leaves the outputs empty. */
 #include "collector.h"
+#include "json.h"
 #include "sl.h"
 
 #include <stdlib.h>
@@ -25,6 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (events == 0) abort();
             /* An accepted body goes into the envelope raw: it must stay valid. */
             sl_collector_envelope(&out, in, n, 1, "o", "u", NULL);
+            if (sl_json_scan(out.data, out.len, 0, NULL, NULL, NULL, 0) != SL_OK) abort();
         } else if (key.len || !why) {
             abort();
         }
@@ -42,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case 2:
         if (sl_collector_unescape(in, n, &out) == SL_OK && out.len > n) abort();
         sl_buf_reset(&out);
-        sl_collector_json_string(&out, in, n, false);
+        sl_json_add_string_lossy(&out, in, n);
         if (sl_collector_check_payload(out.data, out.len, &key, &events, &why) != SL_ERR ||
             strcmp(why, "bad_payload") != 0)
             abort(); /* a JSON string is valid JSON, not a payload */

@@ -15,7 +15,7 @@ local sluice = require "sluice"
 local collections = require "sluice.collections"
 local utf8 = require "sluice.utf8"
 
-local type, tonumber, floor = type, tonumber, math.floor
+local type, tonumber, floor, next = type, tonumber, math.floor, next
 local sub, find, gsub, lower, char, byte = string.sub, string.find, string.gsub,
   string.lower, string.char, string.byte
 
@@ -167,29 +167,35 @@ end
 -- The parameters of a query string (without the '?') as a table of
 -- strings, as the tracker's GET sends an event: name=value pairs joined by
 -- '&', percent-encoded, '+' meaning space. A name given twice keeps its
--- last value; empty pairs are skipped. Names and values must decode to
--- valid UTF-8.
+-- last value (as Snowplow's enrich and the collector read it); empty pairs
+-- and pairs with an empty name ("=x") are skipped, as the collector skips
+-- them. Names and values must decode to valid UTF-8.
 function M.decode_query(qs)
   if type(qs) ~= "string" then return nil, "bad_query" end
   local out = {}
   for pair in qs:gmatch("[^&]+") do
     local eq = find(pair, "=", 1, true)
-    local name = M.percent_decode(eq and sub(pair, 1, eq - 1) or pair, true)
-    local value = M.percent_decode(eq and sub(pair, eq + 1) or "", true)
-    if not name or not value or name == "" or not utf8.valid(name) or not utf8.valid(value) then
-      return nil, "bad_query"
+    if eq ~= 1 then
+      local name = M.percent_decode(eq and sub(pair, 1, eq - 1) or pair, true)
+      local value = M.percent_decode(eq and sub(pair, eq + 1) or "", true)
+      if not name or not value or not utf8.valid(name) or not utf8.valid(value) then
+        return nil, "bad_query"
+      end
+      out[name] = value
     end
-    out[name] = value
   end
   return out
 end
 
 --- payload_from_query(qs) -> payload | nil, "bad_query"
 -- The payload_data 1-0-4 object the collector builds for a GET: the
--- decoded query string as the one event of `data`.
+-- decoded query string as the one event of `data`; sluice.json_encode of it
+-- is the collector's record message byte for byte. A query without any
+-- parameter is "bad_query", as the collector answers it.
 function M.payload_from_query(qs)
   local event, why = M.decode_query(qs)
   if not event then return nil, why end
+  if next(event) == nil then return nil, "bad_query" end
   return { schema = M.PAYLOAD_SCHEMA, data = sluice.array({ event }) }
 end
 

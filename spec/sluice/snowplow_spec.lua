@@ -196,8 +196,19 @@ describe("sluice.snowplow", function()
       assert.are.same({}, snowplow.decode_query(""))
     end)
 
+    it("skip a pair with an empty name, value unread, as the collector does", function()
+      assert.are.same({ e = "pv" }, snowplow.decode_query("=x&e=pv&=%zz"))
+      assert.are.same({}, snowplow.decode_query("=1"))
+    end)
+
+    it("refuse a query without any parameter as the collector answers it (bad_query)", function()
+      for _, qs in ipairs({ "", "&&", "=1", "=1&=2" }) do
+        assert.are.same({ nil, "bad_query" }, { snowplow.payload_from_query(qs) }, qs)
+      end
+    end)
+
     it("refuse a query with bad percent-encoding or bytes that are not UTF-8", function()
-      for _, qs in ipairs({ "a=%", "a=%zz", "%=1", "=1", "a=%ff", "a=\255" }) do
+      for _, qs in ipairs({ "a=%", "a=%zz", "%=1", "a=%ff", "a=\255", "a=1&a=%ff" }) do
         assert.are.same({ nil, "bad_query" }, { snowplow.decode_query(qs) }, qs)
         assert.are.same({ nil, "bad_query" }, { snowplow.payload_from_query(qs) }, qs)
       end
