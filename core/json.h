@@ -26,6 +26,7 @@
 #define SL_JSON_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <lua.h>
 
 #include "sl.h"
@@ -41,6 +42,50 @@ void sl_json_init(lua_State *L);
  * nothing, returns SL_ERR, and err says what and at which byte offset. Runs
  * protected: never raises a Lua error, never leaves the stack unbalanced. */
 int sl_json_decode(lua_State *L, const char *s, size_t n, char *err, size_t errlen);
+
+/* ==================== Tape ==================== */
+
+/* A tape is JSON text parsed once into a flat array of nodes in document
+ * order (a container's members follow it; an object's are key, value, key,
+ * value...), without a Lua value or an allocation per member. It is
+ * checked as sl_json_decode checks (the same errors at the same offsets), so
+ * anything read from it later is known good. lazy.c builds Lua values from
+ * it on demand. */
+enum sl_json_type {
+    SL_JSON_NULL, SL_JSON_FALSE, SL_JSON_TRUE, SL_JSON_NUMBER, SL_JSON_STRING,
+    SL_JSON_ARRAY, SL_JSON_OBJECT,
+};
+
+#define SL_JSON_ESCAPED 1u /* String node: the text holds escapes (unescape it to read). */
+#define SL_JSON_TAKEN 2u   /* Object member value: its Lua value was made or replaced. */
+
+struct sl_json_node {
+    uint8_t type;            /* enum sl_json_type */
+    uint8_t flags;           /* SL_JSON_ESCAPED, SL_JSON_TAKEN */
+    uint32_t next;           /* index of the node after this one's subtree */
+    union {
+        struct { uint32_t off, len; } str; /* string: bytes between the quotes */
+        uint32_t count;      /* array: elements; object: members */
+        double num;          /* number: its value */
+    } u;
+};
+
+/* A growable node array that sl_json_tape_parse fills (reuse it: it keeps
+ * its capacity). A zeroed struct is empty; free nodes when done. */
+struct sl_json_tape {
+    struct sl_json_node *nodes;
+    size_t n;                /* nodes used */
+    size_t cap;              /* nodes allocated */
+};
+
+/* Parses s[0..n) into t (replacing what it held). On error returns SL_ERR
+ * with err as sl_json_decode would word it (t's contents undefined). Texts
+ * of 4 GiB or more are refused. Needs no lua_State. */
+int sl_json_tape_parse(struct sl_json_tape *t, const char *s, size_t n, char *err, size_t errlen);
+
+/* Writes the unescaped bytes of the string text raw[0..n) (from a tape, so
+ * known good) to out, which has room for n bytes; returns the length. */
+size_t sl_json_unescape(const char *raw, size_t n, char *out);
 
 /* Reads the JSON number (RFC 8259 grammar) at the start of s[0..n) and
  * converts it as sl_json_decode does: the one definition of a number for

@@ -3,6 +3,7 @@
 #include "pipeline.h"
 #include "deadletter.h"
 #include "json.h"
+#include "lazy.h"
 #include "metrics.h"
 #include "sl.h"
 
@@ -545,8 +546,8 @@ static struct record *record_new(struct sl_pipeline *pl, struct sl_input *in) {
     return rec;
 }
 
-/* Builds the context table: input (decoded, or the raw string when the
- * value is not JSON) and kafka metadata. */
+/* Builds the context table: input (parsed once and read lazily, lazy.h; the
+ * raw string when the value is not JSON) and kafka metadata. */
 static int make_ctx(struct record *rec) {
     lua_State *L = sl_rules_state(rec->rules);
     struct sl_input *in = rec->in;
@@ -554,7 +555,7 @@ static int make_ctx(struct record *rec) {
 
     lua_createtable(L, 0, 8);                                  /* ctx */
     if (!in->value) lua_pushlightuserdata(L, NULL);
-    else if (sl_json_decode(L, in->value, in->len, err, sizeof(err))) {
+    else if (sl_lazy_push(L, in->value, in->len, err, sizeof(err))) {
         sl_metrics_inc("sluice_input_not_json_total", NULL, 1);
         if (rec->pl->conf.trace) {                             /* ctx */
             char line[32];
