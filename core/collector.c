@@ -157,8 +157,8 @@ enum { MEMBER_OTHER, MEMBER_SCHEMA, MEMBER_DATA };
 /* t's string decoded, in b (reset first). */
 static const char *token_text(const struct sl_json_token *t, struct sl_buf *b, size_t *n) {
     sl_buf_reset(b);
-    if (t->escaped) sl_json_unescape(t->raw, t->len, b);
-    else sl_buf_add(b, t->raw, t->len);
+    sl_buf_add(b, t->raw, t->len);
+    if (t->escaped) b->len = sl_json_unescape(b->data, b->len, b->data); /* in place */
     *n = b->len;
     return sl_buf_cstr(b);
 }
@@ -172,14 +172,14 @@ static void on_body_token(void *arg, const struct sl_json_token *t) {
     size_t n;
     const char *s;
 
-    if (t->kind == SL_JSON_CLOSE) {
+    if (t->kind == SL_JSON_TOK_CLOSE) {
         if (t->depth == 1) b->in_data = false;
         if (t->depth == 2) b->in_first = false;
         return;
     }
     if (t->depth == 0) {                                  /* the document */
-        b->bad_shape |= t->kind != SL_JSON_OBJECT;
-    } else if (t->depth == 1 && t->kind == SL_JSON_KEY) { /* a payload member */
+        b->bad_shape |= t->kind != SL_JSON_TOK_OBJECT;
+    } else if (t->depth == 1 && t->kind == SL_JSON_TOK_KEY) { /* a payload member */
         s = token_text(t, &b->name, &n);
         b->member = name_is(s, n, "schema") ? MEMBER_SCHEMA :
                     name_is(s, n, "data") ? MEMBER_DATA : MEMBER_OTHER;
@@ -192,22 +192,22 @@ static void on_body_token(void *arg, const struct sl_json_token *t) {
         }
     } else if (t->depth == 1 && b->member == MEMBER_SCHEMA) {
         static const char prefix[] = SL_COLLECTOR_SCHEMA_PREFIX;
-        s = t->kind == SL_JSON_STRING ? token_text(t, &b->name, &n) : NULL;
+        s = t->kind == SL_JSON_TOK_STRING ? token_text(t, &b->name, &n) : NULL;
         b->bad_shape |= !s || n < sizeof(prefix) - 1 || memcmp(s, prefix, sizeof(prefix) - 1);
     } else if (t->depth == 1 && b->member == MEMBER_DATA) {
-        b->bad_shape |= t->kind != SL_JSON_ARRAY;
-        b->in_data = t->kind == SL_JSON_ARRAY;
+        b->bad_shape |= t->kind != SL_JSON_TOK_ARRAY;
+        b->in_data = t->kind == SL_JSON_TOK_ARRAY;
     } else if (t->depth == 2 && b->in_data) {             /* an event */
-        b->bad_shape |= t->kind != SL_JSON_OBJECT;
-        b->in_first = ++b->events == 1 && t->kind == SL_JSON_OBJECT;
-    } else if (t->depth == 3 && b->in_first && t->kind == SL_JSON_KEY) {
+        b->bad_shape |= t->kind != SL_JSON_TOK_OBJECT;
+        b->in_first = ++b->events == 1 && t->kind == SL_JSON_TOK_OBJECT;
+    } else if (t->depth == 3 && b->in_first && t->kind == SL_JSON_TOK_KEY) {
         s = token_text(t, &b->name, &n);
         b->duid_next = name_is(s, n, "duid");
     } else if (t->depth == 3 && b->in_first && b->duid_next) {
         /* The last "duid" wins, as the pipeline's decoder reads the event;
          * one that is not a string leaves no key. */
         b->duid_next = false;
-        if (t->kind == SL_JSON_STRING) token_text(t, b->key, &n);
+        if (t->kind == SL_JSON_TOK_STRING) token_text(t, b->key, &n);
         else sl_buf_reset(b->key);
     }
 }

@@ -28,6 +28,7 @@
 #include <lauxlib.h>
 
 #include "json.h"
+#include "lazy.h"
 
 #define JSON_CHUNK_SHALLOW 64   /* Members of a container held on the stack before a flush, depth <= 16. */
 #define JSON_CHUNK_DEEP 8       /* The same below depth 16, so 256 levels fit LUAI_MAXCSTACK (8000). */
@@ -481,6 +482,17 @@ done:
     return 0;
 }
 
+/* Reads the literal true, false or null at d->p and moves past it:
+ * returns SL_JSON_TRUE, SL_JSON_FALSE or SL_JSON_NULL, or -1 (d->p kept). */
+static int dec_literal(struct dec *d) {
+    const unsigned char *p = d->p;
+    size_t left = (size_t)(d->end - p);
+    if (left >= 4 && !memcmp(p, "true", 4)) { d->p += 4; return SL_JSON_TRUE; }
+    if (left >= 5 && !memcmp(p, "false", 5)) { d->p += 5; return SL_JSON_FALSE; }
+    if (left >= 4 && !memcmp(p, "null", 4)) { d->p += 4; return SL_JSON_NULL; }
+    return -1;
+}
+
 static int dec_value(struct dec *d, int depth) {
     const unsigned char *p = d->p;
     size_t left = (size_t)(d->end - p);
@@ -493,21 +505,13 @@ static int dec_value(struct dec *d, int depth) {
     case '-': case '0': case '1': case '2': case '3': case '4':
     case '5': case '6': case '7': case '8': case '9':
         return dec_number(d);
-    case 't':
-        if (left < 4 || memcmp(p, "true", 4)) break;
-        lua_pushboolean(d->L, 1);
-        d->p += 4;
-        return 0;
-    case 'f':
-        if (left < 5 || memcmp(p, "false", 5)) break;
-        lua_pushboolean(d->L, 0);
-        d->p += 5;
-        return 0;
-    case 'n':
-        if (left < 4 || memcmp(p, "null", 4)) break;
-        lua_pushlightuserdata(d->L, NULL);
-        d->p += 4;
-        return 0;
+    case 't': case 'f': case 'n':
+        switch (dec_literal(d)) {
+        case SL_JSON_TRUE: lua_pushboolean(d->L, 1); return 0;
+        case SL_JSON_FALSE: lua_pushboolean(d->L, 0); return 0;
+        case SL_JSON_NULL: lua_pushlightuserdata(d->L, NULL); return 0;
+        }
+        break;
     }
     return dec_fail_at(d, p, "value expected");
 }
@@ -557,6 +561,164 @@ int sl_json_decode(lua_State *L, const char *s, size_t n, char *err, size_t errl
 done:
     if (d.scratch != d.inline_scratch) free(d.scratch);
     if (ret != SL_OK) lua_settop(L, top);
+    return ret;
+}
+
+/* ==================== Tape ==================== */
+
+struct tdec {
+    struct dec d;                /* input, position and error reporting */
+    struct sl_json_tape *t;
+};
+
+/* Appends a node of type and returns its index. */
+static inline uint32_t tape_add(struct sl_json_tape *t, uint8_t type) {
+    if (t->n == t->cap) {
+        t->cap = t->cap ? t->cap * 2 : 64;
+        t->nodes = sl_realloc(t->nodes, t->cap * sizeof(*t->nodes));
+    }
+    struct sl_json_node *nd = &t->nodes[t->n];
+    nd->type = type;
+    nd->flags = 0;
+    nd->next = (uint32_t)t->n + 1;
+    return (uint32_t)t->n++;
+}
+
+/* Checks the string at d->p (the opening quote) as dec_string does and
+ * adds its node: the text between the quotes, escapes left in place. */
+static int tdec_string(struct tdec *td) {
+    struct dec *d = &td->d;
+    const unsigned char *begin = d->p + 1, *p = begin, *end = d->end;
+    uint8_t flags = 0;
+    int n;
+
+    for (;;) {
+        p = scan_plain(p, end);
+        if (p >= end) return dec_fail_at(d, p, "unterminated string");
+        if (*p == '"') break;
+        if (*p == '\\') {
+            size_t len = 0;                  /* checked into the scratch, then dropped */
+            d->p = p;
+            if (dec_escape(d, &len) < 0) return -1;
+            p = d->p;
+            flags = SL_JSON_ESCAPED;
+            continue;
+        }
+        if (*p < 0x20) return dec_fail_at(d, p, "control character in string");
+        if (!(n = utf8_len(p, end))) return dec_fail_msg(d, p, "invalid UTF-8 in string");
+        p += n;
+    }
+    uint32_t i = tape_add(td->t, SL_JSON_STRING);
+    td->t->nodes[i].flags = flags;
+    td->t->nodes[i].u.str.off = (uint32_t)(begin - d->start);
+    td->t->nodes[i].u.str.len = (uint32_t)(p - begin);
+    d->p = p + 1;
+    return 0;
+}
+
+static int tdec_value(struct tdec *td, int depth);
+
+/* An array or object at d->p: members until close, each an object member
+ * (key ':' value) when obj. */
+static int tdec_container(struct tdec *td, int depth, bool obj) {
+    struct dec *d = &td->d;
+    char close = obj ? '}' : ']';
+    uint32_t i = tape_add(td->t, obj ? SL_JSON_OBJECT : SL_JSON_ARRAY), count = 0;
+
+    if (depth > SL_JSON_MAX_DEPTH) return dec_fail_msg(d, d->p, "nesting deeper than 256");
+    d->p++;
+    skip_ws(d);
+    if (d->p < d->end && *d->p == close) {
+        d->p++;
+        goto done;
+    }
+    for (;;) {
+        if (obj) {
+            if (d->p >= d->end || *d->p != '"') return dec_fail_at(d, d->p, "object key expected");
+            if (tdec_string(td) < 0) return -1;
+            skip_ws(d);
+            if (d->p >= d->end || *d->p != ':') return dec_fail_at(d, d->p, "':' expected");
+            d->p++;
+            skip_ws(d);
+        }
+        if (tdec_value(td, depth) < 0) return -1;
+        count++;
+        skip_ws(d);
+        if (d->p < d->end && *d->p == ',') {
+            d->p++;
+            skip_ws(d);
+            continue;
+        }
+        if (d->p < d->end && *d->p == close) {
+            d->p++;
+            break;
+        }
+        return dec_fail_at(d, d->p, obj ? "',' or '}' expected" : "',' or ']' expected");
+    }
+done:
+    td->t->nodes[i].u.count = count;
+    td->t->nodes[i].next = (uint32_t)td->t->n;
+    return 0;
+}
+
+static int tdec_value(struct tdec *td, int depth) {
+    struct dec *d = &td->d;
+    const unsigned char *p = d->p;
+    size_t left = (size_t)(d->end - p), fault = 0, n;
+    const char *why = NULL;
+    double v;
+
+    if (!left) return dec_fail_at(d, p, "value expected");
+    switch (*p) {
+    case '"': return tdec_string(td);
+    case '{': return tdec_container(td, depth + 1, true);
+    case '[': return tdec_container(td, depth + 1, false);
+    case '-': case '0': case '1': case '2': case '3': case '4':
+    case '5': case '6': case '7': case '8': case '9':
+        n = sl_json_number((const char *)p, left, &v, &fault, &why);
+        if (n == 0) return fault ? dec_fail_at(d, p + fault, why) : dec_fail_msg(d, p, why);
+        td->t->nodes[tape_add(td->t, SL_JSON_NUMBER)].u.num = v;
+        d->p += n;
+        return 0;
+    case 't': case 'f': case 'n': {
+        int lit = dec_literal(d);
+        if (lit < 0) break;
+        tape_add(td->t, (uint8_t)lit);
+        return 0;
+    }
+    }
+    return dec_fail_at(d, p, "value expected");
+}
+
+int sl_json_tape_parse(struct sl_json_tape *t, const char *s, size_t n, char *err, size_t errlen) {
+    struct tdec td;
+    struct dec *d = &td.d;
+    int ret = SL_ERR;
+
+    if (n >= UINT32_MAX) {
+        sl_errf(err, errlen, "json: text of %zu bytes is too long", n);
+        return SL_ERR;
+    }
+    td.t = t;
+    t->n = 0;
+    d->L = NULL;
+    d->start = d->p = (const unsigned char *)s;
+    d->end = d->start + n;
+    d->failed = 0;
+    d->err = err;
+    d->errlen = errlen;
+    d->scratch = d->inline_scratch;
+    d->scap = sizeof(d->inline_scratch);
+    skip_ws(d);
+    if (tdec_value(&td, 0) < 0) goto done;
+    skip_ws(d);
+    if (d->p != d->end) {
+        dec_fail_at(d, d->p, "trailing data after the value");
+        goto done;
+    }
+    ret = SL_OK;
+done:
+    if (d->scratch != d->inline_scratch) free(d->scratch);
     return ret;
 }
 
@@ -765,6 +927,29 @@ done:
     return ret;
 }
 
+/* Writes the members of the object at idx from the pair k v on the stack
+ * (lua_next's) to the last, then the closing brace; "{" and, unless first,
+ * members before them are written already. */
+static int enc_members(struct enc *e, int idx, int depth, bool first) {
+    lua_State *L = e->L;
+    struct sl_buf *b = e->b;
+    do {                                              /* .. k v */
+        size_t kn;
+        const char *k;
+        if (lua_type(L, -2) != LUA_TSTRING)
+            return enc_fail(e, "cannot encode a table with both string and non-string keys");
+        if (!first) enc_addc(b, ',');
+        first = false;
+        k = lua_tolstring(L, -2, &kn);
+        if (enc_string(e, k, kn) < 0) return -1;
+        enc_addc(b, ':');
+        if (enc_value(e, lua_gettop(L), depth) < 0) return -1;
+        lua_pop(L, 1);                                /* .. k */
+    } while (lua_next(L, idx));                       /* .. k v | .. */
+    enc_addc(b, '}');
+    return 0;
+}
+
 /* Encodes the table at absolute index idx. Tables with the array metatable,
  * and plain tables whose first key is a number, are arrays: one pass counts
  * keys and finds the largest, a second emits 1..max. Others are objects,
@@ -779,6 +964,21 @@ static int enc_table(struct enc *e, int idx, int depth) {
     if (lua_getmetatable(L, idx)) {                   /* .. mt */
         is_arr = lua_rawequal(L, -1, e->mt_idx);
         lua_pop(L, 1);                                /* .. */
+        if (!is_arr && !e->sorted) {                  /* window lists: written from their copy */
+            bool first = true;
+            size_t mark = b->len;
+            enc_addc(b, '{');
+            int r = sl_lazy_encode_lists(L, idx, b, &first, e->err, e->errlen);
+            if (r < 0) return -1;
+            if (r > 0) {
+                lua_pushnil(L);                       /* .. nil */
+                if (lua_next(L, idx)) return enc_members(e, idx, depth, first); /* .. k v */
+                enc_addc(b, '}');
+                return 0;
+            }
+            b->len = mark;
+        }
+        if (!is_arr) sl_lazy_expand(L, idx);          /* a lazy object: made whole */
     }
     lua_pushnil(L);                                   /* .. nil */
     if (!lua_next(L, idx)) {                          /* .. */
@@ -790,23 +990,8 @@ static int enc_table(struct enc *e, int idx, int depth) {
         return enc_object_sorted(e, idx, depth);
     }
     if (!is_arr && lua_type(L, -2) == LUA_TSTRING) {
-        int first = 1;
         enc_addc(b, '{');
-        do {
-            size_t kn;
-            const char *k;
-            if (lua_type(L, -2) != LUA_TSTRING)
-                return enc_fail(e, "cannot encode a table with both string and non-string keys");
-            if (!first) enc_addc(b, ',');
-            first = 0;
-            k = lua_tolstring(L, -2, &kn);
-            if (enc_string(e, k, kn) < 0) return -1;
-            enc_addc(b, ':');
-            if (enc_value(e, lua_gettop(L), depth) < 0) return -1;
-            lua_pop(L, 1);                            /* .. k */
-        } while (lua_next(L, idx));                   /* .. k v | .. */
-        enc_addc(b, '}');
-        return 0;
+        return enc_members(e, idx, depth, true);
     }
 
     double count = 0, max = 0;
@@ -1100,7 +1285,7 @@ int sl_json_scan(const char *s, size_t n, int max_depth, sl_json_scan_fn *fn, vo
             why = "object key expected";
             if (p >= end || *p != '"') goto fail;
             if (!(next = scan_string(p, end, &t.escaped, &fault, &why))) goto fail;
-            t.kind = SL_JSON_KEY;
+            t.kind = SL_JSON_TOK_KEY;
             t.raw = (const char *)p + 1;
             t.len = (size_t)(next - p) - 2;
             if (fn) fn(arg, &t);
@@ -1131,7 +1316,7 @@ int sl_json_scan(const char *s, size_t n, int max_depth, sl_json_scan_fn *fn, vo
                 continue;
             }
             if (*p != (open[depth - 1] == '{' ? '}' : ']')) goto fail;
-            t.kind = SL_JSON_CLOSE;
+            t.kind = SL_JSON_TOK_CLOSE;
             t.depth = --depth;
             t.raw = (const char *)p++;
             t.len = 1;
@@ -1145,13 +1330,13 @@ int sl_json_scan(const char *s, size_t n, int max_depth, sl_json_scan_fn *fn, vo
         case '{': case '[':
             why = "nesting too deep";
             if (depth + 1 > max_depth) goto fail;
-            t.kind = *p == '{' ? SL_JSON_OBJECT : SL_JSON_ARRAY;
+            t.kind = *p == '{' ? SL_JSON_TOK_OBJECT : SL_JSON_TOK_ARRAY;
             t.len = 1;
             if (fn) fn(arg, &t);
             open[depth++] = *p++;
             while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
             if (p < end && *p == (open[depth - 1] == '{' ? '}' : ']')) {
-                t.kind = SL_JSON_CLOSE;
+                t.kind = SL_JSON_TOK_CLOSE;
                 t.depth = --depth;
                 t.raw = (const char *)p++;
                 if (fn) fn(arg, &t);
@@ -1162,7 +1347,7 @@ int sl_json_scan(const char *s, size_t n, int max_depth, sl_json_scan_fn *fn, vo
             continue;
         case '"':
             if (!(next = scan_string(p, end, &t.escaped, &fault, &why))) goto fail;
-            t.kind = SL_JSON_STRING;
+            t.kind = SL_JSON_TOK_STRING;
             t.raw = (const char *)p + 1;
             t.len = (size_t)(next - p) - 2;
             break;
@@ -1170,7 +1355,7 @@ int sl_json_scan(const char *s, size_t n, int max_depth, sl_json_scan_fn *fn, vo
             size_t l = *p == 'f' ? 5 : 4;
             const char *lit = *p == 't' ? "true" : *p == 'f' ? "false" : "null";
             if ((size_t)(end - p) < l || memcmp(p, lit, l)) goto fail;
-            t.kind = SL_JSON_LITERAL;
+            t.kind = SL_JSON_TOK_LITERAL;
             t.len = l;
             next = p + l;
             break;
@@ -1181,7 +1366,7 @@ int sl_json_scan(const char *s, size_t n, int max_depth, sl_json_scan_fn *fn, vo
             t.len = sl_json_number((const char *)p, (size_t)(end - p), &num, &off, &why);
             fault = p + off;
             if (!t.len) goto fail;
-            t.kind = SL_JSON_NUMBER;
+            t.kind = SL_JSON_TOK_NUMBER;
             next = p + t.len;
         }
         }
@@ -1198,22 +1383,25 @@ fail:
     return SL_ERR;
 }
 
-int sl_json_unescape(const char *raw, size_t n, struct sl_buf *out) {
+size_t sl_json_unescape(const char *raw, size_t n, char *out) {
     const unsigned char *p = (const unsigned char *)raw, *end = p + n, *run = p;
     const unsigned char *fault;
     const char *why;
     char o[4];
-    size_t olen, k;
+    size_t olen, k, len = 0;
 
     while (p < end) {
         if (*p != '\\') { p++; continue; }
-        sl_buf_add(out, run, (size_t)(p - run));
-        if (!(k = scan_escape(p, end, o, &olen, &why, &fault))) return SL_ERR;
-        sl_buf_add(out, o, olen);
+        memmove(out + len, run, (size_t)(p - run));
+        len += (size_t)(p - run);
+        k = scan_escape(p, end, o, &olen, &why, &fault);
+        assert(k && "sl_json_unescape: text not checked by the scanner or the tape");
+        memcpy(out + len, o, olen);
+        len += olen;
         run = p += k;
     }
-    sl_buf_add(out, run, (size_t)(p - run));
-    return SL_OK;
+    memmove(out + len, run, (size_t)(p - run));
+    return len + (size_t)(p - run);
 }
 
 size_t sl_json_utf8_check(const char *s, size_t n) {

@@ -27,6 +27,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <lua.h>
 
 #include "sl.h"
@@ -42,6 +43,51 @@ void sl_json_init(lua_State *L);
  * nothing, returns SL_ERR, and err says what and at which byte offset. Runs
  * protected: never raises a Lua error, never leaves the stack unbalanced. */
 int sl_json_decode(lua_State *L, const char *s, size_t n, char *err, size_t errlen);
+
+/* ==================== Tape ==================== */
+
+/* A tape is JSON text parsed once into a flat array of nodes in document
+ * order (a container's members follow it; an object's are key, value, key,
+ * value...), without a Lua value or an allocation per member. It is
+ * checked as sl_json_decode checks (the same errors at the same offsets), so
+ * anything read from it later is known good. lazy.c builds Lua values from
+ * it on demand. */
+enum sl_json_type {
+    SL_JSON_NULL, SL_JSON_FALSE, SL_JSON_TRUE, SL_JSON_NUMBER, SL_JSON_STRING,
+    SL_JSON_ARRAY, SL_JSON_OBJECT,
+};
+
+#define SL_JSON_ESCAPED 1u /* String node: the text holds escapes (unescape it to read). */
+#define SL_JSON_TAKEN 2u   /* Object member value: its Lua value was made or replaced. */
+
+struct sl_json_node {
+    uint8_t type;            /* enum sl_json_type */
+    uint8_t flags;           /* SL_JSON_ESCAPED, SL_JSON_TAKEN */
+    uint32_t next;           /* index of the node after this one's subtree */
+    union {
+        struct { uint32_t off, len; } str; /* string: bytes between the quotes */
+        uint32_t count;      /* array: elements; object: members */
+        double num;          /* number: its value */
+    } u;
+};
+
+/* A growable node array that sl_json_tape_parse fills (reuse it: it keeps
+ * its capacity). A zeroed struct is empty; free nodes when done. */
+struct sl_json_tape {
+    struct sl_json_node *nodes;
+    size_t n;                /* nodes used */
+    size_t cap;              /* nodes allocated */
+};
+
+/* Parses s[0..n) into t (replacing what it held). On error returns SL_ERR
+ * with err as sl_json_decode would word it (t's contents undefined). Texts
+ * of 4 GiB or more are refused. Needs no lua_State. */
+int sl_json_tape_parse(struct sl_json_tape *t, const char *s, size_t n, char *err, size_t errlen);
+
+/* Writes the unescaped bytes of the string text raw[0..n) (from a tape or a
+ * token of sl_json_scan, so known good) to out, which has room for n bytes
+ * and may be raw itself; returns the length. */
+size_t sl_json_unescape(const char *raw, size_t n, char *out);
 
 /* Reads the JSON number (RFC 8259 grammar) at the start of s[0..n) and
  * converts it as sl_json_decode does: the one definition of a number for
@@ -88,13 +134,13 @@ int sl_lua_array(lua_State *L);
  * it: 0 for the document's value; an object's or array's open and close
  * tokens carry the depth of the container itself, its members one more. */
 enum sl_json_kind {
-    SL_JSON_OBJECT,   /* '{' */
-    SL_JSON_ARRAY,    /* '[' */
-    SL_JSON_CLOSE,    /* '}' or ']' */
-    SL_JSON_KEY,      /* an object member's name; its value comes next */
-    SL_JSON_STRING,
-    SL_JSON_NUMBER,
-    SL_JSON_LITERAL   /* true, false, null */
+    SL_JSON_TOK_OBJECT,   /* '{' */
+    SL_JSON_TOK_ARRAY,    /* '[' */
+    SL_JSON_TOK_CLOSE,    /* '}' or ']' */
+    SL_JSON_TOK_KEY,      /* an object member's name; its value comes next */
+    SL_JSON_TOK_STRING,
+    SL_JSON_TOK_NUMBER,
+    SL_JSON_TOK_LITERAL   /* true, false, null */
 };
 
 struct sl_json_token {
@@ -116,11 +162,6 @@ typedef void sl_json_scan_fn(void *arg, const struct sl_json_token *t);
  * N") on the first fault; tokens before it have been reported. */
 int sl_json_scan(const char *s, size_t n, int max_depth, sl_json_scan_fn *fn, void *arg,
                  char *err, size_t errlen);
-
-/* Appends the decoded bytes of a string's raw text (between the quotes, as
- * a token gives it) to out. SL_ERR on a bad escape (never for a token
- * sl_json_scan reported). */
-int sl_json_unescape(const char *raw, size_t n, struct sl_buf *out);
 
 /* The length of the longest valid UTF-8 (RFC 3629) prefix of s[0..n): n
  * when all of it is valid. The one UTF-8 check of the core. */

@@ -3,6 +3,7 @@
 #include "pipeline.h"
 #include "deadletter.h"
 #include "json.h"
+#include "lazy.h"
 #include "metrics.h"
 #include "sl.h"
 
@@ -549,7 +550,7 @@ int sl_pipeline_push_ctx(lua_State *L, const struct sl_input *in, char *err, siz
     int ret = SL_OK;
     lua_createtable(L, 0, 8);                                  /* ctx */
     if (!in->value) lua_pushlightuserdata(L, NULL);
-    else if (sl_json_decode(L, in->value, in->len, err, errlen)) {
+    else if (sl_lazy_push(L, in->value, in->len, err, errlen)) { /* parsed once, read lazily */
         lua_pushlstring(L, in->value, in->len);                /* ctx input */
         ret = SL_ERR;
     }

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "rules.h"
 #include "json.h"
+#include "lazy.h"
 #include "metrics.h"
 
 #include <assert.h>
@@ -320,6 +321,8 @@ struct sl_rules *sl_rules_create(const struct sl_config *cf, char *err, size_t e
     }
     luaL_openlibs(r->L);
     sl_json_init(r->L);
+    sl_lazy_init(r->L);
+    sl_lazy_open_env(r->L);   /* before any rule captures pairs, next, ... */
     rules_version(cf, r->version);
     open_sluice(r->L, r->version);
     set_path(r->L, cf);

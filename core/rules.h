@@ -20,7 +20,9 @@
  * that the hook cannot stop (inside a C function, or catching the error in
  * a loop) ends the process with SL_RULES_WATCHDOG_EXIT after twice the bound
  * and SL_RULES_LOAD_GRACE_MS.
- * Uses LuaJIT, json.c, config.h. */
+ * Records reach rules as lazy values (lazy.h), whose globals pairs, next,
+ * rawget, rawset, getmetatable and setmetatable see them as plain tables.
+ * Uses LuaJIT, json.c, lazy.c, config.h. */
 #ifndef SL_RULES_H
 #define SL_RULES_H
 

@@ -19,7 +19,6 @@ const struct sl_step_kind *const sl_step_kinds[] = {
 /* ==================== Helpers for kinds ==================== */
 
 void sl_step_push_path(lua_State *L, int ctx_idx, const char *path) {
-    char part[128];
     lua_pushvalue(L, ctx_idx);
     while (*path) {
         size_t n = strcspn(path, ".");
@@ -28,8 +27,8 @@ void sl_step_push_path(lua_State *L, int ctx_idx, const char *path) {
             lua_pushnil(L);
             return;
         }
-        snprintf(part, sizeof(part), "%.*s", (int)n, path);
-        lua_getfield(L, -1, part);
+        lua_pushlstring(L, path, n);
+        lua_gettable(L, -2);          /* through __index: a lazy value makes it */
         lua_remove(L, -2);
         path += n;
         if (*path == '.') path++;

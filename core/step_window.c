@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #include "step.h"
 #include "json.h"
+#include "lazy.h"
 #include "metrics.h"
 #include "pipeline.h"
 #include "rules.h"
@@ -48,8 +49,10 @@ struct window_step {
     const struct sl_step_conf *s;
     bool last;                   /* the last window step: restore records end here */
     struct sl_value *vals;       /* scratch: one value per aggregation */
-    struct sl_value *agg;        /* scratch: aggregation output */
+    struct sl_value *agg;        /* scratch: aggregation outputs, one after another */
     size_t agg_cap;
+    struct sl_lazy_list *lists;  /* scratch: the list aggregations of one context */
+    size_t *counts;              /* scratch: values per aggregation */
 };
 
 /* ==================== Config ==================== */
@@ -270,6 +273,8 @@ static void *create(const struct sl_step_env *env) {
     for (size_t i = env->index + 1; i < env->cf->nsteps; i++)
         if (env->cf->steps[i].kind == &sl_step_window) st->last = false;
     st->vals = sl_calloc(st->s->naggs + 1, sizeof(*st->vals));
+    st->lists = sl_calloc(st->s->naggs + 1, sizeof(*st->lists));
+    st->counts = sl_calloc(st->s->naggs + 1, sizeof(*st->counts));
     return st;
 }
 
@@ -336,29 +341,33 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
         res->status = SL_STEP_NEXT;   /* the pipeline stops here: nothing to build */
         return;
     }
-    size_t n = sl_window_entries(w);
-    if (n > st->agg_cap) {
-        st->agg_cap = n * 2;
+    /* Each aggregation's output side by side in st->agg; the lists are
+     * copied into a table that makes them only when read (lazy.h), and the
+     * kafka step writes them from that copy. */
+    size_t n = sl_window_entries(w), used = 0, nlists = 0;
+    if (n * s->naggs + 1 > st->agg_cap) {
+        st->agg_cap = (n * s->naggs + 1) * 2;
         st->agg = sl_realloc(st->agg, st->agg_cap * sizeof(*st->agg));
     }
-    lua_createtable(L, 0, (int)s->naggs);                      /* ... agg */
     for (size_t f = 0; f < s->naggs; f++) {
-        size_t m = sl_window_aggregate(w, f, st->agg);
         enum sl_agg_kind k = s->aggs[f].kind;
-        if (k == SL_AGG_LIST || k == SL_AGG_DISTINCT) {
-            lua_createtable(L, (int)m, 0);                     /* ... agg list */
-            for (size_t i = 0; i < m; i++) {
-                push_value(L, &st->agg[i]);
-                lua_rawseti(L, -2, (int)i + 1);
-            }
-            sl_json_push_array_mt(L);
-            lua_setmetatable(L, -2);
-        } else if (m > 0) {
-            push_value(L, &st->agg[0]);                        /* ... agg v */
-        } else {
-            continue;
+        size_t m = sl_window_aggregate(w, f, st->agg + used);
+        if (k == SL_AGG_LIST || k == SL_AGG_DISTINCT)
+            st->lists[nlists++] = (struct sl_lazy_list){s->aggs[f].name, st->agg + used, m};
+        st->counts[f] = m;
+        used += m ? m : 1;
+    }
+    sl_lazy_push_lists(L, st->lists, nlists);                  /* ... agg */
+    used = 0;
+    for (size_t f = 0; f < s->naggs; f++) {                    /* the scalars, raw */
+        enum sl_agg_kind k = s->aggs[f].kind;
+        size_t m = st->counts[f];
+        if (k != SL_AGG_LIST && k != SL_AGG_DISTINCT && m > 0) {
+            lua_pushstring(L, s->aggs[f].name);
+            push_value(L, &st->agg[used]);                     /* ... agg name v */
+            lua_rawset(L, -3);                                 /* ... agg */
         }
-        lua_setfield(L, -2, s->aggs[f].name);                  /* ... agg */
+        used += m ? m : 1;
     }
     lua_setfield(L, ctx_idx, s->as);
     lua_settop(L, top);
@@ -424,6 +433,8 @@ static void destroy(void *state) {
         free(sh);
     }
     free(st->vals);
+    free(st->lists);
+    free(st->counts);
     free(st->agg);
     free(st);
 }

@@ -1,0 +1,554 @@
+/* lazy.c -- JSON records that rules read on demand (see lazy.h).
+ *
+ * The tape of a record lives in one full userdata: a header, the nodes and a
+ * copy of the text. A lazy object is a plain table T with its own small
+ * metatable M = { [1] = the tape, [2] = T's object node, [3] = sentinel,
+ * __index = lazy_index, __newindex = lazy_newindex }, so everything a lazy
+ * object needs is reachable from it and the garbage collector frees the
+ * tape with the last value that refers to it. */
+#include "lazy.h"
+#include "json.h"
+#include "sl.h"
+
+#include <assert.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#define LAZY_HASH_HINT 8     /* Hash slots made with a lazy table (members read, not all). */
+#define LAZY_EAGER_MEMBERS 4 /* Objects this small are made whole at once, not lazy. */
+#define LAZY_KEY_INLINE 256  /* Bytes of unescaped string kept on the C stack. */
+#define LAZY_LISTS UINT32_MAX /* M[2] of a table of lists (no object node). */
+
+static char index_key;       /* Registry key: the __index function. */
+static char newindex_key;    /* Registry key: the __newindex function. */
+static char scratch_key;     /* Registry key: the reusable parse buffer (userdata). */
+static char sentinel;        /* M[3] of every lazy metatable: marks it as ours. */
+static uint32_t eager_members = LAZY_EAGER_MEMBERS; /* sl_lazy_eager_members */
+
+/* The tape of one record, in one userdata. */
+struct ltape {
+    uint32_t nnodes;
+    uint32_t len;                /* bytes of text after the nodes */
+    struct sl_json_node nodes[]; /* then the text */
+};
+
+static inline const char *ltape_text(const struct ltape *t) {
+    return (const char *)(t->nodes + t->nnodes);
+}
+
+/* ==================== Making values ==================== */
+
+struct lsnap;
+static void push_node(lua_State *L, int tape_idx, struct ltape *t, uint32_t i);
+static int lists_index(lua_State *L, struct lsnap *s, const char *k, size_t kn);
+static void lists_take(struct lsnap *s, const char *k, size_t kn);
+static void lists_expand(lua_State *L, int idx, struct lsnap *s);
+
+/* Pushes string node nd of text, unescaped. */
+static void push_string(lua_State *L, const struct sl_json_node *nd, const char *text) {
+    const char *raw = text + nd->u.str.off;
+    char local[LAZY_KEY_INLINE], *buf = local;
+
+    if (!(nd->flags & SL_JSON_ESCAPED)) {
+        lua_pushlstring(L, raw, nd->u.str.len);
+        return;
+    }
+    if (nd->u.str.len > sizeof(local)) buf = sl_malloc(nd->u.str.len);
+    size_t n = sl_json_unescape(raw, nd->u.str.len, buf);
+    lua_pushlstring(L, buf, n);
+    if (buf != local) free(buf);
+}
+
+/* Pushes scalar node nd of text; false when nd is a container. */
+static bool push_scalar(lua_State *L, const struct sl_json_node *nd, const char *text) {
+    switch ((enum sl_json_type)nd->type) {
+    case SL_JSON_NULL: lua_pushlightuserdata(L, NULL); return true;
+    case SL_JSON_FALSE: lua_pushboolean(L, 0); return true;
+    case SL_JSON_TRUE: lua_pushboolean(L, 1); return true;
+    case SL_JSON_NUMBER: lua_pushnumber(L, nd->u.num); return true;
+    case SL_JSON_STRING: push_string(L, nd, text); return true;
+    case SL_JSON_ARRAY:
+    case SL_JSON_OBJECT:
+        break;
+    }
+    return false;
+}
+
+/* Pushes the metatable of a lazy value: data is the tape (or snapshot) at
+ * data_idx, node its object node (LAZY_LISTS: a table of lists). */
+static void push_meta(lua_State *L, int data_idx, uint32_t node) {
+    lua_createtable(L, 3, 2);                         /* M */
+    lua_pushvalue(L, data_idx);
+    lua_rawseti(L, -2, 1);
+    lua_pushnumber(L, (lua_Number)node);
+    lua_rawseti(L, -2, 2);
+    lua_pushlightuserdata(L, &sentinel);
+    lua_rawseti(L, -2, 3);
+    lua_pushliteral(L, "__index");
+    lua_pushlightuserdata(L, &index_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_rawset(L, -3);
+    lua_pushliteral(L, "__newindex");
+    lua_pushlightuserdata(L, &newindex_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_rawset(L, -3);                                /* M */
+}
+
+/* Pushes object node i of the tape at tape_idx: a new lazy object, or a
+ * plain table made at once when it has at most eager_members members
+ * (a lazy one costs more than a few members: an envelope, {"slug": ...}). */
+static void push_object(lua_State *L, int tape_idx, struct ltape *t, uint32_t i) {
+    uint32_t count = t->nodes[i].u.count;
+    if (count <= eager_members) {
+        lua_createtable(L, 0, (int)count);            /* T */
+        luaL_checkstack(L, 4, "JSON nesting");
+        for (uint32_t m = 0, k = i + 1; m < count; m++) {
+            push_string(L, &t->nodes[k], ltape_text(t));
+            push_node(L, tape_idx, t, k + 1);         /* T k v */
+            lua_rawset(L, -3);                        /* in order: the last duplicate wins */
+            k = t->nodes[k + 1].next;
+        }
+        return;
+    }
+    lua_createtable(L, 0, LAZY_HASH_HINT);            /* T */
+    push_meta(L, tape_idx, i);                        /* T M */
+    lua_setmetatable(L, -2);                          /* T */
+}
+
+/* Pushes array node i made whole: a table with the array metatable, its
+ * elements made (objects lazy, arrays whole). */
+static void push_array(lua_State *L, int tape_idx, struct ltape *t, uint32_t i) {
+    uint32_t count = t->nodes[i].u.count, e = i + 1;
+    luaL_checkstack(L, 4, "JSON nesting");
+    lua_createtable(L, (int)count, 0);                /* A */
+    for (uint32_t k = 1; k <= count; k++) {
+        push_node(L, tape_idx, t, e);
+        lua_rawseti(L, -2, (int)k);
+        e = t->nodes[e].next;
+    }
+    sl_json_push_array_mt(L);                         /* A mt */
+    lua_setmetatable(L, -2);                          /* A */
+}
+
+static void push_node(lua_State *L, int tape_idx, struct ltape *t, uint32_t i) {
+    const struct sl_json_node *nd = &t->nodes[i];
+    if (push_scalar(L, nd, ltape_text(t))) return;
+    if (nd->type == SL_JSON_ARRAY) push_array(L, tape_idx, t, i);
+    else push_object(L, tape_idx, t, i);
+}
+
+/* ==================== Members ==================== */
+
+/* True when key node i spells k[0..kn). */
+static inline bool key_is(const struct ltape *t, uint32_t i, const char *k, size_t kn) {
+    const struct sl_json_node *nd = &t->nodes[i];
+    const char *raw = ltape_text(t) + nd->u.str.off;
+    if (!(nd->flags & SL_JSON_ESCAPED))
+        return nd->u.str.len == kn && (!kn || (raw[0] == k[0] && !memcmp(raw, k, kn)));
+    if (nd->u.str.len < kn) return false;             /* unescaping only shortens */
+    char local[LAZY_KEY_INLINE], *buf = local;
+    if (nd->u.str.len > sizeof(local)) buf = sl_malloc(nd->u.str.len);
+    size_t n = sl_json_unescape(raw, nd->u.str.len, buf);
+    bool same = n == kn && !memcmp(buf, k, kn);
+    if (buf != local) free(buf);
+    return same;
+}
+
+/* True when key nodes i and j spell the same key. */
+static bool keys_equal(lua_State *L, const struct ltape *t, uint32_t i, uint32_t j) {
+    const struct sl_json_node *a = &t->nodes[i], *b = &t->nodes[j];
+    if (!((a->flags | b->flags) & SL_JSON_ESCAPED))
+        return a->u.str.len == b->u.str.len &&
+               !memcmp(ltape_text(t) + a->u.str.off, ltape_text(t) + b->u.str.off, a->u.str.len);
+    size_t n;
+    push_string(L, a, ltape_text(t));
+    const char *s = lua_tolstring(L, -1, &n);
+    bool same = key_is(t, j, s, n);
+    lua_pop(L, 1);
+    return same;
+}
+
+/* Finds member k of object node obj: returns the value node of its last
+ * occurrence (the last duplicate wins), 0 when there is none. Every
+ * occurrence is marked taken; *was_taken says whether the last one already
+ * was (the member was made or assigned before). */
+static uint32_t take_member(struct ltape *t, uint32_t obj, const char *k, size_t kn,
+                            bool *was_taken) {
+    uint32_t i = obj + 1, found = 0;
+    *was_taken = false;
+    for (uint32_t m = 0; m < t->nodes[obj].u.count; m++) {
+        uint32_t v = i + 1;
+        if (key_is(t, i, k, kn)) {
+            found = v;
+            *was_taken = t->nodes[v].flags & SL_JSON_TAKEN;
+            t->nodes[v].flags |= SL_JSON_TAKEN;
+        }
+        i = t->nodes[v].next;
+    }
+    return found;
+}
+
+/* The tape and object node of the lazy object at idx (*obj is LAZY_LISTS and
+ * the result a struct lsnap for a table of lists), its metatable M pushed
+ * and left on the stack; NULL (nothing pushed) when idx is not one. */
+static void *lazy_of(lua_State *L, int idx, uint32_t *obj) {
+    if (!lua_getmetatable(L, idx)) return NULL;       /* M */
+    lua_rawgeti(L, -1, 3);
+    bool ours = lua_touserdata(L, -1) == &sentinel;
+    lua_pop(L, 1);
+    if (!ours) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    lua_rawgeti(L, -1, 2);
+    *obj = (uint32_t)lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    lua_rawgeti(L, -1, 1);                            /* M tape */
+    void *t = lua_touserdata(L, -1);
+    lua_pop(L, 1);                                    /* M */
+    return t;
+}
+
+/* __index(T, k): makes member k from the tape, stores it in T, returns it;
+ * nil when T has no such member or it was deleted. */
+static int lazy_index(lua_State *L) {
+    uint32_t obj, v;
+    size_t kn;
+    bool was_taken;
+    struct ltape *t = lazy_of(L, 1, &obj);            /* T k M */
+    if (!t || lua_type(L, 2) != LUA_TSTRING) return 0;
+    const char *k = lua_tolstring(L, 2, &kn);
+    if (obj == LAZY_LISTS) return lists_index(L, (struct lsnap *)t, k, kn);
+    if (!(v = take_member(t, obj, k, kn, &was_taken)) || was_taken) return 0;
+    lua_rawgeti(L, 3, 1);                             /* T k M tape */
+    push_node(L, 4, t, v);                            /* T k M tape v */
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);                             /* T k M tape v k v */
+    lua_rawset(L, 1);                                 /* T k M tape v */
+    return 1;
+}
+
+/* __newindex(T, k, v): a member assigned before it was read is never made
+ * from the tape afterwards. */
+static int lazy_newindex(lua_State *L) {
+    uint32_t obj;
+    size_t kn;
+    bool was_taken;
+    struct ltape *t = lazy_of(L, 1, &obj);            /* T k v M? */
+    if (t && lua_type(L, 2) == LUA_TSTRING) {
+        const char *k = lua_tolstring(L, 2, &kn);
+        if (obj == LAZY_LISTS) lists_take((struct lsnap *)t, k, kn);
+        else take_member(t, obj, k, kn, &was_taken);
+    }
+    lua_settop(L, 3);
+    lua_rawset(L, 1);
+    return 0;
+}
+
+bool sl_lazy_is(lua_State *L, int idx) {
+    uint32_t obj;
+    if (lua_type(L, idx) != LUA_TTABLE || !lazy_of(L, idx, &obj)) return false;
+    lua_pop(L, 1);
+    return true;
+}
+
+void sl_lazy_expand(lua_State *L, int idx) {
+    uint32_t obj;
+    if (idx < 0 && idx > LUA_REGISTRYINDEX) idx = lua_gettop(L) + idx + 1;
+    if (lua_type(L, idx) != LUA_TTABLE) return;
+    struct ltape *t = lazy_of(L, idx, &obj);          /* M */
+    if (!t) return;
+    luaL_checkstack(L, 4, "JSON expand");
+    if (obj == LAZY_LISTS) {
+        lists_expand(L, idx, (struct lsnap *)t);
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        lua_setmetatable(L, idx);
+        return;
+    }
+    lua_rawgeti(L, -1, 1);                            /* M tape */
+    int tape_idx = lua_gettop(L);
+    uint32_t i = obj + 1, count = t->nodes[obj].u.count;
+    for (uint32_t m = 0; m < count; m++) {
+        uint32_t v = i + 1, next = t->nodes[v].next;
+        if (!(t->nodes[v].flags & SL_JSON_TAKEN)) {
+            t->nodes[v].flags |= SL_JSON_TAKEN;
+            /* A later occurrence of the same key wins: skip this one (a
+             * later one is untaken too: taking marks every occurrence). */
+            bool later = false;
+            for (uint32_t j = next, r = m + 1; r < count && !later; r++) {
+                later = keys_equal(L, t, i, j);
+                j = t->nodes[j + 1].next;
+            }
+            if (!later) {
+                push_string(L, &t->nodes[i], ltape_text(t)); /* M tape k */
+                push_node(L, tape_idx, t, v);         /* M tape k v */
+                lua_rawset(L, idx);                   /* M tape */
+            }
+        }
+        i = next;
+    }
+    lua_pop(L, 2);                                    /* */
+    lua_pushnil(L);
+    lua_setmetatable(L, idx);                         /* a plain table now */
+}
+
+/* ==================== Lists made on demand ==================== */
+
+/* One value of a snapshot. */
+struct lval {
+    uint8_t type;                /* enum sl_value_type */
+    uint32_t len;                /* string: its bytes at off */
+    union { double num; size_t off; } u;
+};
+
+/* One list of a snapshot. */
+struct llist {
+    uint32_t name_off, name_len; /* its name in the bytes */
+    uint32_t first, n;           /* its values: vals[first .. first + n) */
+    bool taken;                  /* made, assigned or deleted: never made again */
+};
+
+/* The copy of a table of lists, in one userdata: the header, the lists, the
+ * values, the bytes of names and strings. */
+struct lsnap {
+    uint32_t nlists;
+    uint32_t nvals;
+    size_t vals_at;              /* offset of vals from the header */
+    size_t bytes_at;             /* offset of the bytes */
+};
+
+static inline struct llist *lsnap_lists(struct lsnap *s) { return (struct llist *)(s + 1); }
+static inline struct lval *lsnap_vals(struct lsnap *s) { return (struct lval *)((char *)s + s->vals_at); }
+static inline char *lsnap_bytes(struct lsnap *s) { return (char *)s + s->bytes_at; }
+
+#define ALIGN8(x) (((x) + 7) & ~(size_t)7)
+
+void sl_lazy_push_lists(lua_State *L, const struct sl_lazy_list *lists, size_t n) {
+    size_t nvals = 0, nbytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        nbytes += strlen(lists[i].name);
+        nvals += lists[i].n;
+        for (size_t j = 0; j < lists[i].n; j++)
+            if (lists[i].vals[j].type == SL_VAL_STR) nbytes += lists[i].vals[j].len;
+    }
+    size_t vals_at = ALIGN8(sizeof(struct lsnap) + n * sizeof(struct llist));
+    size_t bytes_at = vals_at + nvals * sizeof(struct lval);
+    luaL_checkstack(L, 4, "window lists");
+    lua_createtable(L, 0, (int)n + 1);                /* T */
+    struct lsnap *s = lua_newuserdata(L, bytes_at + nbytes); /* T snap */
+    s->nlists = (uint32_t)n;
+    s->nvals = (uint32_t)nvals;
+    s->vals_at = vals_at;
+    s->bytes_at = bytes_at;
+    struct llist *ll = lsnap_lists(s);
+    struct lval *lv = lsnap_vals(s);
+    char *bytes = lsnap_bytes(s);
+    size_t at = 0, v = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t nl = strlen(lists[i].name);
+        memcpy(bytes + at, lists[i].name, nl);
+        ll[i] = (struct llist){(uint32_t)at, (uint32_t)nl, (uint32_t)v, (uint32_t)lists[i].n, false};
+        at += nl;
+        for (size_t j = 0; j < lists[i].n; j++, v++) {
+            const struct sl_value *src = &lists[i].vals[j];
+            lv[v].type = (uint8_t)src->type;
+            if (src->type == SL_VAL_STR) {
+                memcpy(bytes + at, src->s, src->len);
+                lv[v].len = (uint32_t)src->len;
+                lv[v].u.off = at;
+                at += src->len;
+            } else {
+                lv[v].u.num = src->num;
+            }
+        }
+    }
+    push_meta(L, lua_gettop(L), LAZY_LISTS);          /* T snap M */
+    lua_remove(L, -2);                                /* T M */
+    lua_setmetatable(L, -2);                          /* T */
+}
+
+/* Pushes list i of s as a table with the array metatable. */
+static void push_list(lua_State *L, struct lsnap *s, uint32_t i) {
+    struct llist *l = &lsnap_lists(s)[i];
+    struct lval *v = lsnap_vals(s) + l->first;
+    lua_createtable(L, (int)l->n, 0);                 /* A */
+    for (uint32_t j = 0; j < l->n; j++) {
+        if (v[j].type == SL_VAL_STR) lua_pushlstring(L, lsnap_bytes(s) + v[j].u.off, v[j].len);
+        else if (v[j].type == SL_VAL_NUM) lua_pushnumber(L, v[j].u.num);
+        else lua_pushnil(L);
+        lua_rawseti(L, -2, (int)j + 1);
+    }
+    sl_json_push_array_mt(L);
+    lua_setmetatable(L, -2);                          /* A */
+}
+
+/* Marks list k of s taken; returns its index, or -1 when s has none (or
+ * it was taken before: *was_taken). */
+static int lists_find(struct lsnap *s, const char *k, size_t kn, bool *was_taken) {
+    struct llist *ll = lsnap_lists(s);
+    for (uint32_t i = 0; i < s->nlists; i++) {
+        if (ll[i].name_len != kn || memcmp(lsnap_bytes(s) + ll[i].name_off, k, kn)) continue;
+        *was_taken = ll[i].taken;
+        ll[i].taken = true;
+        return (int)i;
+    }
+    return -1;
+}
+
+static void lists_take(struct lsnap *s, const char *k, size_t kn) {
+    bool was_taken;
+    lists_find(s, k, kn, &was_taken);
+}
+
+/* __index of a table of lists (T k M on the stack). */
+static int lists_index(lua_State *L, struct lsnap *s, const char *k, size_t kn) {
+    bool was_taken = false;
+    int i = lists_find(s, k, kn, &was_taken);
+    if (i < 0 || was_taken) return 0;
+    push_list(L, s, (uint32_t)i);                     /* T k M A */
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);                                 /* T k M A */
+    return 1;
+}
+
+/* Makes every list of s not taken a member of the table at idx. */
+static void lists_expand(lua_State *L, int idx, struct lsnap *s) {
+    struct llist *ll = lsnap_lists(s);
+    for (uint32_t i = 0; i < s->nlists; i++) {
+        if (ll[i].taken) continue;
+        ll[i].taken = true;
+        lua_pushlstring(L, lsnap_bytes(s) + ll[i].name_off, ll[i].name_len);
+        push_list(L, s, i);
+        lua_rawset(L, idx);
+    }
+}
+
+int sl_lazy_encode_lists(lua_State *L, int idx, struct sl_buf *b, bool *first,
+                         char *err, size_t errlen) {
+    uint32_t obj;
+    struct lsnap *s = lazy_of(L, idx, &obj);
+    if (!s) return 0;
+    lua_pop(L, 1);
+    if (obj != LAZY_LISTS) return 0;
+    struct llist *ll = lsnap_lists(s);
+    char *bytes = lsnap_bytes(s);
+    size_t mark = b->len;
+    for (uint32_t i = 0; i < s->nlists; i++) {
+        if (ll[i].taken) continue;
+        struct lval *v = lsnap_vals(s) + ll[i].first;
+        if (!*first) sl_buf_addc(b, ',');
+        if (sl_json_add_string(b, bytes + ll[i].name_off, ll[i].name_len, err, errlen))
+            goto fail;
+        sl_buf_add(b, ":[", 2);
+        for (uint32_t j = 0; j < ll[i].n; j++) {
+            if (j) sl_buf_addc(b, ',');
+            int rc = SL_OK;
+            if (v[j].type == SL_VAL_STR) rc = sl_json_add_string(b, bytes + v[j].u.off, v[j].len, err, errlen);
+            else if (v[j].type == SL_VAL_NUM) rc = sl_json_add_number(b, v[j].u.num, err, errlen);
+            else sl_buf_add(b, "null", 4);
+            if (rc) goto fail;
+        }
+        sl_buf_addc(b, ']');
+        *first = false;
+    }
+    return 1;
+fail:
+    b->len = mark;
+    return -1;
+}
+
+/* ==================== Records ==================== */
+
+static int scratch_gc(lua_State *L) {
+    struct sl_json_tape *t = lua_touserdata(L, 1);
+    free(t->nodes);
+    t->nodes = NULL;
+    t->cap = t->n = 0;
+    return 0;
+}
+
+int sl_lazy_push(lua_State *L, const char *s, size_t n, char *err, size_t errlen) {
+    lua_pushlightuserdata(L, &scratch_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);                 /* scratch */
+    struct sl_json_tape *sc = lua_touserdata(L, -1);
+    assert(sc && "sl_lazy_init not called on this lua_State");
+    lua_pop(L, 1);
+    if (sl_json_tape_parse(sc, s, n, err, errlen)) return SL_ERR;
+    switch ((enum sl_json_type)sc->nodes[0].type) {
+    case SL_JSON_ARRAY:
+    case SL_JSON_OBJECT:
+        break;
+    default:                                          /* a scalar: no tape kept */
+        push_scalar(L, &sc->nodes[0], s);
+        return SL_OK;
+    }
+    size_t nodes = sc->n * sizeof(sc->nodes[0]);
+    struct ltape *t = lua_newuserdata(L, sizeof(*t) + nodes + n); /* tape */
+    t->nnodes = (uint32_t)sc->n;
+    t->len = (uint32_t)n;
+    memcpy(t->nodes, sc->nodes, nodes);
+    memcpy((char *)ltape_text(t), s, n);
+    push_node(L, lua_gettop(L), t, 0);                /* tape v */
+    lua_remove(L, -2);                                /* v */
+    return SL_OK;
+}
+
+size_t sl_lazy_eager_members(size_t n) {
+    size_t old = eager_members;
+    eager_members = (uint32_t)n;
+    return old;
+}
+
+/* ==================== Rules' environment ==================== */
+
+/* expand(t): sl_lazy_expand for Lua. */
+static int lua_expand(lua_State *L) {
+    sl_lazy_expand(L, 1);
+    return 0;
+}
+
+/* The wrappers, given expand, the sentinel and the originals. */
+static const char env_wrappers[] =
+    "local expand, sentinel = ...\n"
+    "local next, pairs, rawget, rawset, getmetatable, setmetatable, type =\n"
+    "  next, pairs, rawget, rawset, getmetatable, setmetatable, type\n"
+    "local function lazy(t)\n"
+    "  local mt = getmetatable(t)\n"
+    "  return type(mt) == 'table' and rawget(mt, 3) == sentinel\n"
+    "end\n"
+    "_G.pairs = function(t) if lazy(t) then expand(t) end return pairs(t) end\n"
+    "_G.next = function(t, k) if lazy(t) then expand(t) end return next(t, k) end\n"
+    "_G.rawget = function(t, k) if lazy(t) then expand(t) end return rawget(t, k) end\n"
+    "_G.rawset = function(t, k, v) if lazy(t) then expand(t) end return rawset(t, k, v) end\n"
+    "_G.getmetatable = function(t) if lazy(t) then return nil end return getmetatable(t) end\n"
+    "_G.setmetatable = function(t, mt) if lazy(t) then expand(t) end return setmetatable(t, mt) end\n";
+
+void sl_lazy_open_env(lua_State *L) {
+    if (luaL_loadbuffer(L, env_wrappers, sizeof(env_wrappers) - 1, "=sluice.lazy"))
+        lua_error(L);                                 /* our own code: cannot fail */
+    lua_pushcfunction(L, lua_expand);
+    lua_pushlightuserdata(L, &sentinel);
+    lua_call(L, 2, 0);
+}
+
+void sl_lazy_init(lua_State *L) {
+    lua_pushlightuserdata(L, &index_key);
+    lua_pushcfunction(L, lazy_index);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_pushlightuserdata(L, &newindex_key);
+    lua_pushcfunction(L, lazy_newindex);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_pushlightuserdata(L, &scratch_key);
+    struct sl_json_tape *sc = lua_newuserdata(L, sizeof(*sc)); /* key scratch */
+    memset(sc, 0, sizeof(*sc));
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, scratch_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+}

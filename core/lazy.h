@@ -1,0 +1,88 @@
+/* lazy.h -- JSON records that rules read on demand.
+ *
+ * A record's value is parsed once into a tape (json.h) kept in one Lua
+ * userdata with a copy of the text, and handed to rules as lazy values:
+ * an object is a table whose metatable makes a member on first read
+ * (__index) and stores it in the table, so a rule that reads 7 members of 60
+ * makes 7 Lua values, not 60. An array is made whole (a table with the array
+ * metatable, so # and ipairs work) when its parent member is read; its
+ * object elements are lazy again. Scalars are made as sl_json_decode makes
+ * them: what a rule sees is what the eager decoder gives, except that a
+ * lazy object has a metatable until it is expanded.
+ *
+ * A member a rule assigns or deletes (sets nil) is marked on the tape, so it
+ * is never made again from the text. Whatever walks a table (pairs, next,
+ * rawget, rawset, setmetatable, getmetatable in the rules' environment; the
+ * encoder of json.c) first expands a lazy object: every member made, the
+ * metatable removed, leaving the plain table the eager decoder would have
+ * made.
+ *
+ * Window aggregates are handed over the same way: a table whose lists are
+ * made when read, and written by the encoder straight from their copy.
+ * Uses json.c (tape, array metatable, number and string writers),
+ * window.h's values and LuaJIT's C API. */
+#ifndef SL_LAZY_H
+#define SL_LAZY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <lua.h>
+
+#include "sl.h"
+#include "window.h"
+
+/* Call once per lua_State, after sl_json_init: keeps the metamethods and a
+ * reusable parse buffer in the registry. */
+void sl_lazy_init(lua_State *L);
+
+/* Parses s[0..n) and pushes its value, lazy when it is an object. On bad
+ * JSON pushes nothing and returns SL_ERR with err worded as sl_json_decode
+ * words it. The text is copied: s may go once this returns. */
+int sl_lazy_push(lua_State *L, const char *s, size_t n, char *err, size_t errlen);
+
+/* Objects of at most n members are made whole at once (a lazy one costs
+ * more than a few members); returns the previous bound (default 4). For
+ * tests, which set 0 to make every object lazy. */
+size_t sl_lazy_eager_members(size_t n);
+
+/* True when the value at idx is a lazy object not yet expanded. */
+bool sl_lazy_is(lua_State *L, int idx);
+
+/* Expands the lazy object at idx (nothing when it is not one): every member
+ * not yet made is made, and its metatable goes. Its members that are
+ * objects stay lazy. */
+void sl_lazy_expand(lua_State *L, int idx);
+
+/* ==================== Lists made on demand ==================== */
+
+/* A list of values for sl_lazy_push_lists (the caller's memory). */
+struct sl_lazy_list {
+    const char *name;                 /* its member name */
+    const struct sl_value *vals;      /* window.h values; none is SL_VAL_NONE */
+    size_t n;
+};
+
+/* Pushes a table whose members name -> list (a table with the array
+ * metatable) are made on first read, from a copy of lists[0..n) taken now
+ * (the values may change once this returns). The caller may set other
+ * members raw. Read, assigned or expanded, it behaves as the table of
+ * lists built at once would; sl_lazy_encode_lists writes it without making
+ * the lists. */
+void sl_lazy_push_lists(lua_State *L, const struct sl_lazy_list *lists, size_t n);
+
+/* If the table at idx is a table of lists (sl_lazy_push_lists) not yet
+ * expanded, appends its lists not yet made as JSON members ("name":[...]),
+ * each preceded by a comma unless *first, clears *first when it wrote one,
+ * and returns 1; returns 0 (nothing written) for any other value, and -1
+ * with err set when a value cannot be encoded (a string not UTF-8). */
+int sl_lazy_encode_lists(lua_State *L, int idx, struct sl_buf *b, bool *first,
+                         char *err, size_t errlen);
+
+/* Replaces pairs, next, rawget, rawset, getmetatable and setmetatable in
+ * L's globals with versions that expand a lazy object first (getmetatable
+ * answers nil for one, as for any decoded object). Call before loading
+ * rules: modules keep the functions they find at load. */
+void sl_lazy_open_env(lua_State *L);
+
+#endif

@@ -1,0 +1,313 @@
+/* lazy_test.c -- unit tests of the tape (json.c) and lazy values (core/lazy.c).
+ *
+ * Every lazy value is checked against what the eager decoder gives for the
+ * same text: made whole and encoded with sorted keys, both give the same
+ * bytes, and bad texts give the same error. Run from the repository root
+ * (the tracker captures are read from spec/fixtures/snowplow/). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "json.h"
+#include "lazy.h"
+#include "sl.h"
+#include "test.h"
+
+static lua_State *L;
+
+/* lazy(s) -> v | nil, err */
+static int l_lazy(lua_State *L1) {
+    size_t n;
+    const char *s = luaL_checklstring(L1, 1, &n);
+    char err[SL_ERRLEN];
+    if (sl_lazy_push(L1, s, n, err, sizeof(err)) == SL_OK) return 1;
+    lua_pushnil(L1);
+    lua_pushstring(L1, err);
+    return 2;
+}
+
+/* sorted(v) -> text | nil, err: the encoder with sorted keys. */
+static int l_sorted(lua_State *L1) {
+    struct sl_buf b = {0};
+    char err[SL_ERRLEN];
+    luaL_checkany(L1, 1);
+    int rc = sl_json_encode_sorted(L1, 1, &b, err, sizeof(err));
+    if (rc) lua_pushnil(L1);
+    else lua_pushlstring(L1, b.data ? b.data : "", b.len);
+    sl_buf_free(&b);
+    if (rc) lua_pushstring(L1, err);
+    return rc ? 2 : 1;
+}
+
+/* lists() -> a table of lists as the window step makes it:
+ * {slugs = {"a", "b", "a"}, ts = {1, 2.5}, empty = {}}. */
+static int l_lists(lua_State *L1) {
+    struct sl_value slugs[] = {{SL_VAL_STR, "a", 1, 0}, {SL_VAL_STR, "b\"q", 3, 0},
+                               {SL_VAL_STR, "a", 1, 0}};
+    struct sl_value ts[] = {{SL_VAL_NUM, NULL, 0, 1}, {SL_VAL_NUM, NULL, 0, 2.5}};
+    struct sl_lazy_list lists[] = {{"slugs", slugs, 3}, {"ts", ts, 2}, {"empty", NULL, 0}};
+    sl_lazy_push_lists(L1, lists, 3);
+    slugs[0].s = "changed";                    /* the table keeps its own copy */
+    return 1;
+}
+
+/* Calls the function below nargs arguments: true when it returns true;
+ * prints the error otherwise. */
+static int call_true(int nargs) {
+    int ok;
+    if (lua_pcall(L, nargs, 1, 0)) {
+        printf("# lua error: %s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return 0;
+    }
+    ok = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return ok;
+}
+
+/* True when chunk s returns true. */
+static int lua_true(const char *s) {
+    if (luaL_loadstring(L, s)) {
+        printf("# lua error: %s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return 0;
+    }
+    return call_true(0);
+}
+
+/* The text of the value at the top made whole and sorted equals the eager
+ * decoder's. */
+static const char same_as_eager[] =
+    "local function same(s)\n"
+    "  local a, ea = lazy(s)\n"
+    "  local b, eb = sluice.json_decode(s)\n"
+    "  if a == nil or b == nil then\n"
+    "    if ea ~= eb then print('# lazy: ' .. tostring(ea) .. ' eager: ' .. tostring(eb)) end\n"
+    "    return ea == eb\n"
+    "  end\n"
+    "  local ta, tb = sorted(a), sorted(b)\n"
+    "  if ta ~= tb then print('# lazy: ' .. tostring(ta) .. '\\n# eager: ' .. tostring(tb)) end\n"
+    "  return ta == tb\n"
+    "end\n"
+    "return same\n";
+
+static int same(const char *json) {
+    lua_getglobal(L, "same");
+    lua_pushstring(L, json);
+    return call_true(1);
+}
+
+/* ==================== Tape ==================== */
+
+static void test_tape(void) {
+    struct sl_json_tape t = {0};
+    char err[SL_ERRLEN];
+    const char *s = "{\"a\":[1,\"x\\ny\",true],\"b\":{},\"c\":null}";
+
+    TEST("tape: a document parses", sl_json_tape_parse(&t, s, strlen(s), err, sizeof(err)) == SL_OK);
+    TEST("tape: the root is an object of 3 members",
+         t.nodes[0].type == SL_JSON_OBJECT && t.nodes[0].u.count == 3);
+    TEST("tape: nodes in document order (10 nodes)", t.n == 10 && t.nodes[0].next == 10);
+    TEST("tape: the array skips its subtree", t.nodes[2].type == SL_JSON_ARRAY &&
+         t.nodes[2].u.count == 3 && t.nodes[2].next == 6);
+    TEST("tape: a string with an escape is marked", t.nodes[4].type == SL_JSON_STRING &&
+         (t.nodes[4].flags & SL_JSON_ESCAPED) && t.nodes[4].u.str.len == 4);
+    char out[8];
+    size_t n = sl_json_unescape(s + t.nodes[4].u.str.off, t.nodes[4].u.str.len, out);
+    TEST("tape: unescape gives the string", n == 3 && !memcmp(out, "x\ny", 3));
+    TEST("tape: a number holds its value", t.nodes[3].type == SL_JSON_NUMBER && t.nodes[3].u.num == 1);
+    TEST("tape: a trailing comma fails with the eager decoder's words",
+         sl_json_tape_parse(&t, "[1,]", 4, err, sizeof(err)) == SL_ERR &&
+         strstr(err, "value expected") && strstr(err, "at byte 3"));
+    free(t.nodes);
+}
+
+/* ==================== Same as the eager decoder ==================== */
+
+static void test_same(void) {
+    static const char *docs[] = {
+        "{}", "[]", "1", "-0", "\"s\"", "null", "true", "[{}]", "[[],[[]]]",
+        "{\"a\":1,\"a\":2}", "{\"a\":{\"x\":1},\"a\":[2]}", "{\"\\u0061\":1,\"a\":2}",
+        "{\"a\":1,\"\\u0061\":2}", "[1e308,-1e-400,12345678901234567890,9007199254740993]",
+        "{\"k\":\"\\ud83d\\ude00 \\u00e9\\\"\\\\/\\b\\f\\n\\r\\t\"}",
+        "{\"\xc3\xa9\":\"\xe2\x82\xac\"}", " { \"a\" : [ 1 , { \"b\" : null } ] } ",
+        /* the same errors */
+        "", "{", "[1,", "{\"a\"}", "{\"a\":}", "[1 2]", "\"\\x\"", "\"\\u12\"", "\"\\udc00\"",
+        "\"\\ud800x\"", "\"\xff\"", "\"\xc3\"", "\"\x01\"", "1e999", "-", "01", "1.", "1e",
+        "tru", "nul", "[1]x", "{\"a\":1,}", "\"abc",
+    };
+    char name[160];
+    for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
+        snprintf(name, sizeof(name), "lazy equals eager for %.100s", docs[i]);
+        TEST(name, same(docs[i]));
+    }
+    /* nesting: 256 levels are fine, 257 fail the same way */
+    char deep[1200];
+    for (int depth = 256; depth <= 257; depth++) {
+        for (int i = 0; i < depth; i++) deep[i] = '[';
+        for (int i = 0; i < depth; i++) deep[depth + i] = ']';
+        deep[2 * depth] = '\0';
+        snprintf(name, sizeof(name), "lazy equals eager for %d nested arrays", depth);
+        TEST(name, same(deep));
+    }
+    char *objs = malloc(257 * 6 + 8);
+    size_t k = 0;
+    for (int i = 0; i < 257; i++) { memcpy(objs + k, "{\"a\":", 5); k += 5; }
+    objs[k++] = '1';
+    for (int i = 0; i < 257; i++) objs[k++] = '}';
+    objs[k] = '\0';
+    TEST("lazy equals eager for 257 nested objects", same(objs));
+    free(objs);
+}
+
+static void test_fixture(const char *path) {
+    struct sl_buf b = {0};
+    char err[SL_ERRLEN], name[200];
+    int ok = sl_read_file(path, &b, 1 << 20, err, sizeof(err)) == SL_OK;
+    snprintf(name, sizeof(name), "lazy equals eager for %s", path);
+    TEST(name, ok && same(sl_buf_cstr(&b)));
+    sl_buf_free(&b);
+}
+
+/* ==================== Reading, changing, walking ==================== */
+
+static void test_access(void) {
+    TEST("a member deep down reads as eager",
+         lua_true("local v = lazy('{\"m\":{\"data\":[{\"url\":\"u\"},{\"url\":\"w\"}]}}')"
+                  " return v.m.data[2].url == 'w' and v.m.data[1].url == 'u'"));
+    TEST("an object is a table, not a list, with no metatable to see",
+         lua_true("local v = lazy('{\"a\":1}') return type(v) == 'table' and v[1] == nil"
+                  " and getmetatable(v) == nil and #v == 0"));
+    TEST("an array is whole: #, ipairs and the array metatable",
+         lua_true("local a = lazy('{\"a\":[10,20,30]}').a local s = 0"
+                  " for i, x in ipairs(a) do s = s + i * x end"
+                  " return #a == 3 and s == 140 and getmetatable(a) == sluice.array_mt"));
+    TEST("an empty array stays an array",
+         lua_true("return sorted(lazy('{\"a\":[]}')) == '{\"a\":[]}'"));
+    TEST("null is sluice.null, integers stay integers",
+         lua_true("local v = lazy('{\"n\":null,\"t\":1795667677426}')"
+                  " return v.n == sluice.null and v.t == 1795667677426 and sorted(v) == '{\"n\":null,\"t\":1795667677426}'"));
+    TEST("a missing member is nil and stays nil",
+         lua_true("local v = lazy('{\"a\":1}') return v.b == nil and v.b == nil and v[2] == nil"));
+    TEST("duplicate keys: the last wins when read",
+         lua_true("return lazy('{\"a\":1,\"b\":0,\"a\":2}').a == 2"));
+    TEST("an escaped key is found by its text",
+         lua_true("return lazy('{\"\\\\u0061b\":7}').ab == 7"));
+    TEST("a value read twice is the same table",
+         lua_true("local v = lazy('{\"o\":{\"x\":1}}') return v.o == v.o"));
+}
+
+static void test_changes(void) {
+    TEST("a rule changes a member: the encoder writes the change",
+         lua_true("local v = lazy('{\"a\":1,\"b\":{\"c\":2}}') v.b.c = 3"
+                  " return sorted(v) == '{\"a\":1,\"b\":{\"c\":3}}'"));
+    TEST("a rule assigns a member it never read: the encoder writes that",
+         lua_true("local v = lazy('{\"a\":1,\"b\":2}') v.b = 'x'"
+                  " return v.b == 'x' and sorted(v) == '{\"a\":1,\"b\":\"x\"}'"));
+    TEST("a rule adds a member",
+         lua_true("local v = lazy('{\"a\":1}') v.z = {1, 2}"
+                  " return sorted(v) == '{\"a\":1,\"z\":[1,2]}'"));
+    TEST("a rule deletes a member it read: it stays deleted",
+         lua_true("local v = lazy('{\"a\":1,\"b\":2}') local _ = v.a v.a = nil"
+                  " return v.a == nil and sorted(v) == '{\"b\":2}'"));
+    TEST("a rule deletes a member it never read: it stays deleted",
+         lua_true("local v = lazy('{\"a\":1,\"b\":2}') v.a = nil"
+                  " return v.a == nil and sorted(v) == '{\"b\":2}'"));
+    TEST("a deleted duplicate key stays deleted",
+         lua_true("local v = lazy('{\"a\":1,\"a\":2,\"b\":3}') v.a = nil"
+                  " local n = 0 for _ in pairs(v) do n = n + 1 end return v.a == nil and n == 1"));
+    TEST("the unsorted encoder writes a changed record",
+         lua_true("local v = lazy('{\"a\":{\"b\":1},\"c\":[1]}') v.a.b = 'x' v.c[2] = 2"
+                  " local d = sluice.json_decode(sluice.json_encode(v))"
+                  " return d.a.b == 'x' and #d.c == 2 and d.c[2] == 2"));
+}
+
+static void test_walks(void) {
+    TEST("pairs sees every member, once, with the last duplicate",
+         lua_true("local v = lazy('{\"a\":1,\"b\":{\"x\":1},\"a\":3}') local n, s = 0, 0"
+                  " for k, x in pairs(v) do n = n + 1 if k == 'a' then s = x end end"
+                  " return n == 2 and s == 3"));
+    TEST("pairs after a partial read sees every member",
+         lua_true("local v = lazy('{\"a\":1,\"b\":2,\"c\":3}') local _ = v.b local n = 0"
+                  " for _ in pairs(v) do n = n + 1 end return n == 3"));
+    TEST("after pairs the object is a plain table",
+         lua_true("local v = lazy('{\"a\":1}') for _ in pairs(v) do end"
+                  " return debug.getmetatable(v) == nil"));
+    TEST("next sees the members",
+         lua_true("local v = lazy('{\"a\":1}') local k, x = next(v) return k == 'a' and x == 1"
+                  " and next(v, 'a') == nil and next(lazy('{}')) == nil"));
+    TEST("rawget sees members not read yet",
+         lua_true("return rawget(lazy('{\"a\":5}'), 'a') == 5"));
+    TEST("setmetatable keeps every member",
+         lua_true("local v = setmetatable(lazy('{\"a\":5}'), {}) return rawget(v, 'a') == 5"));
+    TEST("nested objects stay lazy after a shallow pairs",
+         lua_true("local v = lazy('{\"o\":{\"x\":1}}') for _ in pairs(v) do end"
+                  " return debug.getmetatable(v.o) ~= nil and v.o.x == 1"));
+}
+
+/* ==================== Tables of lists ==================== */
+
+static void test_lists(void) {
+    TEST("lists: a list reads as an array of its values",
+         lua_true("local t = lists() return #t.slugs == 3 and t.slugs[1] == 'a'"
+                  " and t.slugs[2] == 'b\"q' and t.ts[2] == 2.5 and getmetatable(t.slugs) == sluice.array_mt"));
+    TEST("lists: the encoder writes them from the copy (as made whole)",
+         lua_true("local a = sluice.json_decode(sluice.json_encode(lists()))"
+                  " return sorted(a) == '{\"empty\":[],\"slugs\":[\"a\",\"b\\\\\"q\",\"a\"],\"ts\":[1,2.5]}'"));
+    TEST("lists: sorted encoding equals the unsorted one's content",
+         lua_true("return sorted(lists()) == sorted(sluice.json_decode(sluice.json_encode(lists())))"));
+    TEST("lists: a list changed by a rule is written changed",
+         lua_true("local t = lists() t.slugs[4] = 'z' t.ts = nil t.n = 3"
+                  " return sorted(sluice.json_decode(sluice.json_encode(t))) =="
+                  " '{\"empty\":[],\"n\":3,\"slugs\":[\"a\",\"b\\\\\"q\",\"a\",\"z\"]}'"));
+    TEST("lists: a list assigned before it is read stays assigned",
+         lua_true("local t = lists() t.ts = 'x' return t.ts == 'x' and sluice.json_decode(sluice.json_encode(t)).ts == 'x'"));
+    TEST("lists: pairs sees every list",
+         lua_true("local n = 0 for k, v in pairs(lists()) do n = n + #v end return n == 5"));
+    TEST("lists: a string that is not UTF-8 fails to encode as it would made whole",
+         lua_true("local t = lists() t.bad = '\\255' return sluice.json_encode(t) == nil"));
+}
+
+int main(void) {
+    L = luaL_newstate();
+    luaL_openlibs(L);
+    sl_json_init(L);
+    sl_lazy_init(L);
+    sl_lazy_open_env(L);
+
+    lua_createtable(L, 0, 4);                  /* sluice */
+    lua_pushcfunction(L, sl_lua_json_decode);
+    lua_setfield(L, -2, "json_decode");
+    lua_pushcfunction(L, sl_lua_json_encode);
+    lua_setfield(L, -2, "json_encode");
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, -2, "null");
+    sl_json_push_array_mt(L);
+    lua_setfield(L, -2, "array_mt");
+    lua_setglobal(L, "sluice");                /* */
+    lua_register(L, "lazy", l_lazy);
+    lua_register(L, "sorted", l_sorted);
+    lua_register(L, "lists", l_lists);
+    if (luaL_loadstring(L, same_as_eager) || lua_pcall(L, 0, 1, 0)) return 1;
+    lua_setglobal(L, "same");
+
+    test_tape();
+    for (int pass = 0; pass < 2; pass++) {     /* small objects made at once, then lazy too */
+        test_same();
+        test_fixture("spec/fixtures/snowplow/tp2-post-product.body.raw");
+        test_fixture("spec/fixtures/snowplow/tp2-post-batch3.body.raw");
+        sl_lazy_eager_members(0);
+    }
+    test_access();
+    test_changes();
+    test_walks();
+    test_lists();
+
+    TEST("stack is balanced at the end", lua_gettop(L) == 0);
+    lua_close(L);
+    return TEST_DONE();
+}
