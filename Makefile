@@ -103,23 +103,30 @@ lint: | $(DEPS_STAMP)
 soak: sluice
 	scripts/soak.sh
 
-# libFuzzer on the collector's and the admin listener's request parsing, FUZZ_SECONDS each (not in CI).
+# libFuzzer on the collector's and the admin listener's request parsing and on the JSON
+# codec (decoder, tape, scanner and lazy records against each other), FUZZ_SECONDS each (not in CI).
 FUZZ_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror -Wstrict-prototypes \
                -fsanitize=fuzzer,address,undefined -Icore $(shell pkg-config --cflags luajit 2>/dev/null)
-$(BUILD)/fuzz/collector_fuzz: core/fuzz/collector_fuzz.c core/collector.c core/httpd.c core/json.c core/kafka.c core/metrics.c core/sl.c | $(DEPS_STAMP)
+$(BUILD)/fuzz/collector_fuzz: core/fuzz/collector_fuzz.c core/collector.c core/httpd.c core/json.c core/lazy.c core/kafka.c core/metrics.c core/sl.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $^ $(shell pkg-config --libs rdkafka libevent luajit) -lpthread -lm
 $(BUILD)/fuzz/admin_fuzz: core/fuzz/admin_fuzz.c core/httpd.c core/sl.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $^ $(shell pkg-config --libs libevent) -lpthread
-fuzz: $(BUILD)/fuzz/collector_fuzz $(BUILD)/fuzz/admin_fuzz
-	@mkdir -p $(BUILD)/fuzz/corpus-collector $(BUILD)/fuzz/corpus-admin
+$(BUILD)/fuzz/json_fuzz: core/fuzz/json_fuzz.c core/json.c core/lazy.c core/sl.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $^ $(shell pkg-config --libs luajit) -lpthread -lm
+fuzz: $(BUILD)/fuzz/collector_fuzz $(BUILD)/fuzz/admin_fuzz $(BUILD)/fuzz/json_fuzz
+	@mkdir -p $(BUILD)/fuzz/corpus-collector $(BUILD)/fuzz/corpus-admin $(BUILD)/fuzz/corpus-json
+	@for f in spec/fixtures/snowplow/*.json spec/fixtures/snowplow/*.raw; do \
+	  [ -f "$$f" ] && (printf '\1'; cat "$$f") > $(BUILD)/fuzz/corpus-json/$$(basename "$$f"); done; true
 	@(printf '\0'; cat spec/fixtures/snowplow/tp2-post-product.body.raw) > $(BUILD)/fuzz/corpus-collector/post
 	@(printf '\1'; cat spec/fixtures/snowplow/get-i-product.querystring.txt) > $(BUILD)/fuzz/corpus-collector/get
 	@printf '\3GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n' > $(BUILD)/fuzz/corpus-admin/get
 	@printf '\0POST /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n' > $(BUILD)/fuzz/corpus-admin/post
 	$(BUILD)/fuzz/collector_fuzz -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096 $(BUILD)/fuzz/corpus-collector
 	$(BUILD)/fuzz/admin_fuzz -max_total_time=$${FUZZ_SECONDS:-60} -max_len=20000 $(BUILD)/fuzz/corpus-admin
+	$(BUILD)/fuzz/json_fuzz -max_total_time=$${FUZZ_SECONDS:-60} -max_len=8192 $(BUILD)/fuzz/corpus-json
 
 # Speed and memory (scripts/bench.sh), a few minutes on 2 cores; BENCH_QUICK=1 for a
 # short run. Compares sluice with a C consumer and a plain Python job, on the embedded

@@ -666,6 +666,7 @@ static int tdec_value(struct tdec *td, int depth) {
     const unsigned char *p = d->p;
     size_t left = (size_t)(d->end - p), fault = 0, n;
     const char *why = NULL;
+    uint32_t i;
     double v;
 
     if (!left) return dec_fail_at(d, p, "value expected");
@@ -677,7 +678,8 @@ static int tdec_value(struct tdec *td, int depth) {
     case '5': case '6': case '7': case '8': case '9':
         n = sl_json_number((const char *)p, left, &v, &fault, &why);
         if (n == 0) return fault ? dec_fail_at(d, p + fault, why) : dec_fail_msg(d, p, why);
-        td->t->nodes[tape_add(td->t, SL_JSON_NUMBER)].u.num = v;
+        i = tape_add(td->t, SL_JSON_NUMBER);   /* it may move the nodes: index after */
+        td->t->nodes[i].u.num = v;
         d->p += n;
         return 0;
     case 't': case 'f': case 'n': {
