@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "canary.h"
 #include "sl.h"
+#include "step.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -104,16 +105,23 @@ struct result {
     size_t step;             /* FILTERED, RAISED: the step */
     char reason[64];         /* FILTERED */
     char error[512];         /* RAISED: the error's first line */
+    size_t stopped;          /* step a context stopped at (nsteps: none) */
     bool any_passed, any_filtered;
 };
 
-/* Runs context ref from step `from` on through the lua steps; every other
- * step passes it on. Takes ref. */
+/* Runs context ref from step `from` on through the lua steps. A sink step
+ * passes it on; any other step (window, model, http) would add a variable
+ * the canary cannot make, so the context stops there, as passed: the lua
+ * steps after it would only see a context they never get. Takes ref. */
 static void walk(struct sl_rules *r, const struct sl_config *cf, int ref, size_t from,
                  const char *what, struct sl_rules_out *out, struct result *res) {
     lua_State *L = sl_rules_state(r);
     for (size_t i = from; i < cf->nsteps; i++) {
-        if (cf->steps[i].type != SL_STEP_LUA) continue;
+        if (cf->steps[i].type != SL_STEP_LUA) {
+            if (cf->steps[i].kind->flags & SL_STEP_SINK) continue;
+            if (i < res->stopped) res->stopped = i;
+            break;
+        }
         switch (sl_rules_call(r, i, &ref, what, out)) {
         case SL_RULES_NEXT:
             continue;
@@ -156,6 +164,7 @@ static void run_record(struct sl_rules *r, const struct sl_config *cf, const str
     lua_State *L = sl_rules_state(r);
     char err[256];
     memset(res, 0, sizeof(*res));
+    res->stopped = cf->nsteps;
     sl_pipeline_push_ctx(L, in, err, sizeof(err));        /* ctx (input raw if not JSON) */
     walk(r, cf, luaL_ref(L, LUA_REGISTRYINDEX), 0, what, out, res);
     if (res->o != RAISED) res->o = res->any_passed ? PASSED : FILTERED;
@@ -175,6 +184,8 @@ struct judge {
     struct sl_rules_out out;
     struct tally *steps;     /* per config step */
     size_t passed, filtered, raised; /* the new rules' outcomes */
+    size_t held, held_at;            /* records whose contexts stopped at a step the canary
+                                        does not run; the first such step */
     char first_error[768];   /* "<error> (record <where>)" */
     int64_t deadline;        /* monotonic ms */
     bool stopped;            /* the time ran out */
@@ -191,6 +202,9 @@ static void judge_one(struct judge *j, const struct sl_input *in, const char *wh
     if (j->old) run_record(j->old, j->cf, in, where, &j->out, &o);
     run_record(j->new_rules, j->cf, in, where, &j->out, &n);
     j->v->records++;
+    if (n.stopped < j->cf->nsteps) {
+        if (!j->held++ || n.stopped < j->held_at) j->held_at = n.stopped;
+    }
     if (n.o == PASSED) j->passed++;
     else if (n.o == FILTERED) j->filtered++;
     else j->raised++;
@@ -288,6 +302,16 @@ static void verdict(struct judge *j) {
                       j->filtered, j->raised);
         if (j->old) sl_buf_printf(&b, "; %zu newly filtered (%zu allowed)", v->filtered,
                                   v->allowed);
+    }
+    if (j->held) {
+        size_t later = 0;
+        for (size_t i = j->held_at + 1; i < j->cf->nsteps; i++)
+            later += j->cf->steps[i].type == SL_STEP_LUA;
+        sl_buf_printf(&b, " [%zu record(s) stopped at step %s (%s), which the canary does not run",
+                      j->held, j->cf->steps[j->held_at].name, j->cf->steps[j->held_at].kind->name);
+        if (later) sl_buf_printf(&b, ": the %zu lua step(s) after it are not checked (sluice test "
+                                 "--stub checks them)", later);
+        sl_buf_adds(&b, "]");
     }
     if (j->stopped)
         sl_buf_printf(&b, " [the sample was cut at %d ms: records after that were not run]",

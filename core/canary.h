@@ -6,9 +6,11 @@
  * input records the worker has seen (copies of their values, keys and
  * metadata, bounded by rules.canary_bytes). Each sample record runs through
  * the Lua steps of the pipeline in the old rules' VM and in the new one;
- * every other step passes the context on unchanged (no window state, no
- * network, nothing produced), so both VMs see the same contexts and only a
- * difference between them counts. The new rules are refused when they raise
+ * a sink step (kafka, store) passes the context on unchanged (nothing
+ * produced or stored), and any other step (window, model, http) holds it:
+ * it would add a variable the canary cannot make, so the lua steps after
+ * it are not run (the summary says how many records stopped where). Both
+ * VMs see the same contexts and only a difference between them counts. The new rules are refused when they raise
  * on a record the old rules did not raise on, or filter more records that
  * the old rules let through than the slack allows: the larger of
  * rules.canary_filter_slack records and rules.canary_filter_slack_pct % of

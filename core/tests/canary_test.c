@@ -17,21 +17,30 @@ static char dir[64];
 
 static void put(const char *name, const char *text) { test_put(dir, name, text); }
 
-/* The rules of module t.<mod>: step one (its fn `f`), a kafka step (passed
- * through by the canary), then t.<mod>.g. */
-static struct sl_rules *rules(const char *mod, struct sl_config **cf) {
+#define KAFKA_STEP "{ kafka = { topic = 'o' } }"
+#define WINDOW_STEP "{ name = 'w', window = { key = 'input.n', length = '5m', " \
+                    "aggregate = { ns = { 'list', 'input.n' } }, as = 'agg' } }"
+
+/* The rules of module t.<mod>: step one (its fn `f`), the step middle (a
+ * kafka step is passed through by the canary, a window step holds the
+ * context), then t.<mod>.g. */
+static struct sl_rules *rules_with(const char *mod, const char *middle, struct sl_config **cf) {
     char p[256], err[512];
-    snprintf(p, sizeof(p), "%s/config-%s.lua", dir, mod);
+    snprintf(p, sizeof(p), "%s/config-%s-%zu.lua", dir, mod, strlen(middle));
     FILE *f = fopen(p, "w");
     fprintf(f, "return { rules = { path = '%s/lua', canary_filter_slack = 2, "
                "canary_filter_slack_pct = 10 }, pipeline = { "
-               "{ lua = 't.%s', fn = 'f', name = 'one' }, { kafka = { topic = 'o' } }, "
-               "{ lua = 't.%s', fn = 'g', name = 'two' } } }", dir, mod, mod);
+               "{ lua = 't.%s', fn = 'f', name = 'one' }, %s, "
+               "{ lua = 't.%s', fn = 'g', name = 'two' } } }", dir, mod, middle, mod);
     fclose(f);
     *cf = sl_config_load(p, err, sizeof(err));
     struct sl_rules *r = *cf ? sl_rules_create(*cf, err, sizeof(err)) : NULL;
     if (!r) printf("# %s\n", err);
     return r;
+}
+
+static struct sl_rules *rules(const char *mod, struct sl_config **cf) {
+    return rules_with(mod, KAFKA_STEP, cf);
 }
 
 static void kept(void) {
@@ -147,6 +156,19 @@ int main(void) {
          sl_canary_judge(c, "/nonexistent/c.jsonl", old, raise, cf_raise, &v, err, sizeof(err)) ==
          SL_ERR && strstr(err, "rules.canary /nonexistent/c.jsonl"));
     sl_canary_destroy(c);
+
+    /* With a window step between them, step two would see a context
+     * without the window's variable: it is not run, and the summary says so. */
+    struct sl_config *cf_wmany;
+    struct sl_rules *wmany = rules_with("many", WINDOW_STEP, &cf_wmany);
+    if (!wmany) return 1;
+    sl_canary_judge(NULL, p, NULL, wmany, cf_wmany, &v, err, sizeof(err));
+    TEST("a context stops at a window step: the lua steps after it are not run", !v.refused &&
+         v.raised == 0 && strstr(v.summary, "stopped at step w (window)") &&
+         strstr(v.summary, "the 1 lua step(s) after it are not checked"));
+    if (v.refused || !strstr(v.summary, "stopped at")) printf("# %s\n", v.summary);
+    sl_rules_release(wmany);
+    sl_config_destroy(cf_wmany);
 
     sl_rules_release(old);
     sl_rules_release(raise);
