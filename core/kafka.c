@@ -3,7 +3,10 @@
  *
  * librdkafka writes one byte to a pipe when a queue goes from empty to
  * non-empty; the loop reads it and drains the queue. When a drain stops
- * early for fairness, it re-arms its own event, or consumption would stall. */
+ * early for fairness, it re-arms itself through a zero-timeout timer, or
+ * consumption would stall: a timer, not event_active(), so that the loop
+ * polls sockets between two batches (an activated event runs again before
+ * the loop polls, and a backlog would starve the admin and collector HTTP). */
 #define _GNU_SOURCE
 #include "kafka.h"
 #include "sl.h"
@@ -437,6 +440,7 @@ struct sl_kafka_consumer {
     rd_kafka_queue_t *q;       /* consumer queue; the main queue forwards here */
     struct qwake wake;
     struct event *idle;        /* timer: polls a quiet queue (max.poll.interval.ms) */
+    struct event *again;       /* zero timer: the next batch, after pending I/O */
     struct sl_kafka_consumer_conf conf;
     bool paused;
     bool held;                 /* records are not taken from the queue */
@@ -487,6 +491,13 @@ static void consumer_error(struct sl_kafka_consumer *c, rd_kafka_message_t *m) {
     sl_log(SL_LOG_WARN, "kafka", "consumer: %s", rd_kafka_message_errstr(m));
 }
 
+/* Runs consumer_drain on the next loop iteration, after the sockets that
+ * are ready: the loop polls with a zero timeout while the timer is due. */
+static void consumer_rearm(struct sl_kafka_consumer *c) {
+    static const struct timeval now = {0, 0};
+    event_add(c->again, &now);
+}
+
 /* Serves the consumer queue: up to one batch of records and events. */
 static void consumer_drain(struct sl_kafka_consumer *c) {
     size_t n = 0, batch = c->conf.batch ? c->conf.batch : SL_KAFKA_DRAIN_MAX;
@@ -515,8 +526,9 @@ static void consumer_drain(struct sl_kafka_consumer *c) {
         c->conf.on_record(c->conf.arg, rec);   /* rec is now owned by the callee */
     }
     /* Stopped early for fairness: the queue may still hold records and will
-     * not write to the pipe again, so wake ourselves. */
-    event_active(c->wake.ev, EV_READ, 0);
+     * not write to the pipe again, so wake ourselves once the loop has
+     * served what else is ready. */
+    consumer_rearm(c);
 }
 
 static void consumer_wake(evutil_socket_t fd, short what, void *arg) {
@@ -525,6 +537,11 @@ static void consumer_wake(evutil_socket_t fd, short what, void *arg) {
     qwake_drain_pipe(&c->wake);
     sl_metrics_inc("sluice_consumer_wakeups_total", NULL, 1);
     consumer_drain(c);
+}
+
+static void consumer_again(evutil_socket_t fd, short what, void *arg) {
+    (void)fd; (void)what;
+    consumer_drain(arg);
 }
 
 /* The group counts only polls: a queue that stays empty never wakes the
@@ -599,8 +616,13 @@ struct sl_kafka_consumer *sl_kafka_consumer_create(struct event_base *base,
         sl_errf(err, errlen, "cannot add the consumer's poll timer to the loop");
         goto fail;
     }
+    c->again = evtimer_new(base, consumer_again, c);
+    if (!c->again) {
+        sl_errf(err, errlen, "cannot create the consumer's timer");
+        goto fail;
+    }
     /* Records may already be queued before the first pipe write. */
-    event_active(c->wake.ev, EV_READ, 0);
+    consumer_rearm(c);
     return c;
 fail:
     if (rc) rd_kafka_conf_destroy(rc);
@@ -611,6 +633,7 @@ fail:
 void sl_kafka_consumer_destroy(struct sl_kafka_consumer *c) {
     if (!c) return;
     if (c->idle) event_free(c->idle);
+    if (c->again) event_free(c->again);
     qwake_close(&c->wake, c->q);
     if (c->rk) rd_kafka_consumer_close(c->rk);
     if (c->q) rd_kafka_queue_destroy(c->q);
@@ -641,7 +664,7 @@ void sl_kafka_consumer_pause(struct sl_kafka_consumer *c, bool pause) {
 void sl_kafka_consumer_hold(struct sl_kafka_consumer *c, bool hold) {
     if (c->held == hold) return;
     c->held = hold;
-    if (!hold) event_active(c->wake.ev, EV_READ, 0);
+    if (!hold) consumer_rearm(c);
 }
 
 bool sl_kafka_consumer_held(const struct sl_kafka_consumer *c) { return c->held; }
