@@ -424,6 +424,7 @@ bool sl_kafka_producer_up(const struct sl_kafka_producer *p) { return p->up; }
 size_t sl_kafka_producer_flush(struct sl_kafka_producer *p, int timeout_ms) {
     int64_t end = sl_mono_ms() + timeout_ms;
     while (p->inflight > 0 && sl_mono_ms() < end) {
+        if (p->old) producer_reap(p);   /* replaced meanwhile: its records come here */
         rd_kafka_poll(p->rk, 50);
     }
     return p->inflight;

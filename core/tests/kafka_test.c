@@ -153,6 +153,24 @@ static void test_fatal_error_replaces_the_producer(void) {
     run_until(base, &r, NRECS + 2);
     TEST("with its record acknowledged", r.ok == NRECS + 2 && r.calls[NRECS] == 1);
 
+    /* A fatal error during a blocking flush (shutdown, rebalance): the
+     * flush serves the replaced handle too and waits for the requeued records. */
+    int before = r.ok;
+    queued = true;
+    for (int i = 0; i < NRECS; i++) {
+        slots[i] = (struct slot){&r, i};
+        r.calls[i] = 0;
+        if (sl_kafka_produce(p, TOPIC, -1, "f", 1, "{}", 2, 0, delivered, &slots[i], err,
+                             sizeof(err)))
+            queued = false;
+    }
+    rd_kafka_test_fatal_error((rd_kafka_t *)sl_kafka_producer_handle(p),
+                              RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER, "in flush");
+    TEST("a flush across a fatal error ends with nothing in flight",
+         queued && sl_kafka_producer_flush(p, 10000) == 0);
+    TEST("and every record acknowledged once", r.ok == before + NRECS && r.failed == 0 &&
+         r.calls[0] == 1 && r.calls[NRECS - 1] == 1 && restarts() == 3);
+
     sl_kafka_producer_destroy(p);
 done:
     sl_broker_destroy(b);
