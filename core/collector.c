@@ -584,6 +584,19 @@ static int admin_open(struct sl_collector *c, char *err, size_t errlen) {
     return SL_OK;
 }
 
+/* The producer replaced its handle after a fatal error: the offset lookups'
+ * queue belonged to the old one. A lookup still running there is dropped;
+ * the next tick asks again. */
+static void on_producer_restart(void *arg, struct sl_kafka_producer *producer) {
+    struct sl_collector *c = arg;
+    if (!c->admin_q) return;
+    rd_kafka_queue_io_event_enable(c->admin_q, -1, NULL, 0);
+    rd_kafka_queue_destroy(c->admin_q);
+    c->admin_q = rd_kafka_queue_new((rd_kafka_t *)sl_kafka_producer_handle(producer));
+    rd_kafka_queue_io_event_enable(c->admin_q, c->admin_fds[1], "1", 1);
+    c->lookup_running = false;
+}
+
 static void admin_close(struct sl_collector *c) {
     if (c->admin_q) {
         rd_kafka_queue_io_event_enable(c->admin_q, -1, NULL, 0);
@@ -608,7 +621,7 @@ static void add_cors(struct sl_httpd_req *req, const char *origin) {
 /* Every answer goes through here or reply_ok: counted under r. */
 static void reply(struct sl_collector *c, struct sl_httpd_req *req,
                   enum result r, int code, const char *reason, const char *text) {
-    char body[64];
+    char body[320];
     int n = 0;
     c->results[r]++;
     if (text) {
@@ -924,7 +937,9 @@ static void on_request(struct sl_httpd_req *req, void *arg) {
         if (cmd == SL_HTTPD_OPTIONS) { preflight(c, req); return; }
     } else if (path_is(uri, plen, SL_COLLECTOR_HEALTH_PATH) &&
                (cmd == SL_HTTPD_GET || cmd == SL_HTTPD_HEAD)) {
-        reply(c, req, RES_HEALTH, 200, "OK", "ok");
+        const char *fault = sl_kafka_producer_fault(c->producer);
+        if (fault) reply(c, req, RES_HEALTH, 503, "Service Unavailable", fault);
+        else reply(c, req, RES_HEALTH, 200, "OK", "ok");
         return;
     }
     reply(c, req, RES_NOT_FOUND, 404, "Not Found", "not_found");
@@ -967,6 +982,7 @@ struct sl_collector *sl_collector_create(struct event_base *base,
     if (!c->http) goto fail;
     c->port = sl_httpd_port(c->http);
     if (admin_open(c, err, errlen)) goto fail;
+    sl_kafka_producer_on_restart(producer, on_producer_restart, c);
     c->tick = event_new(base, -1, EV_PERSIST, on_tick, c);
     if (!c->tick || event_add(c->tick, &tick) != 0) {
         sl_errf(err, errlen, "collector: cannot add the timer");
@@ -995,6 +1011,7 @@ int sl_collector_port(const struct sl_collector *c) { return c->port; }
 void sl_collector_destroy(struct sl_collector *c) {
     if (!c) return;
     c->stopping = true;
+    sl_kafka_producer_on_restart(c->producer, NULL, NULL);
     for (struct pending *p = c->head, *next; p; p = next) {
         next = p->next;
         /* The 503 goes out now: sl_httpd_destroy below writes what it can. */

@@ -3,7 +3,10 @@
  *
  * librdkafka writes one byte to a pipe when a queue goes from empty to
  * non-empty; the loop reads it and drains the queue. When a drain stops
- * early for fairness, it re-arms its own event, or consumption would stall. */
+ * early for fairness, it re-arms itself through a zero-timeout timer, or
+ * consumption would stall: a timer, not event_active(), so that the loop
+ * polls sockets between two batches (an activated event runs again before
+ * the loop polls, and a backlog would starve the admin and collector HTTP). */
 #define _GNU_SOURCE
 #include "kafka.h"
 #include "sl.h"
@@ -102,6 +105,13 @@ struct sl_kafka_producer {
     rd_kafka_t *rk;
     rd_kafka_queue_t *q;     /* main queue: delivery reports, errors, stats */
     struct qwake wake;
+    rd_kafka_conf_t *rconf;  /* a copy, for a replacement handle */
+    rd_kafka_t *old;         /* replaced after a fatal error, torn down by fix */
+    struct event *fix;       /* timer: tears old down, retries a replacement */
+    char name[32];           /* metric label, e.g. "sink" */
+    char fault[256];         /* why no working handle exists; "" while one does */
+    sl_kafka_restart_fn *on_restart;
+    void *restart_arg;
     size_t inflight;         /* produced, not yet reported */
     bool up;                 /* a broker is reachable, as far as we know */
     bool closing;            /* destroy: reports free their op, call nothing */
@@ -112,15 +122,125 @@ struct produce_op {
     void *opaque;
 };
 
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *arg);
+static void producer_error_cb(rd_kafka_t *rk, int err, const char *reason, void *arg);
+
+/* Queues the record of a report from a replaced handle on the current one,
+ * with the same op: the record keeps its one callback. */
+static int requeue(struct sl_kafka_producer *p, const rd_kafka_message_t *m,
+                   struct produce_op *op) {
+    rd_kafka_headers_t *hdrs = NULL;
+    rd_kafka_resp_err_t e;
+
+    if (rd_kafka_message_headers((rd_kafka_message_t *)m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        hdrs = rd_kafka_headers_copy(hdrs);
+    else
+        hdrs = NULL;
+    e = rd_kafka_producev(p->rk,
+            RD_KAFKA_V_TOPIC(rd_kafka_topic_name(m->rkt)),
+            RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_KEY(m->key, m->key_len),
+            RD_KAFKA_V_VALUE(m->payload, m->len),
+            RD_KAFKA_V_TIMESTAMP(rd_kafka_message_timestamp(m, NULL)),
+            RD_KAFKA_V_HEADERS(hdrs),
+            RD_KAFKA_V_OPAQUE(op),
+            RD_KAFKA_V_END);
+    if (e) {
+        if (hdrs) rd_kafka_headers_destroy(hdrs);
+        sl_log(SL_LOG_WARN, "kafka", "producer %s: cannot requeue a record for %s: %s",
+               p->name, rd_kafka_topic_name(m->rkt), rd_kafka_err2str(e));
+        return SL_ERR;
+    }
+    p->inflight++;
+    sl_metrics_inc("sluice_kafka_producer_requeued_total", NULL, 1);
+    return SL_OK;
+}
+
+/* ==================== Replacement after a fatal error ==================== */
+
+/* Serves what a replaced handle still holds (its records come back purged
+ * and are requeued on the current handle), then destroys it. Blocks for the
+ * purge and the destroy: once per fatal error. */
+static void producer_reap(struct sl_kafka_producer *p) {
+    rd_kafka_t *old = p->old;
+    int64_t end = sl_mono_ms() + 2000;
+    if (!old) return;
+    rd_kafka_purge(old, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    while (rd_kafka_outq_len(old) > 0 && sl_mono_ms() < end) rd_kafka_poll(old, 10);
+    rd_kafka_poll(old, 0);
+    p->old = NULL;
+    rd_kafka_destroy(old);
+}
+
+/* Replaces a handle that hit a fatal error (librdkafka's idempotent
+ * producer cannot go on after one) with a new one built from the same
+ * configuration. May run inside a poll of the failed handle: that handle is
+ * only set aside here, and torn down from the loop by producer_fix. On
+ * failure the failed handle stays, p->fault says why and fix retries in a
+ * second. */
+static void producer_restart(struct sl_kafka_producer *p) {
+    char rerr[512], labels[64];
+    struct timeval now = {0, 0}, later = {1, 0};
+    rd_kafka_t *rk, *failed;
+    rd_kafka_conf_t *rc;
+
+    if (p->closing) return;
+    rc = rd_kafka_conf_dup(p->rconf);
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, rc, rerr, sizeof(rerr));
+    if (!rk) {
+        rd_kafka_conf_destroy(rc);
+        p->up = false;
+        snprintf(p->fault, sizeof(p->fault), "Kafka producer %s failed and cannot be "
+                 "replaced: %s", p->name, rerr);
+        sl_log(SL_LOG_ERROR, "kafka", "%s; retrying in 1 s", p->fault);
+        event_add(p->fix, &later);
+        return;
+    }
+    /* rc is now owned, and freed, by rk. */
+    rd_kafka_queue_io_event_enable(p->q, -1, NULL, 0);
+    rd_kafka_queue_destroy(p->q);
+    failed = p->rk;
+    p->rk = rk;
+    p->q = rd_kafka_queue_get_main(rk);
+    rd_kafka_queue_io_event_enable(p->q, p->wake.fds[1], "1", 1);
+    producer_reap(p);        /* an earlier failed handle, if any: its records come here */
+    p->old = failed;
+    p->fault[0] = '\0';
+    p->up = true;
+    snprintf(labels, sizeof(labels), "producer=\"%s\"", p->name);
+    sl_metrics_inc("sluice_kafka_producer_restarts_total", labels, 1);
+    sl_log(SL_LOG_WARN, "kafka", "producer %s replaced; records in flight are requeued",
+           p->name);
+    if (p->on_restart) p->on_restart(p->restart_arg, p);
+    event_add(p->fix, &now);
+}
+
+static void producer_fix(evutil_socket_t fd, short what, void *arg) {
+    struct sl_kafka_producer *p = arg;
+    (void)fd; (void)what;
+    if (p->old) producer_reap(p);
+    if (p->fault[0]) producer_restart(p);
+}
+
+/* A report from the failed handle before its fatal error was served
+ * restarts the producer too: whichever comes first replaces the handle. */
+static bool report_from_failed(struct sl_kafka_producer *p, rd_kafka_t *rk) {
+    if (rk != p->rk) return true;
+    if (!rd_kafka_fatal_error(rk, NULL, 0)) return false;
+    producer_error_cb(rk, RD_KAFKA_RESP_ERR__FATAL, "delivery failed", p);
+    return rk != p->rk;
+}
+
 static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *arg) {
     struct sl_kafka_producer *p = arg;
     struct produce_op *op = m->_private;
-    (void)rk;
     p->inflight--;
     if (!m->err) p->up = true;
     if (op && p->closing) {
         free(op);
     } else if (op) {
+        if (m->err && report_from_failed(p, rk) && requeue(p, m, op) == SL_OK) return;
         if (m->err) op->cb(op->opaque, rd_kafka_err2str(m->err), m->partition, -1);
         else op->cb(op->opaque, NULL, m->partition, m->offset);
         free(op);
@@ -130,16 +250,25 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *arg) {
 static void producer_error_cb(rd_kafka_t *rk, int err, const char *reason,
                               void *arg) {
     struct sl_kafka_producer *p = arg;
-    (void)rk;
+    char why[512];
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        if (rk != p->rk || p->fault[0]) return;   /* already replaced or being retried */
+        rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, why, sizeof(why));
+        sl_log(SL_LOG_ERROR, "kafka", "producer %s: fatal error %s: %s; replacing the producer",
+               p->name, rd_kafka_err2name(orig), why);
+        producer_restart(p);
+        return;
+    }
+    if (rk != p->rk) return;
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) p->up = false;
-    sl_log(SL_LOG_WARN, "kafka", "producer: %s", reason);
+    sl_log(SL_LOG_WARN, "kafka", "producer %s: %s", p->name, reason);
 }
 
 /* Statistics arrive every second; a broker in state UP means we are up. */
 static int producer_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *arg) {
     struct sl_kafka_producer *p = arg;
-    (void)rk; (void)len;
-    p->up = strstr(json, "\"state\":\"UP\"") != NULL;
+    (void)len;
+    if (rk == p->rk && !p->fault[0]) p->up = strstr(json, "\"state\":\"UP\"") != NULL;
     return 0;
 }
 
@@ -155,9 +284,12 @@ struct sl_kafka_producer *sl_kafka_producer_create(struct event_base *base,
         const struct sl_kafka_conf *conf, char *err, size_t errlen) {
     struct sl_kafka_producer *p = sl_calloc(1, sizeof(*p));
     rd_kafka_conf_t *rc = rd_kafka_conf_new();
-    char rerr[512], linger[16];
+    char rerr[512], linger[16], labels[64];
 
     snprintf(linger, sizeof(linger), "%d", conf->linger_ms > 0 ? conf->linger_ms : 2);
+    snprintf(p->name, sizeof(p->name), "%s", conf->name ? conf->name : "producer");
+    snprintf(labels, sizeof(labels), "producer=\"%s\"", p->name);
+    sl_metrics_counter("sluice_kafka_producer_restarts_total", labels);   /* at 0 */
     p->up = true;
     p->wake.fds[0] = p->wake.fds[1] = -1;
     if (conf_set(rc, "enable.idempotence", "true", err, errlen) ||
@@ -171,6 +303,12 @@ struct sl_kafka_producer *sl_kafka_producer_create(struct event_base *base,
     rd_kafka_conf_set_error_cb(rc, producer_error_cb);
     rd_kafka_conf_set_stats_cb(rc, producer_stats_cb);
     rd_kafka_conf_set_log_cb(rc, log_cb);
+    p->rconf = rd_kafka_conf_dup(rc);
+    p->fix = evtimer_new(base, producer_fix, p);
+    if (!p->fix) {
+        sl_errf(err, errlen, "cannot create the producer's timer");
+        goto fail;
+    }
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, rc, rerr, sizeof(rerr));
     if (!p->rk) {
         sl_errf(err, errlen, "kafka producer: %s", rerr);
@@ -190,15 +328,28 @@ void sl_kafka_producer_destroy(struct sl_kafka_producer *p) {
     if (!p) return;
     if (p->rk) {
         p->closing = true;
+        producer_reap(p);
         rd_kafka_flush(p->rk, 5000);
         rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         /* Reports still queued are served so their ops are freed. */
         while (rd_kafka_poll(p->rk, 0) > 0) {}
     }
     qwake_close(&p->wake, p->q);
+    if (p->fix) event_free(p->fix);
     if (p->q) rd_kafka_queue_destroy(p->q);
     if (p->rk) rd_kafka_destroy(p->rk);
+    if (p->rconf) rd_kafka_conf_destroy(p->rconf);
     free(p);
+}
+
+void sl_kafka_producer_on_restart(struct sl_kafka_producer *p, sl_kafka_restart_fn *fn,
+                                  void *arg) {
+    p->on_restart = fn;
+    p->restart_arg = arg;
+}
+
+const char *sl_kafka_producer_fault(const struct sl_kafka_producer *p) {
+    return p->fault[0] ? p->fault : NULL;
 }
 
 void sl_kafka_producer_warm(struct sl_kafka_producer *p, const char *topic) {
@@ -273,6 +424,7 @@ bool sl_kafka_producer_up(const struct sl_kafka_producer *p) { return p->up; }
 size_t sl_kafka_producer_flush(struct sl_kafka_producer *p, int timeout_ms) {
     int64_t end = sl_mono_ms() + timeout_ms;
     while (p->inflight > 0 && sl_mono_ms() < end) {
+        if (p->old) producer_reap(p);   /* replaced meanwhile: its records come here */
         rd_kafka_poll(p->rk, 50);
     }
     return p->inflight;
@@ -289,6 +441,7 @@ struct sl_kafka_consumer {
     rd_kafka_queue_t *q;       /* consumer queue; the main queue forwards here */
     struct qwake wake;
     struct event *idle;        /* timer: polls a quiet queue (max.poll.interval.ms) */
+    struct event *again;       /* zero timer: the next batch, after pending I/O */
     struct sl_kafka_consumer_conf conf;
     bool paused;
     bool held;                 /* records are not taken from the queue */
@@ -339,6 +492,13 @@ static void consumer_error(struct sl_kafka_consumer *c, rd_kafka_message_t *m) {
     sl_log(SL_LOG_WARN, "kafka", "consumer: %s", rd_kafka_message_errstr(m));
 }
 
+/* Runs consumer_drain on the next loop iteration, after the sockets that
+ * are ready: the loop polls with a zero timeout while the timer is due. */
+static void consumer_rearm(struct sl_kafka_consumer *c) {
+    static const struct timeval now = {0, 0};
+    event_add(c->again, &now);
+}
+
 /* Serves the consumer queue: up to one batch of records and events. */
 static void consumer_drain(struct sl_kafka_consumer *c) {
     size_t n = 0, batch = c->conf.batch ? c->conf.batch : SL_KAFKA_DRAIN_MAX;
@@ -367,8 +527,9 @@ static void consumer_drain(struct sl_kafka_consumer *c) {
         c->conf.on_record(c->conf.arg, rec);   /* rec is now owned by the callee */
     }
     /* Stopped early for fairness: the queue may still hold records and will
-     * not write to the pipe again, so wake ourselves. */
-    event_active(c->wake.ev, EV_READ, 0);
+     * not write to the pipe again, so wake ourselves once the loop has
+     * served what else is ready. */
+    consumer_rearm(c);
 }
 
 static void consumer_wake(evutil_socket_t fd, short what, void *arg) {
@@ -377,6 +538,11 @@ static void consumer_wake(evutil_socket_t fd, short what, void *arg) {
     qwake_drain_pipe(&c->wake);
     sl_metrics_inc("sluice_consumer_wakeups_total", NULL, 1);
     consumer_drain(c);
+}
+
+static void consumer_again(evutil_socket_t fd, short what, void *arg) {
+    (void)fd; (void)what;
+    consumer_drain(arg);
 }
 
 /* The group counts only polls: a queue that stays empty never wakes the
@@ -451,8 +617,13 @@ struct sl_kafka_consumer *sl_kafka_consumer_create(struct event_base *base,
         sl_errf(err, errlen, "cannot add the consumer's poll timer to the loop");
         goto fail;
     }
+    c->again = evtimer_new(base, consumer_again, c);
+    if (!c->again) {
+        sl_errf(err, errlen, "cannot create the consumer's timer");
+        goto fail;
+    }
     /* Records may already be queued before the first pipe write. */
-    event_active(c->wake.ev, EV_READ, 0);
+    consumer_rearm(c);
     return c;
 fail:
     if (rc) rd_kafka_conf_destroy(rc);
@@ -463,6 +634,7 @@ fail:
 void sl_kafka_consumer_destroy(struct sl_kafka_consumer *c) {
     if (!c) return;
     if (c->idle) event_free(c->idle);
+    if (c->again) event_free(c->again);
     qwake_close(&c->wake, c->q);
     if (c->rk) rd_kafka_consumer_close(c->rk);
     if (c->q) rd_kafka_queue_destroy(c->q);
@@ -493,7 +665,7 @@ void sl_kafka_consumer_pause(struct sl_kafka_consumer *c, bool pause) {
 void sl_kafka_consumer_hold(struct sl_kafka_consumer *c, bool hold) {
     if (c->held == hold) return;
     c->held = hold;
-    if (!hold) event_active(c->wake.ev, EV_READ, 0);
+    if (!hold) consumer_rearm(c);
 }
 
 bool sl_kafka_consumer_held(const struct sl_kafka_consumer *c) { return c->held; }

@@ -27,6 +27,7 @@ struct sl_kafka_conf {
     const struct sl_kafka_prop *props; /* extra librdkafka properties */
     size_t nprops;
     int linger_ms;                    /* producer batching delay; 0: 2 ms */
+    const char *name;                 /* producer's metric label; NULL: "producer" */
 };
 
 /* ==================== Producer ==================== */
@@ -37,8 +38,21 @@ struct sl_kafka_conf {
 typedef void sl_kafka_delivery_fn(void *opaque, const char *err,
                                   int32_t partition, int64_t offset);
 
+/* Called on the loop when p's librdkafka handle was replaced (see
+ * sl_kafka_producer_create), before the old handle is destroyed: whoever
+ * holds objects of the old handle (queues) moves them to the new one. */
+typedef void sl_kafka_restart_fn(void *arg, struct sl_kafka_producer *p);
+
 /* Creates a producer (acks=all, idempotent) whose delivery reports are served
- * on base. Returns NULL and fills err on failure. */
+ * on base. Returns NULL and fills err on failure.
+ *
+ * An idempotent producer that hits a fatal error (e.g. "out of order
+ * sequence number" after a broker came back) refuses every record from then
+ * on. This one replaces its handle with a new one instead, counted in
+ * sluice_kafka_producer_restarts_total{producer=conf->name}, and requeues
+ * the records the failed handle still held on the new one, each keeping its
+ * one delivery callback (a record may then be written twice, never lost).
+ * While no working handle exists, sl_kafka_producer_fault() says why. */
 struct sl_kafka_producer *sl_kafka_producer_create(struct event_base *base,
         const struct sl_kafka_conf *conf, char *err, size_t errlen);
 /* Waits up to 5 s for queued records, then purges the rest; delivery
@@ -78,6 +92,14 @@ int sl_kafka_produce_header(struct sl_kafka_producer *p, const char *topic,
  * record it sends. */
 size_t sl_kafka_producer_max_bytes(struct sl_kafka_producer *p);
 
+/* fn is called after each replacement of p's handle; one per producer. */
+void sl_kafka_producer_on_restart(struct sl_kafka_producer *p, sl_kafka_restart_fn *fn,
+                                  void *arg);
+
+/* Why p has no working handle (a fatal error it could not recover from
+ * yet), or NULL while it has one. */
+const char *sl_kafka_producer_fault(const struct sl_kafka_producer *p);
+
 /* Records queued and not yet reported. */
 size_t sl_kafka_producer_inflight(const struct sl_kafka_producer *p);
 
@@ -90,7 +112,8 @@ bool sl_kafka_producer_up(const struct sl_kafka_producer *p);
  * shutdown and rebalance. */
 size_t sl_kafka_producer_flush(struct sl_kafka_producer *p, int timeout_ms);
 
-/* The librdkafka handle, for units that need more (metadata, offsets). */
+/* The librdkafka handle, for units that need more (metadata, offsets). It
+ * changes when the producer is replaced: see sl_kafka_producer_on_restart. */
 struct rd_kafka_s *sl_kafka_producer_handle(struct sl_kafka_producer *p);
 
 /* ==================== Consumer ==================== */

@@ -205,7 +205,8 @@ int sl_replay_run(const char *config_file, bool dry_run) {
                 config_file);
         goto done;
     }
-    struct sl_kafka_conf kc = {.brokers = rp.cf->kafka.brokers}, cc_kafka = kc;
+    struct sl_kafka_conf kc = {.brokers = rp.cf->kafka.brokers, .name = "replay"};
+    struct sl_kafka_conf cc_kafka = {.brokers = rp.cf->kafka.brokers};
     struct sl_kafka_prop *pprops = sl_config_kafka_props(rp.cf, false, &kc.nprops);
     struct sl_kafka_prop *props = sl_config_kafka_props(rp.cf, true, &cc_kafka.nprops);
     props[cc_kafka.nprops++] = (struct sl_kafka_prop){"enable.partition.eof", "true"};

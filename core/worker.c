@@ -506,6 +506,10 @@ static bool ready_cb(void *arg, char *why, size_t whylen) {
     struct worker *w = arg;
     if (w->stopping) sl_errf(why, whylen, "stopping");
     else if (w->cf->nsteps && !w->pipeline) sl_errf(why, whylen, "rules not loaded");
+    else if (sl_kafka_producer_fault(w->producer))
+        sl_errf(why, whylen, "%s", sl_kafka_producer_fault(w->producer));
+    else if (w->cproducer && sl_kafka_producer_fault(w->cproducer))
+        sl_errf(why, whylen, "%s", sl_kafka_producer_fault(w->cproducer));
     else if (!sl_kafka_producer_up(w->producer))
         sl_errf(why, whylen, "no Kafka broker reachable at %s", w->brokers);
     else return true;
@@ -607,6 +611,7 @@ static int setup(struct worker *w, char *err, size_t errlen) {
     kc.brokers = w->brokers;
     kc.props = w->pprops;
     kc.linger_ms = SL_WORKER_SINK_LINGER_MS;
+    kc.name = "sink";
     w->producer = sl_kafka_producer_create(w->base, &kc, err, errlen);
     if (!w->producer) return SL_ERR;
     kc.linger_ms = 0;
@@ -669,6 +674,7 @@ static int setup(struct worker *w, char *err, size_t errlen) {
         }
         struct sl_kafka_conf ckc = kc;
         ckc.linger_ms = SL_WORKER_COLLECTOR_LINGER_MS;
+        ckc.name = "collector";
         w->cproducer = sl_kafka_producer_create(w->base, &ckc, err, errlen);
         if (!w->cproducer) return SL_ERR;
         sl_kafka_producer_warm(w->cproducer, cf->collector.topic);

@@ -37,6 +37,7 @@ struct fake_rec {
 
 struct sl_kafka_producer {
     bool up;
+    const char *fault;    /* what sl_kafka_producer_fault says */
     struct fake_rec recs[64];
     size_t n;
     size_t acked;         /* records [0, acked) reported */
@@ -69,6 +70,11 @@ size_t sl_kafka_producer_inflight(const struct sl_kafka_producer *p) {
     return p->n - p->acked;
 }
 bool sl_kafka_producer_up(const struct sl_kafka_producer *p) { return p->up; }
+const char *sl_kafka_producer_fault(const struct sl_kafka_producer *p) { return p->fault; }
+void sl_kafka_producer_on_restart(struct sl_kafka_producer *p, sl_kafka_restart_fn *fn,
+                                  void *arg) {
+    (void)p; (void)fn; (void)arg;
+}
 struct rd_kafka_s *sl_kafka_producer_handle(struct sl_kafka_producer *p) {
     (void)p;
     return NULL;
@@ -711,6 +717,12 @@ static void test_http(void) {
     call(&a, EVHTTP_REQ_GET, "/health", NULL, NULL, 0);
     TEST("/health answers 200", a.r.code == 200);
     finish(&a);
+    fake.fault = "Kafka producer sink failed and cannot be replaced: no memory";
+    call(&a, EVHTTP_REQ_GET, "/health", NULL, NULL, 0);
+    TEST("/health answers 503 naming why while the producer has no working handle",
+         a.r.code == 503 && has(a.r.body.data, "cannot be replaced: no memory"));
+    finish(&a);
+    fake.fault = NULL;
     TEST("no refused request produced anything", fake.n == before);
 
     /* No Origin (curl, servers): allowed, no CORS headers. */

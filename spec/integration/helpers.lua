@@ -200,9 +200,13 @@ function Proc:wait_log(pattern, timeout, from)
 end
 
 -- Starts `sluice broker`; returns the process and its bootstrap address.
-function H.start_broker(dir, name, partitions)
+-- topics (a list) are created up front with `partitions` partitions; others
+-- get the broker's default of 4 when first used.
+function H.start_broker(dir, name, partitions, topics)
   name = name or "broker"
-  local p = H.spawn(dir, name, string.format("%s broker --partitions %d", q(H.BIN), partitions or 4))
+  local create = topics and " --topics " .. q(table.concat(topics, ",")) or ""
+  local p = H.spawn(dir, name, string.format("%s broker --partitions %d%s", q(H.BIN),
+    partitions or 4, create))
   local addr = H.wait_for(function()
     return (p:stdout()):match("^([^\n]+)\n") or (not p:alive() and "")
   end, 10)

@@ -1,0 +1,186 @@
+/* kafka_test.c -- unit tests for the producer's recovery from a fatal error.
+ *
+ * An idempotent producer that hits a fatal error ("out of order sequence
+ * number" after a broker came back) refuses every record from then on. The
+ * producer here runs on a loop against the embedded broker (librdkafka's mock
+ * cluster); rd_kafka_test_fatal_error() raises the fatal error on the real
+ * handle, as the broker would, and the checks say what the application sees:
+ * every record acknowledged once, the handle replaced and counted. */
+#define _GNU_SOURCE
+#include "broker.h"
+#include "kafka.h"
+#include "metrics.h"
+#include "sl.h"
+#include "test.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <librdkafka/rdkafka.h>
+
+#define NRECS 50          /* records in flight when the fatal error comes */
+#define TOPIC "fatal"
+
+struct reports {
+    int ok, failed, calls[NRECS + 1];
+    char last_err[128];
+};
+
+struct slot {
+    struct reports *r;
+    int i;
+};
+
+static void delivered(void *opaque, const char *err, int32_t partition, int64_t offset) {
+    struct slot *s = opaque;
+    (void)partition;
+    s->r->calls[s->i]++;
+    if (err || offset < 0) {
+        s->r->failed++;
+        snprintf(s->r->last_err, sizeof(s->r->last_err), "%s", err ? err : "no offset");
+    } else {
+        s->r->ok++;
+    }
+}
+
+struct restarted {
+    int n;
+    struct rd_kafka_s *handle;
+};
+
+static void on_restart(void *arg, struct sl_kafka_producer *p) {
+    struct restarted *r = arg;
+    r->n++;
+    r->handle = sl_kafka_producer_handle(p);
+}
+
+/* Runs the loop until want reports arrived or 15 s passed. */
+static void run_until(struct event_base *base, struct reports *r, int want) {
+    int64_t end = sl_mono_ms() + 15000;
+    struct timeval tick = {0, 10000};
+    while (r->ok + r->failed < want && sl_mono_ms() < end) {
+        event_base_loopexit(base, &tick);
+        event_base_dispatch(base);
+    }
+}
+
+static double restarts(void) {
+    return sl_metrics_get("sluice_kafka_producer_restarts_total", "producer=\"test\"");
+}
+
+static void test_fatal_error_replaces_the_producer(void) {
+    const char *topics[] = {TOPIC};
+    char err[SL_ERRLEN] = "";
+    struct event_base *base = event_base_new();
+    struct sl_broker *b = sl_broker_create(1, 2, topics, 1, err, sizeof(err));
+    struct reports r = {0};
+    struct slot slots[NRECS + 1];
+    struct restarted rs = {0};
+    struct sl_kafka_producer *p;
+    struct rd_kafka_s *first;
+    bool queued = true;
+
+    TEST("the embedded broker starts", b != NULL);
+    if (!b) goto done;
+    struct sl_kafka_conf kc = {.brokers = sl_broker_address(b), .linger_ms = 5, .name = "test"};
+    p = sl_kafka_producer_create(base, &kc, err, sizeof(err));
+    TEST("the producer is created", p != NULL);
+    if (!p) goto done;
+    sl_kafka_producer_on_restart(p, on_restart, &rs);
+    TEST("restarts are exported at 0 from the start",
+         restarts() == 0 && sl_metrics_get("sluice_kafka_producer_restarts_total",
+                                           "producer=\"nope\"") == 0);
+    first = sl_kafka_producer_handle(p);
+
+    /* Records queued and in flight when the handle fails. */
+    for (int i = 0; i < NRECS; i++) {
+        char key[16], val[32];
+        snprintf(key, sizeof(key), "k%d", i);
+        snprintf(val, sizeof(val), "{\"n\":%d}", i);
+        slots[i] = (struct slot){&r, i};
+        if (sl_kafka_produce(p, TOPIC, -1, key, strlen(key), val, strlen(val), 0, delivered,
+                             &slots[i], err, sizeof(err)))
+            queued = false;
+    }
+    TEST("records are queued", queued && sl_kafka_producer_inflight(p) == NRECS);
+    TEST("librdkafka raises the fatal error",
+         rd_kafka_test_fatal_error((rd_kafka_t *)first,
+                                   RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                                   "broker came back") == RD_KAFKA_RESP_ERR_NO_ERROR);
+    run_until(base, &r, NRECS);
+    TEST("every record in flight is acknowledged after the fatal error", r.ok == NRECS);
+    TEST("none is reported failed", r.failed == 0);
+    TEST("they went through the new handle (requeued)",
+         sl_metrics_get("sluice_kafka_producer_requeued_total", NULL) > 0);
+    if (r.failed) printf("#   last failure: %s\n", r.last_err);
+    bool once = true;
+    for (int i = 0; i < NRECS; i++) once = once && r.calls[i] == 1;
+    TEST("each record's callback runs exactly once", once);
+    TEST("the handle was replaced", sl_kafka_producer_handle(p) != first);
+    TEST("the restart hook saw the new handle once",
+         rs.n == 1 && rs.handle == sl_kafka_producer_handle(p));
+    TEST("the restart is counted once", restarts() == 1);
+    TEST("the producer has a working handle again", sl_kafka_producer_fault(p) == NULL &&
+         rd_kafka_fatal_error((rd_kafka_t *)sl_kafka_producer_handle(p), NULL, 0) == 0);
+    TEST("nothing is left in flight", sl_kafka_producer_inflight(p) == 0);
+
+    /* New records go through the new handle. */
+    slots[NRECS] = (struct slot){&r, NRECS};
+    TEST("a record produced after the restart is accepted",
+         sl_kafka_produce(p, TOPIC, -1, "k", 1, "{}", 2, 0, delivered, &slots[NRECS], err,
+                          sizeof(err)) == SL_OK);
+    run_until(base, &r, NRECS + 1);
+    TEST("and acknowledged", r.ok == NRECS + 1 && r.calls[NRECS] == 1);
+
+    /* A second fatal error, with nothing in flight, is recovered too. */
+    TEST("a second fatal error is raised",
+         rd_kafka_test_fatal_error((rd_kafka_t *)sl_kafka_producer_handle(p),
+                                   RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH, "fenced") ==
+         RD_KAFKA_RESP_ERR_NO_ERROR);
+    {
+        struct timeval t = {0, 300000};
+        event_base_loopexit(base, &t);
+        event_base_dispatch(base);
+    }
+    TEST("an idle producer is replaced as well", restarts() == 2 && rs.n == 2);
+    slots[NRECS].i = NRECS;
+    r.calls[NRECS] = 0;
+    TEST("and produces again",
+         sl_kafka_produce(p, TOPIC, -1, "k", 1, "{}", 2, 0, delivered, &slots[NRECS], err,
+                          sizeof(err)) == SL_OK);
+    run_until(base, &r, NRECS + 2);
+    TEST("with its record acknowledged", r.ok == NRECS + 2 && r.calls[NRECS] == 1);
+
+    /* A fatal error during a blocking flush (shutdown, rebalance): the
+     * flush serves the replaced handle too and waits for the requeued records. */
+    int before = r.ok;
+    queued = true;
+    for (int i = 0; i < NRECS; i++) {
+        slots[i] = (struct slot){&r, i};
+        r.calls[i] = 0;
+        if (sl_kafka_produce(p, TOPIC, -1, "f", 1, "{}", 2, 0, delivered, &slots[i], err,
+                             sizeof(err)))
+            queued = false;
+    }
+    rd_kafka_test_fatal_error((rd_kafka_t *)sl_kafka_producer_handle(p),
+                              RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER, "in flush");
+    TEST("a flush across a fatal error ends with nothing in flight",
+         queued && sl_kafka_producer_flush(p, 10000) == 0);
+    TEST("and every record acknowledged once", r.ok == before + NRECS && r.failed == 0 &&
+         r.calls[0] == 1 && r.calls[NRECS - 1] == 1 && restarts() == 3);
+
+    sl_kafka_producer_destroy(p);
+done:
+    sl_broker_destroy(b);
+    event_base_free(base);
+}
+
+int main(void) {
+    sl_log_set_level(SL_LOG_ERROR);
+    test_fatal_error_replaces_the_producer();
+    sl_kafka_producer_destroy(NULL);
+    sl_metrics_reset();
+    return TEST_DONE();
+}
