@@ -17,8 +17,10 @@
 # DEMO_DIR (.cache/demo: logs, the generated interactions), MODEL_FILE
 # ($DEMO_DIR/recs.model: the built-in model the job reads), CATALOG_FILE
 # (examples/catalog.json).
+# SLUICE_BIN (./sluice: the binary to run, e.g. the sanitizer build).
 set -eu
 cd "$(dirname "$0")/.."
+SLUICE=${SLUICE_BIN:-./sluice}
 
 STORE_URL=${STORE_URL:-http://127.0.0.1:8080}
 STORE_URL=${STORE_URL%/}
@@ -70,8 +72,8 @@ train_model() {
     [ -f "$MODEL_FILE" ] && [ ! "$CATALOG_FILE" -nt "$MODEL_FILE" ] && return 0
     mkdir -p "$DEMO_DIR" "$(dirname "$MODEL_FILE")"
     echo "demo: training the built-in model from the seed's generated interactions -> $MODEL_FILE"
-    if ! { ./sluice model gen --seed 1 --out "$DEMO_DIR/interactions.tsv" >/dev/null 2>"$DEMO_DIR/train.log" \
-        && ./sluice model train -i "$DEMO_DIR/interactions.tsv" -c "$CATALOG_FILE" -o "$MODEL_FILE" 2>>"$DEMO_DIR/train.log"; }; then
+    if ! { "$SLUICE" model gen --seed 1 --out "$DEMO_DIR/interactions.tsv" >/dev/null 2>"$DEMO_DIR/train.log" \
+        && "$SLUICE" model train -i "$DEMO_DIR/interactions.tsv" -c "$CATALOG_FILE" -o "$MODEL_FILE" 2>>"$DEMO_DIR/train.log"; }; then
         echo "demo: training failed; its log:" >&2
         tail -n 20 "$DEMO_DIR/train.log" | sed 's/^/  /' >&2
         exit 1
@@ -130,7 +132,7 @@ die() {
 ./scripts/node-deps.sh || die "could not install the Node packages (scripts/node-deps.sh)"
 
 train_model
-./sluice run -c config/recommendations.lua >"$DEMO_DIR/sluice.log" 2>&1 &
+"$SLUICE" run -c config/recommendations.lua >"$DEMO_DIR/sluice.log" 2>&1 &
 sluice_pid=$!
 i=0
 until curl -sf "http://$COLLECTOR_LISTEN/health" >/dev/null 2>&1; do

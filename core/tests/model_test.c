@@ -16,10 +16,15 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #define INV "examples/seed/inventory.json"
 #define RULES "examples/seed/interaction_rules.json"
+
+/* Files the tests write go to a folder of their own (the build folder is
+ * build-asan/ under make asan). */
+static char tmp[] = "/tmp/sluice-model-test-XXXXXX";
 
 static bool near(double a, double b) { return fabs(a - b) < 1e-9; }
 
@@ -255,7 +260,8 @@ static void test_files(void) {
          strstr(e1.data, "\nparams lag=10 lag_decay=0.5 history=10 history_decay=0.5 alpha=1 "
                          "max_neighbors=256\ndata lines=") != NULL);
 
-    const char *path = "build/tests/model_test.model";
+    char path[300];
+    snprintf(path, sizeof(path), "%s/model_test.model", tmp);
     TEST("file: saves", sl_model_save(m1, path, err, sizeof(err)) == SL_OK);
     struct sl_model *l = sl_model_load(path, err, sizeof(err));
     TEST("file: loads what it saved", l != NULL);
@@ -278,7 +284,7 @@ static void test_files(void) {
     sl_catalog_destroy(other);
     sl_model_destroy(l);
 
-    TEST("file: a missing file names it", !sl_model_load("build/tests/none.model", err, sizeof(err)) &&
+    TEST("file: a missing file names it", !sl_model_load("/nonexistent/none.model", err, sizeof(err)) &&
          strstr(err, "none.model") != NULL);
     TEST("file: not a model file", !sl_model_decode("hello\n", 6, "x", err, sizeof(err)) &&
          strstr(err, "not a sluice model file") != NULL);
@@ -351,7 +357,8 @@ static void test_eval(void) {
 static void test_serve(void) {
     char err[SL_ERRLEN];
     struct sl_buf out = {0}, first = {0};
-    const char *path = "build/tests/model_test_serve.model";
+    char path[300];
+    snprintf(path, sizeof(path), "%s/model_test_serve.model", tmp);
     struct sl_model_gen *g = sl_model_gen_load(INV, RULES, err, sizeof(err));
     struct sl_catalog *cat = sl_model_gen_products(g);
     struct sl_buf tsv = {0};
@@ -365,7 +372,7 @@ static void test_serve(void) {
     struct sl_model_serve_opts o = {path, "127.0.0.1:0", NULL, 5};
     struct sl_model_serve *s = sl_model_serve_create(NULL, &o, err, sizeof(err));
     TEST("serve: loads the model", s != NULL);
-    if (!s) return;
+    if (!s) goto done;
 
     const char *json = "application/json";
     const char *split = "{\"dataframe_split\":{\"columns\":[\"userId\",\"items\",\"timestamps\"],"
@@ -420,6 +427,7 @@ static void test_serve(void) {
     sl_model_save(m, path, err, sizeof(err));
     TEST("serve: a good file reloads", sl_model_serve_reload(s, err, sizeof(err)) == SL_OK);
 
+done:
     sl_model_serve_destroy(s);
     sl_model_destroy(m);
     sl_model_data_free(&d);
@@ -433,6 +441,7 @@ static void test_serve(void) {
 
 int main(void) {
     sl_log_set_level(SL_LOG_ERROR);
+    if (!mkdtemp(tmp)) return 1;
     test_mt();
     test_gen();
     test_data();
@@ -440,5 +449,6 @@ int main(void) {
     test_files();
     test_eval();
     test_serve();
+    rmdir(tmp);
     return TEST_DONE();
 }
