@@ -91,7 +91,8 @@ asan:
 sluice-asan: $(BUILD)/obj/main.o $(BUILD)/libsluice.a $(TEST_BINS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $(BUILD)/sluice $(BUILD)/obj/main.o $(BUILD)/libsluice.a $(LDLIBS)
 	SLUICE_BIN=$(abspath $(BUILD)/sluice) SLUICE_TEST_BUILD=$(BUILD) \
-	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 ./scripts/test.sh all
+	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:quarantine_size_mb=16 SLUICE_TEST_ASAN=1 \
+	    ./scripts/test.sh all
 
 lint: | $(DEPS_STAMP)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \

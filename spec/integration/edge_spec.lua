@@ -364,7 +364,11 @@ describe("admin listener bounds", function()
       .. "RSS %+d KB", tostring(body.status), body.sent_mb, tostring(hdr.status), hdr.sent_mb, grown))
     assert.are.equal(405, body.status)
     assert.are.equal(431, hdr.status)
-    assert.is_true(grown < 8192, "RSS grew by " .. grown .. " KB")
+    -- The sanitizer's allocator keeps what it freed (make asan: a 16 MB
+    -- quarantine, size classes not given back): a looser bound, still far
+    -- below the 128 MB sent.
+    local bound = os.getenv("SLUICE_TEST_ASAN") and 32768 or 8192
+    assert.is_true(grown < bound, "RSS grew by " .. grown .. " KB (bound " .. bound .. " KB)")
   end)
 
   it("still serves GET and HEAD", function()
