@@ -932,20 +932,23 @@ void sl_model_result_free(struct sl_model_result *r) {
     free(r->acc);
     free(r->flag);
     free(r->list);
+    free(r->window);
     memset(r, 0, sizeof(*r));
 }
 
 #define FLAG_TOUCHED 1  /* acc holds a share of some follower row */
 #define FLAG_WINDOW 2   /* in the window: never recommended */
 
-/* Inserts (c, s) into the best-first top list of out if it makes the cut. */
-static void offer(const struct sl_model *m, struct sl_model_result *out, size_t top_n,
-                  uint32_t c, double s) {
+/* Inserts (c, s) into the best-first top list of out if it makes the cut:
+ * a higher score first, then the more popular product (pop_pos keeps the
+ * order of pop_before, also after sl_model_observe). */
+static inline void offer(const struct sl_model *m, struct sl_model_result *out, size_t top_n,
+                         uint32_t c, double s) {
     size_t i = out->n;
+    uint32_t pc = m->pop_pos[c];
     if (i == top_n) {
-        uint32_t w = out->items[i - 1];
         double ws = out->scores[i - 1];
-        if (s < ws || (s == ws && !pop_before(m, c, w))) return;
+        if (s < ws || (s == ws && pc > m->pop_pos[out->items[i - 1]])) return;
         i--;
     } else {
         out->n++;
@@ -953,7 +956,7 @@ static void offer(const struct sl_model *m, struct sl_model_result *out, size_t 
     for (; i > 0; i--) {
         double ps = out->scores[i - 1];
         uint32_t p = out->items[i - 1];
-        if (ps > s || (ps == s && pop_before(m, p, c))) break;
+        if (ps > s || (ps == s && m->pop_pos[p] < pc)) break;
         out->items[i] = p;
         out->scores[i] = ps;
     }
@@ -1005,45 +1008,80 @@ static void scratch_reserve(const struct sl_model *m, struct sl_model_result *r,
 int sl_model_recommend(const struct sl_model *m, const char *const *items, const int64_t *ts,
                        size_t n, size_t top_n, struct sl_model_result *out) {
     double coef[1000];
-    uint32_t src[1000], *known;
+    uint32_t src[1000];
     size_t used, nk, nlist = 0, reach = 0;
 
     out->n = out->known = 0;
     if (top_n < 1 || top_n > SL_MODEL_MAX_TOP) return SL_ERR;
-    known = sl_malloc((n ? n : 1) * sizeof(*known));
+    if (out->known_cap < n) {
+        free(out->window);
+        out->window = sl_malloc(n * sizeof(*out->window));
+        out->known_cap = n;
+    }
+    uint32_t *known = out->window;
     nk = resolve(m, items, ts, n, known);
     out->known = nk;
     double beta = mix(m, known, nk, coef, src, &used);
     for (size_t k = 0; k < used; k++) reach += m->rows[src[k]].n;
     scratch_reserve(m, out, nk + reach + 1);
 
+    unsigned char *flag = out->flag;
+    double *acc = out->acc;
+    uint32_t *list = out->list;
+    /* Dense: the rows reach about the whole catalog (the seed's 238
+     * products), so every product is a candidate and no list is kept.
+     * Sparse: a list of the products touched, for a large catalog. The
+     * answer is the same: the best top_n by score, then popularity. */
+    bool dense = reach >= m->nitems / 4;
     for (size_t i = 0; i < nk; i++) {
-        if (!out->flag[known[i]]) out->list[nlist++] = known[i];
-        out->flag[known[i]] |= FLAG_WINDOW;
+        list[nlist] = known[i];                       /* kept when new (branch-free) */
+        nlist += !flag[known[i]];
+        flag[known[i]] |= FLAG_WINDOW;
     }
     for (size_t k = 0; k < used; k++) {
-        const struct row *r = &m->rows[src[k]];
-        for (uint32_t j = 0; j < r->n; j++) {
-            uint32_t c = r->e[j].item;
-            if (!out->flag[c]) out->list[nlist++] = c;
-            out->flag[c] |= FLAG_TOUCHED;
-            out->acc[c] += coef[k] * r->e[j].w;
+        const struct edge *e = m->rows[src[k]].e;
+        uint32_t rn = m->rows[src[k]].n;
+        double ck = coef[k];
+        if (dense) {
+            for (uint32_t j = 0; j < rn; j++) {
+                acc[e[j].item] += ck * e[j].w;
+                flag[e[j].item] |= FLAG_TOUCHED;
+            }
+            continue;
+        }
+        for (uint32_t j = 0; j < rn; j++) {
+            uint32_t c = e[j].item;
+            list[nlist] = c;
+            nlist += !flag[c];
+            flag[c] |= FLAG_TOUCHED;
+            acc[c] += ck * e[j].w;
         }
     }
-    /* Products some window item points to, then the most popular others. */
-    for (size_t i = 0; i < nlist; i++) {
-        uint32_t c = out->list[i];
-        if (out->flag[c] == FLAG_TOUCHED) offer(m, out, top_n, c, beta * share(m, c) + out->acc[c]);
+    /* Products some window item points to, then the most popular others.
+     * Once the list is full, most candidates fall short of its last score:
+     * they are dropped here without a call. */
+    size_t ncand = dense ? m->nitems : nlist;
+    for (size_t i = 0; i < ncand; i++) {
+        uint32_t c = dense ? (uint32_t)i : list[i];
+        if (flag[c] != FLAG_TOUCHED) continue;
+        double s = beta * share(m, c) + acc[c];
+        if (out->n == top_n && s < out->scores[top_n - 1]) continue;
+        offer(m, out, top_n, c, s);
     }
     for (size_t i = 0, taken = 0; i < m->nitems && taken < top_n; i++) {
         uint32_t c = m->by_pop[i];
-        if (out->flag[c]) continue;
+        if (flag[c]) continue;
         offer(m, out, top_n, c, beta * share(m, c));
         taken++;
     }
-    for (size_t i = 0; i < nlist; i++) {
-        out->acc[out->list[i]] = 0;
-        out->flag[out->list[i]] = 0;
+    if (dense) {
+        memset(acc, 0, m->nitems * sizeof(*acc));
+        memset(flag, 0, m->nitems * sizeof(*flag));
+    } else {
+        for (size_t i = 0; i < nlist; i++) {
+            acc[list[i]] = 0;
+            flag[list[i]] = 0;
+        }
     }
     /* Scores to 12 decimals: no answer needs more, and such a number is
      * written to JSON without printf (json.c's short-decimal path), which
@@ -1052,7 +1090,6 @@ int sl_model_recommend(const struct sl_model *m, const char *const *items, const
         out->gids[i] = sl_catalog_gid(m->cat, out->items[i]);
         out->scores[i] = nearbyint(out->scores[i] * 1e12) / 1e12;
     }
-    free(known);
     return SL_OK;
 }
 
