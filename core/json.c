@@ -807,10 +807,16 @@ static int enc_string(struct enc *e, const char *str, size_t n) {
 
 /* Writes x as %.15g would when x is the double nearest to a decimal of at
  * most 15 significant digits with 1e-4 <= |x| < 1e14 (model scores, prices,
- * coordinates), without printf: finds the fewest decimals k with m / 10^k ==
- * x, m < 10^15. Only one 15-digit decimal lies within half an ulp of a
- * double, so that m is what %.15g prints. Returns the length, or 0 if x is
- * not such a number. */
+ * coordinates), without printf: the fewest decimals k with m / 10^k == x,
+ * m < 10^15. Only one 15-digit decimal lies within half an ulp of a double,
+ * so that m is what %.15g prints. Returns the length, or 0 if x is not such
+ * a number.
+ *
+ * One division, not one per k: with K the most decimals (<= 18) keeping
+ * x * 10^K below 10^15, x * 10^K lies within 0.23 of m_k * 10^(K-k) for any
+ * k <= K that round-trips, so it rounds to that; m_K round-trips then too,
+ * and its trailing zeros off give the fewest. When m_K does not round-trip,
+ * no k does. */
 static int fmt_short_decimal(double x, char *out) {
     double ax = fabs(x);
     char digits[24];
@@ -818,13 +824,9 @@ static int fmt_short_decimal(double x, char *out) {
     uint64_t m = 0;
 
     if (ax < 1e-4 || ax >= 1e14) return 0;
-    for (k = 1; k <= 18; k++) {
-        double y = ax * pow10_exact[k];
-        if (y >= 1e15) return 0;
-        m = (uint64_t)nearbyint(y);
-        if ((double)m / pow10_exact[k] == ax) break;
-    }
-    if (k > 18) return 0;
+    for (k = 1; k < 18 && ax * pow10_exact[k + 1] < 1e15; k++) {}
+    m = (uint64_t)nearbyint(ax * pow10_exact[k]);
+    if ((double)m / pow10_exact[k] != ax) return 0;
     while (m && m % 10 == 0 && k > 0) { m /= 10; k--; }
     do { digits[nd++] = (char)('0' + m % 10); m /= 10; } while (m);  /* reversed */
     if (x < 0) out[n++] = '-';
