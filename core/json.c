@@ -806,30 +806,42 @@ static int enc_string(struct enc *e, const char *str, size_t n) {
 }
 
 /* Writes x as %.15g would when x is the double nearest to a decimal of at
- * most 15 significant digits with 1e-4 <= |x| < 1e14 (model scores, prices,
+ * most 15 significant digits with |x| < 1e14 (model scores, prices,
  * coordinates), without printf: the fewest decimals k with m / 10^k == x,
  * m < 10^15. Only one 15-digit decimal lies within half an ulp of a double,
- * so that m is what %.15g prints. Returns the length, or 0 if x is not such
- * a number.
+ * so that m is what %.15g prints: as 0.000ddd or ddd.ddd, or as d.ddde-XX
+ * below 1e-4. Returns the length, or 0 if x is not such a number (then
+ * printf finds its digits).
  *
- * One division, not one per k: with K the most decimals (<= 18) keeping
- * x * 10^K below 10^15, x * 10^K lies within 0.23 of m_k * 10^(K-k) for any
- * k <= K that round-trips, so it rounds to that; m_K round-trips then too,
- * and its trailing zeros off give the fewest. When m_K does not round-trip,
- * no k does. */
+ * One division, not one per k: with K the most decimals (<= 22, the powers
+ * of ten a double holds) keeping x * 10^K below 10^15, x * 10^K lies within
+ * 0.23 of m_k * 10^(K-k) for any k <= K that round-trips, so it rounds to
+ * that; m_K round-trips then too, and its trailing zeros off give the
+ * fewest. When m_K does not round-trip, no k does. */
 static int fmt_short_decimal(double x, char *out) {
     double ax = fabs(x);
     char digits[24];
     int k, nd = 0, n = 0;
     uint64_t m = 0;
 
-    if (ax < 1e-4 || ax >= 1e14) return 0;
-    for (k = 1; k < 18 && ax * pow10_exact[k + 1] < 1e15; k++) {}
+    if (!(ax > 0) || ax >= 1e14) return 0;
+    for (k = 1; k < 22 && ax * pow10_exact[k + 1] < 1e15; k++) {}
     m = (uint64_t)nearbyint(ax * pow10_exact[k]);
-    if ((double)m / pow10_exact[k] != ax) return 0;
-    while (m && m % 10 == 0 && k > 0) { m /= 10; k--; }
+    if (!m || (double)m / pow10_exact[k] != ax) return 0;
+    while (m % 10 == 0 && k > 0) { m /= 10; k--; }
     do { digits[nd++] = (char)('0' + m % 10); m /= 10; } while (m);  /* reversed */
     if (x < 0) out[n++] = '-';
+    int exp10 = nd - 1 - k;                           /* of the first digit */
+    if (exp10 < -4) {                                 /* d.ddde-XX, as %g: 2 digits at least */
+        out[n++] = digits[--nd];
+        if (nd) out[n++] = '.';
+        while (nd) out[n++] = digits[--nd];
+        out[n++] = 'e';
+        out[n++] = '-';
+        out[n++] = (char)('0' + -exp10 / 10);
+        out[n++] = (char)('0' + -exp10 % 10);
+        return n;
+    }
     if (nd <= k) {                                    /* 0.000ddd */
         out[n++] = '0';
         out[n++] = '.';
