@@ -68,6 +68,7 @@ struct builtin_step {
     struct sl_model *model;      /* in use: bc->model or owned */
     struct sl_model *owned;      /* loaded by a reload, freed by the next or destroy */
     struct sl_model_result res;  /* scratch of sl_model_recommend */
+    double gen;                  /* names st->model's GID strings (push_gids) */
     const char **items;          /* one window's handles (strings of the VM) */
     int64_t *ts;                 /* their times */
     size_t cap;                  /* slots in items and ts */
@@ -160,6 +161,12 @@ static void unload_conf(struct sl_step_conf *s) {
 
 /* ==================== Running ==================== */
 
+/* A number no other step state or model ever had (push_gids). */
+static double next_gen(void) {
+    static uint64_t gens;
+    return (double)__atomic_add_fetch(&gens, 1, __ATOMIC_RELAXED);
+}
+
 static void split_path(struct split_path *sp, const char *path) {
     const char *dot = path ? strrchr(path, '.') : NULL;
     sp->parent = dot ? sl_strndup(path, (size_t)(dot - path)) : NULL;
@@ -173,6 +180,7 @@ static void *create(const struct sl_step_env *env) {
     st->name = s->name;
     st->as = st->bc->as ? st->bc->as : s->name;
     st->model = st->bc->model;
+    st->gen = next_gen();
     split_path(&st->items_at, st->bc->items);
     split_path(&st->ts_at, st->bc->timestamps);
     return st;
@@ -333,12 +341,43 @@ static void window_from_lua(struct builtin_step *st, lua_State *L, int ctx_idx,
     res->status = SL_STEP_NEXT;                         /* items stay on the stack */
 }
 
-/* Pushes the JSON array {v[0], ...} of the model's result: GIDs or scores. */
-static void push_array(lua_State *L, const struct sl_model_result *r, bool gids) {
+/* Pushes the table of the model's GIDs as Lua strings, made as needed
+ * once per Lua state and model (not hashed and interned per window): T in
+ * the registry under st's address, T[0] = st->gen, T[i + 1] product i's GID. */
+static void push_gids(struct builtin_step *st, lua_State *L) {
+    lua_pushlightuserdata(L, st);
+    lua_rawget(L, LUA_REGISTRYINDEX);                /* T? */
+    if (lua_istable(L, -1)) {
+        lua_rawgeti(L, -1, 0);
+        bool ours = lua_tonumber(L, -1) == st->gen;  /* not another model's */
+        lua_pop(L, 1);
+        if (ours) return;
+    }
+    lua_pop(L, 1);
+    lua_createtable(L, (int)sl_catalog_count(sl_model_catalog(st->model)), 1); /* T */
+    lua_pushnumber(L, st->gen);
+    lua_rawseti(L, -2, 0);
+    lua_pushlightuserdata(L, st);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);                /* T */
+}
+
+/* Pushes the JSON array {v[0], ...} of the model's result: GIDs (the table
+ * of push_gids at gids_idx) or scores. */
+static void push_array(lua_State *L, const struct sl_model_result *r, int gids_idx) {
     lua_createtable(L, (int)r->n, 0);                /* arr */
     for (size_t i = 0; i < r->n; i++) {
-        if (gids) lua_pushstring(L, r->gids[i]);
-        else lua_pushnumber(L, r->scores[i]);
+        if (!gids_idx) {
+            lua_pushnumber(L, r->scores[i]);
+        } else {
+            lua_rawgeti(L, gids_idx, (int)r->items[i] + 1);
+            if (lua_isnil(L, -1)) {
+                lua_pop(L, 1);
+                lua_pushstring(L, r->gids[i]);
+                lua_pushvalue(L, -1);
+                lua_rawseti(L, gids_idx, (int)r->items[i] + 1);
+            }
+        }
         lua_rawseti(L, -2, (int)i + 1);
     }
     sl_json_push_array_mt(L);                        /* arr mt */
@@ -369,10 +408,12 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
     sl_model_recommend(st->model, st->items, bc->timestamps ? st->ts : NULL, n,
                        (size_t)bc->top_n, &st->res);
     if (bc->learn && n) sl_model_observe(st->model, st->items, n);
-    lua_createtable(L, 0, 2);                           /* ctx ... out */
-    push_array(L, &st->res, true);
+    push_gids(st, L);                                   /* ctx ... gids */
+    int gids_idx = lua_gettop(L);
+    lua_createtable(L, 0, 2);                           /* ctx ... gids out */
+    push_array(L, &st->res, gids_idx);
     lua_setfield(L, -2, "itemIds");
-    push_array(L, &st->res, false);
+    push_array(L, &st->res, 0);
     lua_setfield(L, -2, "preds");
     lua_setfield(L, ctx_idx, st->as);                   /* ctx ... */
 done:
@@ -391,6 +432,7 @@ static int reload(void *state, char *err, size_t errlen) {
     sl_model_destroy(st->owned);                        /* the one a reload loaded before */
     st->owned = m;
     st->model = m;
+    st->gen = next_gen();                               /* its GIDs, not the old model's */
     sl_log(SL_LOG_INFO, "model", "step %s: model reloaded from %s (%zu products)", st->name,
            st->bc->file, sl_catalog_count(sl_model_catalog(m)));
     return SL_OK;
