@@ -805,6 +805,27 @@ static int enc_string(struct enc *e, const char *str, size_t n) {
     return 0;
 }
 
+/* Writes u's decimal digits to end at end, two at a time; returns where
+ * they start. */
+static char *put_digits(char *end, uint64_t u) {
+    static const char pairs[] =
+        "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+        "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+        "8081828384858687888990919293949596979899";
+    while (u >= 100) {
+        end -= 2;
+        memcpy(end, pairs + 2 * (u % 100), 2);
+        u /= 100;
+    }
+    if (u >= 10) {
+        end -= 2;
+        memcpy(end, pairs + 2 * u, 2);
+    } else {
+        *--end = (char)('0' + u);
+    }
+    return end;
+}
+
 /* Writes x as %.15g would when x is the double nearest to a decimal of at
  * most 15 significant digits with |x| < 1e14 (model scores, prices,
  * coordinates), without printf: the fewest decimals k with m / 10^k == x,
@@ -820,8 +841,8 @@ static int enc_string(struct enc *e, const char *str, size_t n) {
  * fewest. When m_K does not round-trip, no k does. */
 static int fmt_short_decimal(double x, char *out) {
     double ax = fabs(x);
-    char digits[24];
-    int k, nd = 0, n = 0;
+    char buf[24];
+    int k, nd, n = 0;
     uint64_t m = 0;
 
     if (!(ax > 0) || ax >= 1e14) return 0;
@@ -829,13 +850,15 @@ static int fmt_short_decimal(double x, char *out) {
     m = (uint64_t)nearbyint(ax * pow10_exact[k]);
     if (!m || (double)m / pow10_exact[k] != ax) return 0;
     while (m % 10 == 0 && k > 0) { m /= 10; k--; }
-    do { digits[nd++] = (char)('0' + m % 10); m /= 10; } while (m);  /* reversed */
+    const char *d = put_digits(buf + sizeof(buf), m);
+    nd = (int)(buf + sizeof(buf) - d);
     if (x < 0) out[n++] = '-';
     int exp10 = nd - 1 - k;                           /* of the first digit */
     if (exp10 < -4) {                                 /* d.ddde-XX, as %g: 2 digits at least */
-        out[n++] = digits[--nd];
-        if (nd) out[n++] = '.';
-        while (nd) out[n++] = digits[--nd];
+        out[n++] = *d++;
+        if (nd > 1) out[n++] = '.';
+        memcpy(out + n, d, (size_t)nd - 1);
+        n += nd - 1;
         out[n++] = 'e';
         out[n++] = '-';
         out[n++] = (char)('0' + -exp10 / 10);
@@ -846,13 +869,15 @@ static int fmt_short_decimal(double x, char *out) {
         out[n++] = '0';
         out[n++] = '.';
         for (int i = 0; i < k - nd; i++) out[n++] = '0';
-        while (nd) out[n++] = digits[--nd];
     } else {                                          /* ddd.ddd */
-        while (nd > k) out[n++] = digits[--nd];
+        memcpy(out + n, d, (size_t)(nd - k));
+        n += nd - k;
+        d += nd - k;
         if (k) out[n++] = '.';
-        while (nd) out[n++] = digits[--nd];
+        nd = k;
     }
-    return n;
+    memcpy(out + n, d, (size_t)nd);
+    return n + nd;
 }
 
 static int enc_number(struct enc *e, lua_Number x) {
@@ -862,9 +887,7 @@ static int enc_number(struct enc *e, lua_Number x) {
 
     if (!isfinite(x)) return enc_fail(e, isnan(x) ? "cannot encode NaN" : "cannot encode infinity");
     if (x == floor(x) && fabs(x) <= 9007199254740992.0) {
-        uint64_t u = (uint64_t)fabs(x);
-        char *o = tmp + sizeof(tmp);
-        do { *--o = (char)('0' + u % 10); u /= 10; } while (u);
+        char *o = put_digits(tmp + sizeof(tmp), (uint64_t)fabs(x));
         if (signbit(x)) *--o = '-';                   /* -0 stays -0 */
         enc_add(b, o, (size_t)(tmp + sizeof(tmp) - o));
         return 0;
