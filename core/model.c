@@ -1042,11 +1042,8 @@ int sl_model_recommend(const struct sl_model *m, const char *const *items, const
         const struct edge *e = m->rows[src[k]].e;
         uint32_t rn = m->rows[src[k]].n;
         double ck = coef[k];
-        if (dense) {
-            for (uint32_t j = 0; j < rn; j++) {
-                acc[e[j].item] += ck * e[j].w;
-                flag[e[j].item] |= FLAG_TOUCHED;
-            }
+        if (dense) {                                  /* every product is a candidate */
+            for (uint32_t j = 0; j < rn; j++) acc[e[j].item] += ck * e[j].w;
             continue;
         }
         for (uint32_t j = 0; j < rn; j++) {
@@ -1058,21 +1055,32 @@ int sl_model_recommend(const struct sl_model *m, const char *const *items, const
         }
     }
     /* Products some window item points to, then the most popular others.
-     * Once the list is full, most candidates fall short of its last score:
-     * they are dropped here without a call. */
-    size_t ncand = dense ? m->nitems : nlist;
-    for (size_t i = 0; i < ncand; i++) {
-        uint32_t c = dense ? (uint32_t)i : list[i];
-        if (flag[c] != FLAG_TOUCHED) continue;
-        double s = beta * share(m, c) + acc[c];
-        if (out->n == top_n && s < out->scores[top_n - 1]) continue;
-        offer(m, out, top_n, c, s);
-    }
-    for (size_t i = 0, taken = 0; i < m->nitems && taken < top_n; i++) {
-        uint32_t c = m->by_pop[i];
-        if (flag[c]) continue;
-        offer(m, out, top_n, c, beta * share(m, c));
-        taken++;
+     * Dense: every product but the window's, most popular first (so the top
+     * list fills with good scores early and most later ones fall short of
+     * its last; an untouched product's acc is 0). Once the list is full, a
+     * candidate short of its last score is dropped before the call. */
+    if (dense) {
+        for (size_t i = 0; i < m->nitems; i++) {
+            uint32_t c = m->by_pop[i];
+            if (flag[c] & FLAG_WINDOW) continue;
+            double s = beta * share(m, c) + acc[c];
+            if (out->n == top_n && s < out->scores[top_n - 1]) continue;
+            offer(m, out, top_n, c, s);
+        }
+    } else {
+        for (size_t i = 0; i < nlist; i++) {
+            uint32_t c = list[i];
+            if (flag[c] != FLAG_TOUCHED) continue;
+            double s = beta * share(m, c) + acc[c];
+            if (out->n == top_n && s < out->scores[top_n - 1]) continue;
+            offer(m, out, top_n, c, s);
+        }
+        for (size_t i = 0, taken = 0; i < m->nitems && taken < top_n; i++) {
+            uint32_t c = m->by_pop[i];
+            if (flag[c]) continue;
+            offer(m, out, top_n, c, beta * share(m, c));
+            taken++;
+        }
     }
     if (dense) {
         memset(acc, 0, m->nitems * sizeof(*acc));
