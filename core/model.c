@@ -48,6 +48,8 @@ struct sl_model {
     size_t nitems;              /* products in cat */
     double *pop;                /* per product: lines (training + observed) */
     double pop_total;           /* sum of pop */
+    double *share;              /* per product: pop / pop_total, while share_ok */
+    bool share_ok;              /* false once sl_model_observe changed pop */
     struct row *rows;           /* per product */
     uint32_t *by_pop;           /* products, most popular first, then by number */
     uint32_t *pop_pos;          /* position of each product in by_pop */
@@ -274,7 +276,12 @@ static int pop_cmp(const void *a, const void *b, void *arg) {
     return pop_before(arg, x, y) ? -1 : pop_before(arg, y, x) ? 1 : 0;
 }
 
+/* by_pop and pop_pos, and the shares of popularity scoring reads, once pop
+ * and pop_total are final. */
 static void order_by_pop(struct sl_model *m) {
+    for (uint32_t i = 0; i < m->nitems; i++)
+        m->share[i] = m->pop_total > 0 ? m->pop[i] / m->pop_total : 0;
+    m->share_ok = true;
     for (uint32_t i = 0; i < m->nitems; i++) m->by_pop[i] = i;
     qsort_r(m->by_pop, m->nitems, sizeof(*m->by_pop), pop_cmp, m);
     for (uint32_t i = 0; i < m->nitems; i++) m->pop_pos[m->by_pop[i]] = i;
@@ -298,6 +305,7 @@ static struct sl_model *model_new(const struct sl_catalog *cat, size_t n,
     m->rows = sl_calloc(n ? n : 1, sizeof(*m->rows));
     m->by_pop = sl_calloc(n ? n : 1, sizeof(*m->by_pop));
     m->pop_pos = sl_calloc(n ? n : 1, sizeof(*m->pop_pos));
+    m->share = sl_calloc(n ? n : 1, sizeof(*m->share));
     return m;
 }
 
@@ -306,6 +314,7 @@ void sl_model_destroy(struct sl_model *m) {
     for (size_t i = 0; i < m->nitems; i++) free(m->rows[i].e);
     free(m->rows);
     free(m->pop);
+    free(m->share);
     free(m->by_pop);
     free(m->pop_pos);
     sl_catalog_destroy(m->cat);
@@ -856,7 +865,8 @@ const struct sl_model_params *sl_model_params(const struct sl_model *m) { return
 
 size_t sl_model_bytes(const struct sl_model *m) {
     size_t b = sizeof(*m) + sl_catalog_bytes(m->cat) +
-               m->nitems * (sizeof(*m->pop) + sizeof(*m->rows) + 2 * sizeof(uint32_t));
+               m->nitems * (sizeof(*m->pop) + sizeof(*m->share) + sizeof(*m->rows) +
+                            2 * sizeof(uint32_t));
     for (size_t i = 0; i < m->nitems; i++) b += m->rows[i].cap * sizeof(struct edge);
     return b;
 }
@@ -879,6 +889,7 @@ double sl_model_popularity(const struct sl_model *m, uint32_t i) {
 }
 
 static double share(const struct sl_model *m, uint32_t c) {
+    if (m->share_ok) return m->share[c];             /* the same quotient, made once */
     return m->pop_total > 0 ? m->pop[c] / m->pop_total : 0;
 }
 
@@ -1152,6 +1163,7 @@ void sl_model_observe(struct sl_model *m, const char *const *items, size_t n) {
     if (m->pop[b] == 0) m->products++;
     m->pop[b] += 1;
     m->pop_total += 1;
+    m->share_ok = false;                              /* every share changed */
     m->observed++;
     /* Move b up the popularity order past the products it now beats. */
     for (uint32_t pos = m->pop_pos[b]; pos > 0 && pop_before(m, b, m->by_pop[pos - 1]); pos--) {
