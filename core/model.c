@@ -956,10 +956,9 @@ void sl_model_result_free(struct sl_model_result *r) {
 static inline void offer(const struct sl_model *m, struct sl_model_result *out, size_t top_n,
                          uint32_t c, double s) {
     size_t i = out->n;
-    uint32_t pc = m->pop_pos[c];
     if (i == top_n) {
         double ws = out->scores[i - 1];
-        if (s < ws || (s == ws && pc > m->pop_pos[out->items[i - 1]])) return;
+        if (s < ws || (s == ws && m->pop_pos[c] > m->pop_pos[out->items[i - 1]])) return;
         i--;
     } else {
         out->n++;
@@ -967,7 +966,7 @@ static inline void offer(const struct sl_model *m, struct sl_model_result *out, 
     for (; i > 0; i--) {
         double ps = out->scores[i - 1];
         uint32_t p = out->items[i - 1];
-        if (ps > s || (ps == s && m->pop_pos[p] < pc)) break;
+        if (ps > s || (ps == s && m->pop_pos[p] < m->pop_pos[c])) break;
         out->items[i] = p;
         out->scores[i] = ps;
     }
@@ -1039,11 +1038,12 @@ int sl_model_recommend(const struct sl_model *m, const char *const *items, const
     unsigned char *flag = out->flag;
     double *acc = out->acc;
     uint32_t *list = out->list;
-    /* Dense: the rows reach about the whole catalog (the seed's 238
-     * products), so every product is a candidate and no list is kept.
-     * Sparse: a list of the products touched, for a large catalog. The
-     * answer is the same: the best top_n by score, then popularity. */
-    bool dense = reach >= m->nitems / 4;
+    /* Dense: the rows hold at least half as many followers as the catalog
+     * has products (the seed's 238), so every product is a candidate and no
+     * list is kept. Sparse: a list of the products touched (a large catalog,
+     * where scanning it all would cost more). The answer is the same: the
+     * best top_n by score, then popularity. */
+    bool dense = m->nitems <= 2 * reach;
     for (size_t i = 0; i < nk; i++) {
         list[nlist] = known[i];                       /* kept when new (branch-free) */
         nlist += !flag[known[i]];
