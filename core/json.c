@@ -805,40 +805,79 @@ static int enc_string(struct enc *e, const char *str, size_t n) {
     return 0;
 }
 
+/* Writes u's decimal digits to end at end, two at a time; returns where
+ * they start. */
+static char *put_digits(char *end, uint64_t u) {
+    static const char pairs[] =
+        "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+        "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+        "8081828384858687888990919293949596979899";
+    while (u >= 100) {
+        end -= 2;
+        memcpy(end, pairs + 2 * (u % 100), 2);
+        u /= 100;
+    }
+    if (u >= 10) {
+        end -= 2;
+        memcpy(end, pairs + 2 * u, 2);
+    } else {
+        *--end = (char)('0' + u);
+    }
+    return end;
+}
+
 /* Writes x as %.15g would when x is the double nearest to a decimal of at
- * most 15 significant digits with 1e-4 <= |x| < 1e14 (model scores, prices,
- * coordinates), without printf: finds the fewest decimals k with m / 10^k ==
- * x, m < 10^15. Only one 15-digit decimal lies within half an ulp of a
- * double, so that m is what %.15g prints. Returns the length, or 0 if x is
- * not such a number. */
+ * most 15 significant digits with |x| < 1e14 (model scores, prices,
+ * coordinates), without printf: the fewest decimals k with m / 10^k == x,
+ * m < 10^15. Only one 15-digit decimal lies within half an ulp of a double,
+ * so that m is what %.15g prints: as 0.000ddd or ddd.ddd, or as d.ddde-XX
+ * below 1e-4. Returns the length, or 0 if x is not such a number (then
+ * printf finds its digits).
+ *
+ * One division, not one per k: with K the most decimals (<= 22, the powers
+ * of ten a double holds) keeping x * 10^K below 10^15, x * 10^K lies within
+ * 0.23 of m_k * 10^(K-k) for any k <= K that round-trips, so it rounds to
+ * that; m_K round-trips then too, and its trailing zeros off give the
+ * fewest. When m_K does not round-trip, no k does. */
 static int fmt_short_decimal(double x, char *out) {
     double ax = fabs(x);
-    char digits[24];
-    int k, nd = 0, n = 0;
+    char buf[24];
+    int k, nd, n = 0;
     uint64_t m = 0;
 
-    if (ax < 1e-4 || ax >= 1e14) return 0;
-    for (k = 1; k <= 18; k++) {
-        double y = ax * pow10_exact[k];
-        if (y >= 1e15) return 0;
-        m = (uint64_t)nearbyint(y);
-        if ((double)m / pow10_exact[k] == ax) break;
-    }
-    if (k > 18) return 0;
-    while (m && m % 10 == 0 && k > 0) { m /= 10; k--; }
-    do { digits[nd++] = (char)('0' + m % 10); m /= 10; } while (m);  /* reversed */
+    if (!(ax > 0) || ax >= 1e14) return 0;
+    for (k = 1; k < 22 && ax * pow10_exact[k + 1] < 1e15; k++) {}
+    m = (uint64_t)nearbyint(ax * pow10_exact[k]);
+    if (!m || (double)m / pow10_exact[k] != ax) return 0;
+    while (m % 10 == 0 && k > 0) { m /= 10; k--; }
+    const char *d = put_digits(buf + sizeof(buf), m);
+    nd = (int)(buf + sizeof(buf) - d);
     if (x < 0) out[n++] = '-';
+    int exp10 = nd - 1 - k;                           /* of the first digit */
+    if (exp10 < -4) {                                 /* d.ddde-XX, as %g: 2 digits at least */
+        out[n++] = *d++;
+        if (nd > 1) out[n++] = '.';
+        memcpy(out + n, d, (size_t)nd - 1);
+        n += nd - 1;
+        out[n++] = 'e';
+        out[n++] = '-';
+        out[n++] = (char)('0' + -exp10 / 10);
+        out[n++] = (char)('0' + -exp10 % 10);
+        return n;
+    }
     if (nd <= k) {                                    /* 0.000ddd */
         out[n++] = '0';
         out[n++] = '.';
         for (int i = 0; i < k - nd; i++) out[n++] = '0';
-        while (nd) out[n++] = digits[--nd];
     } else {                                          /* ddd.ddd */
-        while (nd > k) out[n++] = digits[--nd];
+        memcpy(out + n, d, (size_t)(nd - k));
+        n += nd - k;
+        d += nd - k;
         if (k) out[n++] = '.';
-        while (nd) out[n++] = digits[--nd];
+        nd = k;
     }
-    return n;
+    memcpy(out + n, d, (size_t)nd);
+    return n + nd;
 }
 
 static int enc_number(struct enc *e, lua_Number x) {
@@ -848,9 +887,7 @@ static int enc_number(struct enc *e, lua_Number x) {
 
     if (!isfinite(x)) return enc_fail(e, isnan(x) ? "cannot encode NaN" : "cannot encode infinity");
     if (x == floor(x) && fabs(x) <= 9007199254740992.0) {
-        uint64_t u = (uint64_t)fabs(x);
-        char *o = tmp + sizeof(tmp);
-        do { *--o = (char)('0' + u % 10); u /= 10; } while (u);
+        char *o = put_digits(tmp + sizeof(tmp), (uint64_t)fabs(x));
         if (signbit(x)) *--o = '-';                   /* -0 stays -0 */
         enc_add(b, o, (size_t)(tmp + sizeof(tmp) - o));
         return 0;

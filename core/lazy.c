@@ -428,6 +428,33 @@ static void lists_expand(lua_State *L, int idx, struct lsnap *s) {
     }
 }
 
+long sl_lazy_peek_list(lua_State *L, int idx, const char *name, size_t nlen,
+                       struct sl_value *out, size_t cap) {
+    uint32_t obj;
+    if (lua_type(L, idx) != LUA_TTABLE) return -1;
+    struct lsnap *s = lazy_of(L, idx, &obj);
+    if (!s) return -1;
+    lua_pop(L, 1);
+    if (obj != LAZY_LISTS) return -1;
+    struct llist *ll = lsnap_lists(s);
+    for (uint32_t i = 0; i < s->nlists; i++) {
+        if (ll[i].name_len != nlen || memcmp(lsnap_bytes(s) + ll[i].name_off, name, nlen)) continue;
+        if (ll[i].taken) return -1;
+        struct lval *v = lsnap_vals(s) + ll[i].first;
+        for (uint32_t j = 0; j < ll[i].n && j < cap; j++) {
+            out[j] = (struct sl_value){.type = (enum sl_value_type)v[j].type};
+            if (v[j].type == SL_VAL_STR) {
+                out[j].s = lsnap_bytes(s) + v[j].u.off;
+                out[j].len = v[j].len;
+            } else {
+                out[j].num = v[j].u.num;
+            }
+        }
+        return (long)ll[i].n;
+    }
+    return -1;
+}
+
 int sl_lazy_encode_lists(lua_State *L, int idx, struct sl_buf *b, bool *first,
                          char *err, size_t errlen) {
     uint32_t obj;

@@ -79,6 +79,16 @@ void sl_lazy_push_lists(lua_State *L, const struct sl_lazy_list *lists, size_t n
 int sl_lazy_encode_lists(lua_State *L, int idx, struct sl_buf *b, bool *first,
                          char *err, size_t errlen);
 
+/* The values of list name[0..nlen) of the table of lists at idx, as
+ * sl_lazy_push_lists copied them, without making the list (the encoder
+ * still writes it from the copy): fills out[0 .. min(n, cap)) and returns n.
+ * Strings point into the copy (not NUL-terminated) and stay valid while the
+ * table does. -1 when idx is not a table of lists or was expanded, has no
+ * such list, or the list was made, assigned or deleted: read it through Lua
+ * then. */
+long sl_lazy_peek_list(lua_State *L, int idx, const char *name, size_t nlen,
+                       struct sl_value *out, size_t cap);
+
 /* Replaces pairs, next, rawget, rawset, getmetatable and setmetatable in
  * L's globals with versions that expand a lazy object first (getmetatable
  * answers nil for one, as for any decoded object). Call before loading

@@ -48,6 +48,8 @@ struct sl_model {
     size_t nitems;              /* products in cat */
     double *pop;                /* per product: lines (training + observed) */
     double pop_total;           /* sum of pop */
+    double *share;              /* per product: pop / pop_total, while share_ok */
+    bool share_ok;              /* false once sl_model_observe changed pop */
     struct row *rows;           /* per product */
     uint32_t *by_pop;           /* products, most popular first, then by number */
     uint32_t *pop_pos;          /* position of each product in by_pop */
@@ -274,7 +276,12 @@ static int pop_cmp(const void *a, const void *b, void *arg) {
     return pop_before(arg, x, y) ? -1 : pop_before(arg, y, x) ? 1 : 0;
 }
 
+/* by_pop and pop_pos, and the shares of popularity scoring reads, once pop
+ * and pop_total are final. */
 static void order_by_pop(struct sl_model *m) {
+    for (uint32_t i = 0; i < m->nitems; i++)
+        m->share[i] = m->pop_total > 0 ? m->pop[i] / m->pop_total : 0;
+    m->share_ok = true;
     for (uint32_t i = 0; i < m->nitems; i++) m->by_pop[i] = i;
     qsort_r(m->by_pop, m->nitems, sizeof(*m->by_pop), pop_cmp, m);
     for (uint32_t i = 0; i < m->nitems; i++) m->pop_pos[m->by_pop[i]] = i;
@@ -298,6 +305,7 @@ static struct sl_model *model_new(const struct sl_catalog *cat, size_t n,
     m->rows = sl_calloc(n ? n : 1, sizeof(*m->rows));
     m->by_pop = sl_calloc(n ? n : 1, sizeof(*m->by_pop));
     m->pop_pos = sl_calloc(n ? n : 1, sizeof(*m->pop_pos));
+    m->share = sl_calloc(n ? n : 1, sizeof(*m->share));
     return m;
 }
 
@@ -306,6 +314,7 @@ void sl_model_destroy(struct sl_model *m) {
     for (size_t i = 0; i < m->nitems; i++) free(m->rows[i].e);
     free(m->rows);
     free(m->pop);
+    free(m->share);
     free(m->by_pop);
     free(m->pop_pos);
     sl_catalog_destroy(m->cat);
@@ -856,7 +865,8 @@ const struct sl_model_params *sl_model_params(const struct sl_model *m) { return
 
 size_t sl_model_bytes(const struct sl_model *m) {
     size_t b = sizeof(*m) + sl_catalog_bytes(m->cat) +
-               m->nitems * (sizeof(*m->pop) + sizeof(*m->rows) + 2 * sizeof(uint32_t));
+               m->nitems * (sizeof(*m->pop) + sizeof(*m->share) + sizeof(*m->rows) +
+                            2 * sizeof(uint32_t));
     for (size_t i = 0; i < m->nitems; i++) b += m->rows[i].cap * sizeof(struct edge);
     return b;
 }
@@ -879,6 +889,7 @@ double sl_model_popularity(const struct sl_model *m, uint32_t i) {
 }
 
 static double share(const struct sl_model *m, uint32_t c) {
+    if (m->share_ok) return m->share[c];             /* the same quotient, made once */
     return m->pop_total > 0 ? m->pop[c] / m->pop_total : 0;
 }
 
@@ -932,20 +943,22 @@ void sl_model_result_free(struct sl_model_result *r) {
     free(r->acc);
     free(r->flag);
     free(r->list);
+    free(r->window);
     memset(r, 0, sizeof(*r));
 }
 
 #define FLAG_TOUCHED 1  /* acc holds a share of some follower row */
 #define FLAG_WINDOW 2   /* in the window: never recommended */
 
-/* Inserts (c, s) into the best-first top list of out if it makes the cut. */
-static void offer(const struct sl_model *m, struct sl_model_result *out, size_t top_n,
-                  uint32_t c, double s) {
+/* Inserts (c, s) into the best-first top list of out if it makes the cut:
+ * a higher score first, then the more popular product (pop_pos keeps the
+ * order of pop_before, also after sl_model_observe). */
+static inline void offer(const struct sl_model *m, struct sl_model_result *out, size_t top_n,
+                         uint32_t c, double s) {
     size_t i = out->n;
     if (i == top_n) {
-        uint32_t w = out->items[i - 1];
         double ws = out->scores[i - 1];
-        if (s < ws || (s == ws && !pop_before(m, c, w))) return;
+        if (s < ws || (s == ws && m->pop_pos[c] > m->pop_pos[out->items[i - 1]])) return;
         i--;
     } else {
         out->n++;
@@ -953,7 +966,7 @@ static void offer(const struct sl_model *m, struct sl_model_result *out, size_t 
     for (; i > 0; i--) {
         double ps = out->scores[i - 1];
         uint32_t p = out->items[i - 1];
-        if (ps > s || (ps == s && pop_before(m, p, c))) break;
+        if (ps > s || (ps == s && m->pop_pos[p] < m->pop_pos[c])) break;
         out->items[i] = p;
         out->scores[i] = ps;
     }
@@ -1005,45 +1018,89 @@ static void scratch_reserve(const struct sl_model *m, struct sl_model_result *r,
 int sl_model_recommend(const struct sl_model *m, const char *const *items, const int64_t *ts,
                        size_t n, size_t top_n, struct sl_model_result *out) {
     double coef[1000];
-    uint32_t src[1000], *known;
+    uint32_t src[1000];
     size_t used, nk, nlist = 0, reach = 0;
 
     out->n = out->known = 0;
     if (top_n < 1 || top_n > SL_MODEL_MAX_TOP) return SL_ERR;
-    known = sl_malloc((n ? n : 1) * sizeof(*known));
+    if (out->known_cap < n) {
+        free(out->window);
+        out->window = sl_malloc(n * sizeof(*out->window));
+        out->known_cap = n;
+    }
+    uint32_t *known = out->window;
     nk = resolve(m, items, ts, n, known);
     out->known = nk;
     double beta = mix(m, known, nk, coef, src, &used);
     for (size_t k = 0; k < used; k++) reach += m->rows[src[k]].n;
     scratch_reserve(m, out, nk + reach + 1);
 
+    unsigned char *flag = out->flag;
+    double *acc = out->acc;
+    uint32_t *list = out->list;
+    /* Dense: the rows hold at least half as many followers as the catalog
+     * has products (the seed's 238), so every product is a candidate and no
+     * list is kept. Sparse: a list of the products touched (a large catalog,
+     * where scanning it all would cost more). The answer is the same: the
+     * best top_n by score, then popularity. */
+    bool dense = m->nitems <= 2 * reach;
     for (size_t i = 0; i < nk; i++) {
-        if (!out->flag[known[i]]) out->list[nlist++] = known[i];
-        out->flag[known[i]] |= FLAG_WINDOW;
+        list[nlist] = known[i];                       /* kept when new (branch-free) */
+        nlist += !flag[known[i]];
+        flag[known[i]] |= FLAG_WINDOW;
     }
     for (size_t k = 0; k < used; k++) {
-        const struct row *r = &m->rows[src[k]];
-        for (uint32_t j = 0; j < r->n; j++) {
-            uint32_t c = r->e[j].item;
-            if (!out->flag[c]) out->list[nlist++] = c;
-            out->flag[c] |= FLAG_TOUCHED;
-            out->acc[c] += coef[k] * r->e[j].w;
+        const struct edge *e = m->rows[src[k]].e;
+        uint32_t rn = m->rows[src[k]].n;
+        double ck = coef[k];
+        if (dense) {                                  /* every product is a candidate */
+            for (uint32_t j = 0; j < rn; j++) acc[e[j].item] += ck * e[j].w;
+            continue;
+        }
+        for (uint32_t j = 0; j < rn; j++) {
+            uint32_t c = e[j].item;
+            list[nlist] = c;
+            nlist += !flag[c];
+            flag[c] |= FLAG_TOUCHED;
+            acc[c] += ck * e[j].w;
         }
     }
-    /* Products some window item points to, then the most popular others. */
-    for (size_t i = 0; i < nlist; i++) {
-        uint32_t c = out->list[i];
-        if (out->flag[c] == FLAG_TOUCHED) offer(m, out, top_n, c, beta * share(m, c) + out->acc[c]);
+    /* Products some window item points to, then the most popular others.
+     * Dense: every product but the window's, most popular first (so the top
+     * list fills with good scores early and most later ones fall short of
+     * its last; an untouched product's acc is 0). Once the list is full, a
+     * candidate short of its last score is dropped before the call. */
+    if (dense) {
+        for (size_t i = 0; i < m->nitems; i++) {
+            uint32_t c = m->by_pop[i];
+            if (flag[c] & FLAG_WINDOW) continue;
+            double s = beta * share(m, c) + acc[c];
+            if (out->n == top_n && s < out->scores[top_n - 1]) continue;
+            offer(m, out, top_n, c, s);
+        }
+    } else {
+        for (size_t i = 0; i < nlist; i++) {
+            uint32_t c = list[i];
+            if (flag[c] != FLAG_TOUCHED) continue;
+            double s = beta * share(m, c) + acc[c];
+            if (out->n == top_n && s < out->scores[top_n - 1]) continue;
+            offer(m, out, top_n, c, s);
+        }
+        for (size_t i = 0, taken = 0; i < m->nitems && taken < top_n; i++) {
+            uint32_t c = m->by_pop[i];
+            if (flag[c]) continue;
+            offer(m, out, top_n, c, beta * share(m, c));
+            taken++;
+        }
     }
-    for (size_t i = 0, taken = 0; i < m->nitems && taken < top_n; i++) {
-        uint32_t c = m->by_pop[i];
-        if (out->flag[c]) continue;
-        offer(m, out, top_n, c, beta * share(m, c));
-        taken++;
-    }
-    for (size_t i = 0; i < nlist; i++) {
-        out->acc[out->list[i]] = 0;
-        out->flag[out->list[i]] = 0;
+    if (dense) {
+        memset(acc, 0, m->nitems * sizeof(*acc));
+        memset(flag, 0, m->nitems * sizeof(*flag));
+    } else {
+        for (size_t i = 0; i < nlist; i++) {
+            acc[list[i]] = 0;
+            flag[list[i]] = 0;
+        }
     }
     /* Scores to 12 decimals: no answer needs more, and such a number is
      * written to JSON without printf (json.c's short-decimal path), which
@@ -1052,7 +1109,6 @@ int sl_model_recommend(const struct sl_model *m, const char *const *items, const
         out->gids[i] = sl_catalog_gid(m->cat, out->items[i]);
         out->scores[i] = nearbyint(out->scores[i] * 1e12) / 1e12;
     }
-    free(known);
     return SL_OK;
 }
 
@@ -1107,6 +1163,7 @@ void sl_model_observe(struct sl_model *m, const char *const *items, size_t n) {
     if (m->pop[b] == 0) m->products++;
     m->pop[b] += 1;
     m->pop_total += 1;
+    m->share_ok = false;                              /* every share changed */
     m->observed++;
     /* Move b up the popularity order past the products it now beats. */
     for (uint32_t pos = m->pop_pos[b]; pos > 0 && pop_before(m, b, m->by_pop[pos - 1]); pos--) {

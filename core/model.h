@@ -141,7 +141,8 @@ struct sl_model_result {
     double *acc;                        /* per product, 0 between calls */
     unsigned char *flag;                /* per product, 0 between calls */
     uint32_t *list;                     /* products whose acc or flag is set */
-    size_t cap, list_cap;               /* products acc/flag hold, slots in list */
+    uint32_t *window;                   /* the window's product numbers */
+    size_t cap, list_cap, known_cap;    /* products acc/flag hold, slots in list, window */
 };
 void sl_model_result_free(struct sl_model_result *r);
 

@@ -29,6 +29,7 @@
 #define _GNU_SOURCE
 #include "step.h"
 #include "json.h"
+#include "lazy.h"
 #include "model.h"
 #include "pipeline.h"
 #include "rules.h"
@@ -53,16 +54,27 @@ struct builtin_conf {
     struct sl_model *model;      /* loaded with the config, until a reload */
 };
 
+/* A context path split at its last dot. */
+struct split_path {
+    char *parent;                /* the path of the table holding the list; NULL: ctx */
+    const char *leaf;            /* the list's name in it */
+};
+
 struct builtin_step {
     const struct builtin_conf *bc;
+    struct split_path items_at, ts_at; /* bc->items and bc->timestamps split */
     const char *name;            /* the step's name */
     const char *as;              /* variable set */
     struct sl_model *model;      /* in use: bc->model or owned */
     struct sl_model *owned;      /* loaded by a reload, freed by the next or destroy */
     struct sl_model_result res;  /* scratch of sl_model_recommend */
+    double gen;                  /* names st->model's GID strings (push_gids) */
     const char **items;          /* one window's handles (strings of the VM) */
     int64_t *ts;                 /* their times */
     size_t cap;                  /* slots in items and ts */
+    struct sl_value *vals[2];    /* one window's handles and times, read from C */
+    size_t vals_cap;             /* slots in each of vals */
+    struct sl_buf handles;       /* the handles of vals[0], each ended by a NUL */
     char err[SL_ERRLEN];         /* the last result's error */
 };
 
@@ -149,6 +161,18 @@ static void unload_conf(struct sl_step_conf *s) {
 
 /* ==================== Running ==================== */
 
+/* A number no other step state or model ever had (push_gids). */
+static double next_gen(void) {
+    static uint64_t gens;
+    return (double)__atomic_add_fetch(&gens, 1, __ATOMIC_RELAXED);
+}
+
+static void split_path(struct split_path *sp, const char *path) {
+    const char *dot = path ? strrchr(path, '.') : NULL;
+    sp->parent = dot ? sl_strndup(path, (size_t)(dot - path)) : NULL;
+    sp->leaf = dot ? dot + 1 : path;
+}
+
 static void *create(const struct sl_step_env *env) {
     const struct sl_step_conf *s = &env->cf->steps[env->index];
     struct builtin_step *st = sl_calloc(1, sizeof(*st));
@@ -156,6 +180,9 @@ static void *create(const struct sl_step_env *env) {
     st->name = s->name;
     st->as = st->bc->as ? st->bc->as : s->name;
     st->model = st->bc->model;
+    st->gen = next_gen();
+    split_path(&st->items_at, st->bc->items);
+    split_path(&st->ts_at, st->bc->timestamps);
     return st;
 }
 
@@ -172,27 +199,185 @@ static void bad_input(struct builtin_step *st, struct sl_step_result *res, const
     res->error = st->err;
 }
 
-/* An ms time from a number or a string of digits; false for anything else. */
-static bool read_ms(lua_State *L, int idx, int64_t *out) {
-    if (lua_type(L, idx) == LUA_TSTRING) {
-        size_t len;
-        const char *s = lua_tolstring(L, idx, &len);
-        if (!len || len > 16 || strspn(s, "0123456789") != len) return false;
-    } else if (lua_type(L, idx) != LUA_TNUMBER) {
-        return false;
+/* An ms time from t, or from the string of digits s[0..len) when s is not
+ * NULL; false for anything else. */
+static bool ms_of(const char *s, size_t len, double t, int64_t *out) {
+    if (s) {
+        char digits[17];
+        if (!len || len > 16 || strspn(s, "0123456789") < len) return false;
+        memcpy(digits, s, len);
+        digits[len] = '\0';
+        t = strtod(digits, NULL);
     }
-    double t = lua_tonumber(L, idx);
     if (!(t >= 0 && t <= 9007199254740992.0) || t != (double)(int64_t)t) return false;
     *out = (int64_t)t;
     return true;
 }
 
-/* Pushes the JSON array {v[0], ...} of the model's result: GIDs or scores. */
-static void push_array(lua_State *L, const struct sl_model_result *r, bool gids) {
+/* An ms time from a number or a string of digits; false for anything else. */
+static bool read_ms(lua_State *L, int idx, int64_t *out) {
+    size_t len = 0;
+    const char *s = NULL;
+    if (lua_type(L, idx) == LUA_TSTRING) s = lua_tolstring(L, idx, &len);
+    else if (lua_type(L, idx) != LUA_TNUMBER) return false;
+    return ms_of(s, len, s ? 0 : lua_tonumber(L, idx), out);
+}
+
+/* Makes room for n items and times. */
+static void reserve(struct builtin_step *st, size_t n) {
+    if (n <= st->cap) return;
+    st->cap = n;
+    st->items = sl_realloc(st->items, n * sizeof(*st->items));
+    st->ts = sl_realloc(st->ts, n * sizeof(*st->ts));
+}
+
+/* The type name Lua would give value v of a window list. */
+static const char *value_typename(const struct sl_value *v) {
+    return v->type == SL_VAL_STR ? "string" : v->type == SL_VAL_NUM ? "number" : "nil";
+}
+
+/* Peeks list sp of ctx as the window step copied it (lazy.h), nothing made:
+ * pushes sp's parent (it keeps the copy alive) and returns the list's
+ * length with vals[k] filled; -1 when it is not such a list. */
+static long peek_list(struct builtin_step *st, lua_State *L, int ctx_idx,
+                      const struct split_path *sp, int k) {
+    if (sp->parent) sl_step_push_path(L, ctx_idx, sp->parent);
+    else lua_pushvalue(L, ctx_idx);
+    size_t nlen = strlen(sp->leaf);
+    long n = sl_lazy_peek_list(L, -1, sp->leaf, nlen, st->vals[k], st->vals_cap);
+    if (n > (long)st->vals_cap) {
+        st->vals_cap = (size_t)n;
+        st->vals[0] = sl_realloc(st->vals[0], st->vals_cap * sizeof(*st->vals[0]));
+        st->vals[1] = sl_realloc(st->vals[1], st->vals_cap * sizeof(*st->vals[1]));
+        n = sl_lazy_peek_list(L, -1, sp->leaf, nlen, st->vals[k], st->vals_cap);
+    }
+    return n;
+}
+
+/* The window from the lists the window step handed over, read from their
+ * copy: none is made, so the sink still writes them from C. *n is the number
+ * of items. 1: read (or the context failed: res says so); 0: they are not
+ * such lists (or were changed since), read them through Lua. */
+static int window_from_lists(struct builtin_step *st, lua_State *L, int ctx_idx,
+                             struct sl_step_result *res, size_t *n) {
+    const struct builtin_conf *bc = st->bc;
+    long ni = peek_list(st, L, ctx_idx, &st->items_at, 0), nt = 0;
+    if (ni < 0) return 0;
+    if (bc->timestamps && (nt = peek_list(st, L, ctx_idx, &st->ts_at, 1)) < 0) return 0;
+    *n = (size_t)ni;
+    if (bc->timestamps && nt != ni) {
+        bad_input(st, res, "ctx.%s must be a list of %zu ms times (one per item of ctx.%s), "
+                  "got another length", bc->timestamps, *n, bc->items);
+        return 1;
+    }
+    reserve(st, *n);
+    const struct sl_value *iv = st->vals[0], *tv = st->vals[1];
+    st->handles.len = 0;
+    for (size_t i = 0; i < *n; i++) {
+        if (iv[i].type != SL_VAL_STR || !iv[i].len) {
+            bad_input(st, res, "ctx.%s[%zu] must be a product handle, got %s", bc->items, i + 1,
+                      value_typename(&iv[i]));
+            return 1;
+        }
+        sl_buf_add(&st->handles, iv[i].s, iv[i].len);
+        sl_buf_addc(&st->handles, '\0');
+        if (!bc->timestamps) continue;
+        if (tv[i].type == SL_VAL_NONE ||
+            !ms_of(tv[i].type == SL_VAL_STR ? tv[i].s : NULL, tv[i].len, tv[i].num, &st->ts[i])) {
+            bad_input(st, res, "ctx.%s[%zu] must be an integer ms time, got %s", bc->timestamps,
+                      i + 1, value_typename(&tv[i]));
+            return 1;
+        }
+    }
+    for (size_t i = 0, at = 0; i < *n; at += iv[i].len + 1, i++)
+        st->items[i] = st->handles.data + at;         /* the buffer is final now */
+    res->status = SL_STEP_NEXT;
+    return 1;
+}
+
+/* The window read through Lua: any tables of handles and times. */
+static void window_from_lua(struct builtin_step *st, lua_State *L, int ctx_idx,
+                            struct sl_step_result *res, size_t *n) {
+    const struct builtin_conf *bc = st->bc;
+    bool has_ts = false;
+    sl_step_push_path(L, ctx_idx, bc->items);           /* ctx items */
+    if (!lua_istable(L, -1)) {
+        bad_input(st, res, "ctx.%s must be a list of product handles, got %s", bc->items,
+                  luaL_typename(L, -1));
+        return;
+    }
+    *n = lua_objlen(L, -1);
+    if (bc->timestamps) {
+        sl_step_push_path(L, ctx_idx, bc->timestamps);  /* ctx items ts */
+        if (!lua_istable(L, -1) || lua_objlen(L, -1) != *n) {
+            bad_input(st, res, "ctx.%s must be a list of %zu ms times (one per item of ctx.%s), "
+                      "got %s", bc->timestamps, *n, bc->items,
+                      lua_istable(L, -1) ? "another length" : luaL_typename(L, -1));
+            return;
+        }
+        has_ts = true;
+    } else {
+        lua_pushnil(L);                                 /* ctx items nil */
+    }
+    reserve(st, *n);
+    for (size_t i = 0; i < *n; i++) {
+        lua_rawgeti(L, -2, (int)i + 1);                 /* ctx items ts item */
+        if (lua_type(L, -1) != LUA_TSTRING || !lua_objlen(L, -1)) {
+            bad_input(st, res, "ctx.%s[%zu] must be a product handle, got %s", bc->items, i + 1,
+                      luaL_typename(L, -1));
+            return;
+        }
+        st->items[i] = lua_tostring(L, -1);             /* stays alive in items */
+        lua_pop(L, 1);                                  /* ctx items ts */
+        if (!has_ts) continue;
+        lua_rawgeti(L, -1, (int)i + 1);                 /* ctx items ts t */
+        if (!read_ms(L, -1, &st->ts[i])) {
+            bad_input(st, res, "ctx.%s[%zu] must be an integer ms time, got %s", bc->timestamps,
+                      i + 1, luaL_typename(L, -1));
+            return;
+        }
+        lua_pop(L, 1);                                  /* ctx items ts */
+    }
+    res->status = SL_STEP_NEXT;                         /* items stay on the stack */
+}
+
+/* Pushes the table of the model's GIDs as Lua strings, made as needed
+ * once per Lua state and model (not hashed and interned per window): T in
+ * the registry under st's address, T[0] = st->gen, T[i + 1] product i's GID. */
+static void push_gids(struct builtin_step *st, lua_State *L) {
+    lua_pushlightuserdata(L, st);
+    lua_rawget(L, LUA_REGISTRYINDEX);                /* T? */
+    if (lua_istable(L, -1)) {
+        lua_rawgeti(L, -1, 0);
+        bool ours = lua_tonumber(L, -1) == st->gen;  /* not another model's */
+        lua_pop(L, 1);
+        if (ours) return;
+    }
+    lua_pop(L, 1);
+    lua_createtable(L, (int)sl_catalog_count(sl_model_catalog(st->model)), 1); /* T */
+    lua_pushnumber(L, st->gen);
+    lua_rawseti(L, -2, 0);
+    lua_pushlightuserdata(L, st);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);                /* T */
+}
+
+/* Pushes the JSON array {v[0], ...} of the model's result: GIDs (the table
+ * of push_gids at gids_idx) or scores. */
+static void push_array(lua_State *L, const struct sl_model_result *r, int gids_idx) {
     lua_createtable(L, (int)r->n, 0);                /* arr */
     for (size_t i = 0; i < r->n; i++) {
-        if (gids) lua_pushstring(L, r->gids[i]);
-        else lua_pushnumber(L, r->scores[i]);
+        if (!gids_idx) {
+            lua_pushnumber(L, r->scores[i]);
+        } else {
+            lua_rawgeti(L, gids_idx, (int)r->items[i] + 1);
+            if (lua_isnil(L, -1)) {
+                lua_pop(L, 1);
+                lua_pushstring(L, r->gids[i]);
+                lua_pushvalue(L, -1);
+                lua_rawseti(L, gids_idx, (int)r->items[i] + 1);
+            }
+        }
         lua_rawseti(L, -2, (int)i + 1);
     }
     sl_json_push_array_mt(L);                        /* arr mt */
@@ -204,7 +389,7 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
     const struct builtin_conf *bc = st->bc;
     lua_State *L = sl_rules_state(c->rules);
     int top = lua_gettop(L);
-    bool has_ts = false;
+    size_t n = 0;
 
     if (!lua_checkstack(L, 8)) {
         bad_input(st, res, "out of Lua stack");
@@ -212,59 +397,25 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);          /* ctx */
     int ctx_idx = lua_gettop(L);
-    sl_step_push_path(L, ctx_idx, bc->items);           /* ctx items */
-    if (!lua_istable(L, -1)) {
-        bad_input(st, res, "ctx.%s must be a list of product handles, got %s", bc->items,
-                  luaL_typename(L, -1));
-        goto done;
+    res->status = SL_STEP_ERROR;
+    if (!window_from_lists(st, L, ctx_idx, res, &n)) {
+        lua_settop(L, ctx_idx);
+        window_from_lua(st, L, ctx_idx, res, &n);
     }
-    size_t n = lua_objlen(L, -1);
-    if (bc->timestamps) {
-        sl_step_push_path(L, ctx_idx, bc->timestamps);  /* ctx items ts */
-        if (!lua_istable(L, -1) || lua_objlen(L, -1) != n) {
-            bad_input(st, res, "ctx.%s must be a list of %zu ms times (one per item of ctx.%s), "
-                      "got %s", bc->timestamps, n, bc->items,
-                      lua_istable(L, -1) ? "another length" : luaL_typename(L, -1));
-            goto done;
-        }
-        has_ts = true;
-    } else {
-        lua_pushnil(L);                                 /* ctx items nil */
-    }
-    if (n > st->cap) {
-        st->cap = n;
-        st->items = sl_realloc(st->items, n * sizeof(*st->items));
-        st->ts = sl_realloc(st->ts, n * sizeof(*st->ts));
-    }
-    for (size_t i = 0; i < n; i++) {
-        lua_rawgeti(L, -2, (int)i + 1);                 /* ctx items ts item */
-        if (lua_type(L, -1) != LUA_TSTRING || !lua_objlen(L, -1)) {
-            bad_input(st, res, "ctx.%s[%zu] must be a product handle, got %s", bc->items, i + 1,
-                      luaL_typename(L, -1));
-            goto done;
-        }
-        st->items[i] = lua_tostring(L, -1);             /* stays alive in items */
-        lua_pop(L, 1);                                  /* ctx items ts */
-        if (!has_ts) continue;
-        lua_rawgeti(L, -1, (int)i + 1);                 /* ctx items ts t */
-        if (!read_ms(L, -1, &st->ts[i])) {
-            bad_input(st, res, "ctx.%s[%zu] must be an integer ms time, got %s", bc->timestamps,
-                      i + 1, luaL_typename(L, -1));
-            goto done;
-        }
-        lua_pop(L, 1);                                  /* ctx items ts */
-    }
-    /* top_n was checked at load: recommend cannot fail. */
-    sl_model_recommend(st->model, st->items, has_ts ? st->ts : NULL, n, (size_t)bc->top_n,
-                       &st->res);
+    if (res->status != SL_STEP_NEXT) goto done;         /* bad_input said why */
+    /* top_n was checked at load: recommend cannot fail. The window's
+     * strings stay on the stack until done. */
+    sl_model_recommend(st->model, st->items, bc->timestamps ? st->ts : NULL, n,
+                       (size_t)bc->top_n, &st->res);
     if (bc->learn && n) sl_model_observe(st->model, st->items, n);
-    lua_createtable(L, 0, 2);                           /* ctx items ts out */
-    push_array(L, &st->res, true);
+    push_gids(st, L);                                   /* ctx ... gids */
+    int gids_idx = lua_gettop(L);
+    lua_createtable(L, 0, 2);                           /* ctx ... gids out */
+    push_array(L, &st->res, gids_idx);
     lua_setfield(L, -2, "itemIds");
-    push_array(L, &st->res, false);
+    push_array(L, &st->res, 0);
     lua_setfield(L, -2, "preds");
-    lua_setfield(L, ctx_idx, st->as);                   /* ctx items ts */
-    res->status = SL_STEP_NEXT;
+    lua_setfield(L, ctx_idx, st->as);                   /* ctx ... */
 done:
     lua_settop(L, top);
 }
@@ -281,6 +432,7 @@ static int reload(void *state, char *err, size_t errlen) {
     sl_model_destroy(st->owned);                        /* the one a reload loaded before */
     st->owned = m;
     st->model = m;
+    st->gen = next_gen();                               /* its GIDs, not the old model's */
     sl_log(SL_LOG_INFO, "model", "step %s: model reloaded from %s (%zu products)", st->name,
            st->bc->file, sl_catalog_count(sl_model_catalog(m)));
     return SL_OK;
@@ -293,6 +445,11 @@ static void destroy(void *state) {
     sl_model_result_free(&st->res);
     free(st->items);
     free(st->ts);
+    free(st->items_at.parent);
+    free(st->ts_at.parent);
+    free(st->vals[0]);
+    free(st->vals[1]);
+    sl_buf_free(&st->handles);
     free(st);
 }
 

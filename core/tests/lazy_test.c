@@ -55,6 +55,27 @@ static int l_lists(lua_State *L1) {
     return 1;
 }
 
+/* peek(t, name) -> n, "v1|v2|..." | -1: sl_lazy_peek_list, strings as
+ * they are, numbers with %g; with a room of 2 values the first two only. */
+static int l_peek(lua_State *L1) {
+    size_t nlen;
+    struct sl_value v[2];
+    const char *name = luaL_checklstring(L1, 2, &nlen);
+    long n = sl_lazy_peek_list(L1, 1, name, nlen, v, 2);
+    lua_pushnumber(L1, (lua_Number)n);
+    if (n < 0) return 1;
+    luaL_Buffer b;
+    luaL_buffinit(L1, &b);
+    for (long i = 0; i < n && i < 2; i++) {
+        char num[32];
+        if (i) luaL_addchar(&b, '|');
+        if (v[i].type == SL_VAL_STR) luaL_addlstring(&b, v[i].s, v[i].len);
+        else luaL_addlstring(&b, num, (size_t)snprintf(num, sizeof(num), "%g", v[i].num));
+    }
+    luaL_pushresult(&b);
+    return 2;
+}
+
 /* Calls the function below nargs arguments: true when it returns true;
  * prints the error otherwise. */
 static int call_true(int nargs) {
@@ -288,6 +309,23 @@ static void test_lists(void) {
          lua_true("local t = lists() t.ts = 'x' return t.ts == 'x' and sluice.json_decode(sluice.json_encode(t)).ts == 'x'"));
     TEST("lists: pairs sees every list",
          lua_true("local n = 0 for k, v in pairs(lists()) do n = n + #v end return n == 5"));
+    TEST("lists: peek gives a list's length and values without making it",
+         lua_true("local t = lists() local n, v = peek(t, 'slugs')"
+                  " return n == 3 and v == 'a|b\"q' and select(2, peek(t, 'ts')) == '1|2.5'"
+                  " and sorted(t) == sorted(sluice.json_decode(sluice.json_encode(lists())))"));
+    TEST("lists: peek leaves the list unmade (the encoder writes it from the copy)",
+         lua_true("local t = lists() peek(t, 'slugs') return peek(t, 'slugs') == 3 and t.slugs[3] == 'a' and #t.slugs == 3"));
+    TEST("lists: peek of an empty list gives 0",
+         lua_true("return peek(lists(), 'empty') == 0"));
+    TEST("lists: peek of a list read, assigned or deleted gives -1 (read it through Lua)",
+         lua_true("local a, b, c = lists(), lists(), lists() local _ = a.slugs b.slugs = {'x'} c.slugs = nil"
+                  " return peek(a, 'slugs') == -1 and peek(b, 'slugs') == -1 and peek(c, 'slugs') == -1"
+                  " and peek(a, 'ts') == 2"));
+    TEST("lists: peek of a missing list, an expanded table or another value gives -1",
+         lua_true("local t = lists() local e = lists() for _ in pairs(e) do end"
+                  " return peek(t, 'nope') == -1 and peek(e, 'slugs') == -1 and peek({slugs = {'a'}}, 'slugs') == -1"
+                  " and peek(lazy('{\"slugs\":[\"a\"],\"b\":1,\"c\":2,\"d\":3,\"e\":4}'), 'slugs') == -1"
+                  " and peek('x', 'slugs') == -1"));
     TEST("lists: a string that is not UTF-8 fails to encode as it would made whole",
          lua_true("local t = lists() t.bad = '\\255' return sluice.json_encode(t) == nil"));
 }
@@ -312,6 +350,7 @@ int main(void) {
     lua_register(L, "lazy", l_lazy);
     lua_register(L, "sorted", l_sorted);
     lua_register(L, "lists", l_lists);
+    lua_register(L, "peek", l_peek);
     if (luaL_loadstring(L, same_as_eager) || lua_pcall(L, 0, 1, 0)) return 1;
     lua_setglobal(L, "same");
 

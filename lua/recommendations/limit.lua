@@ -30,6 +30,24 @@ function M.is_product_gid(v)
   return type(v) == "string" and find(v, "^gid://shopify/Product/%d+$") ~= nil
 end
 
+-- What is_product_gid said of the strings seen lately: a product's GID is
+-- matched once, not in every window (string.find with a pattern is not
+-- compiled by LuaJIT). Cleared when it holds MEMO_MAX strings.
+local MEMO_MAX = 4096
+local memo, memo_n = {}, 0
+
+local function product_gid(v)
+  if type(v) ~= "string" then return false end
+  local r = memo[v]
+  if r == nil then
+    r = M.is_product_gid(v)
+    if memo_n >= MEMO_MAX then memo, memo_n = {}, 0 end
+    memo[v] = r
+    memo_n = memo_n + 1
+  end
+  return r
+end
+
 --- limit(ctx, params) -> ctx (see the top of this file).
 function M.limit(ctx, params)
   local n = params and params.n or M.N
@@ -51,7 +69,7 @@ function M.limit(ctx, params)
   while k < n do
     local id = ids[i]
     if id == nil then break end
-    if M.is_product_gid(id) then
+    if product_gid(id) then
       k = k + 1
       picked[k] = id
     end

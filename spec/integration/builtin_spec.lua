@@ -2,7 +2,8 @@
 -- binary: the same windows scored in process and by the MLflow step talking
 -- to `sluice model serve` over HTTP give the same debug records; SIGHUP with
 -- a bad model file keeps the model in use; restore records never reach the
--- model (seen through learn = true); a missing file fails `sluice check`.
+-- model (seen through learn = true); a window list that is not handles or
+-- times dead-letters the record; a missing file fails `sluice check`.
 --
 -- A model is trained from `sluice model gen --seed 1`; two workers on their
 -- own consumer groups read the same input, one with the built-in step, one
@@ -233,6 +234,32 @@ describe("the built-in model step", function()
     assert.are.same(want(last), last.recommendationsOutput,
       "the restored windows did not teach the model: it scores as the file's")
     assert.are.equal(0, w:stop())
+  end)
+
+  it("dead-letters a window whose list is not handles or times, naming the list and the entry", function()
+    local cases = {
+      { model = { items = "aggregatedProducts.viewTimestamps", timestamps = false },
+        error = "model: ctx.aggregatedProducts.viewTimestamps[1] must be a product handle, got number" },
+      { model = { timestamps = "aggregatedProducts.slugs" },
+        error = "model: ctx.aggregatedProducts.slugs[1] must be an integer ms time, got string" },
+    }
+    for k, c in ipairs(cases) do
+      local t = H.job_names("bi-bad" .. k, brokers, dir)
+      local m = { kind = "builtin", file = model, as = "recommendationsModelOutput", top_n = TOP }
+      for key, v in pairs(c.model) do m[key] = v end
+      local w = H.start_sluice(dir, "bad" .. k, job(t, m), { admin_port = t.admin_port })
+      local u = H.unique("bi-bad-u")
+      H.produce(brokers, t.input, views({ u }, { { "shirt", "jeans" } }))
+      local dl = H.wait_records(brokers, t.dead_letter, 2, 20)
+      assert.are.equal(2, #dl, "both windows dead-lettered")
+      for _, d in ipairs(dl) do
+        assert.are.equal("model", d.json and d.json.step, "dead-lettered by the model step: " .. d.value:sub(-400))
+        assert.are.equal(c.error, d.json.error, "the error names the list and the entry")
+      end
+      assert.are.equal(0, #H.records(brokers, t.output), "no debug record")
+      assert.is_true(w:alive())
+      assert.are.equal(0, w:stop())
+    end
   end)
 
   it("fails sluice check naming a missing or bad model file and how to make one", function()
