@@ -491,6 +491,13 @@ function H.tracker_records(name)
   return out
 end
 
+-- count page views (H.page_view) with ids first, first + 1, ..., each given opts.
+function H.page_views(first, count, opts)
+  local out = {}
+  for i = 0, count - 1 do out[#out + 1] = H.page_view(first + i, opts) end
+  return out
+end
+
 -- A synthetic tracker record with one product page view: id names the event
 -- (eid "00000000-0000-4000-8000-<id as 12 digits>") and the visitor (duid).
 function H.page_view(id, opts)

@@ -81,11 +81,7 @@ end
 local function visitor(i) return string.format("22222222-2222-4222-8222-%012d", i) end
 
 -- Page views: count views of visitor v, event ids from `first` on.
-local function views(v, first, count)
-  local out = {}
-  for i = 0, count - 1 do out[#out + 1] = H.page_view(first + i, { duid = v }) end
-  return out
-end
+local function views(v, first, count) return H.page_views(first, count, { duid = v }) end
 
 local function dead_letters(n)
   local out = {}
