@@ -94,11 +94,7 @@ describe("the built-in model step", function()
     brokers, broker = H.kafka(dir, "broker")
   end)
 
-  lazy_teardown(function()
-    if serve then serve:stop() end
-    if broker then broker:stop() end
-    H.rmrf(dir)
-  end)
+  lazy_teardown(function() H.stop_all(serve, broker, dir) end)
 
   describe("next to the MLflow step against sluice model serve", function()
     local tb, tm, wb, wm

@@ -28,11 +28,7 @@ describe("corpus of malformed tracker payloads", function()
     worker = H.start_sluice(dir, "corpus", cfg, { admin_port = n.admin_port })
   end)
 
-  lazy_teardown(function()
-    if worker then worker:stop() end
-    if broker then broker:stop() end
-    H.rmrf(dir)
-  end)
+  lazy_teardown(function() H.stop_all(worker, broker, dir) end)
 
   it("counts each kind under its reason and stays alive", function()
     local rc, _, err = H.run("python3 scripts/soak-load.py dump " .. H.q(dir .. "/corpus"))

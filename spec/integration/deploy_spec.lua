@@ -32,9 +32,7 @@ function M.tag(ctx, params)
 end
 return M
 ]], suffix)
-  local path = rules .. "/deploy/tag.lua"
-  H.write(path .. ".new", src)
-  assert(os.rename(path .. ".new", path))
+  H.save(rules .. "/deploy/tag.lua", src)
 end
 
 -- Rewrites the worker's config (atomically).
@@ -105,11 +103,7 @@ lazy_setup(function()
   worker = H.start_sluice(dir, "worker", cfg, { admin_port = n.admin_port })
 end)
 
-lazy_teardown(function()
-  if worker then worker:stop() end
-  if broker then broker:stop() end
-  H.rmrf(dir)
-end)
+lazy_teardown(function() H.stop_all(worker, broker, dir) end)
 
 describe("deploy", function()
   it("the stream runs with the first rules", function()

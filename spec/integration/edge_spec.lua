@@ -26,11 +26,7 @@ local function view_body(id, extra)
   return raw, ev.eid
 end
 
-local function stop_all(sluice, broker, dir)
-  if sluice then sluice:stop() end
-  if broker then broker:stop() end
-  S.rmrf(dir)
-end
+local stop_all = S.stop_all
 
 local function count(text, reason)
   return S.metric(text, 'sluice_collector_requests_total{result="' .. reason .. '"}') or 0

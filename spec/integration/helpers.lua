@@ -49,6 +49,12 @@ function H.write(path, s)
   f:close()
 end
 
+-- Writes path as an editor saves it: a new file, then one rename over it.
+function H.save(path, s)
+  H.write(path .. ".new", s)
+  assert(os.rename(path .. ".new", path))
+end
+
 function H.sleep(s) os.execute("sleep " .. s) end
 local sleep = H.sleep
 
@@ -58,6 +64,14 @@ function H.mktemp() return (sh("mktemp -d /tmp/sluice-spec.XXXXXX"):gsub("%s", "
 
 function H.rmrf(dir)
   if dir and dir:match("^/tmp/sluice%-spec%.") then os.execute("rm -rf " .. q(dir)) end
+end
+
+-- A spec's teardown: stops its sluice process and its broker (either may be
+-- nil) and removes its folder.
+function H.stop_all(proc, broker, dir)
+  if proc then proc:stop() end
+  if broker then broker:stop() end
+  H.rmrf(dir)
 end
 
 -- A name no other test uses on a shared broker: prefix-<time>-<random>.

@@ -29,9 +29,7 @@ function M.tag(ctx)
 end
 return M
 ]], value)
-  local path = rules .. "/itest/tag.lua"
-  H.write(path .. ".new", src)
-  assert(os.rename(path .. ".new", path))
+  H.save(rules .. "/itest/tag.lua", src)
 end
 
 -- Sink records by eventId: {eid = {record, ...}}.
@@ -87,11 +85,7 @@ lazy_setup(function()
   cfgpath = worker.config
 end)
 
-lazy_teardown(function()
-  if worker then worker:stop() end
-  if broker then broker:stop() end
-  H.rmrf(dir)
-end)
+lazy_teardown(function() H.stop_all(worker, broker, dir) end)
 
 describe("reload", function()
   local all = {}       -- every view produced so far
