@@ -920,7 +920,10 @@ static int enc_value(struct enc *e, int idx, int depth);
 struct enc_key {
     const char *s;
     size_t n;
+    bool list;        /* a list of a table of lists, written from its copy */
 };
+
+#define ENC_LISTS 16  /* Lists of a table of lists written from their copy, sorted. */
 
 static int enc_key_cmp(const void *a, const void *b) {
     const struct enc_key *x = a, *y = b;
@@ -929,15 +932,26 @@ static int enc_key_cmp(const void *a, const void *b) {
 }
 
 /* Encodes the object at idx with its keys in byte order, as Lua's
- * table.sort of its keys does (lua/sluice/init.lua). O(n log n). */
-static int enc_object_sorted(struct enc *e, int idx, int depth) {
+ * table.sort of its keys does (lua/sluice/init.lua). O(n log n). idx may be
+ * a table of lists still lazy: its lists not made yet are lists[0..nlists),
+ * written from their copy (lazy.h), and its hidden keys are skipped. */
+static int enc_object_sorted(struct enc *e, int idx, int depth, const char *const *lists,
+                             const size_t *lens, size_t nlists) {
     lua_State *L = e->L;
     struct enc_key *keys = NULL;
     size_t n = 0, cap = 0;
     int ret = -1;
 
+    if (nlists) {
+        keys = sl_malloc((cap = nlists + 8) * sizeof(*keys));
+        for (; n < nlists; n++) keys[n] = (struct enc_key){lists[n], lens[n], true};
+    }
     lua_pushnil(L);                                   /* .. nil */
     while (lua_next(L, idx)) {                        /* .. k v */
+        if (lists && sl_lazy_hidden_key(L, -2)) {
+            lua_pop(L, 1);
+            continue;
+        }
         if (lua_type(L, -2) != LUA_TSTRING) {
             lua_pop(L, 2);
             enc_fail(e, "cannot encode a table with both string and non-string keys");
@@ -945,6 +959,7 @@ static int enc_object_sorted(struct enc *e, int idx, int depth) {
         }
         if (n == cap) keys = sl_realloc(keys, (cap = cap * 2 + 8) * sizeof(*keys));
         keys[n].s = lua_tolstring(L, -2, &keys[n].n);
+        keys[n].list = false;
         n++;
         lua_pop(L, 1);                                /* .. k */
     }                                                 /* .. */
@@ -954,6 +969,10 @@ static int enc_object_sorted(struct enc *e, int idx, int depth) {
         if (i) enc_addc(e->b, ',');
         if (enc_string(e, keys[i].s, keys[i].n) < 0) goto done;
         enc_addc(e->b, ':');
+        if (keys[i].list) {
+            if (sl_lazy_encode_list(L, idx, keys[i].s, keys[i].n, e->b, e->err, e->errlen)) goto done;
+            continue;
+        }
         lua_pushlstring(L, keys[i].s, keys[i].n);     /* .. k */
         lua_rawget(L, idx);                           /* .. v */
         if (enc_value(e, lua_gettop(L), depth) < 0) goto done;
@@ -968,13 +987,18 @@ done:
 
 /* Writes the members of the object at idx from the pair k v on the stack
  * (lua_next's) to the last, then the closing brace; "{" and, unless first,
- * members before them are written already. */
-static int enc_members(struct enc *e, int idx, int depth, bool first) {
+ * members before them are written already. lazy: idx is a table of lists
+ * still lazy, whose hidden keys (lazy.h) are not members. */
+static int enc_members(struct enc *e, int idx, int depth, bool first, bool lazy) {
     lua_State *L = e->L;
     struct sl_buf *b = e->b;
     do {                                              /* .. k v */
         size_t kn;
         const char *k;
+        if (lazy && sl_lazy_hidden_key(L, -2)) {
+            lua_pop(L, 1);                            /* .. k */
+            continue;
+        }
         if (lua_type(L, -2) != LUA_TSTRING)
             return enc_fail(e, "cannot encode a table with both string and non-string keys");
         if (!first) enc_addc(b, ',');
@@ -1011,11 +1035,17 @@ static int enc_table(struct enc *e, int idx, int depth) {
             if (r < 0) return -1;
             if (r > 0) {
                 lua_pushnil(L);                       /* .. nil */
-                if (lua_next(L, idx)) return enc_members(e, idx, depth, first); /* .. k v */
+                if (lua_next(L, idx)) return enc_members(e, idx, depth, first, true); /* .. k v */
                 enc_addc(b, '}');
                 return 0;
             }
             b->len = mark;
+        }
+        if (!is_arr && e->sorted) {                   /* window lists, sorted: the same */
+            const char *names[ENC_LISTS];
+            size_t lens[ENC_LISTS];
+            long nl = sl_lazy_list_names(L, idx, names, lens, ENC_LISTS);
+            if (nl >= 0 && nl <= ENC_LISTS) return enc_object_sorted(e, idx, depth, names, lens, (size_t)nl);
         }
         if (!is_arr) sl_lazy_expand(L, idx);          /* a lazy object: made whole */
     }
@@ -1026,11 +1056,11 @@ static int enc_table(struct enc *e, int idx, int depth) {
     }                                                 /* .. k v */
     if (!is_arr && lua_type(L, -2) == LUA_TSTRING && e->sorted) {
         lua_pop(L, 2);                                /* .. */
-        return enc_object_sorted(e, idx, depth);
+        return enc_object_sorted(e, idx, depth, NULL, NULL, 0);
     }
     if (!is_arr && lua_type(L, -2) == LUA_TSTRING) {
         enc_addc(b, '{');
-        return enc_members(e, idx, depth, true);
+        return enc_members(e, idx, depth, true, false);
     }
 
     double count = 0, max = 0;

@@ -1,11 +1,14 @@
 /* lazy.c -- JSON records that rules read on demand (see lazy.h).
  *
  * The tape of a record lives in one full userdata: a header, the nodes and a
- * copy of the text. A lazy object is a plain table T with its own small
- * metatable M = { [1] = the tape, [2] = T's object node, [3] = sentinel,
- * __index = lazy_index, __newindex = lazy_newindex }, so everything a lazy
- * object needs is reachable from it and the garbage collector frees the
- * tape with the last value that refers to it. */
+ * copy of the text. A lazy object is a plain table T that keeps the tape and
+ * its object node under two light userdata keys (no rule's key can be one:
+ * `T.x` and T[1] never see them, and whatever walks T expands it first, which
+ * removes them), with the metatable M that every lazy value of the VM shares:
+ * M = { [3] = sentinel, __index = lazy_index, __newindex = lazy_newindex }.
+ * So everything a lazy object needs is reachable from it, making one costs a
+ * table and two keys, and the garbage collector frees the tape with the last
+ * value that refers to it. */
 #include "lazy.h"
 #include "json.h"
 #include "sl.h"
@@ -20,12 +23,13 @@
 #define LAZY_HASH_HINT 8     /* Hash slots made with a lazy table (members read, not all). */
 #define LAZY_EAGER_MEMBERS 4 /* Objects this small are made whole at once, not lazy. */
 #define LAZY_KEY_INLINE 256  /* Bytes of unescaped string kept on the C stack. */
-#define LAZY_LISTS UINT32_MAX /* M[2] of a table of lists (no object node). */
+#define LAZY_LISTS UINT32_MAX /* The node of a table of lists (no object node). */
 
-static char index_key;       /* Registry key: the __index function. */
-static char newindex_key;    /* Registry key: the __newindex function. */
+static char meta_key;        /* Registry key: the shared metatable M. */
 static char scratch_key;     /* Registry key: the reusable parse buffer (userdata). */
-static char sentinel;        /* M[3] of every lazy metatable: marks it as ours. */
+static char sentinel;        /* M[3]: marks the metatable as ours. */
+static char tape_key;        /* T[&tape_key]: the tape (or snapshot) of a lazy value. */
+static char node_key;        /* T[&node_key]: its object node, LAZY_LISTS for lists. */
 static uint32_t eager_members = LAZY_EAGER_MEMBERS; /* sl_lazy_eager_members */
 
 /* The tape of one record, in one userdata. */
@@ -42,7 +46,7 @@ static inline const char *ltape_text(const struct ltape *t) {
 /* ==================== Making values ==================== */
 
 struct lsnap;
-static void push_node(lua_State *L, int tape_idx, struct ltape *t, uint32_t i);
+static void push_node(lua_State *L, int tape_idx, int meta_idx, struct ltape *t, uint32_t i);
 static int lists_index(lua_State *L, struct lsnap *s, const char *k, size_t kn);
 static void lists_take(struct lsnap *s, const char *k, size_t kn);
 static void lists_expand(lua_State *L, int idx, struct lsnap *s);
@@ -77,55 +81,54 @@ static bool push_scalar(lua_State *L, const struct sl_json_node *nd, const char 
     return false;
 }
 
-/* Pushes the metatable of a lazy value: data is the tape (or snapshot) at
- * data_idx, node its object node (LAZY_LISTS: a table of lists). */
-static void push_meta(lua_State *L, int data_idx, uint32_t node) {
-    lua_createtable(L, 3, 2);                         /* M */
+/* Makes the table at the top a lazy value: data is the tape (or snapshot)
+ * at data_idx, node its object node (LAZY_LISTS: a table of lists), the
+ * shared metatable at meta_idx (both indices absolute). */
+static void make_lazy(lua_State *L, int data_idx, int meta_idx, uint32_t node) {
+    lua_pushlightuserdata(L, &tape_key);              /* T k */
     lua_pushvalue(L, data_idx);
-    lua_rawseti(L, -2, 1);
-    lua_pushnumber(L, (lua_Number)node);
-    lua_rawseti(L, -2, 2);
-    lua_pushlightuserdata(L, &sentinel);
-    lua_rawseti(L, -2, 3);
-    lua_pushliteral(L, "__index");
-    lua_pushlightuserdata(L, &index_key);
-    lua_rawget(L, LUA_REGISTRYINDEX);
     lua_rawset(L, -3);
-    lua_pushliteral(L, "__newindex");
-    lua_pushlightuserdata(L, &newindex_key);
+    lua_pushlightuserdata(L, &node_key);
+    lua_pushnumber(L, (lua_Number)node);
+    lua_rawset(L, -3);
+    lua_pushvalue(L, meta_idx);                       /* T M */
+    lua_setmetatable(L, -2);                          /* T */
+}
+
+/* Pushes the shared metatable. */
+static void push_meta(lua_State *L) {
+    lua_pushlightuserdata(L, &meta_key);
     lua_rawget(L, LUA_REGISTRYINDEX);
-    lua_rawset(L, -3);                                /* M */
 }
 
 /* Pushes object node i of the tape at tape_idx: a new lazy object, or a
  * plain table made at once when it has at most eager_members members
  * (a lazy one costs more than a few members: an envelope, {"slug": ...}). */
-static void push_object(lua_State *L, int tape_idx, struct ltape *t, uint32_t i) {
+static void push_object(lua_State *L, int tape_idx, int meta_idx, struct ltape *t, uint32_t i) {
     uint32_t count = t->nodes[i].u.count;
     if (count <= eager_members) {
         lua_createtable(L, 0, (int)count);            /* T */
         luaL_checkstack(L, 4, "JSON nesting");
         for (uint32_t m = 0, k = i + 1; m < count; m++) {
             push_string(L, &t->nodes[k], ltape_text(t));
-            push_node(L, tape_idx, t, k + 1);         /* T k v */
+            push_node(L, tape_idx, meta_idx, t, k + 1); /* T k v */
             lua_rawset(L, -3);                        /* in order: the last duplicate wins */
             k = t->nodes[k + 1].next;
         }
         return;
     }
     lua_createtable(L, 0, LAZY_HASH_HINT);            /* T */
-    push_meta(L, tape_idx, i);                        /* T M */
-    lua_setmetatable(L, -2);                          /* T */
+    make_lazy(L, tape_idx, meta_idx, i);
 }
 
 /* Pushes array node i made whole: a table with the array metatable, its
  * elements made (objects lazy, arrays whole). */
-static void push_array(lua_State *L, int tape_idx, struct ltape *t, uint32_t i) {
+static void push_array(lua_State *L, int tape_idx, int meta_idx, struct ltape *t, uint32_t i) {
     uint32_t count = t->nodes[i].u.count, e = i + 1;
     luaL_checkstack(L, 4, "JSON nesting");
     lua_createtable(L, (int)count, 0);                /* A */
     for (uint32_t k = 1; k <= count; k++) {
-        push_node(L, tape_idx, t, e);
+        push_node(L, tape_idx, meta_idx, t, e);
         lua_rawseti(L, -2, (int)k);
         e = t->nodes[e].next;
     }
@@ -133,11 +136,11 @@ static void push_array(lua_State *L, int tape_idx, struct ltape *t, uint32_t i) 
     lua_setmetatable(L, -2);                          /* A */
 }
 
-static void push_node(lua_State *L, int tape_idx, struct ltape *t, uint32_t i) {
+static void push_node(lua_State *L, int tape_idx, int meta_idx, struct ltape *t, uint32_t i) {
     const struct sl_json_node *nd = &t->nodes[i];
     if (push_scalar(L, nd, ltape_text(t))) return;
-    if (nd->type == SL_JSON_ARRAY) push_array(L, tape_idx, t, i);
-    else push_object(L, tape_idx, t, i);
+    if (nd->type == SL_JSON_ARRAY) push_array(L, tape_idx, meta_idx, t, i);
+    else push_object(L, tape_idx, meta_idx, t, i);
 }
 
 /* ==================== Members ==================== */
@@ -192,9 +195,10 @@ static uint32_t take_member(struct ltape *t, uint32_t obj, const char *k, size_t
 }
 
 /* The tape and object node of the lazy object at idx (*obj is LAZY_LISTS and
- * the result a struct lsnap for a table of lists), its metatable M pushed
- * and left on the stack; NULL (nothing pushed) when idx is not one. */
+ * the result a struct lsnap for a table of lists), the shared metatable M
+ * pushed and left on the stack; NULL (nothing pushed) when idx is not one. */
 static void *lazy_of(lua_State *L, int idx, uint32_t *obj) {
+    if (idx < 0 && idx > LUA_REGISTRYINDEX) idx = lua_gettop(L) + idx + 1;
     if (!lua_getmetatable(L, idx)) return NULL;       /* M */
     lua_rawgeti(L, -1, 3);
     bool ours = lua_touserdata(L, -1) == &sentinel;
@@ -203,13 +207,32 @@ static void *lazy_of(lua_State *L, int idx, uint32_t *obj) {
         lua_pop(L, 1);
         return NULL;
     }
-    lua_rawgeti(L, -1, 2);
+    lua_pushlightuserdata(L, &node_key);
+    lua_rawget(L, idx);
     *obj = (uint32_t)lua_tonumber(L, -1);
-    lua_pop(L, 1);
-    lua_rawgeti(L, -1, 1);                            /* M tape */
+    lua_pushlightuserdata(L, &tape_key);
+    lua_rawget(L, idx);                               /* M node tape */
     void *t = lua_touserdata(L, -1);
-    lua_pop(L, 1);                                    /* M */
+    lua_pop(L, 2);                                    /* M */
     return t;
+}
+
+/* Pushes the tape of the lazy value at idx (absolute). */
+static void push_data(lua_State *L, int idx) {
+    lua_pushlightuserdata(L, &tape_key);
+    lua_rawget(L, idx);
+}
+
+/* Forgets that the lazy value at idx (absolute) is one: a plain table. */
+static void make_plain(lua_State *L, int idx) {
+    lua_pushlightuserdata(L, &tape_key);
+    lua_pushnil(L);
+    lua_rawset(L, idx);
+    lua_pushlightuserdata(L, &node_key);
+    lua_pushnil(L);
+    lua_rawset(L, idx);
+    lua_pushnil(L);
+    lua_setmetatable(L, idx);
 }
 
 /* __index(T, k): makes member k from the tape, stores it in T, returns it;
@@ -223,8 +246,8 @@ static int lazy_index(lua_State *L) {
     const char *k = lua_tolstring(L, 2, &kn);
     if (obj == LAZY_LISTS) return lists_index(L, (struct lsnap *)t, k, kn);
     if (!(v = take_member(t, obj, k, kn, &was_taken)) || was_taken) return 0;
-    lua_rawgeti(L, 3, 1);                             /* T k M tape */
-    push_node(L, 4, t, v);                            /* T k M tape v */
+    push_data(L, 1);                                  /* T k M tape */
+    push_node(L, 4, 3, t, v);                         /* T k M tape v */
     lua_pushvalue(L, 2);
     lua_pushvalue(L, -2);                             /* T k M tape v k v */
     lua_rawset(L, 1);                                 /* T k M tape v */
@@ -248,6 +271,12 @@ static int lazy_newindex(lua_State *L) {
     return 0;
 }
 
+bool sl_lazy_hidden_key(lua_State *L, int idx) {
+    if (lua_type(L, idx) != LUA_TLIGHTUSERDATA) return false;
+    void *p = lua_touserdata(L, idx);
+    return p == &tape_key || p == &node_key;
+}
+
 bool sl_lazy_is(lua_State *L, int idx) {
     uint32_t obj;
     if (lua_type(L, idx) != LUA_TTABLE || !lazy_of(L, idx, &obj)) return false;
@@ -265,11 +294,11 @@ void sl_lazy_expand(lua_State *L, int idx) {
     if (obj == LAZY_LISTS) {
         lists_expand(L, idx, (struct lsnap *)t);
         lua_pop(L, 1);
-        lua_pushnil(L);
-        lua_setmetatable(L, idx);
+        make_plain(L, idx);
         return;
     }
-    lua_rawgeti(L, -1, 1);                            /* M tape */
+    int meta_idx = lua_gettop(L);
+    push_data(L, idx);                                /* M tape */
     int tape_idx = lua_gettop(L);
     uint32_t i = obj + 1, count = t->nodes[obj].u.count;
     for (uint32_t m = 0; m < count; m++) {
@@ -285,15 +314,14 @@ void sl_lazy_expand(lua_State *L, int idx) {
             }
             if (!later) {
                 push_string(L, &t->nodes[i], ltape_text(t)); /* M tape k */
-                push_node(L, tape_idx, t, v);         /* M tape k v */
+                push_node(L, tape_idx, meta_idx, t, v); /* M tape k v */
                 lua_rawset(L, idx);                   /* M tape */
             }
         }
         i = next;
     }
     lua_pop(L, 2);                                    /* */
-    lua_pushnil(L);
-    lua_setmetatable(L, idx);                         /* a plain table now */
+    make_plain(L, idx);
 }
 
 /* ==================== Lists made on demand ==================== */
@@ -338,7 +366,7 @@ void sl_lazy_push_lists(lua_State *L, const struct sl_lazy_list *lists, size_t n
     size_t vals_at = ALIGN8(sizeof(struct lsnap) + n * sizeof(struct llist));
     size_t bytes_at = vals_at + nvals * sizeof(struct lval);
     luaL_checkstack(L, 4, "window lists");
-    lua_createtable(L, 0, (int)n + 1);                /* T */
+    lua_createtable(L, 0, (int)n + 3);                /* T: the lists, a count, two keys */
     struct lsnap *s = lua_newuserdata(L, bytes_at + nbytes); /* T snap */
     s->nlists = (uint32_t)n;
     s->nvals = (uint32_t)nvals;
@@ -366,9 +394,11 @@ void sl_lazy_push_lists(lua_State *L, const struct sl_lazy_list *lists, size_t n
             }
         }
     }
-    push_meta(L, lua_gettop(L), LAZY_LISTS);          /* T snap M */
-    lua_remove(L, -2);                                /* T M */
-    lua_setmetatable(L, -2);                          /* T */
+    int snap = lua_gettop(L);
+    push_meta(L);                                     /* T snap M */
+    lua_pushvalue(L, snap - 1);                       /* T snap M T */
+    make_lazy(L, snap, snap + 1, LAZY_LISTS);
+    lua_pop(L, 3);                                    /* T */
 }
 
 /* Pushes list i of s as a table with the array metatable. */
@@ -428,14 +458,20 @@ static void lists_expand(lua_State *L, int idx, struct lsnap *s) {
     }
 }
 
+/* The snapshot of the table of lists at idx, NULL for any other value. */
+static struct lsnap *lists_of(lua_State *L, int idx) {
+    uint32_t obj;
+    if (lua_type(L, idx) != LUA_TTABLE) return NULL;
+    struct lsnap *s = lazy_of(L, idx, &obj);
+    if (!s) return NULL;
+    lua_pop(L, 1);
+    return obj == LAZY_LISTS ? s : NULL;
+}
+
 long sl_lazy_peek_list(lua_State *L, int idx, const char *name, size_t nlen,
                        struct sl_value *out, size_t cap) {
-    uint32_t obj;
-    if (lua_type(L, idx) != LUA_TTABLE) return -1;
-    struct lsnap *s = lazy_of(L, idx, &obj);
+    struct lsnap *s = lists_of(L, idx);
     if (!s) return -1;
-    lua_pop(L, 1);
-    if (obj != LAZY_LISTS) return -1;
     struct llist *ll = lsnap_lists(s);
     for (uint32_t i = 0; i < s->nlists; i++) {
         if (ll[i].name_len != nlen || memcmp(lsnap_bytes(s) + ll[i].name_off, name, nlen)) continue;
@@ -455,38 +491,75 @@ long sl_lazy_peek_list(lua_State *L, int idx, const char *name, size_t nlen,
     return -1;
 }
 
+/* Appends list i of s as a JSON array; SL_ERR (b as it was) when a value
+ * cannot be encoded. */
+static int lsnap_encode(struct lsnap *s, uint32_t i, struct sl_buf *b, char *err, size_t errlen) {
+    struct llist *l = &lsnap_lists(s)[i];
+    struct lval *v = lsnap_vals(s) + l->first;
+    char *bytes = lsnap_bytes(s);
+    size_t mark = b->len;
+    sl_buf_addc(b, '[');
+    for (uint32_t j = 0; j < l->n; j++) {
+        if (j) sl_buf_addc(b, ',');
+        int rc = SL_OK;
+        if (v[j].type == SL_VAL_STR) rc = sl_json_add_string(b, bytes + v[j].u.off, v[j].len, err, errlen);
+        else if (v[j].type == SL_VAL_NUM) rc = sl_json_add_number(b, v[j].u.num, err, errlen);
+        else sl_buf_add(b, "null", 4);
+        if (rc) {
+            b->len = mark;
+            return SL_ERR;
+        }
+    }
+    sl_buf_addc(b, ']');
+    return SL_OK;
+}
+
 int sl_lazy_encode_lists(lua_State *L, int idx, struct sl_buf *b, bool *first,
                          char *err, size_t errlen) {
-    uint32_t obj;
-    struct lsnap *s = lazy_of(L, idx, &obj);
+    struct lsnap *s = lists_of(L, idx);
     if (!s) return 0;
-    lua_pop(L, 1);
-    if (obj != LAZY_LISTS) return 0;
     struct llist *ll = lsnap_lists(s);
-    char *bytes = lsnap_bytes(s);
     size_t mark = b->len;
     for (uint32_t i = 0; i < s->nlists; i++) {
         if (ll[i].taken) continue;
-        struct lval *v = lsnap_vals(s) + ll[i].first;
         if (!*first) sl_buf_addc(b, ',');
-        if (sl_json_add_string(b, bytes + ll[i].name_off, ll[i].name_len, err, errlen))
-            goto fail;
-        sl_buf_add(b, ":[", 2);
-        for (uint32_t j = 0; j < ll[i].n; j++) {
-            if (j) sl_buf_addc(b, ',');
-            int rc = SL_OK;
-            if (v[j].type == SL_VAL_STR) rc = sl_json_add_string(b, bytes + v[j].u.off, v[j].len, err, errlen);
-            else if (v[j].type == SL_VAL_NUM) rc = sl_json_add_number(b, v[j].u.num, err, errlen);
-            else sl_buf_add(b, "null", 4);
-            if (rc) goto fail;
+        if (sl_json_add_string(b, lsnap_bytes(s) + ll[i].name_off, ll[i].name_len, err, errlen) ||
+            (sl_buf_addc(b, ':'), lsnap_encode(s, i, b, err, errlen))) {
+            b->len = mark;
+            return -1;
         }
-        sl_buf_addc(b, ']');
         *first = false;
     }
     return 1;
-fail:
-    b->len = mark;
-    return -1;
+}
+
+long sl_lazy_list_names(lua_State *L, int idx, const char **names, size_t *lens, size_t cap) {
+    struct lsnap *s = lists_of(L, idx);
+    if (!s) return -1;
+    struct llist *ll = lsnap_lists(s);
+    size_t n = 0;
+    for (uint32_t i = 0; i < s->nlists; i++) {
+        if (ll[i].taken) continue;
+        if (n < cap) {
+            names[n] = lsnap_bytes(s) + ll[i].name_off;
+            lens[n] = ll[i].name_len;
+        }
+        n++;
+    }
+    return (long)n;
+}
+
+int sl_lazy_encode_list(lua_State *L, int idx, const char *name, size_t nlen,
+                        struct sl_buf *b, char *err, size_t errlen) {
+    struct lsnap *s = lists_of(L, idx);
+    struct llist *ll = s ? lsnap_lists(s) : NULL;
+    for (uint32_t i = 0; s && i < s->nlists; i++) {
+        if (ll[i].taken || ll[i].name_len != nlen || memcmp(lsnap_bytes(s) + ll[i].name_off, name, nlen))
+            continue;
+        return lsnap_encode(s, i, b, err, errlen);
+    }
+    sl_errf(err, errlen, "no list %.*s to encode", (int)nlen, name);
+    return SL_ERR;
 }
 
 /* ==================== Records ==================== */
@@ -520,8 +593,10 @@ int sl_lazy_push(lua_State *L, const char *s, size_t n, char *err, size_t errlen
     t->len = (uint32_t)n;
     memcpy(t->nodes, sc->nodes, nodes);
     memcpy((char *)ltape_text(t), s, n);
-    push_node(L, lua_gettop(L), t, 0);                /* tape v */
-    lua_remove(L, -2);                                /* v */
+    push_meta(L);                                     /* tape M */
+    push_node(L, lua_gettop(L) - 1, lua_gettop(L), t, 0); /* tape M v */
+    lua_replace(L, -3);                               /* v M */
+    lua_pop(L, 1);                                    /* v */
     return SL_OK;
 }
 
@@ -564,11 +639,14 @@ void sl_lazy_open_env(lua_State *L) {
 }
 
 void sl_lazy_init(lua_State *L) {
-    lua_pushlightuserdata(L, &index_key);
+    lua_pushlightuserdata(L, &meta_key);
+    lua_createtable(L, 3, 2);                         /* key M */
+    lua_pushlightuserdata(L, &sentinel);
+    lua_rawseti(L, -2, 3);
     lua_pushcfunction(L, lazy_index);
-    lua_rawset(L, LUA_REGISTRYINDEX);
-    lua_pushlightuserdata(L, &newindex_key);
+    lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, lazy_newindex);
+    lua_setfield(L, -2, "__newindex");
     lua_rawset(L, LUA_REGISTRYINDEX);
     lua_pushlightuserdata(L, &scratch_key);
     struct sl_json_tape *sc = lua_newuserdata(L, sizeof(*sc)); /* key scratch */

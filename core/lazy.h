@@ -49,6 +49,11 @@ size_t sl_lazy_eager_members(size_t n);
 /* True when the value at idx is a lazy object not yet expanded. */
 bool sl_lazy_is(lua_State *L, int idx);
 
+/* True when the key at idx is one a lazy value keeps its tape under: whoever
+ * walks a table of lists without expanding it (sl_lazy_encode_lists's
+ * caller) skips these. */
+bool sl_lazy_hidden_key(lua_State *L, int idx);
+
 /* Expands the lazy object at idx (nothing when it is not one): every member
  * not yet made is made, and its metatable goes. Its members that are
  * objects stay lazy. */
@@ -78,6 +83,18 @@ void sl_lazy_push_lists(lua_State *L, const struct sl_lazy_list *lists, size_t n
  * with err set when a value cannot be encoded (a string not UTF-8). */
 int sl_lazy_encode_lists(lua_State *L, int idx, struct sl_buf *b, bool *first,
                          char *err, size_t errlen);
+
+/* For an encoder that orders keys: if the table at idx is a table of lists
+ * not yet expanded, returns how many of its lists are not made yet and puts
+ * the names of the first cap of them in names/lens (pointing into the
+ * table's copy: valid while the table is); -1 for any other value. */
+long sl_lazy_list_names(lua_State *L, int idx, const char **names, size_t *lens, size_t cap);
+
+/* Appends list name of the table of lists at idx, not made yet, as a JSON
+ * array; SL_ERR with err set (nothing written) when a value cannot be
+ * encoded or there is no such list. */
+int sl_lazy_encode_list(lua_State *L, int idx, const char *name, size_t nlen,
+                        struct sl_buf *b, char *err, size_t errlen);
 
 /* The values of list name[0..nlen) of the table of lists at idx, as
  * sl_lazy_push_lists copied them, without making the list (the encoder

@@ -25,7 +25,7 @@ struct part {
 };
 
 struct sl_offsets {
-    struct part *parts;      /* a handful: one per assigned partition */
+    struct part *parts;      /* one per assigned partition, the last used first */
 };
 
 struct sl_offsets *sl_offsets_create(void) {
@@ -54,13 +54,29 @@ static struct part *find(const struct sl_offsets *o, const char *topic, int32_t 
     return NULL;
 }
 
+/* find, moving the partition found to the front: records come in runs of
+ * one partition, and a consumer may have 64 partitions. */
+static struct part *find_front(struct sl_offsets *o, const char *topic, int32_t partition) {
+    for (struct part **pp = &o->parts; *pp; pp = &(*pp)->next) {
+        struct part *p = *pp;
+        if (p->partition != partition || strcmp(p->topic, topic)) continue;
+        if (pp != &o->parts) {
+            *pp = p->next;
+            p->next = o->parts;
+            o->parts = p;
+        }
+        return p;
+    }
+    return NULL;
+}
+
 static struct slot *at(struct part *p, size_t i) {
     return &p->ring[(p->head + i) & (p->cap - 1)];
 }
 
 void sl_offsets_track(struct sl_offsets *o, const char *topic, int32_t partition,
                       int64_t offset) {
-    struct part *p = find(o, topic, partition);
+    struct part *p = find_front(o, topic, partition);
     if (!p) {
         p = sl_calloc(1, sizeof(*p));
         p->topic = sl_strdup(topic);
@@ -89,7 +105,7 @@ void sl_offsets_track(struct sl_offsets *o, const char *topic, int32_t partition
 
 int64_t sl_offsets_done(struct sl_offsets *o, const char *topic, int32_t partition,
                         int64_t offset) {
-    struct part *p = find(o, topic, partition);
+    struct part *p = find_front(o, topic, partition);
     size_t lo = 0, hi;
     if (!p || !p->len) return -1;
     hi = p->len;

@@ -61,7 +61,9 @@ static int l_peek(lua_State *L1) {
     size_t nlen;
     struct sl_value v[2];
     const char *name = luaL_checklstring(L1, 2, &nlen);
-    long n = sl_lazy_peek_list(L1, 1, name, nlen, v, 2);
+    lua_pushvalue(L1, 1);                      /* callers peek at the top: -1 */
+    long n = sl_lazy_peek_list(L1, -1, name, nlen, v, 2);
+    lua_pop(L1, 1);
     lua_pushnumber(L1, (lua_Number)n);
     if (n < 0) return 1;
     luaL_Buffer b;
@@ -326,6 +328,22 @@ static void test_lists(void) {
                   " return peek(t, 'nope') == -1 and peek(e, 'slugs') == -1 and peek({slugs = {'a'}}, 'slugs') == -1"
                   " and peek(lazy('{\"slugs\":[\"a\"],\"b\":1,\"c\":2,\"d\":3,\"e\":4}'), 'slugs') == -1"
                   " and peek('x', 'slugs') == -1"));
+    TEST("lists: sorted encoding writes them from the copy, leaving them unmade",
+         lua_true("local t = lists() t.n = 2 local s = sorted(t)"
+                  " return s == '{\"empty\":[],\"n\":2,\"slugs\":[\"a\",\"b\\\\\"q\",\"a\"],\"ts\":[1,2.5]}'"
+                  " and peek(t, 'slugs') == 3 and peek(t, 'ts') == 2"));
+    TEST("lists: sorted encoding of lists read, changed or deleted equals the table made whole",
+         lua_true("local t = lists() t.slugs[4] = 'z' t.ts = nil t.m = {b = 1, a = 2}"
+                  " local u = lists() u.slugs[4] = 'z' u.ts = nil u.m = {b = 1, a = 2} for _ in pairs(u) do end"
+                  " return sorted(t) == sorted(u) and sorted(t) =="
+                  " '{\"empty\":[],\"m\":{\"a\":2,\"b\":1},\"slugs\":[\"a\",\"b\\\\\"q\",\"a\",\"z\"]}'"));
+    TEST("lists: sorted encoding fails on a member that is not UTF-8",
+         lua_true("local t = lists() t.bad = '\\255' return sorted(t) == nil"));
+    TEST("lists: the keys a lazy value keeps its copy under are never seen",
+         lua_true("local t, o = lists(), lazy('{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5}')"
+                  " local n = 0 for k in pairs(t) do n = n + (type(k) == 'string' and 1 or 100) end"
+                  " for k in pairs(o) do n = n + (type(k) == 'string' and 1 or 100) end"
+                  " return n == 8 and #o == 0 and next(o, nil) ~= nil and rawget(o, 'a') == 1"));
     TEST("lists: a string that is not UTF-8 fails to encode as it would made whole",
          lua_true("local t = lists() t.bad = '\\255' return sluice.json_encode(t) == nil"));
 }
