@@ -920,10 +920,12 @@ static int enc_value(struct enc *e, int idx, int depth);
 struct enc_key {
     const char *s;
     size_t n;
-    bool list;        /* a list of a table of lists, written from its copy */
+    int v;            /* its value's stack index; 0: a list of a table of lists,
+                         written from its copy; -1: read again with rawget */
 };
 
 #define ENC_LISTS 16  /* Lists of a table of lists written from their copy, sorted. */
+#define ENC_SMALL 16  /* Members whose values stay on the stack while sorting. */
 
 static int enc_key_cmp(const void *a, const void *b) {
     const struct enc_key *x = a, *y = b;
@@ -931,57 +933,84 @@ static int enc_key_cmp(const void *a, const void *b) {
     return c ? c : (x->n > y->n) - (x->n < y->n);
 }
 
+/* Sorts keys[0..n) in byte order: insertion sort for the few members most
+ * objects have. */
+static void sort_keys(struct enc_key *keys, size_t n) {
+    if (n > ENC_SMALL) {
+        qsort(keys, n, sizeof(*keys), enc_key_cmp);
+        return;
+    }
+    for (size_t i = 1; i < n; i++) {
+        struct enc_key x = keys[i];
+        size_t j = i;
+        for (; j && enc_key_cmp(&keys[j - 1], &x) > 0; j--) keys[j] = keys[j - 1];
+        keys[j] = x;
+    }
+}
+
 /* Encodes the object at idx with its keys in byte order, as Lua's
- * table.sort of its keys does (lua/sluice/init.lua). O(n log n). idx may be
- * a table of lists still lazy: its lists not made yet are lists[0..nlists),
- * written from their copy (lazy.h), and its hidden keys are skipped. */
+ * table.sort of its keys does (lua/sluice/init.lua). O(n log n). The values
+ * of its first ENC_SMALL members stay on the stack, so they are not looked
+ * up again. idx may be a table of lists still lazy: its lists not made yet
+ * are lists[0..nlists), nlists <= ENC_LISTS, written from their copy
+ * (lazy.h), and its hidden keys are skipped. */
 static int enc_object_sorted(struct enc *e, int idx, int depth, const char *const *lists,
                              const size_t *lens, size_t nlists) {
     lua_State *L = e->L;
-    struct enc_key *keys = NULL;
-    size_t n = 0, cap = 0;
-    int ret = -1;
+    struct enc_key small[ENC_SMALL + ENC_LISTS], *keys = small;
+    size_t n = 0, cap = sizeof(small) / sizeof(small[0]), kept = 0;
+    int base = lua_gettop(L), ret = -1;
+    bool keep = lua_checkstack(L, 2 * ENC_SMALL + 4);
 
-    if (nlists) {
-        keys = sl_malloc((cap = nlists + 8) * sizeof(*keys));
-        for (; n < nlists; n++) keys[n] = (struct enc_key){lists[n], lens[n], true};
-    }
+    for (; n < nlists; n++) keys[n] = (struct enc_key){lists[n], lens[n], 0};
     lua_pushnil(L);                                   /* .. nil */
-    while (lua_next(L, idx)) {                        /* .. k v */
+    while (lua_next(L, idx)) {                        /* .. [k v]... k v */
         if (lists && sl_lazy_hidden_key(L, -2)) {
             lua_pop(L, 1);
             continue;
         }
         if (lua_type(L, -2) != LUA_TSTRING) {
-            lua_pop(L, 2);
             enc_fail(e, "cannot encode a table with both string and non-string keys");
             goto done;
         }
-        if (n == cap) keys = sl_realloc(keys, (cap = cap * 2 + 8) * sizeof(*keys));
+        if (n == cap) {
+            cap *= 2;
+            if (keys == small) keys = memcpy(sl_malloc(cap * sizeof(*keys)), small, sizeof(small));
+            else keys = sl_realloc(keys, cap * sizeof(*keys));
+        }
         keys[n].s = lua_tolstring(L, -2, &keys[n].n);
-        keys[n].list = false;
+        if (keep && kept < ENC_SMALL) {
+            keys[n].v = lua_gettop(L);                /* stays: .. k v k */
+            kept++;
+            lua_pushvalue(L, -2);
+        } else {
+            keys[n].v = -1;
+            lua_pop(L, 1);                            /* .. k */
+        }
         n++;
-        lua_pop(L, 1);                                /* .. k */
-    }                                                 /* .. */
-    if (n) qsort(keys, n, sizeof(*keys), enc_key_cmp);
+    }                                                 /* .. [k v]... */
+    sort_keys(keys, n);
     enc_addc(e->b, '{');
     for (size_t i = 0; i < n; i++) {
         if (i) enc_addc(e->b, ',');
         if (enc_string(e, keys[i].s, keys[i].n) < 0) goto done;
         enc_addc(e->b, ':');
-        if (keys[i].list) {
+        if (keys[i].v == 0) {
             if (sl_lazy_encode_list(L, idx, keys[i].s, keys[i].n, e->b, e->err, e->errlen)) goto done;
-            continue;
+        } else if (keys[i].v > 0) {
+            if (enc_value(e, keys[i].v, depth) < 0) goto done;
+        } else {
+            lua_pushlstring(L, keys[i].s, keys[i].n); /* .. k */
+            lua_rawget(L, idx);                       /* .. v */
+            if (enc_value(e, lua_gettop(L), depth) < 0) goto done;
+            lua_pop(L, 1);                            /* .. */
         }
-        lua_pushlstring(L, keys[i].s, keys[i].n);     /* .. k */
-        lua_rawget(L, idx);                           /* .. v */
-        if (enc_value(e, lua_gettop(L), depth) < 0) goto done;
-        lua_pop(L, 1);                                /* .. */
     }
     enc_addc(e->b, '}');
     ret = 0;
 done:
-    free(keys);
+    lua_settop(L, base);
+    if (keys != small) free(keys);
     return ret;
 }
 
