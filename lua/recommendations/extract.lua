@@ -83,7 +83,8 @@ function M.extract(ctx, params)
   if type(ctx) ~= "table" then return nil, "not_json_object" end
   local payload, data = snowplow.payload(ctx.input)
   if not payload then return nil, data end
-  local out, n, first_reason, seen = {}, 0, nil, {}
+  -- One qualifying event (the common case) makes no list and no set.
+  local first, out, seen, first_reason
   local i = 1
   while true do
     local ev = data[i]
@@ -93,18 +94,19 @@ function M.extract(ctx, params)
     local reason
     if not duid then
       reason = eid                    -- page_view's reason comes second
-    elseif seen[eid] then
+    elseif first == nil then
+      first = new_context(ctx, duid, eid, slug, ts)
+    elseif eid == first.eventId or (seen and seen[eid]) then
       reason = "duplicate_eid"
     else
+      if not out then out, seen = { first }, { [first.eventId] = true } end
       seen[eid] = true
-      n = n + 1
-      out[n] = new_context(ctx, duid, eid, slug, ts)
+      out[#out + 1] = new_context(ctx, duid, eid, slug, ts)
     end
     if reason and not first_reason then first_reason = reason end
   end
-  if n == 0 then return nil, first_reason or "no_page_view" end
-  if n == 1 then return out[1] end
-  return out
+  if first == nil then return nil, first_reason or "no_page_view" end
+  return out or first
 end
 
 return M
