@@ -476,5 +476,16 @@ describe("recommendations.extract", function()
       assert.is_nil(out[1])
       assert.are.equal("classic-leather-sneaker", out.product.slug)
     end)
+
+    it("drops repeats of the first and of later eids, keeping the order of the rest", function()
+      local a, b, c, d, e = fx.event(), fx.event(), fx.event(), fx.event(), fx.event()
+      c.eid, d.eid, e.eid = "c0000000-0000-4000-8000-000000000001", "c0000000-0000-4000-8000-000000000001",
+        "e0000000-0000-4000-8000-000000000002"
+      c.url = fx.STORE_URL .. "/products/merino-wool-beanie"
+      local out = run(fx.ctx(fx.payload({ a, b, c, d, e })))
+      assert.are.equal(3, #out)
+      assert.are.same({ a.eid, c.eid, e.eid }, { out[1].eventId, out[2].eventId, out[3].eventId })
+      assert.are.equal("merino-wool-beanie", out[2].product.slug)
+    end)
   end)
 end)
