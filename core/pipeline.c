@@ -546,28 +546,64 @@ static struct record *record_new(struct sl_pipeline *pl, struct sl_input *in) {
     return rec;
 }
 
+/* The member names of a context, interned once per VM and kept in a
+ * registry table: setting a member then costs no string hashing. */
+static char ctx_keys_key;
+enum { K_INPUT = 1, K_KAFKA, K_TOPIC, K_PARTITION, K_OFFSET, K_TIMESTAMP, K_KEY, K_N = K_KEY };
+static const char *const ctx_key_names[] = {
+    NULL, "input", "kafka", "topic", "partition", "offset", "timestamp", "key",
+};
+
+/* Pushes the table of member names, made on first use. */
+static void push_ctx_keys(lua_State *L) {
+    lua_pushlightuserdata(L, &ctx_keys_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (lua_istable(L, -1)) return;
+    lua_pop(L, 1);
+    lua_createtable(L, K_N, 0);
+    for (int k = 1; k <= K_N; k++) {
+        lua_pushstring(L, ctx_key_names[k]);
+        lua_rawseti(L, -2, k);
+    }
+    lua_pushlightuserdata(L, &ctx_keys_key);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+/* t[keys[k]] = the value at the top (popped); t at t_idx, keys at keys_idx. */
+static void set_member(lua_State *L, int t_idx, int keys_idx, int k) {
+    lua_rawgeti(L, keys_idx, k);
+    lua_insert(L, -2);
+    lua_rawset(L, t_idx);
+}
+
 int sl_pipeline_push_ctx(lua_State *L, const struct sl_input *in, char *err, size_t errlen) {
     int ret = SL_OK;
-    lua_createtable(L, 0, 8);                                  /* ctx */
+    push_ctx_keys(L);                                          /* keys */
+    int keys = lua_gettop(L);
+    lua_createtable(L, 0, 8);                                  /* keys ctx */
+    int ctx = keys + 1;
     if (!in->value) lua_pushlightuserdata(L, NULL);
     else if (sl_lazy_push(L, in->value, in->len, err, errlen)) { /* parsed once, read lazily */
-        lua_pushlstring(L, in->value, in->len);                /* ctx input */
+        lua_pushlstring(L, in->value, in->len);                /* keys ctx input */
         ret = SL_ERR;
     }
-    lua_setfield(L, -2, "input");                              /* ctx */
-    lua_createtable(L, 0, 5);                                  /* ctx kafka */
+    set_member(L, ctx, keys, K_INPUT);                         /* keys ctx */
+    lua_createtable(L, 0, 5);                                  /* keys ctx kafka */
+    int kt = ctx + 1;
     lua_pushstring(L, in->topic ? in->topic : "");
-    lua_setfield(L, -2, "topic");
+    set_member(L, kt, keys, K_TOPIC);
     lua_pushinteger(L, in->partition);
-    lua_setfield(L, -2, "partition");
+    set_member(L, kt, keys, K_PARTITION);
     lua_pushnumber(L, (lua_Number)in->offset);
-    lua_setfield(L, -2, "offset");
+    set_member(L, kt, keys, K_OFFSET);
     lua_pushnumber(L, (lua_Number)in->timestamp);
-    lua_setfield(L, -2, "timestamp");
+    set_member(L, kt, keys, K_TIMESTAMP);
     if (in->key) lua_pushlstring(L, in->key, in->keylen);
     else lua_pushlightuserdata(L, NULL);
-    lua_setfield(L, -2, "key");
-    lua_setfield(L, -2, "kafka");                              /* ctx */
+    set_member(L, kt, keys, K_KEY);
+    set_member(L, ctx, keys, K_KAFKA);                         /* keys ctx */
+    lua_remove(L, keys);                                       /* ctx */
     return ret;
 }
 

@@ -440,7 +440,7 @@ static int watched_pcall(struct sl_rules *r, size_t step, int nargs, int nresult
     mon_step = r->cf->steps[step].name;
     mon_budget = r->cf->rules.budget_ms;
     mon_L = L;
-    mon_started = sl_mono_ms();
+    mon_started = sl_mono_coarse_ms();     /* per call: the budget is far above a tick */
     int rc = lua_pcall(L, nargs, nresults, handler);
     mon_started = 0;
     if (mon_armed) {
@@ -553,9 +553,12 @@ enum sl_rules_result sl_rules_call(struct sl_rules *r, size_t step, int *ctx_ref
                 bad_return(r, step, lua_gettop(L) - 1, 0, &out->error);
                 goto done;
             }
-            luaL_unref(L, LUA_REGISTRYINDEX, *ctx_ref);
-            lua_pushvalue(L, -2);
-            *ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+            lua_rawgeti(L, LUA_REGISTRYINDEX, *ctx_ref);
+            if (!lua_rawequal(L, -1, -3)) {              /* not the ctx it was given */
+                luaL_unref(L, LUA_REGISTRYINDEX, *ctx_ref);
+                lua_pushvalue(L, -3);
+                *ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+            }
             res = SL_RULES_NEXT;
             goto done;
         }

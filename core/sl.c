@@ -170,6 +170,12 @@ int64_t sl_mono_ms(void) {
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
+int64_t sl_mono_coarse_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
 static void buf_reserve(struct sl_buf *b, size_t extra) {
     size_t need = b->len + extra + 1;
     if (need <= b->cap) return;

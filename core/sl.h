@@ -47,6 +47,10 @@ char *sl_strndup(const char *s, size_t n);
 /* Wall-clock and monotonic time in milliseconds. */
 int64_t sl_now_ms(void);
 int64_t sl_mono_ms(void);
+/* sl_mono_ms at the kernel tick's resolution (a few ms, never ahead of
+ * sl_mono_ms), for marks taken per record where the cost of a clock read
+ * shows. */
+int64_t sl_mono_coarse_ms(void);
 
 /* Growable byte buffer. A zeroed struct is an empty buffer; sl_buf_free
  * releases it. */
