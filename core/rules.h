@@ -37,6 +37,7 @@
 
 #define SL_RULES_WATCHDOG_EXIT 70  /* Exit status when the watchdog stops a stuck step. */
 #define SL_RULES_HOOK_COUNT 1000   /* VM instructions between checks once the hook is armed. */
+#define SL_RULES_GC_PAUSE 400      /* The VMs' garbage collector pause (percent of the live heap). */
 #define SL_RULES_MONITOR_MS 20     /* How often the monitor thread looks at the running step. */
 #define SL_RULES_LOAD_GRACE_MS 1000 /* A load still running this long past 2x its bound ends the process. */
 
