@@ -24,6 +24,8 @@
 #define LAZY_EAGER_MEMBERS 4 /* Objects this small are made whole at once, not lazy. */
 #define LAZY_KEY_INLINE 256  /* Bytes of unescaped string kept on the C stack. */
 #define LAZY_LISTS UINT32_MAX /* The node of a table of lists (no object node). */
+#define LAZY_HOT 16          /* Keys rules read through __index, made with each new lazy object. */
+#define LAZY_HOT_LEN 24      /* The longest such key. */
 
 static char meta_key;        /* Registry key: the shared metatable M. */
 static char scratch_key;     /* Registry key: the reusable parse buffer (userdata). */
@@ -31,6 +33,41 @@ static char sentinel;        /* M[3]: marks the metatable as ours. */
 static char tape_key;        /* T[&tape_key]: the tape (or snapshot) of a lazy value. */
 static char node_key;        /* T[&node_key]: its object node, LAZY_LISTS for lists. */
 static uint32_t eager_members = LAZY_EAGER_MEMBERS; /* sl_lazy_eager_members */
+
+/* The keys rules last read through __index (learnt, replaced in turn): a
+ * new lazy object makes its members of these names at once, so a rule that
+ * reads the same few members of every record (an event's e, aid, duid, ...)
+ * finds them in the table, without a metamethod call each. Only bytes, no
+ * Lua value: every VM of the thread shares them. */
+static struct hot_key {
+    uint8_t len;
+    char s[LAZY_HOT_LEN];
+} hot[LAZY_HOT];
+static unsigned nhot, hot_next;
+static uint64_t hot_filter;  /* bit (len + first byte) % 64 of each hot key */
+
+static inline uint64_t hot_bit(const char *k, size_t kn) {
+    return (uint64_t)1 << ((kn + (unsigned char)k[0]) & 63);
+}
+
+static bool hot_has(const char *k, size_t kn) {
+    if (!kn || kn > LAZY_HOT_LEN || !(hot_filter & hot_bit(k, kn))) return false;
+    for (unsigned i = 0; i < nhot; i++)
+        if (hot[i].len == kn && !memcmp(hot[i].s, k, kn)) return true;
+    return false;
+}
+
+/* Learns key k, read through __index and found. */
+static void hot_learn(const char *k, size_t kn) {
+    if (!kn || kn > LAZY_HOT_LEN || hot_has(k, kn)) return;
+    struct hot_key *h = &hot[hot_next];
+    hot_next = (hot_next + 1) % LAZY_HOT;
+    if (nhot < LAZY_HOT) nhot++;
+    h->len = (uint8_t)kn;
+    memcpy(h->s, k, kn);
+    hot_filter = 0;
+    for (unsigned i = 0; i < nhot; i++) hot_filter |= hot_bit(hot[i].s, hot[i].len);
+}
 
 /* The tape of one record, in one userdata. */
 struct ltape {
@@ -101,6 +138,29 @@ static void push_meta(lua_State *L) {
     lua_rawget(L, LUA_REGISTRYINDEX);
 }
 
+static uint32_t take_member(struct ltape *t, uint32_t obj, const char *k, size_t kn,
+                            bool *was_taken);
+
+/* Makes the members of lazy object T (at the top, node obj) whose names are
+ * hot keys, as reading them would. */
+static void make_hot(lua_State *L, int tape_idx, int meta_idx, struct ltape *t, uint32_t obj) {
+    const char *text = ltape_text(t);
+    bool was_taken;
+    luaL_checkstack(L, 3, "JSON members");
+    for (uint32_t m = 0, k = obj + 1; m < t->nodes[obj].u.count; m++) {
+        const struct sl_json_node *kn = &t->nodes[k];
+        const char *key = text + kn->u.str.off;
+        uint32_t v;
+        k = t->nodes[k + 1].next;
+        if (kn->flags & SL_JSON_ESCAPED || !hot_has(key, kn->u.str.len)) continue;
+        /* The last of duplicates wins, and an earlier one made it already. */
+        if (!(v = take_member(t, obj, key, kn->u.str.len, &was_taken)) || was_taken) continue;
+        lua_pushlstring(L, key, kn->u.str.len);       /* T k */
+        push_node(L, tape_idx, meta_idx, t, v);       /* T k v */
+        lua_rawset(L, -3);                            /* T */
+    }
+}
+
 /* Pushes object node i of the tape at tape_idx: a new lazy object, or a
  * plain table made at once when it has at most eager_members members
  * (a lazy one costs more than a few members: an envelope, {"slug": ...}). */
@@ -119,6 +179,7 @@ static void push_object(lua_State *L, int tape_idx, int meta_idx, struct ltape *
     }
     lua_createtable(L, 0, LAZY_HASH_HINT);            /* T */
     make_lazy(L, tape_idx, meta_idx, i);
+    if (nhot) make_hot(L, tape_idx, meta_idx, t, i);
 }
 
 /* Pushes array node i made whole: a table with the array metatable, its
@@ -246,6 +307,7 @@ static int lazy_index(lua_State *L) {
     const char *k = lua_tolstring(L, 2, &kn);
     if (obj == LAZY_LISTS) return lists_index(L, (struct lsnap *)t, k, kn);
     if (!(v = take_member(t, obj, k, kn, &was_taken)) || was_taken) return 0;
+    hot_learn(k, kn);
     push_data(L, 1);                                  /* T k M tape */
     push_node(L, 4, 3, t, v);                         /* T k M tape v */
     lua_pushvalue(L, 2);

@@ -78,6 +78,13 @@ static int l_peek(lua_State *L1) {
     return 2;
 }
 
+/* raw(t, k) -> t[k] without __index and without making t whole. */
+static int l_raw(lua_State *L1) {
+    lua_settop(L1, 2);
+    lua_rawget(L1, 1);
+    return 1;
+}
+
 /* Calls the function below nargs arguments: true when it returns true;
  * prints the error otherwise. */
 static int call_true(int nargs) {
@@ -348,6 +355,30 @@ static void test_lists(void) {
          lua_true("local t = lists() t.bad = '\\255' return sluice.json_encode(t) == nil"));
 }
 
+static void test_hot(void) {
+    /* Objects of 5 members, so they are lazy whatever the eager bound. */
+    static const char first[] =
+        "local o = lazy('{\"e\":\"pv\",\"aid\":\"a\",\"x\":1,\"y\":2,\"z\":3}')"
+        " return raw(o, 'aid') == nil and o.aid == 'a' and o.e == 'pv' and raw(o, 'aid') == 'a'";
+    TEST("hot keys: a member read through __index is made on its first read", lua_true(first));
+    TEST("hot keys: a new object makes the members rules read before, at once",
+         lua_true("local o = lazy('{\"unread\":1,\"aid\":\"b\",\"e\":\"se\",\"y\":2,\"z\":3}')"
+                  " return raw(o, 'aid') == 'b' and raw(o, 'e') == 'se' and raw(o, 'unread') == nil"
+                  " and o.unread == 1"));
+    TEST("hot keys: the last of duplicate members wins, as when read",
+         lua_true("local o = lazy('{\"aid\":\"first\",\"x\":1,\"aid\":\"last\",\"y\":2,\"z\":3}')"
+                  " local n = 0 for k, v in pairs(o) do if k == 'aid' then n = n + 1 end end"
+                  " return o.aid == 'last' and n == 1"));
+    TEST("hot keys: a hot member deleted or assigned stays so, and the object encodes as changed",
+         lua_true("local o = lazy('{\"aid\":\"a\",\"e\":\"pv\",\"x\":1,\"y\":2,\"z\":3}')"
+                  " o.aid = nil o.e = 'changed'"
+                  " return o.aid == nil and o.e == 'changed'"
+                  " and sorted(o) == '{\"e\":\"changed\",\"x\":1,\"y\":2,\"z\":3}'"));
+    TEST("hot keys: nested objects made at once are lazy in turn, and equal the eager decoder's",
+         same("{\"aid\":{\"e\":1,\"aid\":[1,{\"e\":2,\"q\":3,\"r\":4,\"s\":5,\"t\":6}],\"b\":2,\"c\":3,\"d\":4},"
+              "\"e\":\"\\u00e9\",\"x\":1,\"y\":2,\"z\":3}"));
+}
+
 int main(void) {
     L = luaL_newstate();
     luaL_openlibs(L);
@@ -369,6 +400,7 @@ int main(void) {
     lua_register(L, "sorted", l_sorted);
     lua_register(L, "lists", l_lists);
     lua_register(L, "peek", l_peek);
+    lua_register(L, "raw", l_raw);
     if (luaL_loadstring(L, same_as_eager) || lua_pcall(L, 0, 1, 0)) return 1;
     lua_setglobal(L, "same");
 
@@ -383,6 +415,7 @@ int main(void) {
     test_changes();
     test_walks();
     test_lists();
+    test_hot();
 
     TEST("stack is balanced at the end", lua_gettop(L) == 0);
     lua_close(L);
