@@ -138,23 +138,25 @@ static void push_meta(lua_State *L) {
     lua_rawget(L, LUA_REGISTRYINDEX);
 }
 
-static uint32_t take_member(struct ltape *t, uint32_t obj, const char *k, size_t kn,
-                            bool *was_taken);
+static inline bool key_is(const struct ltape *t, uint32_t i, const char *k, size_t kn);
 
 /* Makes the members of lazy object T (at the top, node obj) whose names are
- * hot keys, as reading them would. */
+ * hot keys, as reading them would: of duplicates the last, when it comes. */
 static void make_hot(lua_State *L, int tape_idx, int meta_idx, struct ltape *t, uint32_t obj) {
     const char *text = ltape_text(t);
-    bool was_taken;
+    uint32_t count = t->nodes[obj].u.count;
     luaL_checkstack(L, 3, "JSON members");
-    for (uint32_t m = 0, k = obj + 1; m < t->nodes[obj].u.count; m++) {
+    for (uint32_t m = 0, k = obj + 1; m < count; m++) {
         const struct sl_json_node *kn = &t->nodes[k];
         const char *key = text + kn->u.str.off;
-        uint32_t v;
-        k = t->nodes[k + 1].next;
+        uint32_t v = k + 1;
+        k = t->nodes[v].next;
         if (kn->flags & SL_JSON_ESCAPED || !hot_has(key, kn->u.str.len)) continue;
-        /* The last of duplicates wins, and an earlier one made it already. */
-        if (!(v = take_member(t, obj, key, kn->u.str.len, &was_taken)) || was_taken) continue;
+        bool later = false;
+        for (uint32_t r = m + 1, j = k; r < count && !later; r++, j = t->nodes[j + 1].next)
+            later = key_is(t, j, key, kn->u.str.len);
+        if (later) continue;
+        t->nodes[v].flags |= SL_JSON_TAKEN;
         lua_pushlstring(L, key, kn->u.str.len);       /* T k */
         push_node(L, tape_idx, meta_idx, t, v);       /* T k v */
         lua_rawset(L, -3);                            /* T */
