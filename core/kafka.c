@@ -122,6 +122,11 @@ struct produce_op {
     void *opaque;
 };
 
+/* Produce reports and consumed records come and go with every record;
+ * both are made and freed on the event loop's thread. */
+static struct sl_pool op_pool = SL_POOL_INIT(struct produce_op, 4096);
+static struct sl_pool record_pool = SL_POOL_INIT(struct sl_kafka_record, 4096);
+
 static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *arg);
 static void producer_error_cb(rd_kafka_t *rk, int err, const char *reason, void *arg);
 
@@ -238,12 +243,12 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *arg) {
     p->inflight--;
     if (!m->err) p->up = true;
     if (op && p->closing) {
-        free(op);
+        sl_pool_put(&op_pool, op);
     } else if (op) {
         if (m->err && report_from_failed(p, rk) && requeue(p, m, op) == SL_OK) return;
         if (m->err) op->cb(op->opaque, rd_kafka_err2str(m->err), m->partition, -1);
         else op->cb(op->opaque, NULL, m->partition, m->offset);
-        free(op);
+        sl_pool_put(&op_pool, op);
     }
 }
 
@@ -379,7 +384,7 @@ int sl_kafka_produce_header(struct sl_kafka_producer *p, const char *topic,
     rd_kafka_resp_err_t e;
 
     if (cb) {
-        op = sl_malloc(sizeof(*op));
+        op = sl_pool_get(&op_pool);
         op->cb = cb;
         op->opaque = opaque;
     }
@@ -398,7 +403,7 @@ int sl_kafka_produce_header(struct sl_kafka_producer *p, const char *topic,
             RD_KAFKA_V_OPAQUE(op),
             RD_KAFKA_V_END);
     if (e) {
-        free(op);
+        sl_pool_put(&op_pool, op);
         if (hdrs) rd_kafka_headers_destroy(hdrs);   /* owned by the message only on success */
         sl_errf(err, errlen, "produce to %s: %s", topic, rd_kafka_err2str(e));
         return SL_ERR;
@@ -513,7 +518,7 @@ static void consumer_drain(struct sl_kafka_consumer *c) {
             rd_kafka_message_destroy(m);
             continue;
         }
-        struct sl_kafka_record *rec = sl_malloc(sizeof(*rec));
+        struct sl_kafka_record *rec = sl_pool_get(&record_pool);
         rd_kafka_timestamp_type_t tstype;
         rec->topic = rd_kafka_topic_name(m->rkt);
         rec->partition = m->partition;
@@ -558,7 +563,7 @@ static void consumer_idle(evutil_socket_t fd, short what, void *arg) {
 void sl_kafka_record_free(struct sl_kafka_record *rec) {
     if (!rec) return;
     rd_kafka_message_destroy(rec->msg);
-    free(rec);
+    sl_pool_put(&record_pool, rec);
 }
 
 struct sl_kafka_consumer *sl_kafka_consumer_create(struct event_base *base,

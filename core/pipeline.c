@@ -86,8 +86,12 @@ static struct ctx *ctx_of(struct sl_pipeline_ctx *p) {
     return (struct ctx *)((char *)p - offsetof(struct ctx, pub));
 }
 
+/* Records and contexts come and go with every input record. */
+static struct sl_pool record_pool = SL_POOL_INIT(struct record, 4096);
+static struct sl_pool ctx_pool = SL_POOL_INIT(struct ctx, 4096);
+
 static struct ctx *ctx_new(struct record *rec, int ref, size_t step, const char *part) {
-    struct ctx *c = sl_malloc(sizeof(*c));
+    struct ctx *c = sl_pool_get(&ctx_pool);
     snprintf(c->part, sizeof(c->part), "%s", part);
     c->pub.rules = rec->rules;
     c->pub.in = rec->in;
@@ -116,14 +120,14 @@ static void record_release(struct record *rec) {
     }
     sl_rules_release(rec->rules);
     struct sl_input *in = rec->in;
-    free(rec);
+    sl_pool_put(&record_pool, rec);
     if (pl->conf.on_done) pl->conf.on_done(pl->conf.arg, in);
 }
 
 static void ctx_finish(struct ctx *c) {
     struct record *rec = c->rec;
     luaL_unref(sl_rules_state(rec->rules), LUA_REGISTRYINDEX, c->pub.ref);
-    free(c);
+    sl_pool_put(&ctx_pool, c);
     record_release(rec);
 }
 
@@ -530,7 +534,7 @@ void sl_pipeline_resume(struct sl_pipeline_ctx *p, const struct sl_step_result *
 static long trace_seq;
 
 static struct record *record_new(struct sl_pipeline *pl, struct sl_input *in) {
-    struct record *rec = sl_calloc(1, sizeof(*rec));
+    struct record *rec = sl_pool_get(&record_pool);
     rec->pl = pl;
     rec->in = in;
     rec->rules = pl->rules;
@@ -686,7 +690,7 @@ void sl_pipeline_destroy(struct sl_pipeline *pl) {
     while (pl->held) {
         struct ctx *c = pl->held;
         pl->held = c->hnext;
-        free(c);
+        sl_pool_put(&ctx_pool, c);
     }
     /* Contexts of these records may still be referenced by queued produce
      * reports; the producer is destroyed after us with its reports muted. */
@@ -695,7 +699,7 @@ void sl_pipeline_destroy(struct sl_pipeline *pl) {
         pl->live = rec->next;
         if (pl->conf.on_drop) pl->conf.on_drop(pl->conf.arg, rec->in);
         sl_rules_release(rec->rules);
-        free(rec);
+        sl_pool_put(&record_pool, rec);
     }
     while (pl->parked) {
         struct dl_op *op = pl->parked;

@@ -143,6 +143,32 @@ void *sl_calloc(size_t n, size_t size) {
     return p;
 }
 
+void *sl_pool_get(struct sl_pool *p) {
+#if SL_POOL_ACTIVE
+    void *obj = p->free;
+    if (obj) {
+        memcpy(&p->free, obj, sizeof(void *));
+        p->n--;
+        return memset(obj, 0, p->size);
+    }
+#endif
+    return sl_calloc(1, p->size);
+}
+
+void sl_pool_put(struct sl_pool *p, void *obj) {
+    (void)p;
+    if (!obj) return;
+#if SL_POOL_ACTIVE
+    if (p->n < p->max) {
+        memcpy(obj, &p->free, sizeof(void *));
+        p->free = obj;
+        p->n++;
+        return;
+    }
+#endif
+    free(obj);
+}
+
 void *sl_realloc(void *p, size_t n) {
     void *q = realloc(p, n ? n : 1);
     if (!q) oom(n);

@@ -40,6 +40,32 @@ void sl_log_set_level(enum sl_log_level level);
  * NULL (as Redis zmalloc's out-of-memory handler). */
 void *sl_malloc(size_t n);
 void *sl_calloc(size_t n, size_t size);
+
+/* A free list of objects of one size, for what every record allocates and
+ * frees (its pipeline record, contexts, produce reports): get returns a
+ * zeroed object, put keeps up to max of them for the next get and frees the
+ * rest. One thread only (the event loop's). Under AddressSanitizer get and
+ * put are calloc and free, so a use after put is still caught. The objects
+ * kept stay reachable from the pool and live as long as the process. */
+struct sl_pool {
+    size_t size;      /* bytes of one object */
+    size_t max;       /* objects kept at most */
+    size_t n;         /* objects kept now */
+    void *free;       /* the first kept object; each starts with the next's address */
+};
+#if defined(__SANITIZE_ADDRESS__)
+#define SL_POOL_ACTIVE 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SL_POOL_ACTIVE 0
+#endif
+#endif
+#ifndef SL_POOL_ACTIVE
+#define SL_POOL_ACTIVE 1
+#endif
+#define SL_POOL_INIT(type, most) {sizeof(type) < sizeof(void *) ? sizeof(void *) : sizeof(type), (most), 0, NULL}
+void *sl_pool_get(struct sl_pool *p);
+void sl_pool_put(struct sl_pool *p, void *obj);
 void *sl_realloc(void *p, size_t n);
 char *sl_strdup(const char *s);
 char *sl_strndup(const char *s, size_t n);

@@ -77,6 +77,8 @@ struct inrec {
     struct sl_rules_poison *poisoned;    /* its entry when it is being dead-lettered */
 };
 
+static struct sl_pool inrec_pool = SL_POOL_INIT(struct inrec, 4096);
+
 /* ==================== Records ==================== */
 
 /* Back-pressure: at max_inflight records in flight, or while a step is busy
@@ -118,7 +120,7 @@ static void on_done(void *arg, struct sl_input *in) {
                    w->cf->rules.state_dir);
     }
     sl_kafka_record_free(r->krec);
-    free(r);
+    sl_pool_put(&inrec_pool, r);
     maybe_resume(w);
 }
 
@@ -126,7 +128,7 @@ static void on_drop(void *arg, struct sl_input *in) {
     struct inrec *r = in->owner;
     (void)arg;
     sl_kafka_record_free(r->krec);
-    free(r);
+    sl_pool_put(&inrec_pool, r);
 }
 
 static void on_fatal(void *arg, const char *why) {
@@ -189,7 +191,7 @@ static struct sl_rules_poison *poisoned(const struct worker *w, const struct sl_
 
 /* The pipeline input for a consumed record; owns k. */
 static struct inrec *inrec_new(struct sl_kafka_record *k, bool restore) {
-    struct inrec *r = sl_calloc(1, sizeof(*r));
+    struct inrec *r = sl_pool_get(&inrec_pool);
     r->krec = k;
     r->in = (struct sl_input){
         .topic = k->topic, .partition = k->partition, .offset = k->offset,

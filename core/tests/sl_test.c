@@ -1,4 +1,4 @@
-/* sl_test.c -- the logger's rate limit per call site. */
+/* sl_test.c -- the logger's rate limit per call site; the object pool. */
 #define _GNU_SOURCE
 #include "sl.h"
 #include "test.h"
@@ -27,7 +27,32 @@ static void flood(int n) {
     for (int i = 0; i < n; i++) sl_log(SL_LOG_WARN, "pipeline", "record %d failed\ntraceback", i);
 }
 
+struct thing {
+    char name[40];
+    long n;
+};
+
+static void test_pool(void) {
+    struct sl_pool p = SL_POOL_INIT(struct thing, 2);
+    struct thing *a = sl_pool_get(&p), *b = sl_pool_get(&p), *c = sl_pool_get(&p);
+    TEST("pool: get gives distinct zeroed objects", a != b && b != c && !a->n && !a->name[0]);
+    strcpy(a->name, "used");
+    a->n = 7;
+    sl_pool_put(&p, a);
+    sl_pool_put(&p, b);
+    sl_pool_put(&p, c);                          /* past max: freed */
+    sl_pool_put(&p, NULL);
+    TEST("pool: keeps at most max objects (none under the sanitizer)", p.n == (SL_POOL_ACTIVE ? 2 : 0));
+    struct thing *d = sl_pool_get(&p), *e = sl_pool_get(&p), *g = sl_pool_get(&p);
+    TEST("pool: an object got again is zeroed", !d->n && !d->name[0] && !e->n && !e->name[0]);
+    TEST("pool: empty, get allocates", p.n == 0 && g && g != d && g != e);
+    free(d);                                     /* plain memory: free works too */
+    free(e);
+    free(g);
+}
+
 int main(void) {
+    test_pool();
     FILE *f = tmpfile();
     int saved = dup(2);
     dup2(fileno(f), 2);
