@@ -56,13 +56,15 @@ struct builtin_conf {
 
 /* A context path split at its last dot. */
 struct split_path {
-    char *parent;                /* the path of the table holding the list; NULL: ctx */
+    struct sl_step_path *parent; /* the path of the table holding the list; NULL: ctx */
     const char *leaf;            /* the list's name in it */
+    size_t leaf_len;
 };
 
 struct builtin_step {
     const struct builtin_conf *bc;
-    struct split_path items_at, ts_at; /* bc->items and bc->timestamps split */
+    struct sl_step_path *items_path, *ts_path; /* bc->items and bc->timestamps split */
+    struct split_path items_at, ts_at; /* ...and split at their last dot */
     const char *name;            /* the step's name */
     const char *as;              /* variable set */
     struct sl_model *model;      /* in use: bc->model or owned */
@@ -169,8 +171,11 @@ static double next_gen(void) {
 
 static void split_path(struct split_path *sp, const char *path) {
     const char *dot = path ? strrchr(path, '.') : NULL;
-    sp->parent = dot ? sl_strndup(path, (size_t)(dot - path)) : NULL;
+    char *parent = dot ? sl_strndup(path, (size_t)(dot - path)) : NULL;
+    sp->parent = sl_step_path_create(parent);
+    free(parent);
     sp->leaf = dot ? dot + 1 : path;
+    sp->leaf_len = sp->leaf ? strlen(sp->leaf) : 0;
 }
 
 static void *create(const struct sl_step_env *env) {
@@ -181,6 +186,8 @@ static void *create(const struct sl_step_env *env) {
     st->as = st->bc->as ? st->bc->as : s->name;
     st->model = st->bc->model;
     st->gen = next_gen();
+    st->items_path = sl_step_path_create(st->bc->items);
+    st->ts_path = sl_step_path_create(st->bc->timestamps);
     split_path(&st->items_at, st->bc->items);
     split_path(&st->ts_at, st->bc->timestamps);
     return st;
@@ -243,13 +250,12 @@ static long peek_list(struct builtin_step *st, lua_State *L, int ctx_idx,
                       const struct split_path *sp, int k) {
     if (sp->parent) sl_step_push_path(L, ctx_idx, sp->parent);
     else lua_pushvalue(L, ctx_idx);
-    size_t nlen = strlen(sp->leaf);
-    long n = sl_lazy_peek_list(L, -1, sp->leaf, nlen, st->vals[k], st->vals_cap);
+    long n = sl_lazy_peek_list(L, -1, sp->leaf, sp->leaf_len, st->vals[k], st->vals_cap);
     if (n > (long)st->vals_cap) {
         st->vals_cap = (size_t)n;
         st->vals[0] = sl_realloc(st->vals[0], st->vals_cap * sizeof(*st->vals[0]));
         st->vals[1] = sl_realloc(st->vals[1], st->vals_cap * sizeof(*st->vals[1]));
-        n = sl_lazy_peek_list(L, -1, sp->leaf, nlen, st->vals[k], st->vals_cap);
+        n = sl_lazy_peek_list(L, -1, sp->leaf, sp->leaf_len, st->vals[k], st->vals_cap);
     }
     return n;
 }
@@ -300,7 +306,7 @@ static void window_from_lua(struct builtin_step *st, lua_State *L, int ctx_idx,
                             struct sl_step_result *res, size_t *n) {
     const struct builtin_conf *bc = st->bc;
     bool has_ts = false;
-    sl_step_push_path(L, ctx_idx, bc->items);           /* ctx items */
+    sl_step_push_path(L, ctx_idx, st->items_path);      /* ctx items */
     if (!lua_istable(L, -1)) {
         bad_input(st, res, "ctx.%s must be a list of product handles, got %s", bc->items,
                   luaL_typename(L, -1));
@@ -308,7 +314,7 @@ static void window_from_lua(struct builtin_step *st, lua_State *L, int ctx_idx,
     }
     *n = lua_objlen(L, -1);
     if (bc->timestamps) {
-        sl_step_push_path(L, ctx_idx, bc->timestamps);  /* ctx items ts */
+        sl_step_push_path(L, ctx_idx, st->ts_path);     /* ctx items ts */
         if (!lua_istable(L, -1) || lua_objlen(L, -1) != *n) {
             bad_input(st, res, "ctx.%s must be a list of %zu ms times (one per item of ctx.%s), "
                       "got %s", bc->timestamps, *n, bc->items,
@@ -445,8 +451,10 @@ static void destroy(void *state) {
     sl_model_result_free(&st->res);
     free(st->items);
     free(st->ts);
-    free(st->items_at.parent);
-    free(st->ts_at.parent);
+    sl_step_path_destroy(st->items_path);
+    sl_step_path_destroy(st->ts_path);
+    sl_step_path_destroy(st->items_at.parent);
+    sl_step_path_destroy(st->ts_at.parent);
     free(st->vals[0]);
     free(st->vals[1]);
     sl_buf_free(&st->handles);
