@@ -65,12 +65,7 @@ static void path_intern(lua_State *L, int cache_idx, const struct sl_step_path *
     }
 }
 
-void sl_step_push_path(lua_State *L, int ctx_idx, const struct sl_step_path *p) {
-    if (ctx_idx < 0 && ctx_idx > LUA_REGISTRYINDEX) ctx_idx += lua_gettop(L) + 1;
-    if (!p->n) {
-        lua_pushvalue(L, ctx_idx);                    /* ctx */
-        return;
-    }
+int sl_step_push_path_cache(lua_State *L) {
     lua_pushlightuserdata(L, &path_cache_key);
     lua_rawget(L, LUA_REGISTRYINDEX);                 /* cache */
     if (!lua_istable(L, -1)) {                        /* the VM's first path */
@@ -80,24 +75,32 @@ void sl_step_push_path(lua_State *L, int ctx_idx, const struct sl_step_path *p) 
         lua_pushvalue(L, -2);
         lua_rawset(L, LUA_REGISTRYINDEX);
     }
-    int cache_idx = lua_gettop(L);
-    lua_pushvalue(L, ctx_idx);                        /* cache v */
-    for (size_t i = 0; i < p->n; i++) {
+    return lua_gettop(L);
+}
+
+void sl_step_push_path(lua_State *L, int cache_idx, int ctx_idx, const struct sl_step_path *p) {
+    if (!p->n || !lua_istable(L, ctx_idx)) {
+        if (p->n) lua_pushnil(L);                     /* nil */
+        else lua_pushvalue(L, ctx_idx);               /* ctx */
+        return;
+    }
+    lua_rawgeti(L, cache_idx, p->slot);               /* seg */
+    if (lua_isnil(L, -1)) {                           /* the path's first read in L */
+        lua_pop(L, 1);
+        path_intern(L, cache_idx, p);
+        lua_rawgeti(L, cache_idx, p->slot);
+    }
+    lua_gettable(L, ctx_idx);         /* v: through __index, a lazy value makes it */
+    for (size_t i = 1; i < p->n; i++) {
         if (!lua_istable(L, -1)) {
-            lua_pop(L, 2);
+            lua_pop(L, 1);
             lua_pushnil(L);                           /* nil */
             return;
         }
-        lua_rawgeti(L, cache_idx, p->slot + (int)i);  /* cache v seg */
-        if (lua_isnil(L, -1)) {                       /* the path's first read in L */
-            lua_pop(L, 1);
-            path_intern(L, cache_idx, p);
-            lua_rawgeti(L, cache_idx, p->slot + (int)i);
-        }
-        lua_gettable(L, -2);          /* cache v v': through __index, a lazy value makes it */
-        lua_remove(L, -2);                            /* cache v' */
+        lua_rawgeti(L, cache_idx, p->slot + (int)i);  /* v seg */
+        lua_gettable(L, -2);                          /* v v' */
+        lua_replace(L, -2);                           /* v' */
     }
-    lua_remove(L, -2);                                /* v */
 }
 
 /* ==================== Other helpers ==================== */

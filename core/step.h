@@ -164,10 +164,15 @@ struct sl_step_path {
 /* Splits dotted (copied: it may go once this returns); NULL for NULL. */
 struct sl_step_path *sl_step_path_create(const char *dotted);
 void sl_step_path_destroy(struct sl_step_path *p);
-/* Pushes ctx[seg1][seg2]... for the context at ctx_idx: nil when a segment
- * is missing or reaches a value that is not a table. Each read goes through
- * __index (a lazy value makes the member). Uses 3 slots of the stack. */
-void sl_step_push_path(lua_State *L, int ctx_idx, const struct sl_step_path *p);
+/* Pushes the VM's cache of path segments (made on its first use) and
+ * returns its index: once per step start, for every sl_step_push_path of
+ * that start. */
+int sl_step_push_path_cache(lua_State *L);
+/* Pushes ctx[seg1][seg2]... for the context at ctx_idx (both indexes
+ * absolute), cache_idx from sl_step_push_path_cache: nil when a segment is
+ * missing or reaches a value that is not a table. Each read goes through
+ * __index (a lazy value makes the member). Uses 2 slots of the stack. */
+void sl_step_push_path(lua_State *L, int cache_idx, int ctx_idx, const struct sl_step_path *p);
 
 /* ==================== Other helpers ==================== */
 

@@ -1168,8 +1168,10 @@ void sl_step_http_start(void *state, struct sl_pipeline_ctx *c, struct sl_step_r
     struct hreq *r = hreq_new(st, c);
     if (st->key && st->base) {
         int top = lua_gettop(L);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
-        sl_step_push_path(L, lua_gettop(L), st->key);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);                /* ctx */
+        int ctx_idx = lua_gettop(L);
+        int paths = sl_step_push_path_cache(L);                  /* ctx paths */
+        sl_step_push_path(L, paths, ctx_idx, st->key);           /* ctx paths key */
         size_t len;
         const char *key = (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER)
                               ? lua_tolstring(L, -1, &len) : NULL;

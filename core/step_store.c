@@ -184,7 +184,8 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
 
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);          /* ctx */
     int ctx_idx = lua_gettop(L);
-    sl_step_push_path(L, ctx_idx, st->key);             /* ctx key */
+    int paths = sl_step_push_path_cache(L);             /* ctx paths */
+    sl_step_push_path(L, paths, ctx_idx, st->key);      /* ctx paths key */
     if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
         const char *k = lua_tolstring(L, -1, &klen);
         if (klen > 0 && klen < sizeof(key)) {
@@ -200,7 +201,7 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
         res->reason = "no_store_key";
         return;
     }
-    sl_step_push_path(L, ctx_idx, st->value);           /* ctx key value */
+    sl_step_push_path(L, paths, ctx_idx, st->value);    /* ctx paths key value */
     if (lua_isnil(L, -1)) {
         lua_settop(L, top);
         res->status = SL_STEP_FILTERED;

@@ -305,14 +305,15 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);                 /* ctx */
     int ctx_idx = lua_gettop(L);
-    sl_step_push_path(L, ctx_idx, st->key);                    /* ctx key */
+    int paths = sl_step_push_path_cache(L);                    /* ctx paths */
+    sl_step_push_path(L, paths, ctx_idx, st->key);             /* ctx paths key */
     if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) {
         reason = "missing_key";
         goto filtered;
     }
     key = lua_tolstring(L, -1, &keylen);
     if (st->time) {
-        sl_step_push_path(L, ctx_idx, st->time);               /* ctx key t */
+        sl_step_push_path(L, paths, ctx_idx, st->time);        /* ctx paths key t */
         if (lua_type(L, -1) != LUA_TNUMBER) {
             reason = "missing_time";
             goto filtered;
@@ -326,12 +327,12 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
         t = c->in->timestamp;
     }
     if (st->dedupe) {
-        sl_step_push_path(L, ctx_idx, st->dedupe);             /* ctx key t id */
+        sl_step_push_path(L, paths, ctx_idx, st->dedupe);      /* ctx paths key t id */
         if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER)
             id = lua_tolstring(L, -1, &idlen);
     }
     for (size_t f = 0; f < s->naggs; f++) {
-        sl_step_push_path(L, ctx_idx, st->vars[f]);            /* ... v_f */
+        sl_step_push_path(L, paths, ctx_idx, st->vars[f]);     /* ... v_f */
         to_value(L, -1, &st->vals[f]);
     }
     struct wpart *wp = wpart_get(st->sh, c->in->topic ? c->in->topic : "", c->in->partition);

@@ -34,15 +34,23 @@ static void push_chunk(lua_State *L, const char *s) {
     }
 }
 
+/* Pushes the value of p in the context at ctx_idx as a step reads it. */
+static void push_path(lua_State *L, int ctx_idx, const struct sl_step_path *p) {
+    int paths = sl_step_push_path_cache(L);
+    sl_step_push_path(L, paths, ctx_idx, p);
+    lua_remove(L, paths);
+}
+
 /* The value of path in the context at the top as text ("nil", "string:x",
  * "number:5", "table"), the stack as it was; *grew is what the read left
- * on the stack (1 expected). */
+ * on the stack besides the cache (1 expected). */
 static const char *read_path(lua_State *L, const char *path, int *grew) {
     static char out[128];
     struct sl_step_path *p = sl_step_path_create(path);
     int top = lua_gettop(L);
-    sl_step_push_path(L, top, p);
-    *grew = lua_gettop(L) - top;
+    int paths = sl_step_push_path_cache(L);
+    sl_step_push_path(L, paths, top, p);
+    *grew = lua_gettop(L) - paths;
     int t = lua_type(L, -1);
     if (t == LUA_TSTRING || t == LUA_TNUMBER)
         snprintf(out, sizeof(out), "%s:%s", lua_typename(L, t), lua_tostring(L, -1));
@@ -119,24 +127,32 @@ static void test_read(void) {
     TEST("read: \"\" is the context", reads(L, "", "table"));
     TEST("read: members come through __index", reads(L, "m.hello", "string:hello!"));
 
-    /* A relative index names the context as it was before the read. */
+    /* The same path object read many times (its strings cached in L),
+     * with the cache pushed once and once per read. */
     struct sl_step_path *p = sl_step_path_create("product.slug");
-    lua_pushnil(L);                                   /* ctx nil */
-    sl_step_push_path(L, -2, p);                      /* ctx nil v */
-    TEST("read: a relative context index", lua_gettop(L) == 3 &&
-         !strcmp(lua_tostring(L, -1) ? lua_tostring(L, -1) : "", "mug"));
-    lua_settop(L, 1);
-
-    /* The same path object read many times (its strings cached in L). */
-    int ok = 1;
+    int ok = 1, paths = sl_step_push_path_cache(L);
     for (int i = 0; i < 1000 && ok; i++) {
-        sl_step_push_path(L, 1, p);
+        sl_step_push_path(L, paths, 1, p);
+        ok = lua_type(L, -1) == LUA_TSTRING && !strcmp(lua_tostring(L, -1), "mug") &&
+             lua_gettop(L) == 3;
+        lua_pop(L, 1);
+    }
+    lua_settop(L, 1);
+    for (int i = 0; i < 1000 && ok; i++) {
+        push_path(L, 1, p);
         ok = lua_type(L, -1) == LUA_TSTRING && !strcmp(lua_tostring(L, -1), "mug") &&
              lua_gettop(L) == 2;
         lua_pop(L, 1);
     }
     TEST("read: the same path 1000 times", ok);
+    int first = sl_step_push_path_cache(L), second = sl_step_push_path_cache(L);
+    TEST("read: the VM keeps one cache", first == 2 && second == 3 && lua_istable(L, first) &&
+         lua_rawequal(L, first, second));
+    lua_settop(L, 1);
     sl_step_path_destroy(p);
+    lua_pushliteral(L, "not a table");
+    TEST("read: a context that is no table reads nil", reads(L, "len", "nil"));
+    TEST("read: ... and \"\" is that value", reads(L, "", "string:not a table"));
     lua_close(L);
 }
 
@@ -184,15 +200,15 @@ static void test_two_vms(void) {
     struct sl_step_path *p = sl_step_path_create("product.slug");
     push_chunk(a, "return { product = { slug = 'from-a' } }");
     push_chunk(b, "return { product = { slug = 'from-b' } }");
-    sl_step_push_path(a, 1, p);
-    sl_step_push_path(b, 1, p);
+    push_path(a, 1, p);
+    push_path(b, 1, p);
     TEST("two VMs: each reads its context",
          !strcmp(lua_tostring(a, -1), "from-a") && !strcmp(lua_tostring(b, -1), "from-b"));
     lua_settop(a, 1);
     lua_settop(b, 1);
     lua_close(a);                                     /* a reload closed the old VM */
     lua_gc(b, LUA_GCCOLLECT, 0);
-    sl_step_push_path(b, 1, p);
+    push_path(b, 1, p);
     TEST("two VMs: the other still reads after one closed",
          lua_type(b, -1) == LUA_TSTRING && !strcmp(lua_tostring(b, -1), "from-b"));
     lua_settop(b, 1);
@@ -200,7 +216,7 @@ static void test_two_vms(void) {
     /* A VM made after the path was read elsewhere. */
     lua_State *c = vm();
     push_chunk(c, "return { product = { slug = 'from-c' } }");
-    sl_step_push_path(c, 1, p);
+    push_path(c, 1, p);
     TEST("two VMs: a new VM reads the path",
          lua_type(c, -1) == LUA_TSTRING && !strcmp(lua_tostring(c, -1), "from-c"));
     lua_close(c);
@@ -210,11 +226,11 @@ static void test_two_vms(void) {
      * that cached the first: the second reads its own segments. */
     push_chunk(b, "return { userId = 'u', eventId = 'e' }");
     p = sl_step_path_create("userId");
-    sl_step_push_path(b, 2, p);
+    push_path(b, 2, p);
     lua_pop(b, 1);
     sl_step_path_destroy(p);
     p = sl_step_path_create("eventId");
-    sl_step_push_path(b, 2, p);
+    push_path(b, 2, p);
     TEST("two VMs: a new path never reads an old one's segments",
          lua_type(b, -1) == LUA_TSTRING && !strcmp(lua_tostring(b, -1), "e"));
     sl_step_path_destroy(p);
