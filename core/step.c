@@ -4,6 +4,9 @@
 #include "json.h"
 #include "pipeline.h"
 
+#include <assert.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 const struct sl_step_kind *const sl_step_kinds[] = {
@@ -16,24 +19,91 @@ const struct sl_step_kind *const sl_step_kinds[] = {
     NULL,
 };
 
-/* ==================== Helpers for kinds ==================== */
+/* ==================== Context paths ==================== */
 
-void sl_step_push_path(lua_State *L, int ctx_idx, const char *path) {
-    lua_pushvalue(L, ctx_idx);
-    while (*path) {
-        size_t n = strcspn(path, ".");
-        if (!lua_istable(L, -1)) {
-            lua_pop(L, 1);
-            lua_pushnil(L);
-            return;
-        }
-        lua_pushlstring(L, path, n);
-        lua_gettable(L, -2);          /* through __index: a lazy value makes it */
-        lua_remove(L, -2);
-        path += n;
-        if (*path == '.') path++;
+/* Registry key of each VM's cache of path segments: a table whose slot
+ * path->slot + i holds segment i of that path as a string of the VM. */
+static char path_cache_key;
+/* Slots given out so far, process-wide: a slot is never given twice, so a
+ * VM's cache can never answer a path with another's segment. */
+static unsigned path_slots;
+
+struct sl_step_path *sl_step_path_create(const char *dotted) {
+    if (!dotted) return NULL;
+    size_t len = strlen(dotted), n = 0;
+    for (const char *q = dotted; *q; n++) {
+        q += strcspn(q, ".");
+        if (*q == '.') q++;
+    }
+    struct sl_step_path *p = sl_malloc(sizeof(*p) + n * sizeof(p->seg[0]) + len + 1);
+    char *text = (char *)(p->seg + n);            /* after the segments, same block */
+    memcpy(text, dotted, len + 1);
+    p->text = text;
+    p->n = n;
+    for (size_t i = 0; i < n; i++) {
+        p->seg[i].s = text;
+        p->seg[i].len = strcspn(text, ".");
+        text += p->seg[i].len;
+        if (*text == '.') text++;
+    }
+    unsigned first = __atomic_fetch_add(&path_slots, (unsigned)n, __ATOMIC_RELAXED) + 1;
+    /* 2^31 segments would take some 10^8 pipelines (a few paths each). */
+    assert(first <= (unsigned)INT_MAX - (unsigned)n);
+    p->slot = (int)first;
+    return p;
+}
+
+void sl_step_path_destroy(struct sl_step_path *p) {
+    free(p);   /* a VM's cached strings go with the VM */
+}
+
+/* Makes p's segments as strings of L in the cache at cache_idx. */
+static void path_intern(lua_State *L, int cache_idx, const struct sl_step_path *p) {
+    for (size_t i = 0; i < p->n; i++) {
+        lua_pushlstring(L, p->seg[i].s, p->seg[i].len);
+        lua_rawseti(L, cache_idx, p->slot + (int)i);
     }
 }
+
+int sl_step_push_path_cache(lua_State *L) {
+    lua_pushlightuserdata(L, &path_cache_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);                 /* cache */
+    if (!lua_istable(L, -1)) {                        /* the VM's first path */
+        lua_pop(L, 1);
+        lua_newtable(L);                              /* cache */
+        lua_pushlightuserdata(L, &path_cache_key);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, LUA_REGISTRYINDEX);
+    }
+    return lua_gettop(L);
+}
+
+void sl_step_push_path(lua_State *L, int cache_idx, int ctx_idx, const struct sl_step_path *p) {
+    if (!p->n || !lua_istable(L, ctx_idx)) {
+        if (p->n) lua_pushnil(L);                     /* nil */
+        else lua_pushvalue(L, ctx_idx);               /* ctx */
+        return;
+    }
+    lua_rawgeti(L, cache_idx, p->slot);               /* seg */
+    if (lua_isnil(L, -1)) {                           /* the path's first read in L */
+        lua_pop(L, 1);
+        path_intern(L, cache_idx, p);
+        lua_rawgeti(L, cache_idx, p->slot);
+    }
+    lua_gettable(L, ctx_idx);         /* v: through __index, a lazy value makes it */
+    for (size_t i = 1; i < p->n; i++) {
+        if (!lua_istable(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushnil(L);                           /* nil */
+            return;
+        }
+        lua_rawgeti(L, cache_idx, p->slot + (int)i);  /* v seg */
+        lua_gettable(L, -2);                          /* v v' */
+        lua_replace(L, -2);                           /* v' */
+    }
+}
+
+/* ==================== Other helpers ==================== */
 
 int sl_step_encode_vars(lua_State *L, int idx, struct sl_buf *out, char *err, size_t errlen) {
     lua_newtable(L);

@@ -140,8 +140,42 @@ int sl_step_builtin_load(struct sl_config_cur *c, const char *path, struct sl_st
 
 /* ==================== Helpers for kinds ==================== */
 
-/* Pushes ctx[path] for a dotted path ("product.slug"); nil when absent. */
-void sl_step_push_path(lua_State *L, int ctx_idx, const char *path);
+/* ==================== Context paths ==================== */
+
+/* A dotted context path ("product.slug") split once, when a step is made:
+ * segments end at each '.', so "a..b" has an empty one between and a
+ * trailing '.' ends the path. Its segments' strings are made in a VM the
+ * first time it reads the path there and kept in that VM's registry under
+ * slots no other path has, so a read formats and hashes nothing, and a VM
+ * only ever sees its own strings (a step's paths outlive reloads: pending
+ * contexts read them on their old VM, new ones on the new). */
+struct sl_step_path_seg {
+    const char *s;           /* into the path's text (not NUL-ended) */
+    size_t len;
+};
+
+struct sl_step_path {
+    const char *text;        /* the path as written (for messages) */
+    size_t n;                /* segments; 0 (the path ""): the context itself */
+    int slot;                /* segment i's string is slot + i in each VM's cache */
+    struct sl_step_path_seg seg[]; /* n of them */
+};
+
+/* Splits dotted (copied: it may go once this returns); NULL for NULL. */
+struct sl_step_path *sl_step_path_create(const char *dotted);
+void sl_step_path_destroy(struct sl_step_path *p);
+/* Pushes the VM's cache of path segments (made on its first use) and
+ * returns its index: once per step start, for every sl_step_push_path of
+ * that start. */
+int sl_step_push_path_cache(lua_State *L);
+/* Pushes ctx[seg1][seg2]... for the context at ctx_idx (both indexes
+ * absolute), cache_idx from sl_step_push_path_cache: nil when a segment is
+ * missing or reaches a value that is not a table. Each read goes through
+ * __index (a lazy value makes the member). Uses 2 slots of the stack. */
+void sl_step_push_path(lua_State *L, int cache_idx, int ctx_idx, const struct sl_step_path *p);
+
+/* ==================== Other helpers ==================== */
+
 /* Encodes the context at idx as JSON: every variable but input, keys in byte order. */
 int sl_step_encode_vars(lua_State *L, int idx, struct sl_buf *out, char *err, size_t errlen);
 /* Appends the JSON string literal of s (or "(not UTF-8)"). */

@@ -56,13 +56,15 @@ struct builtin_conf {
 
 /* A context path split at its last dot. */
 struct split_path {
-    char *parent;                /* the path of the table holding the list; NULL: ctx */
+    struct sl_step_path *parent; /* the path of the table holding the list; NULL: ctx */
     const char *leaf;            /* the list's name in it */
+    size_t leaf_len;
 };
 
 struct builtin_step {
     const struct builtin_conf *bc;
-    struct split_path items_at, ts_at; /* bc->items and bc->timestamps split */
+    struct sl_step_path *items_path, *ts_path; /* bc->items and bc->timestamps split */
+    struct split_path items_at, ts_at; /* ...and split at their last dot */
     const char *name;            /* the step's name */
     const char *as;              /* variable set */
     struct sl_model *model;      /* in use: bc->model or owned */
@@ -169,8 +171,11 @@ static double next_gen(void) {
 
 static void split_path(struct split_path *sp, const char *path) {
     const char *dot = path ? strrchr(path, '.') : NULL;
-    sp->parent = dot ? sl_strndup(path, (size_t)(dot - path)) : NULL;
+    char *parent = dot ? sl_strndup(path, (size_t)(dot - path)) : NULL;
+    sp->parent = sl_step_path_create(parent);
+    free(parent);
     sp->leaf = dot ? dot + 1 : path;
+    sp->leaf_len = sp->leaf ? strlen(sp->leaf) : 0;
 }
 
 static void *create(const struct sl_step_env *env) {
@@ -181,6 +186,8 @@ static void *create(const struct sl_step_env *env) {
     st->as = st->bc->as ? st->bc->as : s->name;
     st->model = st->bc->model;
     st->gen = next_gen();
+    st->items_path = sl_step_path_create(st->bc->items);
+    st->ts_path = sl_step_path_create(st->bc->timestamps);
     split_path(&st->items_at, st->bc->items);
     split_path(&st->ts_at, st->bc->timestamps);
     return st;
@@ -239,17 +246,16 @@ static const char *value_typename(const struct sl_value *v) {
 /* Peeks list sp of ctx as the window step copied it (lazy.h), nothing made:
  * pushes sp's parent (it keeps the copy alive) and returns the list's
  * length with vals[k] filled; -1 when it is not such a list. */
-static long peek_list(struct builtin_step *st, lua_State *L, int ctx_idx,
+static long peek_list(struct builtin_step *st, lua_State *L, int paths, int ctx_idx,
                       const struct split_path *sp, int k) {
-    if (sp->parent) sl_step_push_path(L, ctx_idx, sp->parent);
+    if (sp->parent) sl_step_push_path(L, paths, ctx_idx, sp->parent);
     else lua_pushvalue(L, ctx_idx);
-    size_t nlen = strlen(sp->leaf);
-    long n = sl_lazy_peek_list(L, -1, sp->leaf, nlen, st->vals[k], st->vals_cap);
+    long n = sl_lazy_peek_list(L, -1, sp->leaf, sp->leaf_len, st->vals[k], st->vals_cap);
     if (n > (long)st->vals_cap) {
         st->vals_cap = (size_t)n;
         st->vals[0] = sl_realloc(st->vals[0], st->vals_cap * sizeof(*st->vals[0]));
         st->vals[1] = sl_realloc(st->vals[1], st->vals_cap * sizeof(*st->vals[1]));
-        n = sl_lazy_peek_list(L, -1, sp->leaf, nlen, st->vals[k], st->vals_cap);
+        n = sl_lazy_peek_list(L, -1, sp->leaf, sp->leaf_len, st->vals[k], st->vals_cap);
     }
     return n;
 }
@@ -258,12 +264,12 @@ static long peek_list(struct builtin_step *st, lua_State *L, int ctx_idx,
  * copy: none is made, so the sink still writes them from C. *n is the number
  * of items. 1: read (or the context failed: res says so); 0: they are not
  * such lists (or were changed since), read them through Lua. */
-static int window_from_lists(struct builtin_step *st, lua_State *L, int ctx_idx,
+static int window_from_lists(struct builtin_step *st, lua_State *L, int paths, int ctx_idx,
                              struct sl_step_result *res, size_t *n) {
     const struct builtin_conf *bc = st->bc;
-    long ni = peek_list(st, L, ctx_idx, &st->items_at, 0), nt = 0;
+    long ni = peek_list(st, L, paths, ctx_idx, &st->items_at, 0), nt = 0;
     if (ni < 0) return 0;
-    if (bc->timestamps && (nt = peek_list(st, L, ctx_idx, &st->ts_at, 1)) < 0) return 0;
+    if (bc->timestamps && (nt = peek_list(st, L, paths, ctx_idx, &st->ts_at, 1)) < 0) return 0;
     *n = (size_t)ni;
     if (bc->timestamps && nt != ni) {
         bad_input(st, res, "ctx.%s must be a list of %zu ms times (one per item of ctx.%s), "
@@ -296,11 +302,11 @@ static int window_from_lists(struct builtin_step *st, lua_State *L, int ctx_idx,
 }
 
 /* The window read through Lua: any tables of handles and times. */
-static void window_from_lua(struct builtin_step *st, lua_State *L, int ctx_idx,
+static void window_from_lua(struct builtin_step *st, lua_State *L, int paths, int ctx_idx,
                             struct sl_step_result *res, size_t *n) {
     const struct builtin_conf *bc = st->bc;
     bool has_ts = false;
-    sl_step_push_path(L, ctx_idx, bc->items);           /* ctx items */
+    sl_step_push_path(L, paths, ctx_idx, st->items_path); /* ctx paths items */
     if (!lua_istable(L, -1)) {
         bad_input(st, res, "ctx.%s must be a list of product handles, got %s", bc->items,
                   luaL_typename(L, -1));
@@ -308,7 +314,7 @@ static void window_from_lua(struct builtin_step *st, lua_State *L, int ctx_idx,
     }
     *n = lua_objlen(L, -1);
     if (bc->timestamps) {
-        sl_step_push_path(L, ctx_idx, bc->timestamps);  /* ctx items ts */
+        sl_step_push_path(L, paths, ctx_idx, st->ts_path); /* ctx paths items ts */
         if (!lua_istable(L, -1) || lua_objlen(L, -1) != *n) {
             bad_input(st, res, "ctx.%s must be a list of %zu ms times (one per item of ctx.%s), "
                       "got %s", bc->timestamps, *n, bc->items,
@@ -317,26 +323,26 @@ static void window_from_lua(struct builtin_step *st, lua_State *L, int ctx_idx,
         }
         has_ts = true;
     } else {
-        lua_pushnil(L);                                 /* ctx items nil */
+        lua_pushnil(L);                                 /* ctx paths items nil */
     }
     reserve(st, *n);
     for (size_t i = 0; i < *n; i++) {
-        lua_rawgeti(L, -2, (int)i + 1);                 /* ctx items ts item */
+        lua_rawgeti(L, -2, (int)i + 1);                 /* ctx paths items ts item */
         if (lua_type(L, -1) != LUA_TSTRING || !lua_objlen(L, -1)) {
             bad_input(st, res, "ctx.%s[%zu] must be a product handle, got %s", bc->items, i + 1,
                       luaL_typename(L, -1));
             return;
         }
         st->items[i] = lua_tostring(L, -1);             /* stays alive in items */
-        lua_pop(L, 1);                                  /* ctx items ts */
+        lua_pop(L, 1);                                  /* ctx paths items ts */
         if (!has_ts) continue;
-        lua_rawgeti(L, -1, (int)i + 1);                 /* ctx items ts t */
+        lua_rawgeti(L, -1, (int)i + 1);                 /* ctx paths items ts t */
         if (!read_ms(L, -1, &st->ts[i])) {
             bad_input(st, res, "ctx.%s[%zu] must be an integer ms time, got %s", bc->timestamps,
                       i + 1, luaL_typename(L, -1));
             return;
         }
-        lua_pop(L, 1);                                  /* ctx items ts */
+        lua_pop(L, 1);                                  /* ctx paths items ts */
     }
     res->status = SL_STEP_NEXT;                         /* items stay on the stack */
 }
@@ -391,16 +397,17 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
     int top = lua_gettop(L);
     size_t n = 0;
 
-    if (!lua_checkstack(L, 8)) {
+    if (!lua_checkstack(L, 9)) {
         bad_input(st, res, "out of Lua stack");
         return;
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);          /* ctx */
     int ctx_idx = lua_gettop(L);
+    int paths = sl_step_push_path_cache(L);             /* ctx paths */
     res->status = SL_STEP_ERROR;
-    if (!window_from_lists(st, L, ctx_idx, res, &n)) {
-        lua_settop(L, ctx_idx);
-        window_from_lua(st, L, ctx_idx, res, &n);
+    if (!window_from_lists(st, L, paths, ctx_idx, res, &n)) {
+        lua_settop(L, paths);
+        window_from_lua(st, L, paths, ctx_idx, res, &n);
     }
     if (res->status != SL_STEP_NEXT) goto done;         /* bad_input said why */
     /* top_n was checked at load: recommend cannot fail. The window's
@@ -408,14 +415,14 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
     sl_model_recommend(st->model, st->items, bc->timestamps ? st->ts : NULL, n,
                        (size_t)bc->top_n, &st->res);
     if (bc->learn && n) sl_model_observe(st->model, st->items, n);
-    push_gids(st, L);                                   /* ctx ... gids */
+    push_gids(st, L);                                   /* ctx paths ... gids */
     int gids_idx = lua_gettop(L);
-    lua_createtable(L, 0, 2);                           /* ctx ... gids out */
+    lua_createtable(L, 0, 2);                           /* ctx paths ... gids out */
     push_array(L, &st->res, gids_idx);
     lua_setfield(L, -2, "itemIds");
     push_array(L, &st->res, 0);
     lua_setfield(L, -2, "preds");
-    lua_setfield(L, ctx_idx, st->as);                   /* ctx ... */
+    lua_setfield(L, ctx_idx, st->as);                   /* ctx paths ... */
 done:
     lua_settop(L, top);
 }
@@ -445,8 +452,10 @@ static void destroy(void *state) {
     sl_model_result_free(&st->res);
     free(st->items);
     free(st->ts);
-    free(st->items_at.parent);
-    free(st->ts_at.parent);
+    sl_step_path_destroy(st->items_path);
+    sl_step_path_destroy(st->ts_path);
+    sl_step_path_destroy(st->items_at.parent);
+    sl_step_path_destroy(st->ts_at.parent);
     free(st->vals[0]);
     free(st->vals[1]);
     sl_buf_free(&st->handles);

@@ -398,7 +398,7 @@ struct http_step {
     const struct sl_http_conf *h;
     size_t index;
     const char *name;
-    const char *key_var;         /* NULL: unkeyed */
+    struct sl_step_path *key;    /* the key variable split; NULL: unkeyed */
     struct hshared *sh;
     struct event_base *base;     /* NULL: trace mode */
     struct sl_httpc_endpoint *ep;
@@ -1125,7 +1125,7 @@ void *sl_step_http_create(const struct sl_step_env *env) {
     st->index = env->index;
     st->name = s->name;
     st->base = env->base;
-    st->key_var = key_var_of(env, h);
+    st->key = sl_step_path_create(key_var_of(env, h));
     st->sh = shared_get(env);
     snprintf(labels, sizeof(labels), "step=\"%s\"", s->name);
     st->m_throttle_waits = sl_metrics_counter("sluice_http_cost_waits_total", labels);
@@ -1166,10 +1166,12 @@ void sl_step_http_start(void *state, struct sl_pipeline_ctx *c, struct sl_step_r
         return;
     }
     struct hreq *r = hreq_new(st, c);
-    if (st->key_var && st->base) {
+    if (st->key && st->base) {
         int top = lua_gettop(L);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
-        sl_step_push_path(L, lua_gettop(L), st->key_var);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);                /* ctx */
+        int ctx_idx = lua_gettop(L);
+        int paths = sl_step_push_path_cache(L);                  /* ctx paths */
+        sl_step_push_path(L, paths, ctx_idx, st->key);           /* ctx paths key */
         size_t len;
         const char *key = (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER)
                               ? lua_tolstring(L, -1, &len) : NULL;
@@ -1232,6 +1234,7 @@ void sl_step_http_destroy(void *state) {
     sl_httpc_endpoint_destroy(st->ep);
     shared_put(st->sh, NULL);
     stub_free(st->stub);
+    sl_step_path_destroy(st->key);
     free(st->buckets);
     sl_buf_free(&st->extra);
     sl_buf_free(&st->start_extra);

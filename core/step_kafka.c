@@ -29,6 +29,8 @@ struct kafka_step {
     bool last;                   /* no step after it reads the context */
     char **keys;                 /* its fields as JSON strings, made on first use */
     size_t *order;               /* indices of its fields in byte order of their names */
+    struct sl_step_path **fields; /* its fields split */
+    struct sl_step_path *key;    /* s->key_var split, or NULL */
     struct sl_buf buf;           /* scratch for the value */
     char err[SL_ERRLEN + 64];    /* the last result's error */
 };
@@ -73,6 +75,9 @@ static void *create(const struct sl_step_env *env) {
             st->order[j] = st->order[j - 1];
         st->order[j] = i;
     }
+    st->fields = sl_calloc(st->s->nfields + 1, sizeof(*st->fields));
+    for (size_t i = 0; i < st->s->nfields; i++) st->fields[i] = sl_step_path_create(st->s->fields[i]);
+    st->key = sl_step_path_create(st->s->key_var);
     return st;
 }
 
@@ -104,8 +109,8 @@ static char **field_keys(struct kafka_step *st, lua_State *L, char *err, size_t 
 /* Appends the JSON object {field: value, ...} of the step's fields to b,
  * straight from the context at ctx_idx, fields in byte order: fields that are
  * nil are left out, a field named twice is written once. */
-static int encode_fields(struct kafka_step *st, lua_State *L, int ctx_idx, struct sl_buf *b,
-                         char *err, size_t errlen) {
+static int encode_fields(struct kafka_step *st, lua_State *L, int paths, int ctx_idx,
+                         struct sl_buf *b, char *err, size_t errlen) {
     const struct sl_step_conf *s = st->s;
     char **keys = field_keys(st, L, err, errlen);
     int first = 1;
@@ -114,7 +119,7 @@ static int encode_fields(struct kafka_step *st, lua_State *L, int ctx_idx, struc
     for (size_t k = 0; k < s->nfields; k++) {
         size_t i = st->order[k];
         if (k && !strcmp(s->fields[st->order[k - 1]], s->fields[i])) continue; /* named twice */
-        sl_step_push_path(L, ctx_idx, s->fields[i]); /* ... v */
+        sl_step_push_path(L, paths, ctx_idx, st->fields[i]); /* ... v */
         if (lua_isnil(L, -1)) {
             lua_pop(L, 1);
             continue;
@@ -153,14 +158,15 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
 
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);          /* ctx */
     int ctx_idx = lua_gettop(L);
+    int paths = sl_step_push_path_cache(L);             /* ctx paths */
     sl_buf_reset(b);
     if (s->nfields) {
-        if (encode_fields(st, L, ctx_idx, b, err, sizeof(err))) goto bad;
+        if (encode_fields(st, L, paths, ctx_idx, b, err, sizeof(err))) goto bad;
     } else if (sl_step_encode_vars(L, ctx_idx, b, err, sizeof(err))) {
         goto bad;
     }
-    if (s->key_var) {
-        sl_step_push_path(L, ctx_idx, s->key_var);
+    if (st->key) {
+        sl_step_push_path(L, paths, ctx_idx, st->key);
         if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER)
             key = lua_tolstring(L, -1, &keylen);          /* stays on the stack */
     }
@@ -210,6 +216,9 @@ static void destroy(void *state) {
         free(st->keys);
     }
     free(st->order);
+    for (size_t i = 0; i < st->s->nfields; i++) sl_step_path_destroy(st->fields[i]);
+    free(st->fields);
+    sl_step_path_destroy(st->key);
     sl_buf_free(&st->buf);
     free(st);
 }

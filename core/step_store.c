@@ -39,6 +39,8 @@ struct pend {
 struct store_step {
     const struct sl_recs_conf *rc;
     struct sl_store *store;          /* NULL: trace mode */
+    struct sl_step_path *key;        /* rc->key split */
+    struct sl_step_path *value;      /* rc->value split */
     struct pend *pending;            /* contexts waiting for Redis */
     struct sl_buf buf;               /* scratch for the value */
     char err[SL_ERRLEN];             /* the last result's error */
@@ -104,6 +106,8 @@ static void *create(const struct sl_step_env *env) {
     struct store_step *st = sl_calloc(1, sizeof(*st));
     st->rc = env->cf->steps[env->index].data;
     st->store = env->store;
+    st->key = sl_step_path_create(st->rc->key);
+    st->value = sl_step_path_create(st->rc->value);
     return st;
 }
 
@@ -180,7 +184,8 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
 
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);          /* ctx */
     int ctx_idx = lua_gettop(L);
-    sl_step_push_path(L, ctx_idx, st->rc->key);         /* ctx key */
+    int paths = sl_step_push_path_cache(L);             /* ctx paths */
+    sl_step_push_path(L, paths, ctx_idx, st->key);      /* ctx paths key */
     if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
         const char *k = lua_tolstring(L, -1, &klen);
         if (klen > 0 && klen < sizeof(key)) {
@@ -196,7 +201,7 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
         res->reason = "no_store_key";
         return;
     }
-    sl_step_push_path(L, ctx_idx, st->rc->value);       /* ctx key value */
+    sl_step_push_path(L, paths, ctx_idx, st->value);    /* ctx paths key value */
     if (lua_isnil(L, -1)) {
         lua_settop(L, top);
         res->status = SL_STEP_FILTERED;
@@ -256,6 +261,8 @@ static void destroy(void *state) {
     struct store_step *st = state;
     if (!st) return;
     cancel(st);
+    sl_step_path_destroy(st->key);
+    sl_step_path_destroy(st->value);
     sl_buf_free(&st->buf);
     free(st);
 }

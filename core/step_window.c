@@ -48,6 +48,10 @@ struct window_step {
     size_t index;                /* the step in the config */
     const struct sl_step_conf *s;
     bool last;                   /* the last window step: restore records end here */
+    struct sl_step_path *key;    /* s->key_var split */
+    struct sl_step_path *time;   /* s->time_var split, or NULL */
+    struct sl_step_path *dedupe; /* s->dedupe_var split, or NULL */
+    struct sl_step_path **vars;  /* each aggregation's var split */
     struct sl_value *vals;       /* scratch: one value per aggregation */
     struct sl_value *agg;        /* scratch: aggregation outputs, one after another */
     size_t agg_cap;
@@ -275,6 +279,11 @@ static void *create(const struct sl_step_env *env) {
     st->vals = sl_calloc(st->s->naggs + 1, sizeof(*st->vals));
     st->lists = sl_calloc(st->s->naggs + 1, sizeof(*st->lists));
     st->counts = sl_calloc(st->s->naggs + 1, sizeof(*st->counts));
+    st->key = sl_step_path_create(st->s->key_var);
+    st->time = sl_step_path_create(st->s->time_var);
+    st->dedupe = sl_step_path_create(st->s->dedupe_var);
+    st->vars = sl_calloc(st->s->naggs + 1, sizeof(*st->vars));
+    for (size_t f = 0; f < st->s->naggs; f++) st->vars[f] = sl_step_path_create(st->s->aggs[f].var);
     return st;
 }
 
@@ -296,14 +305,15 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);                 /* ctx */
     int ctx_idx = lua_gettop(L);
-    sl_step_push_path(L, ctx_idx, s->key_var);                 /* ctx key */
+    int paths = sl_step_push_path_cache(L);                    /* ctx paths */
+    sl_step_push_path(L, paths, ctx_idx, st->key);             /* ctx paths key */
     if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) {
         reason = "missing_key";
         goto filtered;
     }
     key = lua_tolstring(L, -1, &keylen);
-    if (s->time_var) {
-        sl_step_push_path(L, ctx_idx, s->time_var);            /* ctx key t */
+    if (st->time) {
+        sl_step_push_path(L, paths, ctx_idx, st->time);        /* ctx paths key t */
         if (lua_type(L, -1) != LUA_TNUMBER) {
             reason = "missing_time";
             goto filtered;
@@ -316,13 +326,13 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
         }
         t = c->in->timestamp;
     }
-    if (s->dedupe_var) {
-        sl_step_push_path(L, ctx_idx, s->dedupe_var);          /* ctx key t id */
+    if (st->dedupe) {
+        sl_step_push_path(L, paths, ctx_idx, st->dedupe);      /* ctx paths key t id */
         if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER)
             id = lua_tolstring(L, -1, &idlen);
     }
     for (size_t f = 0; f < s->naggs; f++) {
-        sl_step_push_path(L, ctx_idx, s->aggs[f].var);         /* ... v_f */
+        sl_step_push_path(L, paths, ctx_idx, st->vars[f]);     /* ... v_f */
         to_value(L, -1, &st->vals[f]);
     }
     struct wpart *wp = wpart_get(st->sh, c->in->topic ? c->in->topic : "", c->in->partition);
@@ -436,6 +446,11 @@ static void destroy(void *state) {
     free(st->lists);
     free(st->counts);
     free(st->agg);
+    sl_step_path_destroy(st->key);
+    sl_step_path_destroy(st->time);
+    sl_step_path_destroy(st->dedupe);
+    for (size_t f = 0; f < st->s->naggs; f++) sl_step_path_destroy(st->vars[f]);
+    free(st->vars);
     free(st);
 }
 
