@@ -374,6 +374,16 @@ static void test_hot(void) {
                   " o.aid = nil o.e = 'changed'"
                   " return o.aid == nil and o.e == 'changed'"
                   " and sorted(o) == '{\"e\":\"changed\",\"x\":1,\"y\":2,\"z\":3}'"));
+    TEST("hot keys: reading 40 names in turn (more than are kept) gives every value right",
+         lua_true("local parts = {} for i = 1, 40 do parts[i] = string.format('\"k%d\":%d', i, i) end"
+                  " local text = '{' .. table.concat(parts, ',') .. '}'"
+                  " for round = 1, 3 do"
+                  "   local o = lazy(text)"
+                  "   for i = 1, 40 do if o['k' .. i] ~= i then return false end end"
+                  "   if o.k41 ~= nil then return false end"
+                  " end"
+                  " local o = lazy(text) o.k40 = nil local n = 0 for _ in pairs(o) do n = n + 1 end"
+                  " return n == 39 and sorted(lazy(text)) == sorted(sluice.json_decode(text))"));
     TEST("hot keys: nested objects made at once are lazy in turn, and equal the eager decoder's",
          same("{\"aid\":{\"e\":1,\"aid\":[1,{\"e\":2,\"q\":3,\"r\":4,\"s\":5,\"t\":6}],\"b\":2,\"c\":3,\"d\":4},"
               "\"e\":\"\\u00e9\",\"x\":1,\"y\":2,\"z\":3}"));
