@@ -1042,6 +1042,36 @@ static int enc_members(struct enc *e, int idx, int depth, bool first, bool lazy)
     return 0;
 }
 
+/* Judges the keys of the table at idx as an array's: *max is the largest;
+ * -1 (e->err set) when a key is not 1..n, or the table has holes (is_arr:
+ * too many of them). */
+static int array_max(struct enc *e, int idx, int is_arr, double *max) {
+    lua_State *L = e->L;
+    double count = 0;
+    *max = 0;
+    lua_pushnil(L);                                   /* .. nil */
+    while (lua_next(L, idx)) {                        /* .. k v */
+        lua_Number k;
+        if (lua_type(L, -2) != LUA_TNUMBER) {
+            lua_pop(L, 2);
+            return enc_fail(e, "cannot encode a table with both string and non-string keys");
+        }
+        k = lua_tonumber(L, -2);
+        if (k < 1 || k != floor(k) || k > 2147483647.0) {
+            lua_pop(L, 2);
+            return enc_fail(e, "cannot encode a table with number keys that are not 1..n");
+        }
+        count++;
+        if (k > *max) *max = k;
+        lua_pop(L, 1);                                /* .. k */
+    }                                                 /* .. */
+    if (*max > count) {
+        if (!is_arr) return enc_fail(e, "cannot encode an array with holes (use sluice.array to encode them as null)");
+        if (*max > 2 * count + JSON_SPARSE_SLACK) return enc_fail(e, "cannot encode an excessively sparse array");
+    }
+    return 0;
+}
+
 /* Encodes the table at absolute index idx. Tables with the array metatable,
  * and plain tables whose first key is a number, are arrays: one pass counts
  * keys and finds the largest, a second emits 1..max. Others are objects,
@@ -1092,22 +1122,33 @@ static int enc_table(struct enc *e, int idx, int depth) {
         return enc_members(e, idx, depth, true, false);
     }
 
-    double count = 0, max = 0;
-    do {
-        lua_Number k;
-        if (lua_type(L, -2) != LUA_TNUMBER)
-            return enc_fail(e, "cannot encode a table with both string and non-string keys");
-        k = lua_tonumber(L, -2);
-        if (k < 1 || k != floor(k) || k > 2147483647.0)
-            return enc_fail(e, "cannot encode a table with number keys that are not 1..n");
-        count++;
-        if (k > max) max = k;
-        lua_pop(L, 1);                                /* .. k */
-    } while (lua_next(L, idx));                       /* .. */
-    if (max > count) {
-        if (!is_arr) return enc_fail(e, "cannot encode an array with holes (use sluice.array to encode them as null)");
-        if (max > 2 * count + JSON_SPARSE_SLACK) return enc_fail(e, "cannot encode an excessively sparse array");
+    /* Keys 1, 2, 3, ... as they come (a table's array part comes first, in
+     * order) are written in one pass. Another key starts over with the two
+     * passes below, which judge it; a value that fails is an error after
+     * its keys are judged, as the two passes would report. */
+    int base = lua_gettop(L) - 2;                     /* .. | k v */
+    size_t mark = b->len;
+    lua_Number want = 1;
+    double max;
+    enc_addc(b, '[');
+    do {                                              /* .. k v */
+        if (lua_type(L, -2) != LUA_TNUMBER || lua_tonumber(L, -2) != want) break;
+        if (want > 1) enc_addc(b, ',');
+        if (enc_value(e, lua_gettop(L), depth) < 0) {
+            lua_settop(L, base);
+            array_max(e, idx, is_arr, &max);          /* a bad key's error wins */
+            return -1;
+        }
+        want++;
+        lua_settop(L, base + 1);                      /* .. k */
+    } while (lua_next(L, idx));
+    if (lua_gettop(L) == base) {                      /* every key was the next one */
+        enc_addc(b, ']');
+        return 0;
     }
+    lua_settop(L, base);
+    b->len = mark;
+    if (array_max(e, idx, is_arr, &max) < 0) return -1;
     enc_addc(b, '[');
     for (int i = 1; i <= (int)max; i++) {
         if (i > 1) enc_addc(b, ',');

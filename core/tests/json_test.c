@@ -366,6 +366,11 @@ static void test_encode_errors(void) {
         {"300 levels", "local t = {} for i = 1, 300 do t = {t} end return t", "nesting deeper than 256"},
         {"a coroutine", "return coroutine.create(print)", "cannot encode a thread"},
         {"an excessively sparse array", "return sluice.array({[1] = 1, [1000] = 2})", "sparse"},
+        {"an array in itself (each level judged once)", "local t = {} t[1] = t return t", "nesting deeper than 256"},
+        {"a bad value before a bad key: the key is judged first",
+         "local t = {1, function() end, 3} t.x = 1 return t", "both string and non-string keys"},
+        {"a bad value in an array that is fine otherwise", "return {1, 2, function() end, 4}", "cannot encode a function"},
+        {"a bad value in an array part with holes after it", "local t = {1, function() end} t[4] = 4 return t", "holes"},
     };
     char err[SL_ERRLEN], name[256];
     struct sl_buf out = {0};
