@@ -138,7 +138,8 @@ static void push_meta(lua_State *L) {
     lua_rawget(L, LUA_REGISTRYINDEX);
 }
 
-static inline bool key_is(const struct ltape *t, uint32_t i, const char *k, size_t kn);
+static bool later_dup(lua_State *L, const struct ltape *t, uint32_t key, uint32_t next,
+                      uint32_t left);
 
 /* Makes the members of lazy object T (at the top, node obj) whose names are
  * hot keys, as reading them would: of duplicates the last, when it comes. */
@@ -149,13 +150,10 @@ static void make_hot(lua_State *L, int tape_idx, int meta_idx, struct ltape *t, 
     for (uint32_t m = 0, k = obj + 1; m < count; m++) {
         const struct sl_json_node *kn = &t->nodes[k];
         const char *key = text + kn->u.str.off;
-        uint32_t v = k + 1;
+        uint32_t v = k + 1, at = k;
         k = t->nodes[v].next;
         if (kn->flags & SL_JSON_ESCAPED || !hot_has(key, kn->u.str.len)) continue;
-        bool later = false;
-        for (uint32_t r = m + 1, j = k; r < count && !later; r++, j = t->nodes[j + 1].next)
-            later = key_is(t, j, key, kn->u.str.len);
-        if (later) continue;
+        if (later_dup(L, t, at, k, count - m - 1)) continue;
         t->nodes[v].flags |= SL_JSON_TAKEN;
         lua_pushlstring(L, key, kn->u.str.len);       /* T k */
         push_node(L, tape_idx, meta_idx, t, v);       /* T k v */
@@ -235,6 +233,15 @@ static bool keys_equal(lua_State *L, const struct ltape *t, uint32_t i, uint32_t
     bool same = key_is(t, j, s, n);
     lua_pop(L, 1);
     return same;
+}
+
+/* True when one of the left members from key node next on has key node
+ * key's name: that later one is the member (the last duplicate wins). */
+static bool later_dup(lua_State *L, const struct ltape *t, uint32_t key, uint32_t next,
+                      uint32_t left) {
+    for (uint32_t r = 0, j = next; r < left; r++, j = t->nodes[j + 1].next)
+        if (keys_equal(L, t, key, j)) return true;
+    return false;
 }
 
 /* Finds member k of object node obj: returns the value node of its last
@@ -371,12 +378,7 @@ void sl_lazy_expand(lua_State *L, int idx) {
             t->nodes[v].flags |= SL_JSON_TAKEN;
             /* A later occurrence of the same key wins: skip this one (a
              * later one is untaken too: taking marks every occurrence). */
-            bool later = false;
-            for (uint32_t j = next, r = m + 1; r < count && !later; r++) {
-                later = keys_equal(L, t, i, j);
-                j = t->nodes[j + 1].next;
-            }
-            if (!later) {
+            if (!later_dup(L, t, i, next, count - m - 1)) {
                 push_string(L, &t->nodes[i], ltape_text(t)); /* M tape k */
                 push_node(L, tape_idx, meta_idx, t, v); /* M tape k v */
                 lua_rawset(L, idx);                   /* M tape */

@@ -48,26 +48,28 @@ void sl_offsets_destroy(struct sl_offsets *o) {
     free(o);
 }
 
+/* The link to a partition's entry (*link NULL when there is none). */
+static struct part **find_link(struct part *const *head, const char *topic, int32_t partition) {
+    struct part *const *pp = head;
+    while (*pp && ((*pp)->partition != partition || strcmp((*pp)->topic, topic)))
+        pp = &(*pp)->next;
+    return (struct part **)pp;
+}
+
 static struct part *find(const struct sl_offsets *o, const char *topic, int32_t partition) {
-    for (struct part *p = o->parts; p; p = p->next)
-        if (p->partition == partition && !strcmp(p->topic, topic)) return p;
-    return NULL;
+    return *find_link(&o->parts, topic, partition);
 }
 
 /* find, moving the partition found to the front: records come in runs of
  * one partition, and a consumer may have 64 partitions. */
 static struct part *find_front(struct sl_offsets *o, const char *topic, int32_t partition) {
-    for (struct part **pp = &o->parts; *pp; pp = &(*pp)->next) {
-        struct part *p = *pp;
-        if (p->partition != partition || strcmp(p->topic, topic)) continue;
-        if (pp != &o->parts) {
-            *pp = p->next;
-            p->next = o->parts;
-            o->parts = p;
-        }
-        return p;
+    struct part **pp = find_link(&o->parts, topic, partition), *p = *pp;
+    if (p && pp != &o->parts) {
+        *pp = p->next;
+        p->next = o->parts;
+        o->parts = p;
     }
-    return NULL;
+    return p;
 }
 
 static struct slot *at(struct part *p, size_t i) {
@@ -145,11 +147,8 @@ size_t sl_offsets_pending(const struct sl_offsets *o, const char *topic,
 }
 
 void sl_offsets_drop(struct sl_offsets *o, const char *topic, int32_t partition) {
-    for (struct part **pp = &o->parts; *pp; pp = &(*pp)->next)
-        if ((*pp)->partition == partition && !strcmp((*pp)->topic, topic)) {
-            struct part *p = *pp;
-            *pp = p->next;
-            part_free(p);
-            return;
-        }
+    struct part **pp = find_link(&o->parts, topic, partition), *p = *pp;
+    if (!p) return;
+    *pp = p->next;
+    part_free(p);
 }
