@@ -6,12 +6,12 @@
  * (__index) and stores it in the table, so a rule that reads 7 members of 60
  * makes 7 Lua values, not 60. The names rules read that way are learnt (the
  * last 16), and a new object makes its members of those names at once: the
- * members a rule reads of every record need no metamethod call. An array is made whole (a table with the array
- * metatable, so # and ipairs work) when its parent member is read; its
- * object elements are lazy again. Scalars are made as sl_json_decode makes
- * them: what a rule sees is what the eager decoder gives, except that a
- * lazy object has a metatable, and two light userdata keys no rule can
- * name, until it is expanded.
+ * members a rule reads of every record need no metamethod call. An array is
+ * made whole (a table with the array metatable, so # and ipairs work) when
+ * its parent member is read; its object elements are lazy again. Scalars
+ * are made as sl_json_decode makes them: what a rule sees is what the eager
+ * decoder gives, except that a lazy object has a metatable, and two light
+ * userdata keys no rule can name, until it is expanded.
  *
  * A member a rule assigns or deletes (sets nil) is marked on the tape, so it
  * is never made again from the text. Whatever walks a table (pairs, next,

@@ -321,9 +321,9 @@ struct sl_rules *sl_rules_create(const struct sl_config *cf, char *err, size_t e
     }
     luaL_openlibs(r->L);
     /* A full collection when the heap reaches 4x what the last left (Lua's
-     * default: 2x). Records leave only garbage, the state lives in C, so the
-     * live heap is small and marking it twice as often bought nothing: 2% of
-     * the record path's CPU. */
+     * default: 2x). Records leave only garbage and the state lives in C, so
+     * the live heap is small and marking it often only costs CPU: the
+     * collector took 11% of the record path's samples at 2x, 8.8% at 10x. */
     lua_gc(r->L, LUA_GCSETPAUSE, SL_RULES_GC_PAUSE);
     sl_json_init(r->L);
     sl_lazy_init(r->L);
