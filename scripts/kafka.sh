@@ -327,9 +327,14 @@ cmd_start() {
     done
     write_tools_log_config "$dir"
 
-    # cluster id: 16 random bytes, base64url without padding (Kafka's Uuid form)
-    local cid
-    cid=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+    # cluster id: 16 random bytes, base64url without padding (Kafka's Uuid
+    # form). One in 64 starts with '-', which the storage tool's argument
+    # parser takes for an option ("--cluster-id: expected one argument");
+    # Kafka's own Uuid.randomUuid draws again then, and so do we.
+    local cid="-"
+    while [ "${cid#-}" != "$cid" ]; do
+        cid=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+    done
     echo "$cid" >"$RUN/cluster-id"
     local pids="" failed=0
     for i in $(seq 1 "$n"); do
