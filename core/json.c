@@ -586,6 +586,12 @@ static inline uint32_t tape_add(struct sl_json_tape *t, uint8_t type) {
 
 /* Checks the string at d->p (the opening quote) as dec_string does and
  * adds its node: the text between the quotes, escapes left in place. */
+/* True for the byte after a backslash of a one-byte escape (not \u). */
+static inline bool simple_escape(unsigned char c) {
+    return c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' || c == 'r' ||
+           c == 't';
+}
+
 static int tdec_string(struct tdec *td) {
     struct dec *d = &td->d;
     const unsigned char *begin = d->p + 1, *p = begin, *end = d->end;
@@ -597,11 +603,15 @@ static int tdec_string(struct tdec *td) {
         if (p >= end) return dec_fail_at(d, p, "unterminated string");
         if (*p == '"') break;
         if (*p == '\\') {
+            flags = SL_JSON_ESCAPED;
+            if (end - p >= 2 && simple_escape(p[1])) { /* \" \\ \/ \b \f \n \r \t: valid as is */
+                p += 2;
+                continue;
+            }
             size_t len = 0;                  /* checked into the scratch, then dropped */
             d->p = p;
             if (dec_escape(d, &len) < 0) return -1;
             p = d->p;
-            flags = SL_JSON_ESCAPED;
             continue;
         }
         if (*p < 0x20) return dec_fail_at(d, p, "control character in string");

@@ -50,16 +50,17 @@ static inline uint64_t hot_bit(const char *k, size_t kn) {
     return (uint64_t)1 << ((kn + (unsigned char)k[0]) & 63);
 }
 
-static bool hot_has(const char *k, size_t kn) {
-    if (!kn || kn > LAZY_HOT_LEN || !(hot_filter & hot_bit(k, kn))) return false;
+/* The index in hot[] of key k, -1 when it is not a hot key. */
+static int hot_find(const char *k, size_t kn) {
+    if (!kn || kn > LAZY_HOT_LEN || !(hot_filter & hot_bit(k, kn))) return -1;
     for (unsigned i = 0; i < nhot; i++)
-        if (hot[i].len == kn && !memcmp(hot[i].s, k, kn)) return true;
-    return false;
+        if (hot[i].len == kn && !memcmp(hot[i].s, k, kn)) return (int)i;
+    return -1;
 }
 
 /* Learns key k, read through __index and found. */
 static void hot_learn(const char *k, size_t kn) {
-    if (!kn || kn > LAZY_HOT_LEN || hot_has(k, kn)) return;
+    if (!kn || kn > LAZY_HOT_LEN || hot_find(k, kn) >= 0) return;
     struct hot_key *h = &hot[hot_next];
     hot_next = (hot_next + 1) % LAZY_HOT;
     if (nhot < LAZY_HOT) nhot++;
@@ -138,24 +139,49 @@ static void push_meta(lua_State *L) {
     lua_rawget(L, LUA_REGISTRYINDEX);
 }
 
-static bool later_dup(lua_State *L, const struct ltape *t, uint32_t key, uint32_t next,
-                      uint32_t left);
+/* The hot key an escaped key node spells, -1 when none. No escape takes
+ * more than 6 bytes for one (\u0041 for A), so a key of more than 6 times
+ * LAZY_HOT_LEN bytes cannot be one. */
+static int hot_find_escaped(const struct ltape *t, const struct sl_json_node *kn) {
+    char buf[LAZY_HOT_LEN * 6];
+    if (kn->u.str.len > sizeof(buf)) return -1;
+    return hot_find(buf, sl_json_unescape(ltape_text(t) + kn->u.str.off, kn->u.str.len, buf));
+}
 
 /* Makes the members of lazy object T (at the top, node obj) whose names are
- * hot keys, as reading them would: of duplicates the last, when it comes. */
+ * hot keys, as reading them would: of duplicates the last. One pass finds
+ * the last occurrence of each hot key (an escaped key that spells one counts
+ * as an occurrence, so the member is left to __index, which unescapes), then
+ * they are made in member order. */
 static void make_hot(lua_State *L, int tape_idx, int meta_idx, struct ltape *t, uint32_t obj) {
     const char *text = ltape_text(t);
-    uint32_t count = t->nodes[obj].u.count;
-    luaL_checkstack(L, 3, "JSON members");
+    uint32_t count = t->nodes[obj].u.count, last[LAZY_HOT] = { 0 };
+    bool any = false;
     for (uint32_t m = 0, k = obj + 1; m < count; m++) {
         const struct sl_json_node *kn = &t->nodes[k];
-        const char *key = text + kn->u.str.off;
-        uint32_t v = k + 1, at = k;
-        k = t->nodes[v].next;
-        if (kn->flags & SL_JSON_ESCAPED || !hot_has(key, kn->u.str.len)) continue;
-        if (later_dup(L, t, at, k, count - m - 1)) continue;
+        int h = kn->flags & SL_JSON_ESCAPED ? hot_find_escaped(t, kn)
+                                            : hot_find(text + kn->u.str.off, kn->u.str.len);
+        if (h >= 0) {
+            last[h] = kn->flags & SL_JSON_ESCAPED ? 0 : k + 1;
+            any = true;
+        }
+        k = t->nodes[k + 1].next;
+    }
+    if (!any) return;
+    uint32_t order[LAZY_HOT];
+    unsigned n = 0;
+    for (unsigned h = 0; h < nhot; h++) {             /* value nodes, ascending */
+        if (!last[h]) continue;
+        unsigned j = n++;
+        for (; j > 0 && order[j - 1] > last[h]; j--) order[j] = order[j - 1];
+        order[j] = last[h];
+    }
+    luaL_checkstack(L, 3, "JSON members");
+    for (unsigned j = 0; j < n; j++) {
+        uint32_t v = order[j];
+        const struct sl_json_node *kn = &t->nodes[v - 1];
         t->nodes[v].flags |= SL_JSON_TAKEN;
-        lua_pushlstring(L, key, kn->u.str.len);       /* T k */
+        lua_pushlstring(L, text + kn->u.str.off, kn->u.str.len); /* T k */
         push_node(L, tape_idx, meta_idx, t, v);       /* T k v */
         lua_rawset(L, -3);                            /* T */
     }

@@ -369,6 +369,17 @@ static void test_hot(void) {
          lua_true("local o = lazy('{\"aid\":\"first\",\"x\":1,\"aid\":\"last\",\"y\":2,\"z\":3}')"
                   " local n = 0 for k, v in pairs(o) do if k == 'aid' then n = n + 1 end end"
                   " return o.aid == 'last' and n == 1"));
+    TEST("hot keys: a later escaped spelling of a hot key wins, made on read",
+         lua_true("local o = lazy('{\"aid\":\"plain\",\"x\":1,\"a\\\\u0069d\":\"escaped\",\"y\":2,\"z\":3}')"
+                  " return raw(o, 'aid') == nil and o.aid == 'escaped' and raw(o, 'aid') == 'escaped'"));
+    TEST("hot keys: an earlier escaped spelling of a hot key loses to the plain one, made at once",
+         lua_true("local o = lazy('{\"\\\\u0061id\":\"escaped\",\"aid\":\"plain\",\"y\":2,\"z\":3,\"w\":4}')"
+                  " local n = 0 for k in pairs(o) do if k == 'aid' then n = n + 1 end end"
+                  " return o.aid == 'plain' and n == 1"));
+    TEST("hot keys: a long escaped key among hot ones is no hot key",
+         lua_true("local k = string.rep('\\\\u0061', 30)"
+                  " local o = lazy('{\"aid\":\"a\",\"' .. k .. '\":1,\"e\":\"pv\",\"y\":2,\"z\":3}')"
+                  " return raw(o, 'aid') == 'a' and raw(o, 'e') == 'pv' and o[string.rep('a', 30)] == 1"));
     TEST("hot keys: a hot member deleted or assigned stays so, and the object encodes as changed",
          lua_true("local o = lazy('{\"aid\":\"a\",\"e\":\"pv\",\"x\":1,\"y\":2,\"z\":3}')"
                   " o.aid = nil o.e = 'changed'"
