@@ -926,27 +926,57 @@ static int enc_number(struct enc *e, lua_Number x) {
 static int enc_value(struct enc *e, int idx, int depth);
 
 /* A key of an object being sorted: the string is the table's own key, kept
- * alive by the table while it is encoded. */
+ * alive by the table while it is encoded (or a tape's, enc_tape_object).
+ * pre is its first 8 bytes, big-endian, zero-padded: most keys differ
+ * there, so sorting seldom calls memcmp. */
 struct enc_key {
     const char *s;
     size_t n;
+    uint64_t pre;
     int v;            /* its value's stack index; 0: a list of a table of lists,
                          written from its copy; -1: read again with rawget */
+    uint32_t node;    /* enc_tape_object: its value node, 0 for the table's */
+    uint32_t pos;     /* enc_tape_object: orders occurrences of one key */
 };
 
 #define ENC_LISTS 16  /* Lists of a table of lists written from their copy, sorted. */
 #define ENC_SMALL 16  /* Members whose values stay on the stack while sorting. */
 
-static int enc_key_cmp(const void *a, const void *b) {
-    const struct enc_key *x = a, *y = b;
-    int c = memcmp(x->s, y->s, x->n < y->n ? x->n : y->n);
-    return c ? c : (x->n > y->n) - (x->n < y->n);
+static inline uint64_t key_prefix(const char *s, size_t n) {
+    uint64_t p = 0;
+    if (n >= 8) {
+        memcpy(&p, s, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        p = __builtin_bswap64(p);
+#endif
+        return p;
+    }
+    for (size_t i = 0; i < 8; i++) p = p << 8 | (i < n ? (unsigned char)s[i] : 0);
+    return p;
 }
 
-/* Sorts keys[0..n) in byte order: insertion sort for the few members most
- * objects have. */
+static int enc_key_cmp(const void *a, const void *b) {
+    const struct enc_key *x = a, *y = b;
+    if (x->pre != y->pre) return x->pre < y->pre ? -1 : 1;
+    int c = memcmp(x->s, y->s, x->n < y->n ? x->n : y->n);
+    if (c) return c;
+    if (x->n != y->n) return x->n < y->n ? -1 : 1;
+    return (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+/* Doubles *cap keys: the first growth moves them off small (the caller's
+ * array on its stack, of *cap keys), later ones realloc. */
+static struct enc_key *grow_keys(struct enc_key *keys, const struct enc_key *small, size_t *cap) {
+    size_t had = *cap;
+    *cap *= 2;
+    if (keys == small) return memcpy(sl_malloc(*cap * sizeof(*keys)), small, had * sizeof(*keys));
+    return sl_realloc(keys, *cap * sizeof(*keys));
+}
+
+/* Sorts keys[0..n) in byte order (then pos): insertion sort for the few
+ * members most objects have. */
 static void sort_keys(struct enc_key *keys, size_t n) {
-    if (n > ENC_SMALL) {
+    if (n > 2 * ENC_SMALL) {
         qsort(keys, n, sizeof(*keys), enc_key_cmp);
         return;
     }
@@ -972,7 +1002,8 @@ static int enc_object_sorted(struct enc *e, int idx, int depth, const char *cons
     int base = lua_gettop(L), ret = -1;
     bool keep = lua_checkstack(L, 2 * ENC_SMALL + 4);
 
-    for (; n < nlists; n++) keys[n] = (struct enc_key){lists[n], lens[n], 0};
+    for (; n < nlists; n++)
+        keys[n] = (struct enc_key){.s = lists[n], .n = lens[n], .pre = key_prefix(lists[n], lens[n])};
     lua_pushnil(L);                                   /* .. nil */
     while (lua_next(L, idx)) {                        /* .. [k v]... k v */
         if (lists && sl_lazy_hidden_key(L, -2)) {
@@ -983,12 +1014,10 @@ static int enc_object_sorted(struct enc *e, int idx, int depth, const char *cons
             enc_fail(e, "cannot encode a table with both string and non-string keys");
             goto done;
         }
-        if (n == cap) {
-            cap *= 2;
-            if (keys == small) keys = memcpy(sl_malloc(cap * sizeof(*keys)), small, sizeof(small));
-            else keys = sl_realloc(keys, cap * sizeof(*keys));
-        }
+        if (n == cap) keys = grow_keys(keys, small, &cap);
         keys[n].s = lua_tolstring(L, -2, &keys[n].n);
+        keys[n].pre = key_prefix(keys[n].s, keys[n].n);
+        keys[n].pos = 0;
         if (keep && kept < ENC_SMALL) {
             keys[n].v = lua_gettop(L);                /* stays: .. k v k */
             kept++;
@@ -1082,6 +1111,128 @@ static int array_max(struct enc *e, int idx, int is_arr, double *max) {
     return 0;
 }
 
+/* ==================== Sorted, from a tape ==================== */
+
+static int enc_tape_value(struct enc *e, const struct sl_json_node *nodes, const char *text,
+                          uint32_t i, int depth);
+
+/* Writes string node nd of text as enc_string writes its unescaped bytes. */
+static int enc_tape_string(struct enc *e, const struct sl_json_node *nd, const char *text) {
+    const char *raw = text + nd->u.str.off;
+    char local[256], *buf = local;
+    if (!(nd->flags & SL_JSON_ESCAPED)) return enc_string(e, raw, nd->u.str.len);
+    if (nd->u.str.len > sizeof(local)) buf = sl_malloc(nd->u.str.len);
+    int r = enc_string(e, buf, sl_json_unescape(raw, nd->u.str.len, buf));
+    if (buf != local) free(buf);
+    return r;
+}
+
+/* Writes object node obj of a tape with its keys in byte order, each key's
+ * last occurrence winning, as the sorted encoder writes the table that
+ * decoding it makes. When idx is not 0 the object is the lazy table at idx
+ * (lazy.h): a member whose last occurrence is taken is the table's (made,
+ * assigned, or gone when deleted), and the table's other members are added. */
+static int enc_tape_object(struct enc *e, const struct sl_json_node *nodes, const char *text,
+                           uint32_t obj, int idx, int depth) {
+    lua_State *L = e->L;
+    struct enc_key small[2 * ENC_SMALL], *keys = small;
+    size_t n = 0, cap = sizeof(small) / sizeof(small[0]), esc = 0;
+    uint32_t count = nodes[obj].u.count;
+    char *ubuf = NULL, *u;
+    int ret = -1;
+
+    if (depth > SL_JSON_MAX_DEPTH) return enc_fail(e, "nesting deeper than 256 (or a cycle)");
+    for (uint32_t m = 0, k = obj + 1; m < count; m++, k = nodes[k + 1].next)
+        if (nodes[k].flags & SL_JSON_ESCAPED) esc += nodes[k].u.str.len;
+    u = ubuf = esc ? sl_malloc(esc) : NULL;           /* unescaped keys, never moved */
+    for (uint32_t m = 0, k = obj + 1; m < count; m++, k = nodes[k + 1].next) {
+        if (n == cap) keys = grow_keys(keys, small, &cap);
+        const struct sl_json_node *kn = &nodes[k];
+        if (kn->flags & SL_JSON_ESCAPED) {
+            keys[n].s = u;
+            keys[n].n = sl_json_unescape(text + kn->u.str.off, kn->u.str.len, u);
+            u += keys[n].n;
+        } else {
+            keys[n].s = text + kn->u.str.off;
+            keys[n].n = kn->u.str.len;
+        }
+        keys[n].pre = key_prefix(keys[n].s, keys[n].n);
+        keys[n].node = k + 1;
+        keys[n].pos = m;
+        n++;
+    }
+    if (idx) {                                        /* the table's own members */
+        lua_pushnil(L);                               /* .. nil */
+        while (lua_next(L, idx)) {                    /* .. k v */
+            lua_pop(L, 1);                            /* .. k */
+            if (sl_lazy_hidden_key(L, -1)) continue;
+            if (lua_type(L, -1) != LUA_TSTRING) {
+                lua_pop(L, 1);
+                enc_fail(e, "cannot encode a table with both string and non-string keys");
+                goto done;
+            }
+            if (n == cap) keys = grow_keys(keys, small, &cap);
+            keys[n].s = lua_tolstring(L, -1, &keys[n].n); /* kept alive by the table */
+            keys[n].pre = key_prefix(keys[n].s, keys[n].n);
+            keys[n].node = 0;
+            keys[n].pos = UINT32_MAX;
+            n++;
+        }
+    }
+    sort_keys(keys, n);
+    enc_addc(e->b, '{');
+    bool first = true;
+    for (size_t i = 0; i < n; i++) {
+        const struct enc_key *w = &keys[i];
+        if (i + 1 < n && w->n == keys[i + 1].n && !memcmp(w->s, keys[i + 1].s, w->n)) continue;
+        if (w->node && idx && nodes[w->node].flags & SL_JSON_TAKEN) continue; /* deleted */
+        if (!first) enc_addc(e->b, ',');
+        first = false;
+        if (enc_string(e, w->s, w->n) < 0) goto done;
+        enc_addc(e->b, ':');
+        if (w->node) {
+            if (enc_tape_value(e, nodes, text, w->node, depth) < 0) goto done;
+        } else {
+            lua_pushlstring(L, w->s, w->n);           /* .. k */
+            lua_rawget(L, idx);                       /* .. v */
+            int r = enc_value(e, lua_gettop(L), depth);
+            lua_pop(L, 1);                            /* .. */
+            if (r < 0) goto done;
+        }
+    }
+    enc_addc(e->b, '}');
+    ret = 0;
+done:
+    if (keys != small) free(keys);
+    free(ubuf);
+    return ret;
+}
+
+/* Writes value node i of a tape as the sorted encoder writes the Lua value
+ * that decoding it makes (depth: the value's parent's, as enc_value's). */
+static int enc_tape_value(struct enc *e, const struct sl_json_node *nodes, const char *text,
+                          uint32_t i, int depth) {
+    const struct sl_json_node *nd = &nodes[i];
+    switch ((enum sl_json_type)nd->type) {
+    case SL_JSON_NULL: enc_add(e->b, "null", 4); return 0;
+    case SL_JSON_FALSE: enc_add(e->b, "false", 5); return 0;
+    case SL_JSON_TRUE: enc_add(e->b, "true", 4); return 0;
+    case SL_JSON_NUMBER: return enc_number(e, nd->u.num);
+    case SL_JSON_STRING: return enc_tape_string(e, nd, text);
+    case SL_JSON_OBJECT: return enc_tape_object(e, nodes, text, i, 0, depth + 1);
+    case SL_JSON_ARRAY:
+        break;
+    }
+    if (depth + 1 > SL_JSON_MAX_DEPTH) return enc_fail(e, "nesting deeper than 256 (or a cycle)");
+    enc_addc(e->b, '[');
+    for (uint32_t k = 0, el = i + 1; k < nd->u.count; k++, el = nodes[el].next) {
+        if (k) enc_addc(e->b, ',');
+        if (enc_tape_value(e, nodes, text, el, depth + 1) < 0) return -1;
+    }
+    enc_addc(e->b, ']');
+    return 0;
+}
+
 /* Encodes the table at absolute index idx. Tables with the array metatable,
  * and plain tables whose first key is a number, are arrays: one pass counts
  * keys and finds the largest, a second emits 1..max. Others are objects,
@@ -1115,6 +1266,12 @@ static int enc_table(struct enc *e, int idx, int depth) {
             size_t lens[ENC_LISTS];
             long nl = sl_lazy_list_names(L, idx, names, lens, ENC_LISTS);
             if (nl >= 0 && nl <= ENC_LISTS) return enc_object_sorted(e, idx, depth, names, lens, (size_t)nl);
+        }
+        if (!is_arr && e->sorted) {                   /* a lazy object: its members not made from the tape */
+            uint32_t obj;
+            const char *text;
+            const struct sl_json_node *nodes = sl_lazy_tape(L, idx, &obj, &text);
+            if (nodes) return enc_tape_object(e, nodes, text, obj, idx, depth);
         }
         if (!is_arr) sl_lazy_expand(L, idx);          /* a lazy object: made whole */
     }

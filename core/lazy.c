@@ -381,6 +381,16 @@ bool sl_lazy_is(lua_State *L, int idx) {
     return true;
 }
 
+const struct sl_json_node *sl_lazy_tape(lua_State *L, int idx, uint32_t *obj, const char **text) {
+    if (lua_type(L, idx) != LUA_TTABLE) return NULL;
+    struct ltape *t = lazy_of(L, idx, obj);           /* M? */
+    if (!t) return NULL;
+    lua_pop(L, 1);
+    if (*obj == LAZY_LISTS) return NULL;
+    *text = ltape_text(t);
+    return t->nodes;
+}
+
 void sl_lazy_expand(lua_State *L, int idx) {
     uint32_t obj;
     if (idx < 0 && idx > LUA_REGISTRYINDEX) idx = lua_gettop(L) + idx + 1;

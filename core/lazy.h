@@ -62,6 +62,14 @@ bool sl_lazy_hidden_key(lua_State *L, int idx);
  * objects stay lazy. */
 void sl_lazy_expand(lua_State *L, int idx);
 
+/* For the sorted encoder (json.c), which writes a lazy object's members not
+ * made straight from the tape: the nodes of the tape of the lazy object at
+ * idx not yet expanded, with its object node in *obj and the text in *text;
+ * NULL when idx is not one (a table of lists is not). A member whose last
+ * occurrence's value node is SL_JSON_TAKEN is the table's: made, assigned,
+ * or gone when deleted. Valid while the table is. */
+const struct sl_json_node *sl_lazy_tape(lua_State *L, int idx, uint32_t *obj, const char **text);
+
 /* ==================== Lists made on demand ==================== */
 
 /* A list of values for sl_lazy_push_lists (the caller's memory). */

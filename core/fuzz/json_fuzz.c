@@ -2,12 +2,15 @@
  * the lazy records of lazy.c), differential.
  *
  * The first input byte picks the lazy objects' eager bound (0: every object
- * lazy) and whether a few members are read before the encoder walks the
- * value; the rest is the JSON text. Checked on every input:
+ * lazy), whether a few members are read before the encoder walks the value,
+ * and whether the value is changed as a rule changes it (its first member
+ * deleted, one added); the rest is the JSON text. Checked on every input:
  *   - the eager decoder, the tape and the lazy push accept the same texts and
  *     word the same error; the scanner (the collector's) accepts the same;
  *   - an accepted text encodes (keys in byte order) to the same bytes
- *     decoded eagerly and decoded lazily, read in part or not at all;
+ *     decoded eagerly and decoded lazily, read in part or not at all, changed
+ *     or not (the encoder writes what a lazy object did not make from its
+ *     tape, json.c's enc_tape_object);
  *   - that encoding decodes again to a value that encodes to the same bytes.
  * Any disagreement aborts with both sides on stderr. */
 #include "json.h"
@@ -53,6 +56,28 @@ static void touch(void) {
     if (n == 3) lua_pop(L, 1);                /* the key lua_next left */
 }
 
+/* Changes the eager value and the lazy one above it alike: deletes the
+ * eager one's first member (its first key, in lua_next order) and sets
+ * new = true, as a rule changes ctx.input. */
+static void change(void) {
+    int lz = lua_gettop(L), ea = lz - 1;
+    if (!lua_istable(L, lz) || !lua_istable(L, ea)) return;
+    lua_pushnil(L);                           /* eager lazy nil */
+    if (lua_next(L, ea)) {                    /* eager lazy k v */
+        lua_pop(L, 1);                        /* eager lazy k */
+        lua_pushvalue(L, -1);
+        lua_pushnil(L);
+        lua_settable(L, lz);                  /* eager lazy k */
+        lua_pushnil(L);
+        lua_settable(L, ea);                  /* eager lazy */
+    }
+    for (int t = ea; t <= lz; t++) {
+        lua_pushliteral(L, "new");
+        lua_pushboolean(L, 1);
+        lua_settable(L, t);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char err_d[256] = "", err_t[256] = "", err_l[256] = "", err_s[256] = "", err_e[256] = "";
     struct sl_json_tape tape = {0};
@@ -77,6 +102,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (rd != rs) differ("decoder and scanner", err_d, err_s);
     if (rd == SL_OK) {                         /* stack: eager lazy */
         if (data[0] & 2) touch();
+        if (data[0] & 4) change();
         if (encode_top(&lazy, err_e, sizeof(err_e))) sl_buf_adds(&lazy, err_e);
         rd = encode_top(&eager, err_e, sizeof(err_e));
         if (rd) sl_buf_adds(&eager, err_e);
