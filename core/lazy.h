@@ -16,9 +16,11 @@
  * A member a rule assigns or deletes (sets nil) is marked on the tape, so it
  * is never made again from the text. Whatever walks a table (pairs, next,
  * rawget, rawset, setmetatable, getmetatable in the rules' environment; the
- * encoder of json.c) first expands a lazy object: every member made, the
- * metatable removed, leaving the plain table the eager decoder would have
- * made.
+ * unsorted encoder of json.c) first expands a lazy object: every member
+ * made, the metatable removed, leaving the plain table the eager decoder
+ * would have made. The sorted encoder (sinks, traces) does not: it writes
+ * the members not made straight from the tape (sl_lazy_tape), the same bytes
+ * as the table made whole would give.
  *
  * Window aggregates are handed over the same way: a table whose lists are
  * made when read, and written by the encoder straight from their copy.
