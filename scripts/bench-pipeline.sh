@@ -3,6 +3,8 @@
 #
 #   scripts/bench-pipeline.sh [N]
 #   STEPS=window scripts/bench-pipeline.sh [N]    extract -> window -> record -> kafka
+#   STEPS=forward scripts/bench-pipeline.sh [N]   extract -> kafka, the sink writing the
+#       record as it came (input) beside userId and product
 #   STEPS=model scripts/bench-pipeline.sh [N]     extract -> window -> model (built-in,
 #       MODEL_FILE, trained by scripts/demo.sh model when missing) -> limit -> record
 #       -> kafka: config/recommendations.lua's job without Shopify
@@ -37,9 +39,9 @@ brokers=$(head -n 1 "$tmp/broker.out")
 STEPS=${STEPS:-extract}
 slugs_from=
 case "$STEPS" in
-extract) ;;
+extract | forward) ;;
 window | model) slugs_from=${CATALOG_FILE:-examples/catalog.json} ;;
-*) echo "bench-pipeline: STEPS must be extract, window or model" >&2; exit 2 ;;
+*) echo "bench-pipeline: STEPS must be extract, forward, window or model" >&2; exit 2 ;;
 esac
 if [ "$STEPS" = model ]; then
     ./scripts/demo.sh model >&2
@@ -56,6 +58,7 @@ steps() {
       fields = { "userId", "product", "aggregatedProducts", "recommendationsOutput" } } },'
     case "$STEPS" in
     extract) echo '    { name = "sink", kafka = { topic = "bench-out", key = "userId", fields = { "userId", "product" } } },' ;;
+    forward) echo '    { name = "sink", kafka = { topic = "bench-out", key = "userId", fields = { "userId", "product", "input" } } },' ;;
     window) printf '    %s\n    { lua = "recommendations.record" },\n    %s\n' "$window" "$debug" ;;
     model) printf '    %s\n    %s\n    { lua = "recommendations.limit" },\n    { lua = "recommendations.record" },\n    %s\n' \
         "$window" "{ name = \"model\", model = { kind = \"builtin\", file = \"${MODEL_FILE:-.cache/demo/recs.model}\", as = \"recommendationsModelOutput\", top_n = 20 } }," "$debug" ;;
@@ -102,7 +105,8 @@ out=$(kcat -b "$brokers" -C -t bench-out -e -q -f '.' 2>/dev/null | wc -c)
 # start-up (group join, VM load) is not counted against the per-record cost.
 awk -v n="$N" -v d0="$d0" -v a="$first" -v b="$last" -v cpu="$cpu" -v cpu0="$cpu0" \
     -v rss="$rss" -v out="$out" -v use0="$use0" -v use="$use" \
-    -v steps="$(case "$STEPS" in extract) echo extract ;; window) echo "extract -> window -> record" ;;
+    -v steps="$(case "$STEPS" in extract) echo extract ;; forward) echo "extract (input written back)" ;;
+                window) echo "extract -> window -> record" ;;
                 model) echo "extract -> window -> model (built-in) -> limit -> record" ;; esac)" 'BEGIN {
     split(use0, u0, " "); split(use, u1, " ")
     printf "pipeline: %d records (~1.4 KB, 10%% filtered) kafka -> %s -> kafka, %d records out\n", n, steps, out
