@@ -584,14 +584,14 @@ static inline uint32_t tape_add(struct sl_json_tape *t, uint8_t type) {
     return (uint32_t)t->n++;
 }
 
-/* Checks the string at d->p (the opening quote) as dec_string does and
- * adds its node: the text between the quotes, escapes left in place. */
 /* True for the byte after a backslash of a one-byte escape (not \u). */
 static inline bool simple_escape(unsigned char c) {
     return c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' || c == 'r' ||
            c == 't';
 }
 
+/* Checks the string at d->p (the opening quote) as dec_string does and
+ * adds its node: the text between the quotes, escapes left in place. */
 static int tdec_string(struct tdec *td) {
     struct dec *d = &td->d;
     const unsigned char *begin = d->p + 1, *p = begin, *end = d->end;

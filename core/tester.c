@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 /* Loads the config and builds its rules VM, or prints why not. */
 static int load(const char *config_file, struct sl_config **cf, struct sl_rules **r) {
     char err[SL_ERRLEN];
