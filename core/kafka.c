@@ -101,6 +101,15 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac,
 
 /* ==================== Producer ==================== */
 
+#define PRODUCER_TOPICS 8 /* Topic handles a producer keeps (a job writes a few topics). */
+
+/* A topic handle of the current rk, kept so that a produce names its topic
+ * without librdkafka looking the name up under its handle's lock. */
+struct topic_ref {
+    char *name;
+    rd_kafka_topic_t *rkt;
+};
+
 struct sl_kafka_producer {
     rd_kafka_t *rk;
     rd_kafka_queue_t *q;     /* main queue: delivery reports, errors, stats */
@@ -113,6 +122,8 @@ struct sl_kafka_producer {
     sl_kafka_restart_fn *on_restart;
     void *restart_arg;
     size_t inflight;         /* produced, not yet reported */
+    struct topic_ref topics[PRODUCER_TOPICS]; /* handles of rk, made on first produce */
+    size_t ntopics;
     bool up;                 /* a broker is reachable, as far as we know */
     bool closing;            /* destroy: reports free their op, call nothing */
 };
@@ -164,6 +175,34 @@ static int requeue(struct sl_kafka_producer *p, const rd_kafka_message_t *m,
 
 /* ==================== Replacement after a fatal error ==================== */
 
+/* Lets go of the topic handles of the current rk (before it is replaced or
+ * destroyed: the handles belong to it). */
+static void topics_drop(struct sl_kafka_producer *p) {
+    for (size_t i = 0; i < p->ntopics; i++) {
+        rd_kafka_topic_destroy(p->topics[i].rkt);
+        free(p->topics[i].name);
+    }
+    p->ntopics = 0;
+}
+
+/* The handle of topic on the current rk, made on first use and kept while
+ * the producer keeps fewer than PRODUCER_TOPICS (*own is then false); else a
+ * handle of the caller's, to destroy after the produce (*own true). NULL
+ * when librdkafka refuses the name. */
+static rd_kafka_topic_t *topic_of(struct sl_kafka_producer *p, const char *topic, bool *own) {
+    *own = false;
+    for (size_t i = 0; i < p->ntopics; i++)
+        if (!strcmp(p->topics[i].name, topic)) return p->topics[i].rkt;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(p->rk, topic, NULL);
+    if (!rkt || p->ntopics == PRODUCER_TOPICS) {
+        *own = rkt != NULL;
+        return rkt;
+    }
+    p->topics[p->ntopics].name = sl_strdup(topic);
+    p->topics[p->ntopics++].rkt = rkt;
+    return rkt;
+}
+
 /* Serves what a replaced handle still holds (its records come back purged
  * and are requeued on the current handle), then destroys it. Blocks for the
  * purge and the destroy: once per fatal error. */
@@ -203,6 +242,7 @@ static void producer_restart(struct sl_kafka_producer *p) {
         return;
     }
     /* rc is now owned, and freed, by rk. */
+    topics_drop(p);
     rd_kafka_queue_io_event_enable(p->q, -1, NULL, 0);
     rd_kafka_queue_destroy(p->q);
     failed = p->rk;
@@ -339,6 +379,7 @@ void sl_kafka_producer_destroy(struct sl_kafka_producer *p) {
         /* Reports still queued are served so their ops are freed. */
         while (rd_kafka_poll(p->rk, 0) > 0) {}
     }
+    topics_drop(p);
     qwake_close(&p->wake, p->q);
     if (p->fix) event_free(p->fix);
     if (p->q) rd_kafka_queue_destroy(p->q);
@@ -392,16 +433,23 @@ int sl_kafka_produce_header(struct sl_kafka_producer *p, const char *topic,
         hdrs = rd_kafka_headers_new(1);
         rd_kafka_header_add(hdrs, h->name, -1, h->value, (ssize_t)h->len);
     }
-    e = rd_kafka_producev(p->rk,
-            RD_KAFKA_V_TOPIC(topic),
-            RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_KEY(key, key ? keylen : 0),
-            RD_KAFKA_V_VALUE((void *)value, vallen),
-            RD_KAFKA_V_TIMESTAMP(ts_ms),
-            RD_KAFKA_V_HEADERS(hdrs),
-            RD_KAFKA_V_OPAQUE(op),
-            RD_KAFKA_V_END);
+    bool own;
+    rd_kafka_topic_t *rkt = topic_of(p, topic, &own);
+    if (!rkt) {
+        e = rd_kafka_last_error();
+    } else {
+        e = rd_kafka_producev(p->rk,
+                RD_KAFKA_V_RKT(rkt),
+                RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_KEY(key, key ? keylen : 0),
+                RD_KAFKA_V_VALUE((void *)value, vallen),
+                RD_KAFKA_V_TIMESTAMP(ts_ms),
+                RD_KAFKA_V_HEADERS(hdrs),
+                RD_KAFKA_V_OPAQUE(op),
+                RD_KAFKA_V_END);
+        if (own) rd_kafka_topic_destroy(rkt);
+    }
     if (e) {
         sl_pool_put(&op_pool, op);
         if (hdrs) rd_kafka_headers_destroy(hdrs);   /* owned by the message only on success */
