@@ -76,7 +76,7 @@ void sl_canary_keep(struct sl_canary *c, const struct sl_input *in) {
         struct slot *o = &c->slots[(c->next + i) % c->n];
         if (o != s && o->cap) slot_free(c, o);
     }
-    snprintf(s->topic, sizeof(s->topic), "%s", in->topic ? in->topic : "");
+    sl_strcpy_cut(s->topic, sizeof(s->topic), in->topic ? in->topic : "");
     s->partition = in->partition;
     s->offset = in->offset;
     s->timestamp = in->timestamp;

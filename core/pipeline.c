@@ -92,7 +92,7 @@ static struct sl_pool ctx_pool = SL_POOL_INIT(struct ctx, 4096);
 
 static struct ctx *ctx_new(struct record *rec, int ref, size_t step, const char *part) {
     struct ctx *c = sl_pool_get(&ctx_pool);
-    snprintf(c->part, sizeof(c->part), "%s", part);
+    sl_strcpy_cut(c->part, sizeof(c->part), part);
     c->pub.rules = rec->rules;
     c->pub.in = rec->in;
     c->pub.ref = ref;

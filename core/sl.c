@@ -184,6 +184,12 @@ char *sl_strndup(const char *s, size_t n) {
     return p;
 }
 
+void sl_strcpy_cut(char *dst, size_t size, const char *s) {
+    size_t n = strnlen(s, size - 1);
+    memmove(dst, s, n);
+    dst[n] = '\0';
+}
+
 int64_t sl_now_ms(void) {
     struct timespec t;
     clock_gettime(CLOCK_REALTIME, &t);

@@ -69,6 +69,10 @@ void sl_pool_put(struct sl_pool *p, void *obj);
 void *sl_realloc(void *p, size_t n);
 char *sl_strdup(const char *s);
 char *sl_strndup(const char *s, size_t n);
+/* Copies s into dst[0..size), cut to size - 1 bytes and NUL-terminated, as
+ * snprintf(dst, size, "%s", s) does, without its cost on a per-record path.
+ * size must be at least 1. */
+void sl_strcpy_cut(char *dst, size_t size, const char *s);
 
 /* Wall-clock and monotonic time in milliseconds. */
 int64_t sl_now_ms(void);

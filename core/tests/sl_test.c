@@ -1,4 +1,5 @@
-/* sl_test.c -- the logger's rate limit per call site; the object pool. */
+/* sl_test.c -- the logger's rate limit per call site; the object pool; the
+ * bounded string copy. */
 #define _GNU_SOURCE
 #include "sl.h"
 #include "test.h"
@@ -51,8 +52,24 @@ static void test_pool(void) {
     free(g);
 }
 
+static void test_strcpy_cut(void) {
+    char four[4], big[16];
+    memset(four, 'x', sizeof(four));
+    sl_strcpy_cut(four, sizeof(four), "abcdef");
+    TEST("strcpy_cut: cut to size - 1 bytes and terminated", !strcmp(four, "abc"));
+    sl_strcpy_cut(four, sizeof(four), "abc");
+    TEST("strcpy_cut: a string that just fits is whole", !strcmp(four, "abc"));
+    sl_strcpy_cut(big, sizeof(big), "");
+    TEST("strcpy_cut: the empty string", big[0] == '\0');
+    sl_strcpy_cut(big, sizeof(big), ".2.1");
+    TEST("strcpy_cut: a short string is copied as is", !strcmp(big, ".2.1"));
+    sl_strcpy_cut(big, 1, "abc");
+    TEST("strcpy_cut: size 1 gives the empty string", big[0] == '\0');
+}
+
 int main(void) {
     test_pool();
+    test_strcpy_cut();
     FILE *f = tmpfile();
     int saved = dup(2);
     dup2(fileno(f), 2);
