@@ -988,22 +988,31 @@ static void sort_keys(struct enc_key *keys, size_t n) {
     }
 }
 
+/* The lists of a table of lists still lazy, not made yet (lazy.h), that
+ * the sorted encoder writes from their copy. */
+struct enc_lists {
+    const struct sl_lazy_view *view;
+    const char *names[ENC_LISTS];
+    size_t lens[ENC_LISTS];
+    uint32_t ids[ENC_LISTS];
+    size_t n;
+};
+
 /* Encodes the object at idx with its keys in byte order, as Lua's
  * table.sort of its keys does (lua/sluice/init.lua). O(n log n). The values
  * of its first ENC_SMALL members stay on the stack, so they are not looked
- * up again. idx may be a table of lists still lazy: its lists not made yet
- * are lists[0..nlists), nlists <= ENC_LISTS, written from their copy
- * (lazy.h), and its hidden keys are skipped. */
-static int enc_object_sorted(struct enc *e, int idx, int depth, const char *const *lists,
-                             const size_t *lens, size_t nlists) {
+ * up again. idx may be a table of lists still lazy: lists says which of its
+ * lists are not made yet, and its hidden keys are skipped. */
+static int enc_object_sorted(struct enc *e, int idx, int depth, const struct enc_lists *lists) {
     lua_State *L = e->L;
     struct enc_key small[ENC_SMALL + ENC_LISTS], *keys = small;
     size_t n = 0, cap = sizeof(small) / sizeof(small[0]), kept = 0;
     int base = lua_gettop(L), ret = -1;
     bool keep = lua_checkstack(L, 2 * ENC_SMALL + 4);
 
-    for (; n < nlists; n++)
-        keys[n] = (struct enc_key){.s = lists[n], .n = lens[n], .pre = key_prefix(lists[n], lens[n])};
+    for (; lists && n < lists->n; n++)
+        keys[n] = (struct enc_key){.s = lists->names[n], .n = lists->lens[n], .node = lists->ids[n],
+                                   .pre = key_prefix(lists->names[n], lists->lens[n])};
     lua_pushnil(L);                                   /* .. nil */
     while (lua_next(L, idx)) {                        /* .. [k v]... k v */
         if (lists && sl_lazy_hidden_key(L, -2)) {
@@ -1035,7 +1044,7 @@ static int enc_object_sorted(struct enc *e, int idx, int depth, const char *cons
         if (enc_string(e, keys[i].s, keys[i].n) < 0) goto done;
         enc_addc(e->b, ':');
         if (keys[i].v == 0) {
-            if (sl_lazy_encode_list(L, idx, keys[i].s, keys[i].n, e->b, e->err, e->errlen)) goto done;
+            if (sl_lazy_view_encode_list(lists->view, keys[i].node, e->b, e->err, e->errlen)) goto done;
         } else if (keys[i].v > 0) {
             if (enc_value(e, keys[i].v, depth) < 0) goto done;
         } else {
@@ -1247,31 +1256,27 @@ static int enc_table(struct enc *e, int idx, int depth) {
     if (lua_getmetatable(L, idx)) {                   /* .. mt */
         is_arr = lua_rawequal(L, -1, e->mt_idx);
         lua_pop(L, 1);                                /* .. */
-        if (!is_arr && !e->sorted) {                  /* window lists: written from their copy */
+        struct sl_lazy_view view;
+        if (!is_arr) sl_lazy_view(L, idx, &view);
+        if (!is_arr && view.kind == SL_LAZY_LISTS && !e->sorted) { /* written from their copy */
             bool first = true;
-            size_t mark = b->len;
             enc_addc(b, '{');
-            int r = sl_lazy_encode_lists(L, idx, b, &first, e->err, e->errlen);
-            if (r < 0) return -1;
-            if (r > 0) {
-                lua_pushnil(L);                       /* .. nil */
-                if (lua_next(L, idx)) return enc_members(e, idx, depth, first, true); /* .. k v */
-                enc_addc(b, '}');
-                return 0;
-            }
-            b->len = mark;
+            if (sl_lazy_view_encode_lists(&view, b, &first, e->err, e->errlen)) return -1;
+            lua_pushnil(L);                           /* .. nil */
+            if (lua_next(L, idx)) return enc_members(e, idx, depth, first, true); /* .. k v */
+            enc_addc(b, '}');
+            return 0;
         }
-        if (!is_arr && e->sorted) {                   /* window lists, sorted: the same */
-            const char *names[ENC_LISTS];
-            size_t lens[ENC_LISTS];
-            long nl = sl_lazy_list_names(L, idx, names, lens, ENC_LISTS);
-            if (nl >= 0 && nl <= ENC_LISTS) return enc_object_sorted(e, idx, depth, names, lens, (size_t)nl);
+        if (!is_arr && view.kind == SL_LAZY_LISTS && e->sorted) { /* the same, sorted */
+            struct enc_lists lists = {.view = &view};
+            long nl = sl_lazy_view_lists(&view, lists.names, lists.lens, lists.ids, ENC_LISTS);
+            lists.n = (size_t)nl;
+            if (nl <= ENC_LISTS) return enc_object_sorted(e, idx, depth, &lists);
         }
-        if (!is_arr && e->sorted) {                   /* a lazy object: its members not made from the tape */
-            uint32_t obj;
+        if (!is_arr && view.kind == SL_LAZY_OBJECT && e->sorted) { /* members not made: from the tape */
             const char *text;
-            const struct sl_json_node *nodes = sl_lazy_tape(L, idx, &obj, &text);
-            if (nodes) return enc_tape_object(e, nodes, text, obj, idx, depth);
+            const struct sl_json_node *nodes = sl_lazy_view_tape(&view, &text);
+            return enc_tape_object(e, nodes, text, view.obj, idx, depth);
         }
         if (!is_arr) sl_lazy_expand(L, idx);          /* a lazy object: made whole */
     }
@@ -1282,7 +1287,7 @@ static int enc_table(struct enc *e, int idx, int depth) {
     }                                                 /* .. k v */
     if (!is_arr && lua_type(L, -2) == LUA_TSTRING && e->sorted) {
         lua_pop(L, 2);                                /* .. */
-        return enc_object_sorted(e, idx, depth, NULL, NULL, 0);
+        return enc_object_sorted(e, idx, depth, NULL);
     }
     if (!is_arr && lua_type(L, -2) == LUA_TSTRING) {
         enc_addc(b, '{');

@@ -5,7 +5,8 @@
  * its object node under two light userdata keys (no rule's key can be one:
  * `T.x` and T[1] never see them, and whatever walks T expands it first, which
  * removes them), with the metatable M that every lazy value of the VM shares:
- * M = { [3] = sentinel, __index = lazy_index, __newindex = lazy_newindex }.
+ * M = { [3] = sentinel, [4] = H, __index = lazy_index, __newindex = lazy_newindex },
+ * H holding the hot keys (below) as Lua strings: H[h + 1] spells hot[h].
  * So everything a lazy object needs is reachable from it, making one costs a
  * table and two keys, and the garbage collector frees the tape with the last
  * value that refers to it. */
@@ -148,6 +149,22 @@ static int hot_find_escaped(const struct ltape *t, const struct sl_json_node *kn
     return hot_find(buf, sl_json_unescape(ltape_text(t) + kn->u.str.off, kn->u.str.len, buf));
 }
 
+/* Pushes hot key h, which k[0..kn) spells (unescaped in the tape), as a Lua
+ * string, from H at the top, where it is kept once made. The string H has
+ * at h is checked to still spell it (hot_learn replaces keys, and every VM
+ * of the thread shares hot[]), which costs less than hashing the bytes
+ * into a string again. */
+static void push_hot_key(lua_State *L, int h, const char *k, size_t kn) {
+    size_t n;                                         /* H */
+    lua_rawgeti(L, -1, h + 1);                        /* H s? */
+    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+    if (s && n == kn && !memcmp(s, k, kn)) return;
+    lua_pop(L, 1);
+    lua_pushlstring(L, k, kn);                        /* H k */
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, -3, h + 1);
+}
+
 /* Makes the members of lazy object T (at the top, node obj) whose names are
  * hot keys, as reading them would: of duplicates the last. One pass finds
  * the last occurrence of each hot key (an escaped key that spells one counts
@@ -169,22 +186,29 @@ static void make_hot(lua_State *L, int tape_idx, int meta_idx, struct ltape *t, 
     }
     if (!any) return;
     uint32_t order[LAZY_HOT];
+    int slot[LAZY_HOT];                               /* order[j]'s hot key */
     unsigned n = 0;
     for (unsigned h = 0; h < nhot; h++) {             /* value nodes, ascending */
         if (!last[h]) continue;
         unsigned j = n++;
-        for (; j > 0 && order[j - 1] > last[h]; j--) order[j] = order[j - 1];
+        for (; j > 0 && order[j - 1] > last[h]; j--) {
+            order[j] = order[j - 1];
+            slot[j] = slot[j - 1];
+        }
         order[j] = last[h];
+        slot[j] = (int)h;
     }
-    luaL_checkstack(L, 3, "JSON members");
+    luaL_checkstack(L, 4, "JSON members");
+    lua_rawgeti(L, meta_idx, 4);                      /* T H */
     for (unsigned j = 0; j < n; j++) {
         uint32_t v = order[j];
         const struct sl_json_node *kn = &t->nodes[v - 1];
         t->nodes[v].flags |= SL_JSON_TAKEN;
-        lua_pushlstring(L, text + kn->u.str.off, kn->u.str.len); /* T k */
-        push_node(L, tape_idx, meta_idx, t, v);       /* T k v */
-        lua_rawset(L, -3);                            /* T */
+        push_hot_key(L, slot[j], text + kn->u.str.off, kn->u.str.len); /* T H k */
+        push_node(L, tape_idx, meta_idx, t, v);       /* T H k v */
+        lua_rawset(L, -4);                            /* T H */
     }
+    lua_pop(L, 1);                                    /* T */
 }
 
 /* Pushes object node i of the tape at tape_idx: a new lazy object, or a
@@ -381,12 +405,21 @@ bool sl_lazy_is(lua_State *L, int idx) {
     return true;
 }
 
-const struct sl_json_node *sl_lazy_tape(lua_State *L, int idx, uint32_t *obj, const char **text) {
-    if (lua_type(L, idx) != LUA_TTABLE) return NULL;
-    struct ltape *t = lazy_of(L, idx, obj);           /* M? */
-    if (!t) return NULL;
+void sl_lazy_view(lua_State *L, int idx, struct sl_lazy_view *v) {
+    uint32_t obj;
+    *v = (struct sl_lazy_view){.kind = SL_LAZY_NO};
+    if (lua_type(L, idx) != LUA_TTABLE) return;
+    void *t = lazy_of(L, idx, &obj);                  /* M? */
+    if (!t) return;
     lua_pop(L, 1);
-    if (*obj == LAZY_LISTS) return NULL;
+    v->data = t;
+    v->obj = obj;
+    v->kind = obj == LAZY_LISTS ? SL_LAZY_LISTS : SL_LAZY_OBJECT;
+}
+
+const struct sl_json_node *sl_lazy_view_tape(const struct sl_lazy_view *v, const char **text) {
+    const struct ltape *t = v->data;
+    assert(v->kind == SL_LAZY_OBJECT);
     *text = ltape_text(t);
     return t->nodes;
 }
@@ -616,10 +649,10 @@ static int lsnap_encode(struct lsnap *s, uint32_t i, struct sl_buf *b, char *err
     return SL_OK;
 }
 
-int sl_lazy_encode_lists(lua_State *L, int idx, struct sl_buf *b, bool *first,
-                         char *err, size_t errlen) {
-    struct lsnap *s = lists_of(L, idx);
-    if (!s) return 0;
+int sl_lazy_view_encode_lists(const struct sl_lazy_view *v, struct sl_buf *b, bool *first,
+                              char *err, size_t errlen) {
+    struct lsnap *s = (struct lsnap *)v->data;
+    assert(v->kind == SL_LAZY_LISTS);
     struct llist *ll = lsnap_lists(s);
     size_t mark = b->len;
     for (uint32_t i = 0; i < s->nlists; i++) {
@@ -628,16 +661,17 @@ int sl_lazy_encode_lists(lua_State *L, int idx, struct sl_buf *b, bool *first,
         if (sl_json_add_string(b, lsnap_bytes(s) + ll[i].name_off, ll[i].name_len, err, errlen) ||
             (sl_buf_addc(b, ':'), lsnap_encode(s, i, b, err, errlen))) {
             b->len = mark;
-            return -1;
+            return SL_ERR;
         }
         *first = false;
     }
-    return 1;
+    return SL_OK;
 }
 
-long sl_lazy_list_names(lua_State *L, int idx, const char **names, size_t *lens, size_t cap) {
-    struct lsnap *s = lists_of(L, idx);
-    if (!s) return -1;
+long sl_lazy_view_lists(const struct sl_lazy_view *v, const char **names, size_t *lens,
+                        uint32_t *ids, size_t cap) {
+    struct lsnap *s = (struct lsnap *)v->data;
+    assert(v->kind == SL_LAZY_LISTS);
     struct llist *ll = lsnap_lists(s);
     size_t n = 0;
     for (uint32_t i = 0; i < s->nlists; i++) {
@@ -645,23 +679,18 @@ long sl_lazy_list_names(lua_State *L, int idx, const char **names, size_t *lens,
         if (n < cap) {
             names[n] = lsnap_bytes(s) + ll[i].name_off;
             lens[n] = ll[i].name_len;
+            ids[n] = i;
         }
         n++;
     }
     return (long)n;
 }
 
-int sl_lazy_encode_list(lua_State *L, int idx, const char *name, size_t nlen,
-                        struct sl_buf *b, char *err, size_t errlen) {
-    struct lsnap *s = lists_of(L, idx);
-    struct llist *ll = s ? lsnap_lists(s) : NULL;
-    for (uint32_t i = 0; s && i < s->nlists; i++) {
-        if (ll[i].taken || ll[i].name_len != nlen || memcmp(lsnap_bytes(s) + ll[i].name_off, name, nlen))
-            continue;
-        return lsnap_encode(s, i, b, err, errlen);
-    }
-    sl_errf(err, errlen, "no list %.*s to encode", (int)nlen, name);
-    return SL_ERR;
+int sl_lazy_view_encode_list(const struct sl_lazy_view *v, uint32_t id, struct sl_buf *b,
+                             char *err, size_t errlen) {
+    struct lsnap *s = (struct lsnap *)v->data;
+    assert(v->kind == SL_LAZY_LISTS && id < s->nlists && !lsnap_lists(s)[id].taken);
+    return lsnap_encode(s, id, b, err, errlen);
 }
 
 /* ==================== Records ==================== */
@@ -742,9 +771,11 @@ void sl_lazy_open_env(lua_State *L) {
 
 void sl_lazy_init(lua_State *L) {
     lua_pushlightuserdata(L, &meta_key);
-    lua_createtable(L, 3, 2);                         /* key M */
+    lua_createtable(L, 4, 2);                         /* key M */
     lua_pushlightuserdata(L, &sentinel);
     lua_rawseti(L, -2, 3);
+    lua_createtable(L, LAZY_HOT, 0);
+    lua_rawseti(L, -2, 4);
     lua_pushcfunction(L, lazy_index);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, lazy_newindex);

@@ -19,7 +19,7 @@
  * unsorted encoder of json.c) first expands a lazy object: every member
  * made, the metatable removed, leaving the plain table the eager decoder
  * would have made. The sorted encoder (sinks, traces) does not: it writes
- * the members not made straight from the tape (sl_lazy_tape), the same bytes
+ * the members not made straight from the tape (sl_lazy_view_tape), the same bytes
  * as the table made whole would give.
  *
  * Window aggregates are handed over the same way: a table whose lists are
@@ -55,7 +55,7 @@ size_t sl_lazy_eager_members(size_t n);
 bool sl_lazy_is(lua_State *L, int idx);
 
 /* True when the key at idx is one a lazy value keeps its tape under: whoever
- * walks a table of lists without expanding it (sl_lazy_encode_lists's
+ * walks a table of lists without expanding it (sl_lazy_view_encode_lists's
  * caller) skips these. */
 bool sl_lazy_hidden_key(lua_State *L, int idx);
 
@@ -64,13 +64,24 @@ bool sl_lazy_hidden_key(lua_State *L, int idx);
  * objects stay lazy. */
 void sl_lazy_expand(lua_State *L, int idx);
 
-/* For the sorted encoder (json.c), which writes a lazy object's members not
- * made straight from the tape: the nodes of the tape of the lazy object at
- * idx not yet expanded, with its object node in *obj and the text in *text;
- * NULL when idx is not one (a table of lists is not). A member whose last
- * occurrence's value node is SL_JSON_TAKEN is the table's: made, assigned,
- * or gone when deleted. Valid while the table is. */
-const struct sl_json_node *sl_lazy_tape(lua_State *L, int idx, uint32_t *obj, const char **text);
+/* What a table is to the encoders (json.c), found with one look at its
+ * metatable: a lazy object not yet expanded, a table of lists not yet
+ * expanded (sl_lazy_push_lists), or neither. */
+enum sl_lazy_kind { SL_LAZY_NO, SL_LAZY_OBJECT, SL_LAZY_LISTS };
+struct sl_lazy_view {
+    enum sl_lazy_kind kind;
+    const void *data;  /* the table's tape or copy of lists: valid while the table is */
+    uint32_t obj;      /* SL_LAZY_OBJECT: its object node */
+};
+
+/* Fills v for the value at idx (SL_LAZY_NO for any value but the two). */
+void sl_lazy_view(lua_State *L, int idx, struct sl_lazy_view *v);
+
+/* For the sorted encoder, which writes a lazy object's members not made
+ * straight from the tape: the nodes of v's tape (an SL_LAZY_OBJECT), with
+ * the text in *text. A member whose last occurrence's value node is
+ * SL_JSON_TAKEN is the table's: made, assigned, or gone when deleted. */
+const struct sl_json_node *sl_lazy_view_tape(const struct sl_lazy_view *v, const char **text);
 
 /* ==================== Lists made on demand ==================== */
 
@@ -85,29 +96,28 @@ struct sl_lazy_list {
  * metatable) are made on first read, from a copy of lists[0..n) taken now
  * (the values may change once this returns). The caller may set other
  * members raw. Read, assigned or expanded, it behaves as the table of
- * lists built at once would; sl_lazy_encode_lists writes it without making
+ * lists built at once would; sl_lazy_view_encode_lists writes it without making
  * the lists. */
 void sl_lazy_push_lists(lua_State *L, const struct sl_lazy_list *lists, size_t n);
 
-/* If the table at idx is a table of lists (sl_lazy_push_lists) not yet
- * expanded, appends its lists not yet made as JSON members ("name":[...]),
- * each preceded by a comma unless *first, clears *first when it wrote one,
- * and returns 1; returns 0 (nothing written) for any other value, and -1
- * with err set when a value cannot be encoded (a string not UTF-8). */
-int sl_lazy_encode_lists(lua_State *L, int idx, struct sl_buf *b, bool *first,
-                         char *err, size_t errlen);
+/* Appends the lists of v (an SL_LAZY_LISTS) not made yet as JSON members
+ * ("name":[...]), each preceded by a comma unless *first, and clears *first
+ * when it wrote one; SL_ERR with err set (nothing written) when a value
+ * cannot be encoded (a string not UTF-8). */
+int sl_lazy_view_encode_lists(const struct sl_lazy_view *v, struct sl_buf *b, bool *first,
+                              char *err, size_t errlen);
 
-/* For an encoder that orders keys: if the table at idx is a table of lists
- * not yet expanded, returns how many of its lists are not made yet and puts
- * the names of the first cap of them in names/lens (pointing into the
- * table's copy: valid while the table is); -1 for any other value. */
-long sl_lazy_list_names(lua_State *L, int idx, const char **names, size_t *lens, size_t cap);
+/* For an encoder that orders keys: how many lists of v (an SL_LAZY_LISTS)
+ * are not made yet, with the names of the first cap of them in names/lens
+ * (pointing into the table's copy: valid while the table is) and what
+ * sl_lazy_view_encode_list takes for each in ids. */
+long sl_lazy_view_lists(const struct sl_lazy_view *v, const char **names, size_t *lens,
+                        uint32_t *ids, size_t cap);
 
-/* Appends list name of the table of lists at idx, not made yet, as a JSON
- * array; SL_ERR with err set (nothing written) when a value cannot be
- * encoded or there is no such list. */
-int sl_lazy_encode_list(lua_State *L, int idx, const char *name, size_t nlen,
-                        struct sl_buf *b, char *err, size_t errlen);
+/* Appends list id (sl_lazy_view_lists's) of v as a JSON array; SL_ERR with
+ * err set (nothing written) when a value cannot be encoded. */
+int sl_lazy_view_encode_list(const struct sl_lazy_view *v, uint32_t id, struct sl_buf *b,
+                             char *err, size_t errlen);
 
 /* The values of list name[0..nlen) of the table of lists at idx, as
  * sl_lazy_push_lists copied them, without making the list (the encoder
