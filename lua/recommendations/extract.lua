@@ -65,13 +65,13 @@ local function page_view(ev, app_id, store_url)
 end
 
 local function new_context(ctx, duid, eid, slug, ts)
-  local out = {}
-  for k, v in pairs(ctx) do out[k] = v end
-  out.input = ctx.input
-  out.kafka = ctx.kafka
-  out.userId = duid
-  out.eventId = eid
-  out.product = { slug = slug, viewTimestamp = ts }
+  -- The members every context has, in a constructor: the table is made
+  -- with room for them, not grown member by member.
+  local out = { input = ctx.input, kafka = ctx.kafka, userId = duid, eventId = eid,
+    product = { slug = slug, viewTimestamp = ts } }
+  for k, v in pairs(ctx) do
+    if out[k] == nil then out[k] = v end
+  end
   return out
 end
 
