@@ -152,6 +152,7 @@ static int dec_fail_msg(struct dec *d, const unsigned char *at, const char *what
 
 static inline void skip_ws(struct dec *d) {
     const unsigned char *p = d->p, *end = d->end;
+    if (p < end && *p > ' ') return;                  /* compact JSON: no whitespace */
     while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
     d->p = p;
 }
@@ -626,6 +627,32 @@ static int tdec_string(struct tdec *td) {
     return 0;
 }
 
+/* tdec_string for the short plain strings most keys and many values are:
+ * when the closing quote comes first in the 16 bytes after the opening one
+ * (no escape, control or non-ASCII byte before it), the node is added here
+ * without a call; anything else goes to tdec_string. */
+static inline int tdec_short_string(struct tdec *td) {
+#ifdef __SSE2__
+    struct dec *d = &td->d;
+    const unsigned char *begin = d->p + 1;
+    if (d->end - begin >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)begin);
+        int quote = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')));
+        int other = _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\\')),
+                                                   _mm_cmplt_epi8(v, _mm_set1_epi8(0x20))));
+        if (quote && (!other || __builtin_ctz((unsigned)quote) < __builtin_ctz((unsigned)other))) {
+            uint32_t len = (uint32_t)__builtin_ctz((unsigned)quote);
+            uint32_t i = tape_add(td->t, SL_JSON_STRING);
+            td->t->nodes[i].u.str.off = (uint32_t)(begin - d->start);
+            td->t->nodes[i].u.str.len = len;
+            d->p = begin + len + 1;
+            return 0;
+        }
+    }
+#endif
+    return tdec_string(td);
+}
+
 static int tdec_value(struct tdec *td, int depth);
 
 /* An array or object at d->p: members until close, each an object member
@@ -645,7 +672,7 @@ static int tdec_container(struct tdec *td, int depth, bool obj) {
     for (;;) {
         if (obj) {
             if (d->p >= d->end || *d->p != '"') return dec_fail_at(d, d->p, "object key expected");
-            if (tdec_string(td) < 0) return -1;
+            if (tdec_short_string(td) < 0) return -1;
             skip_ws(d);
             if (d->p >= d->end || *d->p != ':') return dec_fail_at(d, d->p, "':' expected");
             d->p++;
@@ -681,7 +708,7 @@ static int tdec_value(struct tdec *td, int depth) {
 
     if (!left) return dec_fail_at(d, p, "value expected");
     switch (*p) {
-    case '"': return tdec_string(td);
+    case '"': return tdec_short_string(td);
     case '{': return tdec_container(td, depth + 1, true);
     case '[': return tdec_container(td, depth + 1, false);
     case '-': case '0': case '1': case '2': case '3': case '4':

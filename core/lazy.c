@@ -45,17 +45,22 @@ static struct hot_key {
     char s[LAZY_HOT_LEN];
 } hot[LAZY_HOT];
 static unsigned nhot, hot_next;
-static uint64_t hot_filter;  /* bit (len + first byte) % 64 of each hot key */
+#define HOT_SLOTS 64         /* hot_slot's size: a power of 2, four times LAZY_HOT */
+static uint8_t hot_slot[HOT_SLOTS]; /* open addressing by hot_hash: index in hot[] + 1, 0 empty */
+_Static_assert(LAZY_HOT < HOT_SLOTS / 2 && LAZY_HOT < 255, "hot_slot keeps empty slots");
 
-static inline uint64_t hot_bit(const char *k, size_t kn) {
-    return (uint64_t)1 << ((kn + (unsigned char)k[0]) & 63);
+static inline unsigned hot_hash(const char *k, size_t kn) {
+    return ((unsigned)kn * 37u + (unsigned char)k[0] * 7u + (unsigned char)k[kn - 1]) & (HOT_SLOTS - 1);
 }
 
-/* The index in hot[] of key k, -1 when it is not a hot key. */
+/* The index in hot[] of key k, -1 when it is not a hot key. Most keys that
+ * are not land on an empty slot. */
 static int hot_find(const char *k, size_t kn) {
-    if (!kn || kn > LAZY_HOT_LEN || !(hot_filter & hot_bit(k, kn))) return -1;
-    for (unsigned i = 0; i < nhot; i++)
-        if (hot[i].len == kn && !memcmp(hot[i].s, k, kn)) return (int)i;
+    if (!kn || kn > LAZY_HOT_LEN) return -1;
+    for (unsigned h = hot_hash(k, kn); hot_slot[h]; h = (h + 1) & (HOT_SLOTS - 1)) {
+        const struct hot_key *e = &hot[hot_slot[h] - 1];
+        if (e->len == kn && !memcmp(e->s, k, kn)) return hot_slot[h] - 1;
+    }
     return -1;
 }
 
@@ -67,8 +72,12 @@ static void hot_learn(const char *k, size_t kn) {
     if (nhot < LAZY_HOT) nhot++;
     h->len = (uint8_t)kn;
     memcpy(h->s, k, kn);
-    hot_filter = 0;
-    for (unsigned i = 0; i < nhot; i++) hot_filter |= hot_bit(hot[i].s, hot[i].len);
+    memset(hot_slot, 0, sizeof(hot_slot));
+    for (unsigned i = 0; i < nhot; i++) {
+        unsigned at = hot_hash(hot[i].s, hot[i].len);
+        while (hot_slot[at]) at = (at + 1) & (HOT_SLOTS - 1);
+        hot_slot[at] = (uint8_t)(i + 1);
+    }
 }
 
 /* The tape of one record, in one userdata. */
