@@ -220,6 +220,14 @@ static void make_hot(lua_State *L, int tape_idx, int meta_idx, struct ltape *t, 
     lua_pop(L, 1);                                    /* T */
 }
 
+/* Pushes object node i of the tape at tape_idx as a new lazy object. */
+static void push_lazy_object(lua_State *L, int tape_idx, int meta_idx, struct ltape *t,
+                             uint32_t i) {
+    lua_createtable(L, 0, LAZY_HASH_HINT);            /* T */
+    make_lazy(L, tape_idx, meta_idx, i);
+    if (nhot) make_hot(L, tape_idx, meta_idx, t, i);
+}
+
 /* Pushes object node i of the tape at tape_idx: a new lazy object, or a
  * plain table made at once when it has at most eager_members members
  * (a lazy one costs more than a few members: an envelope, {"slug": ...}). */
@@ -236,9 +244,7 @@ static void push_object(lua_State *L, int tape_idx, int meta_idx, struct ltape *
         }
         return;
     }
-    lua_createtable(L, 0, LAZY_HASH_HINT);            /* T */
-    make_lazy(L, tape_idx, meta_idx, i);
-    if (nhot) make_hot(L, tape_idx, meta_idx, t, i);
+    push_lazy_object(L, tape_idx, meta_idx, t, i);
 }
 
 /* Pushes array node i made whole: a table with the array metatable, its
@@ -734,7 +740,12 @@ int sl_lazy_push(lua_State *L, const char *s, size_t n, char *err, size_t errlen
     memcpy(t->nodes, sc->nodes, nodes);
     memcpy((char *)ltape_text(t), s, n);
     push_meta(L);                                     /* tape M */
-    push_node(L, lua_gettop(L) - 1, lua_gettop(L), t, 0); /* tape M v */
+    /* The record itself is lazy whatever its size: of an envelope such as
+     * {"message": ..., "collector": {...}} only what rules read is made. */
+    if (t->nodes[0].type == SL_JSON_OBJECT)
+        push_lazy_object(L, lua_gettop(L) - 1, lua_gettop(L), t, 0); /* tape M v */
+    else
+        push_node(L, lua_gettop(L) - 1, lua_gettop(L), t, 0);
     lua_replace(L, -3);                               /* v M */
     lua_pop(L, 1);                                    /* v */
     return SL_OK;

@@ -19,8 +19,8 @@
  * unsorted encoder of json.c) first expands a lazy object: every member
  * made, the metatable removed, leaving the plain table the eager decoder
  * would have made. The sorted encoder (sinks, traces) does not: it writes
- * the members not made straight from the tape (sl_lazy_view_tape), the same bytes
- * as the table made whole would give.
+ * the members not made straight from the tape (sl_lazy_view_tape), the same
+ * bytes as the table made whole would give.
  *
  * Window aggregates are handed over the same way: a table whose lists are
  * made when read, and written by the encoder straight from their copy.
@@ -47,8 +47,10 @@ void sl_lazy_init(lua_State *L);
 int sl_lazy_push(lua_State *L, const char *s, size_t n, char *err, size_t errlen);
 
 /* Objects of at most n members are made whole at once (a lazy one costs
- * more than a few members); returns the previous bound (default 4). For
- * tests, which set 0 to make every object lazy. */
+ * more than a few members), except the record itself, which is always lazy
+ * (an envelope of two members, one of them never read); returns the
+ * previous bound (default 4). For tests, which set 0 to make every object
+ * lazy. */
 size_t sl_lazy_eager_members(size_t n);
 
 /* True when the value at idx is a lazy object not yet expanded. */

@@ -447,6 +447,18 @@ static void test_hot(void) {
               "\"e\":\"\\u00e9\",\"x\":1,\"y\":2,\"z\":3}"));
 }
 
+/* With the default bound, where an object of two members is made whole. */
+static void test_record_lazy(void) {
+    size_t was = sl_lazy_eager_members(4);
+    TEST("the record itself is lazy whatever its size: a member never read is never made",
+         lua_true("local o = lazy('{\"rootRead\":{\"q1\":1},\"rootUnread\":{\"q2\":2}}')"
+                  " if raw(o, 'rootUnread') ~= nil or raw(o, 'rootRead') ~= nil then return false end"
+                  " local m = o.rootRead"
+                  " return m.q1 == 1 and raw(o, 'rootUnread') == nil and o.rootUnread.q2 == 2"
+                  " and sorted(o) == '{\"rootRead\":{\"q1\":1},\"rootUnread\":{\"q2\":2}}'"));
+    sl_lazy_eager_members(was);
+}
+
 int main(void) {
     L = luaL_newstate();
     luaL_openlibs(L);
@@ -485,6 +497,7 @@ int main(void) {
     test_walks();
     test_lists();
     test_hot();
+    test_record_lazy();
 
     TEST("stack is balanced at the end", lua_gettop(L) == 0);
     lua_close(L);
