@@ -6,7 +6,8 @@
  * `T.x` and T[1] never see them, and whatever walks T expands it first, which
  * removes them), with the metatable M that every lazy value of the VM shares:
  * M = { [3] = sentinel, [4] = H, __index = lazy_index, __newindex = lazy_newindex },
- * H holding the hot keys (below) as Lua strings: H[h + 1] spells hot[h].
+ * H holding the hot keys (below) as Lua strings: H[h + 1] spells hot[h]
+ * (push_hot_strings).
  * So everything a lazy object needs is reachable from it, making one costs a
  * table and two keys, and the garbage collector frees the tape with the last
  * value that refers to it. */
@@ -47,6 +48,7 @@ static struct hot_key {
 static unsigned nhot, hot_next;
 #define HOT_SLOTS 64         /* hot_slot's size: a power of 2, four times LAZY_HOT */
 static uint8_t hot_slot[HOT_SLOTS]; /* open addressing by hot_hash: index in hot[] + 1, 0 empty */
+static uint32_t hot_gen = 1; /* changes with hot[] (push_hot_strings) */
 _Static_assert(LAZY_HOT < HOT_SLOTS / 2 && LAZY_HOT < 255, "hot_slot keeps empty slots");
 
 static inline unsigned hot_hash(const char *k, size_t kn) {
@@ -72,6 +74,7 @@ static void hot_learn(const char *k, size_t kn) {
     if (nhot < LAZY_HOT) nhot++;
     h->len = (uint8_t)kn;
     memcpy(h->s, k, kn);
+    hot_gen++;
     memset(hot_slot, 0, sizeof(hot_slot));
     for (unsigned i = 0; i < nhot; i++) {
         unsigned at = hot_hash(hot[i].s, hot[i].len);
@@ -158,16 +161,31 @@ static int hot_find_escaped(const struct ltape *t, const struct sl_json_node *kn
     return hot_find(buf, sl_json_unescape(ltape_text(t) + kn->u.str.off, kn->u.str.len, buf));
 }
 
+/* Pushes H, the strings of the hot keys (M[4] of the metatable at
+ * meta_idx): H[h + 1] spells hot[h] once made. H[0] is the hot_gen its
+ * strings were made under; when hot[] changed since, H is replaced by an
+ * empty one (every VM of the thread shares hot[], which changes seldom
+ * once rules have run a few records). */
+static void push_hot_strings(lua_State *L, int meta_idx) {
+    lua_rawgeti(L, meta_idx, 4);                      /* H */
+    lua_rawgeti(L, -1, 0);                            /* H gen */
+    bool fresh = lua_tonumber(L, -1) == (lua_Number)hot_gen;
+    lua_pop(L, 1);                                    /* H */
+    if (fresh) return;
+    lua_pop(L, 1);
+    lua_createtable(L, LAZY_HOT, 1);                  /* H */
+    lua_pushnumber(L, (lua_Number)hot_gen);
+    lua_rawseti(L, -2, 0);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, meta_idx, 4);
+}
+
 /* Pushes hot key h, which k[0..kn) spells (unescaped in the tape), as a Lua
- * string, from H at the top, where it is kept once made. The string H has
- * at h is checked to still spell it (hot_learn replaces keys, and every VM
- * of the thread shares hot[]), which costs less than hashing the bytes
- * into a string again. */
+ * string, from H at the top (push_hot_strings), where it is kept once
+ * made: cheaper than hashing the bytes into a string again. */
 static void push_hot_key(lua_State *L, int h, const char *k, size_t kn) {
-    size_t n;                                         /* H */
     lua_rawgeti(L, -1, h + 1);                        /* H s? */
-    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
-    if (s && n == kn && !memcmp(s, k, kn)) return;
+    if (lua_type(L, -1) == LUA_TSTRING) return;
     lua_pop(L, 1);
     lua_pushlstring(L, k, kn);                        /* H k */
     lua_pushvalue(L, -1);
@@ -208,7 +226,7 @@ static void make_hot(lua_State *L, int tape_idx, int meta_idx, struct ltape *t, 
         slot[j] = (int)h;
     }
     luaL_checkstack(L, 4, "JSON members");
-    lua_rawgeti(L, meta_idx, 4);                      /* T H */
+    push_hot_strings(L, meta_idx);                    /* T H */
     for (unsigned j = 0; j < n; j++) {
         uint32_t v = order[j];
         const struct sl_json_node *kn = &t->nodes[v - 1];
