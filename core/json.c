@@ -1391,33 +1391,65 @@ static int enc_value(struct enc *e, int idx, int depth) {
     }
 }
 
+/* Sets e up to append to out: the array metatable pushed (the caller
+ * restores the stack). False, err set, when the stack cannot grow. */
+static bool enc_begin(struct enc *e, lua_State *L, struct sl_buf *out, char *err, size_t errlen,
+                      bool sorted) {
+    e->L = L;
+    e->b = out;
+    e->err = err;
+    e->errlen = errlen;
+    e->sorted = sorted;
+    if (!lua_checkstack(L, 4)) {
+        sl_errf(err, errlen, "json: Lua stack full");
+        return false;
+    }
+    sl_json_push_array_mt(L);                         /* .. mt */
+    e->mt_idx = lua_gettop(L);
+    return true;
+}
+
+/* Ends an encoding that began with out->len at start: drops the partial
+ * text on failure (ok false), keeps the NUL, restores the stack to top. */
+static int enc_end(struct enc *e, bool ok, size_t start, int top) {
+    if (!ok) e->b->len = start;
+    if (e->b->data) e->b->data[e->b->len] = '\0';
+    lua_settop(e->L, top);
+    return ok ? SL_OK : SL_ERR;
+}
+
 static int encode(lua_State *L, int idx, struct sl_buf *out, char *err, size_t errlen,
                   bool sorted) {
     struct enc e;
-    int top = lua_gettop(L), ret = SL_ERR;
+    int top = lua_gettop(L);
     size_t start = out->len;
 
     if (idx < 0 && idx > LUA_REGISTRYINDEX) idx = top + idx + 1;
-    e.L = L;
-    e.b = out;
-    e.err = err;
-    e.errlen = errlen;
-    e.sorted = sorted;
-    if (!lua_checkstack(L, 4)) {
-        sl_errf(err, errlen, "json: Lua stack full");
-        return SL_ERR;
+    if (!enc_begin(&e, L, out, err, errlen, sorted)) return SL_ERR;
+    return enc_end(&e, enc_value(&e, idx, 0) == 0, start, top);
+}
+
+int sl_json_encode_members_sorted(lua_State *L, int first, size_t n, const char *const *keys,
+                                  struct sl_buf *out, char *err, size_t errlen) {
+    struct enc e;
+    int top = lua_gettop(L);
+    size_t start = out->len;
+    bool any = false;
+
+    if (first < 0 && first > LUA_REGISTRYINDEX) first = top + first + 1;
+    if (!enc_begin(&e, L, out, err, errlen, true)) return SL_ERR;
+    enc_addc(out, '{');
+    for (size_t i = 0; i < n; i++) {
+        int idx = first + (int)i;
+        if (lua_isnil(L, idx)) continue;
+        if (any) enc_addc(out, ',');
+        any = true;
+        enc_add(out, keys[i], strlen(keys[i]));
+        enc_addc(out, ':');
+        if (enc_value(&e, idx, 0) < 0) return enc_end(&e, false, start, top);
     }
-    sl_json_push_array_mt(L);                         /* .. mt */
-    e.mt_idx = lua_gettop(L);
-    if (enc_value(&e, idx, 0) < 0) {
-        out->len = start;                             /* drop the partial text */
-        goto done;
-    }
-    ret = SL_OK;
-done:
-    if (out->data) out->data[out->len] = '\0';
-    lua_settop(L, top);
-    return ret;
+    enc_addc(out, '}');
+    return enc_end(&e, true, start, top);
 }
 
 int sl_json_encode(lua_State *L, int idx, struct sl_buf *out, char *err, size_t errlen) {

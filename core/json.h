@@ -108,6 +108,13 @@ int sl_json_encode(lua_State *L, int idx, struct sl_buf *out, char *err, size_t 
 /* As sl_json_encode, with every object's keys in byte order (the order of
  * lua/sluice/init.lua's encoder), so equal values give equal text. */
 int sl_json_encode_sorted(lua_State *L, int idx, struct sl_buf *out, char *err, size_t errlen);
+/* Appends the object {keys[0]: v0, keys[1]: v1, ...} of the n values at
+ * stack indices first .. first + n - 1, encoded as sl_json_encode_sorted
+ * does, leaving out those that are nil. keys are JSON string literals,
+ * written as given and in the order given (a sink's fields, sorted once).
+ * On error as sl_json_encode_sorted. */
+int sl_json_encode_members_sorted(lua_State *L, int first, size_t n, const char *const *keys,
+                                  struct sl_buf *out, char *err, size_t errlen);
 
 /* Appends s[0..n) as a JSON string (quoted, escaped as the encoder does).
  * SL_ERR with err (and out as it was) when s is not valid UTF-8. */

@@ -29,6 +29,7 @@ struct kafka_step {
     bool last;                   /* no step after it reads the context */
     char **keys;                 /* its fields as JSON strings, made on first use */
     size_t *order;               /* indices of its fields in byte order of their names */
+    const char **named;          /* scratch: the keys of the fields a record writes */
     struct sl_step_path **fields; /* its fields split */
     struct sl_step_path *key;    /* s->key_var split, or NULL */
     struct sl_buf buf;           /* scratch for the value */
@@ -75,6 +76,7 @@ static void *create(const struct sl_step_env *env) {
             st->order[j] = st->order[j - 1];
         st->order[j] = i;
     }
+    st->named = sl_calloc(st->s->nfields + 1, sizeof(*st->named));
     st->fields = sl_calloc(st->s->nfields + 1, sizeof(*st->fields));
     for (size_t i = 0; i < st->s->nfields; i++) st->fields[i] = sl_step_path_create(st->s->fields[i]);
     st->key = sl_step_path_create(st->s->key_var);
@@ -113,27 +115,22 @@ static int encode_fields(struct kafka_step *st, lua_State *L, int paths, int ctx
                          struct sl_buf *b, char *err, size_t errlen) {
     const struct sl_step_conf *s = st->s;
     char **keys = field_keys(st, L, err, errlen);
-    int first = 1;
     if (!keys) return SL_ERR;
-    sl_buf_addc(b, '{');
+    if (!lua_checkstack(L, (int)s->nfields + 4)) {
+        sl_errf(err, errlen, "Lua stack full");
+        return SL_ERR;
+    }
+    int first = lua_gettop(L) + 1;
+    size_t n = 0;
     for (size_t k = 0; k < s->nfields; k++) {
         size_t i = st->order[k];
         if (k && !strcmp(s->fields[st->order[k - 1]], s->fields[i])) continue; /* named twice */
         sl_step_push_path(L, paths, ctx_idx, st->fields[i]); /* ... v */
-        if (lua_isnil(L, -1)) {
-            lua_pop(L, 1);
-            continue;
-        }
-        if (!first) sl_buf_addc(b, ',');
-        first = 0;
-        sl_buf_adds(b, keys[i]);
-        sl_buf_addc(b, ':');
-        int rc = sl_json_encode_sorted(L, -1, b, err, errlen);
-        lua_pop(L, 1);                               /* ... */
-        if (rc) return SL_ERR;
+        st->named[n++] = keys[i];
     }
-    sl_buf_addc(b, '}');
-    return SL_OK;
+    int rc = sl_json_encode_members_sorted(L, first, n, st->named, b, err, errlen);
+    lua_settop(L, first - 1);
+    return rc;
 }
 
 /* The broker's report on a produce: the context goes on, or the process
@@ -216,6 +213,7 @@ static void destroy(void *state) {
         free(st->keys);
     }
     free(st->order);
+    free(st->named);
     for (size_t i = 0; i < st->s->nfields; i++) sl_step_path_destroy(st->fields[i]);
     free(st->fields);
     sl_step_path_destroy(st->key);

@@ -448,6 +448,33 @@ static void test_encode_values(void) {
     TEST("encode appends to the buffer",
          sl_json_encode(L, -1, &out, err, sizeof(err)) == SL_OK && strcmp(out.data, "x=5") == 0);
     lua_settop(L, top);
+
+    /* A sink's fields: values on the stack, keys given, nil left out. */
+    static const char *const keys[] = {"\"a\"", "\"b\"", "\"c\""};
+    sl_buf_reset(&out);
+    sl_buf_adds(&out, "v=");
+    lua_pushstring(L, "s");
+    lua_pushnil(L);
+    if (luaL_dostring(L, "return {z = 1, y = sluice.array({2})}")) lua_pushnil(L);
+    TEST("members: the values named by the keys, nil left out, objects sorted, the stack kept",
+         sl_json_encode_members_sorted(L, top + 1, 3, keys, &out, err, sizeof(err)) == SL_OK &&
+         !strcmp(out.data, "v={\"a\":\"s\",\"c\":{\"y\":[2],\"z\":1}}") &&
+         lua_gettop(L) == top + 3);
+    lua_settop(L, top);
+    sl_buf_reset(&out);
+    lua_pushnil(L);
+    TEST("members: all nil is an empty object",
+         sl_json_encode_members_sorted(L, -1, 1, keys, &out, err, sizeof(err)) == SL_OK &&
+         !strcmp(out.data, "{}"));
+    lua_settop(L, top);
+    sl_buf_reset(&out);
+    sl_buf_adds(&out, "v=");
+    lua_pushstring(L, "ok");
+    lua_pushstring(L, "\377");
+    TEST("members: a value that cannot be encoded fails and leaves the buffer as it was",
+         sl_json_encode_members_sorted(L, top + 1, 2, keys, &out, err, sizeof(err)) == SL_ERR &&
+         !strcmp(sl_buf_cstr(&out), "v=") && strstr(err, "UTF-8") && lua_gettop(L) == top + 2);
+    lua_settop(L, top);
     sl_buf_free(&out);
 }
 
