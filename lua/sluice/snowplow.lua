@@ -83,9 +83,15 @@ end
 function M.timestamp(v)
   local n
   if type(v) == "string" then
-    if not find(v, "^%d+$") or #v > 16 then return nil end
-    if #v == 16 and v > "9007199254740992" then return nil end   -- would round
-    n = tonumber(v)
+    local len = #v
+    if len == 0 or len > 16 then return nil end
+    n = 0
+    for i = 1, len do                -- digits only; a loop the JIT compiles
+      local c = byte(v, i)
+      if c < 48 or c > 57 then return nil end
+      n = n * 10 + (c - 48)
+    end
+    if len == 16 and v > "9007199254740992" then return nil end   -- would round
   elseif type(v) == "number" then
     if v ~= floor(v) then return nil end
     n = v
@@ -143,7 +149,8 @@ function M.product_slug(url, store_url)
   if type(store_url) ~= "string" then return nil, "not_a_product_url" end
   local base = store_base(store_url)
   local prefix_end = #base + #"/products/"
-  if lower(sub(url, 1, #base)) ~= base or sub(url, #base + 1, prefix_end) ~= "/products/" then
+  local head = sub(url, 1, #base)
+  if (head ~= base and lower(head) ~= base) or sub(url, #base + 1, prefix_end) ~= "/products/" then
     return nil, "not_a_product_url"
   end
   local path_end = #url

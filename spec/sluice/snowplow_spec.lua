@@ -67,6 +67,8 @@ describe("sluice.snowplow", function()
       assert.are.equal(1795667677389, snowplow.timestamp("1795667677389"))
       assert.are.equal(0, snowplow.timestamp("0"))
       assert.are.equal(2 ^ 53, snowplow.timestamp("9007199254740992"))
+      assert.are.equal(12, snowplow.timestamp("0012"))
+      assert.are.equal(2 ^ 53 - 1, snowplow.timestamp("9007199254740991"))
     end)
 
     it("accepts an integral number", function()
