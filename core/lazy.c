@@ -394,8 +394,9 @@ static int lazy_index(lua_State *L) {
     uint32_t obj, v;
     size_t kn;
     bool was_taken;
+    if (lua_type(L, 2) != LUA_TSTRING) return 0;      /* t[1] of an object: is_object asks */
     struct ltape *t = lazy_of(L, 1, &obj);            /* T k M */
-    if (!t || lua_type(L, 2) != LUA_TSTRING) return 0;
+    if (!t) return 0;
     const char *k = lua_tolstring(L, 2, &kn);
     if (obj == LAZY_LISTS) return lists_index(L, (struct lsnap *)t, k, kn);
     if (!(v = take_member(t, obj, k, kn, &was_taken)) || was_taken) return 0;
@@ -807,6 +808,13 @@ void sl_lazy_open_env(lua_State *L) {
     lua_call(L, 2, 0);
 }
 
+/* M.__index: a key that is not a string (t[1], as collections.is_object
+ * asks of every object) is answered in Lua, which the JIT compiles, without
+ * a call into C. */
+static const char index_wrapper[] =
+    "local index, type = ..., type\n"
+    "return function(t, k) if type(k) ~= 'string' then return nil end return index(t, k) end\n";
+
 void sl_lazy_init(lua_State *L) {
     lua_pushlightuserdata(L, &meta_key);
     lua_createtable(L, 4, 2);                         /* key M */
@@ -814,7 +822,10 @@ void sl_lazy_init(lua_State *L) {
     lua_rawseti(L, -2, 3);
     lua_createtable(L, LAZY_HOT, 0);
     lua_rawseti(L, -2, 4);
+    if (luaL_loadbuffer(L, index_wrapper, sizeof(index_wrapper) - 1, "=sluice.lazy"))
+        lua_error(L);                                 /* our own code: cannot fail */
     lua_pushcfunction(L, lazy_index);
+    lua_call(L, 1, 1);                                /* key M __index */
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, lazy_newindex);
     lua_setfield(L, -2, "__newindex");

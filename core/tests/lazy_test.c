@@ -456,6 +456,10 @@ static void test_record_lazy(void) {
                   " local m = o.rootRead"
                   " return m.q1 == 1 and raw(o, 'rootUnread') == nil and o.rootUnread.q2 == 2"
                   " and sorted(o) == '{\"rootRead\":{\"q1\":1},\"rootUnread\":{\"q2\":2}}'"));
+    TEST("a key that is not a string reads nil from a lazy object, and members still read",
+         lua_true("local o = lazy('{\"k1\":1,\"k2\":2,\"k3\":3,\"k4\":4,\"k5\":{\"k6\":6}}')"
+                  " return o[1] == nil and o[true] == nil and o[2.5] == nil and o.k1 == 1"
+                  " and o.k5.k6 == 6 and raw(o, 1) == nil"));
     sl_lazy_eager_members(was);
 }
 
