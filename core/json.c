@@ -35,6 +35,10 @@
 #define JSON_SHALLOW_DEPTH 16   /* Deepest level that uses JSON_CHUNK_SHALLOW. */
 #define JSON_SCRATCH_INLINE 512 /* Bytes of unescaped string kept on the C stack before going to the heap. */
 #define JSON_NUM_MAX 64         /* Longest number text parsed on the C stack; longer goes to the heap. */
+/* The errors past SL_JSON_MAX_DEPTH (256), decoding and encoding. */
+#define JSON_TOO_DEEP "nesting deeper than 256"
+#define JSON_TOO_DEEP_ENC JSON_TOO_DEEP " (or a cycle)"
+_Static_assert(SL_JSON_MAX_DEPTH == 256, "JSON_TOO_DEEP names the limit");
 #define JSON_SPARSE_SLACK 64    /* An array may have max index <= 2 * count + this; beyond, it is an error. */
 
 static char array_mt_key;  /* Registry key: the shared array metatable. */
@@ -394,7 +398,7 @@ static int dec_object(struct dec *d, int depth) {
     lua_State *L = d->L;
     int base = lua_gettop(L) + 1, made = 0, pending = 0, chunk = dec_chunk(depth);
 
-    if (depth > SL_JSON_MAX_DEPTH) return dec_fail_msg(d, d->p, "nesting deeper than 256");
+    if (depth > SL_JSON_MAX_DEPTH) return dec_fail_msg(d, d->p, JSON_TOO_DEEP);
     d->p++;
     skip_ws(d);
     if (d->p < d->end && *d->p == '}') {
@@ -437,7 +441,7 @@ static int dec_array(struct dec *d, int depth) {
     lua_State *L = d->L;
     int base = lua_gettop(L) + 1, made = 0, pending = 0, stored = 0, chunk = dec_chunk(depth);
 
-    if (depth > SL_JSON_MAX_DEPTH) return dec_fail_msg(d, d->p, "nesting deeper than 256");
+    if (depth > SL_JSON_MAX_DEPTH) return dec_fail_msg(d, d->p, JSON_TOO_DEEP);
     d->p++;
     skip_ws(d);
     if (d->p < d->end && *d->p == ']') {
@@ -662,7 +666,7 @@ static int tdec_container(struct tdec *td, int depth, bool obj) {
     char close = obj ? '}' : ']';
     uint32_t i = tape_add(td->t, obj ? SL_JSON_OBJECT : SL_JSON_ARRAY), count = 0;
 
-    if (depth > SL_JSON_MAX_DEPTH) return dec_fail_msg(d, d->p, "nesting deeper than 256");
+    if (depth > SL_JSON_MAX_DEPTH) return dec_fail_msg(d, d->p, JSON_TOO_DEEP);
     d->p++;
     skip_ws(d);
     if (d->p < d->end && *d->p == close) {
@@ -1177,7 +1181,7 @@ static int enc_tape_object(struct enc *e, const struct sl_json_node *nodes, cons
     char *ubuf = NULL, *u;
     int ret = -1;
 
-    if (depth > SL_JSON_MAX_DEPTH) return enc_fail(e, "nesting deeper than 256 (or a cycle)");
+    if (depth > SL_JSON_MAX_DEPTH) return enc_fail(e, JSON_TOO_DEEP_ENC);
     for (uint32_t m = 0, k = obj + 1; m < count; m++, k = nodes[k + 1].next)
         if (nodes[k].flags & SL_JSON_ESCAPED) esc += nodes[k].u.str.len;
     u = ubuf = esc ? sl_malloc(esc) : NULL;           /* unescaped keys, never moved */
@@ -1259,7 +1263,7 @@ static int enc_tape_value(struct enc *e, const struct sl_json_node *nodes, const
     case SL_JSON_ARRAY:
         break;
     }
-    if (depth + 1 > SL_JSON_MAX_DEPTH) return enc_fail(e, "nesting deeper than 256 (or a cycle)");
+    if (depth + 1 > SL_JSON_MAX_DEPTH) return enc_fail(e, JSON_TOO_DEEP_ENC);
     enc_addc(e->b, '[');
     for (uint32_t k = 0, el = i + 1; k < nd->u.count; k++, el = nodes[el].next) {
         if (k) enc_addc(e->b, ',');
@@ -1278,7 +1282,7 @@ static int enc_table(struct enc *e, int idx, int depth) {
     struct sl_buf *b = e->b;
     int is_arr = 0;
 
-    if (depth > SL_JSON_MAX_DEPTH) return enc_fail(e, "nesting deeper than 256 (or a cycle)");
+    if (depth > SL_JSON_MAX_DEPTH) return enc_fail(e, JSON_TOO_DEEP_ENC);
     if (!lua_checkstack(L, 4)) return enc_fail(e, "Lua stack full");
     if (lua_getmetatable(L, idx)) {                   /* .. mt */
         is_arr = lua_rawequal(L, -1, e->mt_idx);
