@@ -553,7 +553,8 @@ static struct record *record_new(struct sl_pipeline *pl, struct sl_input *in) {
 /* The member names of a context, interned once per VM and kept in a
  * registry table: setting a member then costs no string hashing. */
 static char ctx_keys_key;
-enum { K_INPUT = 1, K_KAFKA, K_TOPIC, K_PARTITION, K_OFFSET, K_TIMESTAMP, K_KEY, K_N = K_KEY };
+enum { K_INPUT = 1, K_KAFKA, K_TOPIC, K_PARTITION, K_OFFSET, K_TIMESTAMP, K_KEY, K_N = K_KEY,
+       K_LAST_TOPIC };  /* keys[K_LAST_TOPIC]: the last record's topic name, as a string */
 static const char *const ctx_key_names[] = {
     NULL, "input", "kafka", "topic", "partition", "offset", "timestamp", "key",
 };
@@ -564,7 +565,7 @@ static void push_ctx_keys(lua_State *L) {
     lua_rawget(L, LUA_REGISTRYINDEX);
     if (lua_istable(L, -1)) return;
     lua_pop(L, 1);
-    lua_createtable(L, K_N, 0);
+    lua_createtable(L, K_LAST_TOPIC, 0);
     for (int k = 1; k <= K_N; k++) {
         lua_pushstring(L, ctx_key_names[k]);
         lua_rawseti(L, -2, k);
@@ -572,6 +573,20 @@ static void push_ctx_keys(lua_State *L) {
     lua_pushlightuserdata(L, &ctx_keys_key);
     lua_pushvalue(L, -2);
     lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+/* Pushes topic as a Lua string: the one keys (at keys_idx) keeps for the
+ * last record's topic when it is the same (a job reads one topic, or a
+ * few), without hashing the name again. */
+static void push_topic(lua_State *L, int keys_idx, const char *topic) {
+    size_t n;
+    lua_rawgeti(L, keys_idx, K_LAST_TOPIC);                   /* s? */
+    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+    if (s && !strncmp(s, topic, n) && topic[n] == '\0') return;
+    lua_pop(L, 1);
+    lua_pushstring(L, topic);                                 /* s */
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, keys_idx, K_LAST_TOPIC);
 }
 
 /* t[keys[k]] = the value at the top (popped); t at t_idx, keys at keys_idx. */
@@ -595,7 +610,7 @@ int sl_pipeline_push_ctx(lua_State *L, const struct sl_input *in, char *err, siz
     set_member(L, ctx, keys, K_INPUT);                         /* keys ctx */
     lua_createtable(L, 0, 5);                                  /* keys ctx kafka */
     int kt = ctx + 1;
-    lua_pushstring(L, in->topic ? in->topic : "");
+    push_topic(L, keys, in->topic ? in->topic : "");
     set_member(L, kt, keys, K_TOPIC);
     lua_pushinteger(L, in->partition);
     set_member(L, kt, keys, K_PARTITION);

@@ -125,6 +125,26 @@ int main(void) {
     sl_pipeline_destroy(pl);
     TEST("nothing in flight is dropped", dropped == 0);
 
+    /* ctx.kafka.topic of records from topics in turn (the last one's name
+     * is kept as a string, so a change of topic must show). */
+    {
+        struct sl_rules *own = sl_rules_create(cf, err, sizeof(err));
+        lua_State *L = sl_rules_state(own);
+        static const char *const topics[] = {"ab", "a", "a", "abc", "ab", ""};
+        int same = 1;
+        for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++) {
+            struct sl_input ti = in;
+            ti.topic = topics[i];
+            if (sl_pipeline_push_ctx(L, &ti, err, sizeof(err)) != SL_OK) same = 0;
+            lua_getfield(L, -1, "kafka");
+            lua_getfield(L, -1, "topic");
+            same = same && lua_isstring(L, -1) && !strcmp(lua_tostring(L, -1), topics[i]);
+            lua_pop(L, 3);
+        }
+        TEST("each context's kafka.topic is its record's, as topics change and repeat", same);
+        sl_rules_release(own);
+    }
+
     cf->steps[0].kind = kafka;                /* its unload frees the kafka part */
     sl_config_destroy(cf);
     fclose(t);
