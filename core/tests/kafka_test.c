@@ -1,4 +1,5 @@
-/* kafka_test.c -- unit tests for the producer's recovery from a fatal error.
+/* kafka_test.c -- unit tests for the producer's recovery from a fatal error,
+ * and for a producer writing more topics than it keeps handles for.
  *
  * An idempotent producer that hits a fatal error ("out of order sequence
  * number" after a broker came back) refuses every record from then on. The
@@ -177,9 +178,53 @@ done:
     event_base_free(base);
 }
 
+/* A producer keeps a handle for the first 8 topics it writes; a record for
+ * any other topic still goes out, through a handle made for it. */
+#define NTOPICS 11
+static void test_many_topics(void) {
+    char names[NTOPICS][16], err[SL_ERRLEN] = "";
+    const char *topics[NTOPICS];
+    struct event_base *base = event_base_new();
+    struct reports r = {0};
+    struct slot slots[2 * NTOPICS];
+    bool queued = true;
+
+    for (int i = 0; i < NTOPICS; i++) {
+        snprintf(names[i], sizeof(names[i]), "topic-%d", i);
+        topics[i] = names[i];
+    }
+    struct sl_broker *b = sl_broker_create(1, 1, topics, NTOPICS, err, sizeof(err));
+    TEST("many topics: the embedded broker starts", b != NULL);
+    if (!b) goto done;
+    struct sl_kafka_conf kc = {.brokers = sl_broker_address(b), .linger_ms = 5, .name = "many"};
+    struct sl_kafka_producer *p = sl_kafka_producer_create(base, &kc, err, sizeof(err));
+    TEST("many topics: the producer is created", p != NULL);
+    if (!p) goto done;
+    for (int round = 0; round < 2; round++)           /* each topic twice: kept, then reused */
+        for (int i = 0; i < NTOPICS; i++) {
+            int k = round * NTOPICS + i;
+            slots[k] = (struct slot){&r, k};
+            if (sl_kafka_produce(p, names[i], -1, "k", 1, "{}", 2, 0, delivered, &slots[k], err,
+                                 sizeof(err)))
+                queued = false;
+        }
+    TEST("many topics: records for 11 topics are queued, twice each", queued);
+    run_until(base, &r, 2 * NTOPICS);
+    bool once = true;
+    for (int k = 0; k < 2 * NTOPICS; k++) once = once && r.calls[k] == 1;
+    TEST("many topics: every record is acknowledged once", r.ok == 2 * NTOPICS && r.failed == 0 &&
+         once);
+    if (r.failed) printf("#   last failure: %s\n", r.last_err);
+    sl_kafka_producer_destroy(p);
+done:
+    sl_broker_destroy(b);
+    event_base_free(base);
+}
+
 int main(void) {
     sl_log_set_level(SL_LOG_ERROR);
     test_fatal_error_replaces_the_producer();
+    test_many_topics();
     sl_kafka_producer_destroy(NULL);
     sl_metrics_reset();
     return TEST_DONE();
