@@ -550,79 +550,75 @@ static struct record *record_new(struct sl_pipeline *pl, struct sl_input *in) {
     return rec;
 }
 
-/* The member names of a context, interned once per VM and kept in a
- * registry table: setting a member then costs no string hashing. */
-static char ctx_keys_key;
-enum { K_INPUT = 1, K_KAFKA, K_TOPIC, K_PARTITION, K_OFFSET, K_TIMESTAMP, K_KEY, K_N = K_KEY,
-       K_LAST_TOPIC };  /* keys[K_LAST_TOPIC]: the last record's topic name, as a string */
-static const char *const ctx_key_names[] = {
-    NULL, "input", "kafka", "topic", "partition", "offset", "timestamp", "key",
-};
+/* What building a context needs, made once per VM and kept in a registry
+ * table: the function that builds it, and the last record's topic name as a
+ * string. */
+static char ctx_kit_key;
+enum { KIT_MAKE = 1, KIT_TOPIC, KIT_N = KIT_TOPIC };
 
-/* Pushes the table of member names, made on first use. */
-static void push_ctx_keys(lua_State *L) {
-    lua_pushlightuserdata(L, &ctx_keys_key);
+/* The context of a record, built in Lua: the JIT compiles the table
+ * constructors (templates whose keys are interned once), where building
+ * the tables through the C API took about 25 calls. Room for 8 members, as
+ * steps add their variables. */
+static const char ctx_maker[] =
+    "local ok, new = pcall(require, 'table.new')\n"
+    "if not ok then new = function() return {} end end\n"
+    "return function(input, topic, partition, offset, timestamp, key)\n"
+    "  local ctx = new(0, 8)\n"
+    "  ctx.input = input\n"
+    "  ctx.kafka = { topic = topic, partition = partition, offset = offset,\n"
+    "                timestamp = timestamp, key = key }\n"
+    "  return ctx\n"
+    "end\n";
+
+/* Pushes the kit, made on first use. */
+static void push_ctx_kit(lua_State *L) {
+    lua_pushlightuserdata(L, &ctx_kit_key);
     lua_rawget(L, LUA_REGISTRYINDEX);
     if (lua_istable(L, -1)) return;
     lua_pop(L, 1);
-    lua_createtable(L, K_LAST_TOPIC, 0);
-    for (int k = 1; k <= K_N; k++) {
-        lua_pushstring(L, ctx_key_names[k]);
-        lua_rawseti(L, -2, k);
-    }
-    lua_pushlightuserdata(L, &ctx_keys_key);
+    lua_createtable(L, KIT_N, 0);                              /* kit */
+    if (luaL_loadbuffer(L, ctx_maker, sizeof(ctx_maker) - 1, "=sluice.context"))
+        lua_error(L);                                          /* our own code: cannot fail */
+    lua_call(L, 0, 1);                                         /* kit make */
+    lua_rawseti(L, -2, KIT_MAKE);
+    lua_pushlightuserdata(L, &ctx_kit_key);
     lua_pushvalue(L, -2);
     lua_rawset(L, LUA_REGISTRYINDEX);
 }
 
-/* Pushes topic as a Lua string: the one keys (at keys_idx) keeps for the
+/* Pushes topic as a Lua string: the one the kit (at kit_idx) keeps for the
  * last record's topic when it is the same (a job reads one topic, or a
  * few), without hashing the name again. */
-static void push_topic(lua_State *L, int keys_idx, const char *topic) {
+static void push_topic(lua_State *L, int kit_idx, const char *topic) {
     size_t n;
-    lua_rawgeti(L, keys_idx, K_LAST_TOPIC);                   /* s? */
+    lua_rawgeti(L, kit_idx, KIT_TOPIC);                        /* s? */
     const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
     if (s && !strncmp(s, topic, n) && topic[n] == '\0') return;
     lua_pop(L, 1);
-    lua_pushstring(L, topic);                                 /* s */
+    lua_pushstring(L, topic);                                  /* s */
     lua_pushvalue(L, -1);
-    lua_rawseti(L, keys_idx, K_LAST_TOPIC);
-}
-
-/* t[keys[k]] = the value at the top (popped); t at t_idx, keys at keys_idx. */
-static void set_member(lua_State *L, int t_idx, int keys_idx, int k) {
-    lua_rawgeti(L, keys_idx, k);
-    lua_insert(L, -2);
-    lua_rawset(L, t_idx);
+    lua_rawseti(L, kit_idx, KIT_TOPIC);
 }
 
 int sl_pipeline_push_ctx(lua_State *L, const struct sl_input *in, char *err, size_t errlen) {
     int ret = SL_OK;
-    push_ctx_keys(L);                                          /* keys */
-    int keys = lua_gettop(L);
-    lua_createtable(L, 0, 8);                                  /* keys ctx */
-    int ctx = keys + 1;
+    push_ctx_kit(L);                                           /* kit */
+    int kit = lua_gettop(L);
+    lua_rawgeti(L, kit, KIT_MAKE);                             /* kit make */
     if (!in->value) lua_pushlightuserdata(L, NULL);
     else if (sl_lazy_push(L, in->value, in->len, err, errlen)) { /* parsed once, read lazily */
-        lua_pushlstring(L, in->value, in->len);                /* keys ctx input */
+        lua_pushlstring(L, in->value, in->len);                /* kit make input */
         ret = SL_ERR;
     }
-    set_member(L, ctx, keys, K_INPUT);                         /* keys ctx */
-    lua_createtable(L, 0, 5);                                  /* keys ctx kafka */
-    int kt = ctx + 1;
-    push_topic(L, keys, in->topic ? in->topic : "");
-    set_member(L, kt, keys, K_TOPIC);
+    push_topic(L, kit, in->topic ? in->topic : "");
     lua_pushinteger(L, in->partition);
-    set_member(L, kt, keys, K_PARTITION);
     lua_pushnumber(L, (lua_Number)in->offset);
-    set_member(L, kt, keys, K_OFFSET);
     lua_pushnumber(L, (lua_Number)in->timestamp);
-    set_member(L, kt, keys, K_TIMESTAMP);
     if (in->key) lua_pushlstring(L, in->key, in->keylen);
-    else lua_pushlightuserdata(L, NULL);
-    set_member(L, kt, keys, K_KEY);
-    set_member(L, ctx, keys, K_KAFKA);                         /* keys ctx */
-    lua_remove(L, keys);                                       /* ctx */
+    else lua_pushlightuserdata(L, NULL);                       /* kit make input topic p o t k */
+    lua_call(L, 6, 1);                                         /* kit ctx */
+    lua_remove(L, kit);                                        /* ctx */
     return ret;
 }
 

@@ -142,6 +142,35 @@ int main(void) {
             lua_pop(L, 3);
         }
         TEST("each context's kafka.topic is its record's, as topics change and repeat", same);
+
+        struct sl_input ki = {.topic = "t", .partition = 5, .offset = 12345678901LL,
+                              .timestamp = 1795667677389LL, .key = "k1", .keylen = 2,
+                              .value = "{\"a\":[1]}", .len = 9};
+        int ok = sl_pipeline_push_ctx(L, &ki, err, sizeof(err)) == SL_OK;
+        lua_getfield(L, -1, "kafka");
+        lua_getfield(L, -1, "partition");
+        lua_getfield(L, -2, "offset");
+        lua_getfield(L, -3, "timestamp");
+        lua_getfield(L, -4, "key");                    /* ctx kafka p o t k */
+        ok = ok && lua_tonumber(L, -4) == 5 && lua_tonumber(L, -3) == 12345678901.0 &&
+             lua_tonumber(L, -2) == 1795667677389.0 && !strcmp(lua_tostring(L, -1), "k1");
+        lua_settop(L, -6);                             /* ctx */
+        lua_getfield(L, -1, "input");
+        lua_getfield(L, -1, "a");
+        ok = ok && lua_istable(L, -1);
+        lua_settop(L, -4);
+        TEST("a context carries the record's partition, offset, timestamp, key and input", ok);
+
+        ki.key = NULL;
+        ki.value = NULL;
+        ok = sl_pipeline_push_ctx(L, &ki, err, sizeof(err)) == SL_OK;
+        lua_getfield(L, -1, "kafka");
+        lua_getfield(L, -1, "key");
+        lua_getfield(L, -3, "input");                  /* ctx kafka key input */
+        ok = ok && lua_type(L, -2) == LUA_TLIGHTUSERDATA && !lua_touserdata(L, -2) &&
+             lua_type(L, -1) == LUA_TLIGHTUSERDATA && !lua_touserdata(L, -1);
+        lua_settop(L, -5);
+        TEST("a record without key or value has sluice.null for both", ok);
         sl_rules_release(own);
     }
 
