@@ -1287,29 +1287,31 @@ static int enc_table(struct enc *e, int idx, int depth) {
     if (lua_getmetatable(L, idx)) {                   /* .. mt */
         is_arr = lua_rawequal(L, -1, e->mt_idx);
         lua_pop(L, 1);                                /* .. */
-        struct sl_lazy_view view;
-        if (!is_arr) sl_lazy_view(L, idx, &view);
-        if (!is_arr && view.kind == SL_LAZY_LISTS && !e->sorted) { /* written from their copy */
-            bool first = true;
-            enc_addc(b, '{');
-            if (sl_lazy_view_encode_lists(&view, b, &first, e->err, e->errlen)) return -1;
-            lua_pushnil(L);                           /* .. nil */
-            if (lua_next(L, idx)) return enc_members(e, idx, depth, first, true); /* .. k v */
-            enc_addc(b, '}');
-            return 0;
+        if (!is_arr) {
+            struct sl_lazy_view view;
+            sl_lazy_view(L, idx, &view);
+            if (view.kind == SL_LAZY_LISTS && !e->sorted) { /* window lists: from their copy */
+                bool first = true;
+                enc_addc(b, '{');
+                if (sl_lazy_view_encode_lists(&view, b, &first, e->err, e->errlen)) return -1;
+                lua_pushnil(L);                       /* .. nil */
+                if (lua_next(L, idx)) return enc_members(e, idx, depth, first, true); /* .. k v */
+                enc_addc(b, '}');
+                return 0;
+            }
+            if (view.kind == SL_LAZY_LISTS) {         /* the same, sorted */
+                struct enc_lists lists = {.view = &view};
+                long nl = sl_lazy_view_lists(&view, lists.names, lists.lens, lists.ids, ENC_LISTS);
+                lists.n = (size_t)nl;
+                if (nl <= ENC_LISTS) return enc_object_sorted(e, idx, depth, &lists);
+            }
+            if (view.kind == SL_LAZY_OBJECT && e->sorted) { /* members not made: from the tape */
+                const char *text;
+                const struct sl_json_node *nodes = sl_lazy_view_tape(&view, &text);
+                return enc_tape_object(e, nodes, text, view.obj, idx, depth);
+            }
+            if (view.kind != SL_LAZY_NO) sl_lazy_expand(L, idx); /* made whole */
         }
-        if (!is_arr && view.kind == SL_LAZY_LISTS && e->sorted) { /* the same, sorted */
-            struct enc_lists lists = {.view = &view};
-            long nl = sl_lazy_view_lists(&view, lists.names, lists.lens, lists.ids, ENC_LISTS);
-            lists.n = (size_t)nl;
-            if (nl <= ENC_LISTS) return enc_object_sorted(e, idx, depth, &lists);
-        }
-        if (!is_arr && view.kind == SL_LAZY_OBJECT && e->sorted) { /* members not made: from the tape */
-            const char *text;
-            const struct sl_json_node *nodes = sl_lazy_view_tape(&view, &text);
-            return enc_tape_object(e, nodes, text, view.obj, idx, depth);
-        }
-        if (!is_arr) sl_lazy_expand(L, idx);          /* a lazy object: made whole */
     }
     lua_pushnil(L);                                   /* .. nil */
     if (!lua_next(L, idx)) {                          /* .. */

@@ -212,26 +212,21 @@ static void make_hot(lua_State *L, int tape_idx, int meta_idx, struct ltape *t, 
         k = t->nodes[k + 1].next;
     }
     if (!any) return;
-    uint32_t order[LAZY_HOT];
-    int slot[LAZY_HOT];                               /* order[j]'s hot key */
+    unsigned slot[LAZY_HOT];                          /* hot keys found, by value node */
     unsigned n = 0;
-    for (unsigned h = 0; h < nhot; h++) {             /* value nodes, ascending */
+    for (unsigned h = 0; h < nhot; h++) {
         if (!last[h]) continue;
         unsigned j = n++;
-        for (; j > 0 && order[j - 1] > last[h]; j--) {
-            order[j] = order[j - 1];
-            slot[j] = slot[j - 1];
-        }
-        order[j] = last[h];
-        slot[j] = (int)h;
+        for (; j > 0 && last[slot[j - 1]] > last[h]; j--) slot[j] = slot[j - 1];
+        slot[j] = h;
     }
     luaL_checkstack(L, 4, "JSON members");
     push_hot_strings(L, meta_idx);                    /* T H */
     for (unsigned j = 0; j < n; j++) {
-        uint32_t v = order[j];
+        uint32_t v = last[slot[j]];
         const struct sl_json_node *kn = &t->nodes[v - 1];
         t->nodes[v].flags |= SL_JSON_TAKEN;
-        push_hot_key(L, slot[j], text + kn->u.str.off, kn->u.str.len); /* T H k */
+        push_hot_key(L, (int)slot[j], text + kn->u.str.off, kn->u.str.len); /* T H k */
         push_node(L, tape_idx, meta_idx, t, v);       /* T H k v */
         lua_rawset(L, -4);                            /* T H */
     }
@@ -432,13 +427,6 @@ bool sl_lazy_hidden_key(lua_State *L, int idx) {
     return p == &tape_key || p == &node_key;
 }
 
-bool sl_lazy_is(lua_State *L, int idx) {
-    uint32_t obj;
-    if (lua_type(L, idx) != LUA_TTABLE || !lazy_of(L, idx, &obj)) return false;
-    lua_pop(L, 1);
-    return true;
-}
-
 void sl_lazy_view(lua_State *L, int idx, struct sl_lazy_view *v) {
     uint32_t obj;
     *v = (struct sl_lazy_view){.kind = SL_LAZY_NO};
@@ -449,6 +437,12 @@ void sl_lazy_view(lua_State *L, int idx, struct sl_lazy_view *v) {
     v->data = t;
     v->obj = obj;
     v->kind = obj == LAZY_LISTS ? SL_LAZY_LISTS : SL_LAZY_OBJECT;
+}
+
+bool sl_lazy_is(lua_State *L, int idx) {
+    struct sl_lazy_view v;
+    sl_lazy_view(L, idx, &v);
+    return v.kind != SL_LAZY_NO;
 }
 
 const struct sl_json_node *sl_lazy_view_tape(const struct sl_lazy_view *v, const char **text) {
@@ -629,12 +623,9 @@ static void lists_expand(lua_State *L, int idx, struct lsnap *s) {
 
 /* The snapshot of the table of lists at idx, NULL for any other value. */
 static struct lsnap *lists_of(lua_State *L, int idx) {
-    uint32_t obj;
-    if (lua_type(L, idx) != LUA_TTABLE) return NULL;
-    struct lsnap *s = lazy_of(L, idx, &obj);
-    if (!s) return NULL;
-    lua_pop(L, 1);
-    return obj == LAZY_LISTS ? s : NULL;
+    struct sl_lazy_view v;
+    sl_lazy_view(L, idx, &v);
+    return v.kind == SL_LAZY_LISTS ? (struct lsnap *)v.data : NULL;
 }
 
 long sl_lazy_peek_list(lua_State *L, int idx, const char *name, size_t nlen,
