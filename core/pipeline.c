@@ -416,6 +416,20 @@ static const char *version_label(const struct sl_rules *r) {
 
 /* ==================== Routing ==================== */
 
+/* Writes "<part>.<k>" into dst (size bytes, cut as snprintf cuts): the
+ * name of a split record's k-th context, made per context without printf. */
+static void part_child(char *dst, size_t size, const char *part, size_t k) {
+    char tail[24];
+    size_t nt = sizeof(tail);
+    do tail[--nt] = (char)('0' + k % 10); while (k /= 10);
+    tail[--nt] = '.';
+    size_t n = strnlen(part, size - 1), m = sizeof(tail) - nt;
+    memcpy(dst, part, n);
+    if (m > size - 1 - n) m = size - 1 - n;
+    memcpy(dst + n, tail + nt, m);
+    dst[n + m] = '\0';
+}
+
 /* One context in, several out: each continues after the step, in order.
  * The record stays alive until the last one ends. */
 static void fan_out(struct ctx *c, struct step *s, const int *from, size_t n) {
@@ -425,7 +439,7 @@ static void fan_out(struct ctx *c, struct step *s, const int *from, size_t n) {
     rec->pending += (int)n;
     char (*parts)[sizeof(c->part)] = sl_malloc((n + 1) * sizeof(*parts));
     for (size_t i = 0; i < n; i++) {
-        snprintf(parts[i], sizeof(parts[i]), "%s.%zu", c->part, i + 1);
+        part_child(parts[i], sizeof(parts[i]), c->part, i + 1);
         if (!rec->in->restore) {
             count_out(s);
             trace_ctx(rec, parts[i], s->name, refs[i], NULL);

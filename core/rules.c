@@ -4,6 +4,7 @@
 #include "json.h"
 #include "lazy.h"
 #include "metrics.h"
+#include "step.h"
 
 #include <assert.h>
 #include <dirent.h>
@@ -328,6 +329,10 @@ struct sl_rules *sl_rules_create(const struct sl_config *cf, char *err, size_t e
     sl_json_init(r->L);
     sl_lazy_init(r->L);
     sl_lazy_open_env(r->L);   /* before any rule captures pairs, next, ... */
+    /* The steps' path cache, made before any rule runs: it keeps the base
+     * library's type for the getters (a rule may replace the global). */
+    sl_step_push_path_cache(r->L);
+    lua_pop(r->L, 1);
     rules_version(cf, r->version);
     open_sluice(r->L, r->version);
     set_path(r->L, cf);

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <lauxlib.h>
+
 const struct sl_step_kind *const sl_step_kinds[] = {
     &sl_step_lua,
     &sl_step_kafka,
@@ -71,6 +73,8 @@ int sl_step_push_path_cache(lua_State *L) {
     if (!lua_istable(L, -1)) {                        /* the VM's first path */
         lua_pop(L, 1);
         lua_newtable(L);                              /* cache */
+        lua_getglobal(L, "type");                     /* for getters (see sl_rules_create) */
+        lua_rawseti(L, -2, 0);
         lua_pushlightuserdata(L, &path_cache_key);
         lua_pushvalue(L, -2);
         lua_rawset(L, LUA_REGISTRYINDEX);
@@ -101,6 +105,106 @@ void sl_step_push_path(lua_State *L, int cache_idx, int ctx_idx, const struct sl
         lua_gettable(L, -2);                          /* v v' */
         lua_replace(L, -2);                           /* v' */
     }
+}
+
+/* ==================== Getters ==================== */
+
+/* Past this many segments or paths, a getter's function would need more
+ * upvalues (60) or locals (200) than LuaJIT allows: it reads path by path. */
+#define GETTER_MAX_SEGS 48
+
+struct sl_step_getter {
+    int slot;                /* its function's slot in each VM's path cache */
+    bool by_path;            /* too many segments for one function */
+    size_t n;
+    struct sl_step_path *paths[]; /* n of them, borrowed */
+};
+
+struct sl_step_getter *sl_step_getter_create(struct sl_step_path *const *paths, size_t n) {
+    struct sl_step_getter *g = sl_malloc(sizeof(*g) + n * sizeof(g->paths[0]));
+    size_t segs = 0;
+    g->n = n;
+    for (size_t i = 0; i < n; i++) {
+        g->paths[i] = paths[i];
+        segs += paths[i]->n;
+    }
+    g->by_path = segs > GETTER_MAX_SEGS || n > GETTER_MAX_SEGS; /* upvalues, locals */
+    g->slot = (int)__atomic_fetch_add(&path_slots, 1u, __ATOMIC_RELAXED) + 1;
+    assert(g->slot > 0);
+    return g;
+}
+
+void sl_step_getter_destroy(struct sl_step_getter *g) {
+    free(g);   /* a VM's function goes with the VM */
+}
+
+/* Makes g's function in L and leaves it on the stack:
+ *   local type, s1, s2, ... = ...   -- the segments, as upvalues
+ *   return function(c)
+ *     local v1 = c[s1]
+ *     local v2 = c[s2]; if type(v2) == "table" then v2 = v2[s3] else v2 = nil end
+ *     return v1, v2
+ *   end
+ * the reads of sl_step_push_path, one path after the other. */
+static void getter_make(lua_State *L, int cache_idx, const struct sl_step_getter *g) {
+    struct sl_buf src = {0};
+    size_t seg = 0;
+    sl_buf_adds(&src, "local type");
+    for (size_t i = 0; i < g->n; i++)
+        for (size_t k = 0; k < g->paths[i]->n; k++) sl_buf_printf(&src, ", s%zu", ++seg);
+    sl_buf_adds(&src, " = ...\nreturn function(c)\n");
+    seg = 0;
+    for (size_t i = 0; i < g->n; i++) {
+        const struct sl_step_path *p = g->paths[i];
+        if (!p->n) {
+            sl_buf_printf(&src, "local v%zu = c\n", i + 1);
+            continue;
+        }
+        sl_buf_printf(&src, "local v%zu = c[s%zu]\n", i + 1, ++seg);
+        for (size_t k = 1; k < p->n; k++)
+            sl_buf_printf(&src, "if type(v%zu) == 'table' then v%zu = v%zu[s%zu] else v%zu = nil end\n",
+                          i + 1, i + 1, i + 1, ++seg, i + 1);
+    }
+    sl_buf_adds(&src, "return ");
+    for (size_t i = 0; i < g->n; i++) sl_buf_printf(&src, "%sv%zu", i ? ", " : "", i + 1);
+    sl_buf_adds(&src, "\nend\n");
+    if (luaL_loadbuffer(L, src.data, src.len, "=sluice.paths")) {
+        sl_buf_free(&src);
+        lua_error(L);                                 /* out of memory: our own code is valid */
+    }
+    sl_buf_free(&src);
+    lua_rawgeti(L, cache_idx, 0);                     /* the base library's type */
+    for (size_t i = 0; i < g->n; i++)
+        for (size_t k = 0; k < g->paths[i]->n; k++)
+            lua_pushlstring(L, g->paths[i]->seg[k].s, g->paths[i]->seg[k].len);
+    lua_call(L, 1 + (int)seg, 1);                     /* fn */
+}
+
+static void push_by_path(lua_State *L, int cache_idx, int ctx_idx, const struct sl_step_getter *g) {
+    for (size_t i = 0; i < g->n; i++) sl_step_push_path(L, cache_idx, ctx_idx, g->paths[i]);
+}
+
+void sl_step_push_getter(lua_State *L, int cache_idx, int ctx_idx, const struct sl_step_getter *g) {
+    if (g->by_path || !lua_istable(L, ctx_idx)) {
+        push_by_path(L, cache_idx, ctx_idx, g);
+        return;
+    }
+    lua_rawgeti(L, cache_idx, g->slot);               /* fn? */
+    if (!lua_isfunction(L, -1)) {                     /* the getter's first use in L */
+        lua_pop(L, 1);
+        lua_rawgeti(L, cache_idx, 0);
+        bool typed = lua_isfunction(L, -1);
+        lua_pop(L, 1);
+        if (!typed) {                                 /* no type function when the cache was made */
+            push_by_path(L, cache_idx, ctx_idx, g);
+            return;
+        }
+        getter_make(L, cache_idx, g);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, cache_idx, g->slot);           /* fn */
+    }
+    lua_pushvalue(L, ctx_idx);                        /* fn ctx */
+    lua_call(L, 1, (int)g->n);                        /* v1 .. vn */
 }
 
 /* ==================== Other helpers ==================== */

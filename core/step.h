@@ -174,6 +174,18 @@ int sl_step_push_path_cache(lua_State *L);
  * __index (a lazy value makes the member). Uses 2 slots of the stack. */
 void sl_step_push_path(lua_State *L, int cache_idx, int ctx_idx, const struct sl_step_path *p);
 
+/* Several paths read together, in order, by one Lua function made once per
+ * VM (kept in the path cache): a step reads its paths in one call instead of
+ * a C API call per segment. The paths are borrowed: they outlive it. */
+struct sl_step_getter;
+struct sl_step_getter *sl_step_getter_create(struct sl_step_path *const *paths, size_t n);
+void sl_step_getter_destroy(struct sl_step_getter *g);
+/* Pushes the values of g's paths for the context at ctx_idx, in order, as
+ * sl_step_push_path would one by one (cache_idx from
+ * sl_step_push_path_cache, both indexes absolute). Needs n + 3 slots of the
+ * stack. */
+void sl_step_push_getter(lua_State *L, int cache_idx, int ctx_idx, const struct sl_step_getter *g);
+
 /* ==================== Other helpers ==================== */
 
 /* Encodes the context at idx as JSON: every variable but input, keys in byte order. */

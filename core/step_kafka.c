@@ -28,10 +28,12 @@ struct kafka_step {
     struct sl_kafka_producer *producer; /* NULL: trace mode */
     bool last;                   /* no step after it reads the context */
     char **keys;                 /* its fields as JSON strings, made on first use */
-    size_t *order;               /* indices of its fields in byte order of their names */
+    size_t *order;               /* indices of its fields in byte order of their names, */
+    size_t norder;               /* a field named twice once */
     const char **named;          /* scratch: the keys of the fields a record writes */
     struct sl_step_path **fields; /* its fields split */
     struct sl_step_path *key;    /* s->key_var split, or NULL */
+    struct sl_step_getter *get;  /* with fields: the fields in order, then the key if any */
     struct sl_buf buf;           /* scratch for the value */
     char err[SL_ERRLEN + 64];    /* the last result's error */
 };
@@ -76,10 +78,22 @@ static void *create(const struct sl_step_env *env) {
             st->order[j] = st->order[j - 1];
         st->order[j] = i;
     }
+    for (size_t k = 0; k < st->s->nfields; k++) {   /* a field named twice is written once */
+        size_t i = st->order[k];
+        if (!st->norder || strcmp(st->s->fields[st->order[st->norder - 1]], st->s->fields[i]))
+            st->order[st->norder++] = i;
+    }
     st->named = sl_calloc(st->s->nfields + 1, sizeof(*st->named));
     st->fields = sl_calloc(st->s->nfields + 1, sizeof(*st->fields));
     for (size_t i = 0; i < st->s->nfields; i++) st->fields[i] = sl_step_path_create(st->s->fields[i]);
     st->key = sl_step_path_create(st->s->key_var);
+    if (st->s->nfields) {
+        struct sl_step_path **read = sl_calloc(st->norder + 1, sizeof(*read));
+        for (size_t k = 0; k < st->norder; k++) read[k] = st->fields[st->order[k]];
+        if (st->key) read[st->norder] = st->key;
+        st->get = sl_step_getter_create(read, st->norder + (st->key != NULL));
+        free(read);
+    }
     return st;
 }
 
@@ -109,28 +123,14 @@ static char **field_keys(struct kafka_step *st, lua_State *L, char *err, size_t 
 }
 
 /* Appends the JSON object {field: value, ...} of the step's fields to b,
- * straight from the context at ctx_idx, fields in byte order: fields that are
- * nil are left out, a field named twice is written once. */
-static int encode_fields(struct kafka_step *st, lua_State *L, int paths, int ctx_idx,
-                         struct sl_buf *b, char *err, size_t errlen) {
-    const struct sl_step_conf *s = st->s;
+ * their values at first, first + 1, ... (st->get's order): fields in byte
+ * order, those that are nil left out, a field named twice written once. */
+static int encode_fields(struct kafka_step *st, lua_State *L, int first, struct sl_buf *b,
+                         char *err, size_t errlen) {
     char **keys = field_keys(st, L, err, errlen);
     if (!keys) return SL_ERR;
-    if (!lua_checkstack(L, (int)s->nfields + 4)) {
-        sl_errf(err, errlen, "Lua stack full");
-        return SL_ERR;
-    }
-    int first = lua_gettop(L) + 1;
-    size_t n = 0;
-    for (size_t k = 0; k < s->nfields; k++) {
-        size_t i = st->order[k];
-        if (k && !strcmp(s->fields[st->order[k - 1]], s->fields[i])) continue; /* named twice */
-        sl_step_push_path(L, paths, ctx_idx, st->fields[i]); /* ... v */
-        st->named[n++] = keys[i];
-    }
-    int rc = sl_json_encode_members_sorted(L, first, n, st->named, b, err, errlen);
-    lua_settop(L, first - 1);
-    return rc;
+    for (size_t k = 0; k < st->norder; k++) st->named[k] = keys[st->order[k]];
+    return sl_json_encode_members_sorted(L, first, st->norder, st->named, b, err, errlen);
 }
 
 /* The broker's report on a produce: the context goes on, or the process
@@ -153,20 +153,23 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
     size_t keylen = 0;
     int top = lua_gettop(L);
 
+    if (!lua_checkstack(L, (int)s->nfields + 8)) {
+        snprintf(err, sizeof(err), "Lua stack full");
+        goto bad;
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);          /* ctx */
     int ctx_idx = lua_gettop(L);
     int paths = sl_step_push_path_cache(L);             /* ctx paths */
     sl_buf_reset(b);
     if (s->nfields) {
-        if (encode_fields(st, L, paths, ctx_idx, b, err, sizeof(err))) goto bad;
-    } else if (sl_step_encode_vars(L, ctx_idx, b, err, sizeof(err))) {
-        goto bad;
+        sl_step_push_getter(L, paths, ctx_idx, st->get); /* ctx paths fields... [key] */
+        if (encode_fields(st, L, paths + 1, b, err, sizeof(err))) goto bad;
+    } else {
+        if (sl_step_encode_vars(L, ctx_idx, b, err, sizeof(err))) goto bad;
+        if (st->key) sl_step_push_path(L, paths, ctx_idx, st->key); /* ctx paths key */
     }
-    if (st->key) {
-        sl_step_push_path(L, paths, ctx_idx, st->key);
-        if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER)
-            key = lua_tolstring(L, -1, &keylen);          /* stays on the stack */
-    }
+    if (st->key && (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER))
+        key = lua_tolstring(L, -1, &keylen);              /* stays on the stack */
     if (!st->producer) {
         struct sl_buf t = {0};
         sl_buf_printf(&t, "{\"topic\":\"%s\",\"key\":", s->topic);
@@ -217,6 +220,7 @@ static void destroy(void *state) {
     for (size_t i = 0; i < st->s->nfields; i++) sl_step_path_destroy(st->fields[i]);
     free(st->fields);
     sl_step_path_destroy(st->key);
+    sl_step_getter_destroy(st->get);
     sl_buf_free(&st->buf);
     free(st);
 }

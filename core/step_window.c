@@ -52,6 +52,7 @@ struct window_step {
     struct sl_step_path *time;   /* s->time_var split, or NULL */
     struct sl_step_path *dedupe; /* s->dedupe_var split, or NULL */
     struct sl_step_path **vars;  /* each aggregation's var split */
+    struct sl_step_getter *get;  /* key, time (if any), dedupe (if any), vars: one read */
     struct sl_value *vals;       /* scratch: one value per aggregation */
     struct sl_value *agg;        /* scratch: aggregation outputs, one after another */
     size_t agg_cap;
@@ -284,6 +285,14 @@ static void *create(const struct sl_step_env *env) {
     st->dedupe = sl_step_path_create(st->s->dedupe_var);
     st->vars = sl_calloc(st->s->naggs + 1, sizeof(*st->vars));
     for (size_t f = 0; f < st->s->naggs; f++) st->vars[f] = sl_step_path_create(st->s->aggs[f].var);
+    struct sl_step_path **all = sl_calloc(st->s->naggs + 3, sizeof(*all));
+    size_t n = 0;
+    all[n++] = st->key;
+    if (st->time) all[n++] = st->time;
+    if (st->dedupe) all[n++] = st->dedupe;
+    for (size_t f = 0; f < st->s->naggs; f++) all[n++] = st->vars[f];
+    st->get = sl_step_getter_create(all, n);
+    free(all);
     return st;
 }
 
@@ -306,19 +315,19 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);                 /* ctx */
     int ctx_idx = lua_gettop(L);
     int paths = sl_step_push_path_cache(L);                    /* ctx paths */
-    sl_step_push_path(L, paths, ctx_idx, st->key);             /* ctx paths key */
-    if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) {
+    sl_step_push_getter(L, paths, ctx_idx, st->get);           /* ctx paths key [t] [id] v_f... */
+    int at = paths + 1;
+    if (lua_type(L, at) != LUA_TSTRING && lua_type(L, at) != LUA_TNUMBER) {
         reason = "missing_key";
         goto filtered;
     }
-    key = lua_tolstring(L, -1, &keylen);
+    key = lua_tolstring(L, at++, &keylen);
     if (st->time) {
-        sl_step_push_path(L, paths, ctx_idx, st->time);        /* ctx paths key t */
-        if (lua_type(L, -1) != LUA_TNUMBER) {
+        if (lua_type(L, at) != LUA_TNUMBER) {
             reason = "missing_time";
             goto filtered;
         }
-        t = (int64_t)lua_tonumber(L, -1);
+        t = (int64_t)lua_tonumber(L, at++);
     } else {
         if (c->in->timestamp < 0) {
             reason = "missing_time";
@@ -327,14 +336,11 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
         t = c->in->timestamp;
     }
     if (st->dedupe) {
-        sl_step_push_path(L, paths, ctx_idx, st->dedupe);      /* ctx paths key t id */
-        if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER)
-            id = lua_tolstring(L, -1, &idlen);
+        if (lua_type(L, at) == LUA_TSTRING || lua_type(L, at) == LUA_TNUMBER)
+            id = lua_tolstring(L, at, &idlen);
+        at++;
     }
-    for (size_t f = 0; f < s->naggs; f++) {
-        sl_step_push_path(L, paths, ctx_idx, st->vars[f]);     /* ... v_f */
-        to_value(L, -1, &st->vals[f]);
-    }
+    for (size_t f = 0; f < s->naggs; f++) to_value(L, at++, &st->vals[f]);
     struct wpart *wp = wpart_get(st->sh, c->in->topic ? c->in->topic : "", c->in->partition);
     struct sl_window *w = window_of(st->sh, wp, st->index);
     int64_t arrival = sl_window_arrival(c->in->timestamp, sl_now_ms(), s->max_skew_ms);
@@ -451,6 +457,7 @@ static void destroy(void *state) {
     sl_step_path_destroy(st->dedupe);
     for (size_t f = 0; f < st->s->naggs; f++) sl_step_path_destroy(st->vars[f]);
     free(st->vars);
+    sl_step_getter_destroy(st->get);
     free(st);
 }
 

@@ -237,10 +237,111 @@ static void test_two_vms(void) {
     lua_close(b);
 }
 
+/* ==================== Getters ==================== */
+
+/* Reads paths[0..n) of the context at the top with one getter and one by
+ * one with sl_step_push_path: true when both give the same values (as
+ * read_path spells them) and the getter left exactly n values. */
+static int getter_agrees(lua_State *L, const char *const *paths, size_t n, int times) {
+    struct sl_step_path **ps = calloc(n, sizeof(*ps));
+    for (size_t i = 0; i < n; i++) ps[i] = sl_step_path_create(paths[i]);
+    struct sl_step_getter *g = sl_step_getter_create(ps, n);
+    int top = lua_gettop(L), ok = 1;
+    for (int round = 0; round < times && ok; round++) {
+        int cache = sl_step_push_path_cache(L);
+        sl_step_push_getter(L, cache, top, g);
+        if (lua_gettop(L) != cache + (int)n) {
+            printf("# getter: %d values, expected %zu\n", lua_gettop(L) - cache, n);
+            ok = 0;
+        }
+        for (size_t i = 0; ok && i < n; i++) {
+            sl_step_push_path(L, cache, top, ps[i]);
+            if (!lua_rawequal(L, -1, cache + 1 + (int)i) &&
+                !(lua_type(L, -1) == LUA_TNUMBER && lua_type(L, cache + 1 + (int)i) == LUA_TNUMBER &&
+                  lua_tonumber(L, -1) == lua_tonumber(L, cache + 1 + (int)i))) {
+                printf("# getter: ctx.%s: got a %s, one by one a %s\n", paths[i],
+                       luaL_typename(L, cache + 1 + (int)i), luaL_typename(L, -1));
+                ok = 0;
+            }
+            lua_pop(L, 1);
+        }
+        lua_settop(L, top);
+    }
+    sl_step_getter_destroy(g);
+    for (size_t i = 0; i < n; i++) sl_step_path_destroy(ps[i]);
+    free(ps);
+    return ok;
+}
+
+static void test_getter(void) {
+    static const char *const paths[] = {
+        "userId", "n", "product.slug", "product.price.eur", "product.price", "nope",
+        "nope.slug.x", "product.nope", "s.len", "n.x", "product.slug.x.y", "a..b", "userId.",
+        "", "m.hello", "userId",
+    };
+    const size_t n = sizeof(paths) / sizeof(paths[0]);
+    static const char ctx[] =
+        "return { userId = 'u1', n = 5, product = { slug = 'mug', price = { eur = 12 } },"
+        " s = 'text', a = { [''] = { b = 'empty' } },"
+        " m = setmetatable({}, { __index = function(t, k) return k .. '!' end }) }";
+    lua_State *L = vm();
+    push_chunk(L, ctx);
+    TEST("getter: reads what the paths read one by one", getter_agrees(L, paths, n, 1));
+    TEST("getter: ... 1000 times over (its function made once)", getter_agrees(L, paths, n, 1000));
+    TEST("getter: a single path", getter_agrees(L, paths + 2, 1, 3));
+    TEST("getter: no path", getter_agrees(L, paths, 0, 3));
+    lua_settop(L, 0);
+    lua_pushliteral(L, "not a table");
+    TEST("getter: a context that is no table", getter_agrees(L, paths, n, 2));
+    lua_settop(L, 0);
+
+    /* More segments than one function's upvalues take: read path by path. */
+    const char *many[64];
+    for (size_t i = 0; i < 64; i++) many[i] = i % 2 ? "product.slug" : "userId";
+    push_chunk(L, ctx);
+    TEST("getter: 96 segments in 64 paths", getter_agrees(L, many, 64, 2));
+    for (size_t i = 0; i < 64; i++) many[i] = "";
+    TEST("getter: 64 paths of no segment", getter_agrees(L, many, 64, 2));
+    /* A rule that replaces the global type after the VM was made. */
+    push_chunk(L, "type = function() return 'table' end return 1");
+    lua_pop(L, 1);
+    TEST("getter: a rule's own global type changes nothing", getter_agrees(L, paths, n, 2));
+    lua_close(L);
+
+    /* A VM without the base library when its path cache was made. */
+    L = luaL_newstate();
+    sl_lazy_init(L);
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushliteral(L, "mug");
+    lua_setfield(L, -2, "slug");
+    lua_setfield(L, -2, "product");
+    TEST("getter: a VM without type", getter_agrees(L, paths + 2, 3, 2));
+    lua_close(L);
+
+    /* A lazy record read through a getter: its members made by __index. */
+    static const char doc[] = "{\"message\":{\"data\":{\"url\":\"https://s/products/mug\","
+                              "\"n\":3,\"flag\":true},\"other\":[1,2]},\"x\":\"y\"}";
+    static const char *const lazy_paths[] = {
+        "input.message.data.url", "input.message.data.n", "input.message.nope.url",
+        "input.x", "input.message.data.flag", "input",
+    };
+    char err[SL_ERRLEN];
+    size_t was = sl_lazy_eager_members(0);
+    L = vm();
+    lua_newtable(L);
+    int ok = sl_lazy_push(L, doc, sizeof(doc) - 1, err, sizeof(err)) == SL_OK;
+    lua_setfield(L, 1, "input");
+    TEST("getter: a lazy record", ok && getter_agrees(L, lazy_paths, 6, 2));
+    lua_close(L);
+    sl_lazy_eager_members(was);
+}
+
 int main(void) {
     test_split();
     test_read();
     test_lazy();
     test_two_vms();
+    test_getter();
     return TEST_DONE();
 }
