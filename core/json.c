@@ -682,7 +682,11 @@ static int tdec_container(struct tdec *td, int depth, bool obj) {
             d->p++;
             skip_ws(d);
         }
-        if (tdec_value(td, depth) < 0) return -1;
+        if (d->p < d->end && *d->p == '"') {  /* most values: no dispatch */
+            if (tdec_short_string(td) < 0) return -1;
+        } else if (tdec_value(td, depth) < 0) {
+            return -1;
+        }
         count++;
         skip_ws(d);
         if (d->p < d->end && *d->p == ',') {
