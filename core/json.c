@@ -806,6 +806,18 @@ static int enc_fail(struct enc *e, const char *what) {
     return -1;
 }
 
+#define ENC_SHORT 24   /* enc_string copies a string this short byte by byte */
+
+/* The bytes a JSON string holds as they are: printable ASCII but '"' and '\\'. */
+static const unsigned char enc_plain[256] = {
+    [0x20] = 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,      /* 0x22 '"' */
+    [0x30] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    [0x40] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    [0x50] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,      /* 0x5c '\\' */
+    [0x60] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    [0x70] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+};
+
 static int enc_string(struct enc *e, const char *str, size_t n) {
     static const char hex[] = "0123456789abcdef";
     struct sl_buf *b = e->b;
@@ -813,6 +825,16 @@ static int enc_string(struct enc *e, const char *str, size_t n) {
 
     enc_reserve(b, n + 2);
     b->data[b->len++] = '"';
+    if (n <= ENC_SHORT) {                             /* most keys: copied as checked */
+        char *o = b->data + b->len;
+        size_t i = 0;
+        for (; i < n && enc_plain[s[i]]; i++) o[i] = (char)s[i];
+        if (i == n) {
+            o[n] = '"';
+            b->len += n + 1;
+            return 0;
+        }                                             /* else from the start, below */
+    }
     while (p < end) {
         const unsigned char *run = p;
         p = scan_plain(p, end);
