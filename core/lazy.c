@@ -57,7 +57,7 @@ static inline unsigned hot_hash(const char *k, size_t kn) {
 
 /* The index in hot[] of key k, -1 when it is not a hot key. Most keys that
  * are not land on an empty slot. */
-static int hot_find(const char *k, size_t kn) {
+static inline int hot_find(const char *k, size_t kn) {
     if (!kn || kn > LAZY_HOT_LEN) return -1;
     for (unsigned h = hot_hash(k, kn); hot_slot[h]; h = (h + 1) & (HOT_SLOTS - 1)) {
         const struct hot_key *e = &hot[hot_slot[h] - 1];
