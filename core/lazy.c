@@ -5,9 +5,10 @@
  * its object node under two light userdata keys (no rule's key can be one:
  * `T.x` and T[1] never see them, and whatever walks T expands it first, which
  * removes them), with the metatable M that every lazy value of the VM shares:
- * M = { [3] = sentinel, [4] = H, __index = lazy_index, __newindex = lazy_newindex },
+ * M = { [3] = sentinel, [4] = H, [5] = B, __index = lazy_index, __newindex = lazy_newindex },
  * H holding the hot keys (below) as Lua strings: H[h + 1] spells hot[h]
- * (push_hot_strings).
+ * (push_hot_strings), B a Lua function that makes a lazy object's table
+ * (push_builder).
  * So everything a lazy object needs is reachable from it, making one costs a
  * table and two keys, and the garbage collector frees the tape with the last
  * value that refers to it. */
@@ -181,23 +182,25 @@ static void push_hot_strings(lua_State *L, int meta_idx) {
 }
 
 /* Pushes hot key h, which k[0..kn) spells (unescaped in the tape), as a Lua
- * string, from H at the top (push_hot_strings), where it is kept once
- * made: cheaper than hashing the bytes into a string again. */
-static void push_hot_key(lua_State *L, int h, const char *k, size_t kn) {
-    lua_rawgeti(L, -1, h + 1);                        /* H s? */
+ * string, from H at h_idx (push_hot_strings), where it is kept once made:
+ * cheaper than hashing the bytes into a string again. */
+static void push_hot_key(lua_State *L, int h_idx, int h, const char *k, size_t kn) {
+    lua_rawgeti(L, h_idx, h + 1);                     /* s? */
     if (lua_type(L, -1) == LUA_TSTRING) return;
     lua_pop(L, 1);
-    lua_pushlstring(L, k, kn);                        /* H k */
+    lua_pushlstring(L, k, kn);                        /* k */
     lua_pushvalue(L, -1);
-    lua_rawseti(L, -3, h + 1);
+    lua_rawseti(L, h_idx, h + 1);
 }
 
-/* Makes the members of lazy object T (at the top, node obj) whose names are
- * hot keys, as reading them would: of duplicates the last. One pass finds
- * the last occurrence of each hot key (an escaped key that spells one counts
- * as an occurrence, so the member is left to __index, which unescapes), then
- * they are made in member order. */
-static void make_hot(lua_State *L, int tape_idx, int meta_idx, struct ltape *t, uint32_t obj) {
+/* Pushes the members of object node obj whose names are hot keys as key,
+ * value pairs, as reading them would make them: of duplicates the last;
+ * returns how many. One pass finds the last occurrence of each hot key (an
+ * escaped key that spells one counts as an occurrence, so the member is left
+ * to __index, which unescapes), then they are made in member order, the
+ * keys' strings from H at h_idx (push_hot_strings). */
+static unsigned push_hot_pairs(lua_State *L, int tape_idx, int meta_idx, struct ltape *t,
+                               uint32_t obj, int h_idx) {
     const char *text = ltape_text(t);
     uint32_t count = t->nodes[obj].u.count, last[LAZY_HOT] = { 0 };
     bool any = false;
@@ -211,7 +214,7 @@ static void make_hot(lua_State *L, int tape_idx, int meta_idx, struct ltape *t, 
         }
         k = t->nodes[k + 1].next;
     }
-    if (!any) return;
+    if (!any) return 0;
     unsigned slot[LAZY_HOT];                          /* hot keys found, by value node */
     unsigned n = 0;
     for (unsigned h = 0; h < nhot; h++) {
@@ -220,25 +223,34 @@ static void make_hot(lua_State *L, int tape_idx, int meta_idx, struct ltape *t, 
         for (; j > 0 && last[slot[j - 1]] > last[h]; j--) slot[j] = slot[j - 1];
         slot[j] = h;
     }
-    luaL_checkstack(L, 4, "JSON members");
-    push_hot_strings(L, meta_idx);                    /* T H */
+    luaL_checkstack(L, 2 * (int)n + 4, "JSON members");
     for (unsigned j = 0; j < n; j++) {
         uint32_t v = last[slot[j]];
         const struct sl_json_node *kn = &t->nodes[v - 1];
         t->nodes[v].flags |= SL_JSON_TAKEN;
-        push_hot_key(L, (int)slot[j], text + kn->u.str.off, kn->u.str.len); /* T H k */
-        push_node(L, tape_idx, meta_idx, t, v);       /* T H k v */
-        lua_rawset(L, -4);                            /* T H */
+        push_hot_key(L, h_idx, (int)slot[j], text + kn->u.str.off, kn->u.str.len); /* .. k */
+        push_node(L, tape_idx, meta_idx, t, v);       /* .. k v */
     }
-    lua_pop(L, 1);                                    /* T */
+    return n;
 }
 
-/* Pushes object node i of the tape at tape_idx as a new lazy object. */
+/* Pushes object node i of the tape at tape_idx as a new lazy object with
+ * its hot members made: by B, M[5], which makes the table, its two hidden
+ * keys and the members in one call (the JIT compiles it: cheaper than a C
+ * API call per key). */
 static void push_lazy_object(lua_State *L, int tape_idx, int meta_idx, struct ltape *t,
                              uint32_t i) {
-    lua_createtable(L, 0, LAZY_HASH_HINT);            /* T */
-    make_lazy(L, tape_idx, meta_idx, i);
-    if (nhot) make_hot(L, tape_idx, meta_idx, t, i);
+    luaL_checkstack(L, 8, "JSON nesting");
+    push_hot_strings(L, meta_idx);                    /* H */
+    int h = lua_gettop(L);
+    lua_rawgeti(L, meta_idx, 5);
+    lua_pushvalue(L, tape_idx);
+    lua_pushnumber(L, (lua_Number)i);                 /* H B tape node */
+    unsigned n = nhot ? push_hot_pairs(L, tape_idx, meta_idx, t, i, h) : 0; /* .. k v ... */
+    lua_call(L, 2 + 2 * (int)n, 1);                   /* H T */
+    lua_pushvalue(L, meta_idx);
+    lua_setmetatable(L, -2);
+    lua_replace(L, h);                                /* T */
 }
 
 /* Pushes object node i of the tape at tape_idx: a new lazy object, or a
@@ -806,9 +818,48 @@ static const char index_wrapper[] =
     "local index, type = ..., type\n"
     "return function(t, k) if type(k) ~= 'string' then return nil end return index(t, k) end\n";
 
+/* Pushes B, M[5]: B(tape, node, k1, v1, ..., kn, vn) makes a lazy object's
+ * table (no metatable yet) with its hidden keys and n <= LAZY_HOT members,
+ * sized by table.new (a VM without the package library grows it). */
+static void push_builder(lua_State *L) {
+    struct sl_buf src = {0};
+    lua_getglobal(L, "require");
+    if (lua_isfunction(L, -1)) {
+        lua_pushliteral(L, "table.new");
+        if (lua_pcall(L, 1, 1, 0) || !lua_isfunction(L, -1)) { /* tnew? */
+            lua_pop(L, 1);
+            lua_pushnil(L);
+        }
+    } else {
+        lua_pop(L, 1);
+        lua_pushnil(L);                               /* no tnew */
+    }
+    sl_buf_adds(&src, "local tk, nk, tnew = ...\n"
+                      "tnew = tnew or function() return {} end\n"
+                      "return function(tape, node");
+    for (int i = 1; i <= LAZY_HOT; i++) sl_buf_printf(&src, ", k%d, v%d", i, i);
+    sl_buf_printf(&src, ")\nlocal t = tnew(0, %d)\nt[tk] = tape\nt[nk] = node\n", LAZY_HASH_HINT);
+    for (int i = 1; i <= LAZY_HOT; i++)
+        sl_buf_printf(&src, "if k%d == nil then return t end\nt[k%d] = v%d\n", i, i, i);
+    sl_buf_adds(&src, "return t\nend\n");
+    if (luaL_loadbuffer(L, src.data, src.len, "=sluice.lazy")) { /* tnew chunk */
+        sl_buf_free(&src);
+        lua_error(L);                                 /* out of memory: our own code is valid */
+    }
+    sl_buf_free(&src);
+    lua_insert(L, -2);                                /* chunk tnew */
+    lua_pushlightuserdata(L, &tape_key);
+    lua_insert(L, -2);
+    lua_pushlightuserdata(L, &node_key);
+    lua_insert(L, -2);                                /* chunk tk nk tnew */
+    lua_call(L, 3, 1);                                /* B */
+}
+
 void sl_lazy_init(lua_State *L) {
     lua_pushlightuserdata(L, &meta_key);
     lua_createtable(L, 4, 2);                         /* key M */
+    push_builder(L);
+    lua_rawseti(L, -2, 5);
     lua_pushlightuserdata(L, &sentinel);
     lua_rawseti(L, -2, 3);
     lua_createtable(L, LAZY_HOT, 0);

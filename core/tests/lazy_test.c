@@ -447,6 +447,30 @@ static void test_hot(void) {
               "\"e\":\"\\u00e9\",\"x\":1,\"y\":2,\"z\":3}"));
 }
 
+/* A VM with the base library only (no require, so no table.new): lazy
+ * objects are made, hot members included, in tables that grow. */
+static void test_no_package(void) {
+    lua_State *B = luaL_newstate();
+    lua_pushcfunction(B, luaopen_base);
+    lua_call(B, 0, 0);
+    sl_json_init(B);
+    sl_lazy_init(B);
+    lua_register(B, "lazy", l_lazy);
+    static const char reads[] =
+        "local ok = true\n"
+        "for round = 1, 3 do\n"
+        "  local o = lazy('{\"e\":\"pv\",\"aid\":\"a' .. round .. '\",\"x\":1,\"y\":2,\"z\":3,'\n"
+        "    .. '\"k1\":1,\"k2\":2,\"k3\":3,\"k4\":4,\"k5\":5,\"k6\":6,\"k7\":7,\"k8\":8}')\n"
+        "  ok = ok and o.e == 'pv' and o.aid == 'a' .. round and o.z == 3\n"
+        "  for i = 1, 8 do ok = ok and o['k' .. i] == i end\n"
+        "end\n"
+        "return ok\n";
+    int ok = !luaL_loadstring(B, reads) && !lua_pcall(B, 0, 1, 0) && lua_toboolean(B, -1);
+    if (!ok) printf("# %s\n", lua_isstring(B, -1) ? lua_tostring(B, -1) : "false");
+    TEST("a VM without the package library makes lazy objects and their hot members", ok);
+    lua_close(B);
+}
+
 /* With the default bound, where an object of two members is made whole. */
 static void test_record_lazy(void) {
     size_t was = sl_lazy_eager_members(4);
@@ -502,6 +526,7 @@ int main(void) {
     test_lists();
     test_hot();
     test_record_lazy();
+    test_no_package();
 
     TEST("stack is balanced at the end", lua_gettop(L) == 0);
     lua_close(L);
