@@ -7,8 +7,8 @@
  * removes them), with the metatable M that every lazy value of the VM shares:
  * M = { [3] = sentinel, [4] = H, [5] = B, __index = lazy_index, __newindex = lazy_newindex },
  * H holding the hot keys (below) as Lua strings: H[h + 1] spells hot[h]
- * (push_hot_strings), B a Lua function that makes a lazy object's table
- * (push_builder).
+ * (push_hot_strings), B a Lua function that makes a lazy value's table
+ * (lazy_begin, push_builder).
  * So everything a lazy object needs is reachable from it, making one costs a
  * table and two keys, and the garbage collector frees the tape with the last
  * value that refers to it. */
@@ -133,18 +133,25 @@ static bool push_scalar(lua_State *L, const struct sl_json_node *nd, const char 
     return false;
 }
 
-/* Makes the table at the top a lazy value: data is the tape (or snapshot)
- * at data_idx, node its object node (LAZY_LISTS: a table of lists), the
- * shared metatable at meta_idx (both indices absolute). */
-static void make_lazy(lua_State *L, int data_idx, int meta_idx, uint32_t node) {
-    lua_pushlightuserdata(L, &tape_key);              /* T k */
+/* A lazy value's table is made by B, M[5] (push_builder), which sets its
+ * two hidden keys and its first members in one call: the JIT compiles it,
+ * cheaper than a C API call per key. lazy_begin pushes B and its first
+ * arguments: data is the tape (or snapshot) at data_idx, node its object
+ * node (LAZY_LISTS: a table of lists), hsize the table's hash slots, the
+ * shared metatable at meta_idx (both indices absolute). The caller then
+ * pushes npairs key, value pairs, and lazy_end makes the table T and gives
+ * it the metatable: B tape node hsize [k v]... -> T. */
+static void lazy_begin(lua_State *L, int data_idx, int meta_idx, uint32_t node, int hsize) {
+    lua_rawgeti(L, meta_idx, 5);
     lua_pushvalue(L, data_idx);
-    lua_rawset(L, -3);
-    lua_pushlightuserdata(L, &node_key);
     lua_pushnumber(L, (lua_Number)node);
-    lua_rawset(L, -3);
-    lua_pushvalue(L, meta_idx);                       /* T M */
-    lua_setmetatable(L, -2);                          /* T */
+    lua_pushinteger(L, hsize);                        /* B tape node hsize */
+}
+
+static void lazy_end(lua_State *L, int meta_idx, unsigned npairs) {
+    lua_call(L, 3 + 2 * (int)npairs, 1);              /* T */
+    lua_pushvalue(L, meta_idx);
+    lua_setmetatable(L, -2);
 }
 
 /* Pushes the shared metatable. */
@@ -234,22 +241,16 @@ static unsigned push_hot_pairs(lua_State *L, int tape_idx, int meta_idx, struct 
     return n;
 }
 
-/* Pushes object node i of the tape at tape_idx as a new lazy object with
- * its hot members made: by B, M[5], which makes the table, its two hidden
- * keys and the members in one call (the JIT compiles it: cheaper than a C
- * API call per key). */
+/* Pushes object node i of the tape at tape_idx as a new lazy object, its
+ * hot members made. */
 static void push_lazy_object(lua_State *L, int tape_idx, int meta_idx, struct ltape *t,
                              uint32_t i) {
     luaL_checkstack(L, 8, "JSON nesting");
     push_hot_strings(L, meta_idx);                    /* H */
     int h = lua_gettop(L);
-    lua_rawgeti(L, meta_idx, 5);
-    lua_pushvalue(L, tape_idx);
-    lua_pushnumber(L, (lua_Number)i);                 /* H B tape node */
+    lazy_begin(L, tape_idx, meta_idx, i, LAZY_HASH_HINT); /* H B tape node hsize */
     unsigned n = nhot ? push_hot_pairs(L, tape_idx, meta_idx, t, i, h) : 0; /* .. k v ... */
-    lua_call(L, 2 + 2 * (int)n, 1);                   /* H T */
-    lua_pushvalue(L, meta_idx);
-    lua_setmetatable(L, -2);
+    lazy_end(L, meta_idx, n);                         /* H T */
     lua_replace(L, h);                                /* T */
 }
 
@@ -540,9 +541,8 @@ void sl_lazy_push_lists(lua_State *L, const struct sl_lazy_list *lists, size_t n
     }
     size_t vals_at = ALIGN8(sizeof(struct lsnap) + n * sizeof(struct llist));
     size_t bytes_at = vals_at + nvals * sizeof(struct lval);
-    luaL_checkstack(L, 4, "window lists");
-    lua_createtable(L, 0, (int)n + 3);                /* T: the lists, a count, two keys */
-    struct lsnap *s = lua_newuserdata(L, bytes_at + nbytes); /* T snap */
+    luaL_checkstack(L, 8, "window lists");
+    struct lsnap *s = lua_newuserdata(L, bytes_at + nbytes); /* snap */
     s->nlists = (uint32_t)n;
     s->nvals = (uint32_t)nvals;
     s->vals_at = vals_at;
@@ -570,10 +570,12 @@ void sl_lazy_push_lists(lua_State *L, const struct sl_lazy_list *lists, size_t n
         }
     }
     int snap = lua_gettop(L);
-    push_meta(L);                                     /* T snap M */
-    lua_pushvalue(L, snap - 1);                       /* T snap M T */
-    make_lazy(L, snap, snap + 1, LAZY_LISTS);
-    lua_pop(L, 3);                                    /* T */
+    push_meta(L);                                     /* snap M */
+    /* Room for the lists, a count, the two hidden keys. */
+    lazy_begin(L, snap, snap + 1, LAZY_LISTS, (int)n + 3); /* snap M B snap node hsize */
+    lazy_end(L, snap + 1, 0);                         /* snap M T */
+    lua_replace(L, snap);                             /* T M */
+    lua_pop(L, 1);                                    /* T */
 }
 
 /* Pushes list i of s as a table with the array metatable. */
@@ -818,9 +820,10 @@ static const char index_wrapper[] =
     "local index, type = ..., type\n"
     "return function(t, k) if type(k) ~= 'string' then return nil end return index(t, k) end\n";
 
-/* Pushes B, M[5]: B(tape, node, k1, v1, ..., kn, vn) makes a lazy object's
- * table (no metatable yet) with its hidden keys and n <= LAZY_HOT members,
- * sized by table.new (a VM without the package library grows it). */
+/* Pushes B, M[5]: B(tape, node, hsize, k1, v1, ..., kn, vn) makes a lazy
+ * value's table (no metatable yet) with its hidden keys and n <= LAZY_HOT
+ * members, hsize hash slots made by table.new (a VM without the package
+ * library grows it). */
 static void push_builder(lua_State *L) {
     struct sl_buf src = {0};
     lua_getglobal(L, "require");
@@ -836,9 +839,9 @@ static void push_builder(lua_State *L) {
     }
     sl_buf_adds(&src, "local tk, nk, tnew = ...\n"
                       "tnew = tnew or function() return {} end\n"
-                      "return function(tape, node");
+                      "return function(tape, node, hsize");
     for (int i = 1; i <= LAZY_HOT; i++) sl_buf_printf(&src, ", k%d, v%d", i, i);
-    sl_buf_printf(&src, ")\nlocal t = tnew(0, %d)\nt[tk] = tape\nt[nk] = node\n", LAZY_HASH_HINT);
+    sl_buf_adds(&src, ")\nlocal t = tnew(0, hsize)\nt[tk] = tape\nt[nk] = node\n");
     for (int i = 1; i <= LAZY_HOT; i++)
         sl_buf_printf(&src, "if k%d == nil then return t end\nt[k%d] = v%d\n", i, i, i);
     sl_buf_adds(&src, "return t\nend\n");
