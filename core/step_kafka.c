@@ -30,7 +30,7 @@ struct kafka_step {
     char **keys;                 /* its fields as JSON strings, made on first use */
     size_t *order;               /* indices of its fields in byte order of their names, */
     size_t norder;               /* a field named twice once */
-    const char **named;          /* scratch: the keys of the fields a record writes */
+    const char **named;          /* keys[order[k]]: the keys of the fields written, in order */
     struct sl_step_path **fields; /* its fields split */
     struct sl_step_path *key;    /* s->key_var split, or NULL */
     struct sl_step_getter *get;  /* with fields: the fields in order, then the key if any */
@@ -97,8 +97,9 @@ static void *create(const struct sl_step_env *env) {
     return st;
 }
 
-/* The JSON string literals of the field names, made once. NULL (err set)
- * when a name cannot be encoded. */
+/* The JSON string literals of the field names, made once, and named, the
+ * ones a record writes in their order. NULL (err set) when a name cannot be
+ * encoded. */
 static char **field_keys(struct kafka_step *st, lua_State *L, char *err, size_t errlen) {
     const struct sl_step_conf *s = st->s;
     if (st->keys) return st->keys;
@@ -119,6 +120,7 @@ static char **field_keys(struct kafka_step *st, lua_State *L, char *err, size_t 
     }
     sl_buf_free(&b);
     st->keys = keys;
+    for (size_t k = 0; k < st->norder; k++) st->named[k] = keys[st->order[k]];
     return keys;
 }
 
@@ -127,9 +129,7 @@ static char **field_keys(struct kafka_step *st, lua_State *L, char *err, size_t 
  * order, those that are nil left out, a field named twice written once. */
 static int encode_fields(struct kafka_step *st, lua_State *L, int first, struct sl_buf *b,
                          char *err, size_t errlen) {
-    char **keys = field_keys(st, L, err, errlen);
-    if (!keys) return SL_ERR;
-    for (size_t k = 0; k < st->norder; k++) st->named[k] = keys[st->order[k]];
+    if (!field_keys(st, L, err, errlen)) return SL_ERR;
     return sl_json_encode_members_sorted(L, first, st->norder, st->named, b, err, errlen);
 }
 
