@@ -1,7 +1,7 @@
 /* produce.c -- tracker records into Kafka at a fixed rate, stamped with the
  * time they are sent, for end-to-end latency.
  *
- *   build/bench/produce BROKERS TOPIC EVENTS RATE SECONDS
+ *   build/bench/produce BROKERS TOPIC EVENTS RATE SECONDS [LINGER_MS]
  *
  * EVENTS is scripts/gen-events.lua's output with KEYED=1 ("key<TAB>value"
  * lines), read into memory first and sent in order (from the top again when
@@ -12,7 +12,11 @@
  * event time, which the pipeline carries into its output record
  * (product.viewTimestamp), is then the input record's Kafka timestamp, so a
  * reader of the output alone has both ends of each record's latency.
- * linger.ms is 0: a record is on its way when stamped.
+ * LINGER_MS is the producer's linger.ms, 0 unless given: with 0 a record is
+ * on its way when stamped, in a request of its own unless one is in flight
+ * (at 20k records/s that is thousands of produce requests a second, which
+ * keep a broker on the same two cores busy); a few ms batch them as a
+ * collector does (sluice's lingers 1 ms).
  *
  * Prints one JSON line when every record is acknowledged:
  *   {"sent": N, "seconds": S, "rate": R, "late_ms_max": L}
@@ -117,8 +121,8 @@ int main(int argc, char **argv) {
     double rate, seconds, t0, late_max = 0;
     long long total, sent = 0;
 
-    if (argc != 6) {
-        fprintf(stderr, "usage: produce BROKERS TOPIC EVENTS RATE SECONDS\n");
+    if (argc != 6 && argc != 7) {
+        fprintf(stderr, "usage: produce BROKERS TOPIC EVENTS RATE SECONDS [LINGER_MS]\n");
         return 2;
     }
     rate = atof(argv[4]);
@@ -135,7 +139,7 @@ int main(int argc, char **argv) {
     }
     conf = rd_kafka_conf_new();
     if (rd_kafka_conf_set(conf, "bootstrap.servers", argv[1], err, sizeof(err)) ||
-        rd_kafka_conf_set(conf, "linger.ms", "0", err, sizeof(err)) ||
+        rd_kafka_conf_set(conf, "linger.ms", argc == 7 ? argv[6] : "0", err, sizeof(err)) ||
         rd_kafka_conf_set(conf, "queue.buffering.max.messages", "1000000", err, sizeof(err))) {
         fprintf(stderr, "produce: %s\n", err);
         goto done;
