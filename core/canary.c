@@ -114,7 +114,8 @@ struct result {
  * the canary cannot make, so the context stops there, as passed: the lua
  * steps after it would only see a context they never get. Takes ref. */
 static void walk(struct sl_rules *r, const struct sl_config *cf, int ref, size_t from,
-                 const char *what, struct sl_rules_out *out, struct result *res) {
+                 const struct sl_input *in, const char *what, struct sl_rules_out *out,
+                 struct result *res) {
     lua_State *L = sl_rules_state(r);
     for (size_t i = from; i < cf->nsteps; i++) {
         if (cf->steps[i].type != SL_STEP_LUA) {
@@ -122,7 +123,7 @@ static void walk(struct sl_rules *r, const struct sl_config *cf, int ref, size_t
             if (i < res->stopped) res->stopped = i;
             break;
         }
-        switch (sl_rules_call(r, i, &ref, what, out)) {
+        switch (sl_rules_call(r, i, &ref, in, what, out)) {
         case SL_RULES_NEXT:
             continue;
         case SL_RULES_FILTERED:
@@ -138,7 +139,7 @@ static void walk(struct sl_rules *r, const struct sl_config *cf, int ref, size_t
             int *refs = sl_malloc((n + 1) * sizeof(int));   /* out is reused below */
             memcpy(refs, out->refs, n * sizeof(int));
             luaL_unref(L, LUA_REGISTRYINDEX, ref);
-            for (size_t k = 0; k < n; k++) walk(r, cf, refs[k], i + 1, what, out, res);
+            for (size_t k = 0; k < n; k++) walk(r, cf, refs[k], i + 1, in, what, out, res);
             free(refs);
             return;
         }
@@ -166,7 +167,7 @@ static void run_record(struct sl_rules *r, const struct sl_config *cf, const str
     memset(res, 0, sizeof(*res));
     res->stopped = cf->nsteps;
     sl_pipeline_push_ctx(L, in, err, sizeof(err));        /* ctx (input raw if not JSON) */
-    walk(r, cf, luaL_ref(L, LUA_REGISTRYINDEX), 0, what, out, res);
+    walk(r, cf, luaL_ref(L, LUA_REGISTRYINDEX), 0, in, what, out, res);
     if (res->o != RAISED) res->o = res->any_passed ? PASSED : FILTERED;
 }
 

@@ -385,7 +385,8 @@ static _Atomic int64_t mon_started;         /* monotonic ms the step began, 0 id
 static _Atomic int64_t mon_budget;          /* its budget, ms */
 static _Atomic int mon_armed;               /* the monitor set the budget hook */
 static _Atomic int mon_loading;             /* the VM is loading a module, not running a step */
-static const char *_Atomic mon_what;        /* "topic/partition/offset" */
+static const char *_Atomic mon_what;        /* the record's name, or NULL: ... */
+static const struct sl_input *_Atomic mon_in; /* ... named from it when needed */
 static const char *_Atomic mon_step;        /* the step's name */
 
 /* Set by the monitor thread once the step ran past its budget (lua_sethook
@@ -412,6 +413,7 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
 static void monitor_load(lua_State *L, const struct sl_step_conf *s, int64_t limit_ms) {
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
     mon_what = s->module;
+    mon_in = NULL;
     mon_step = s->name;
     mon_budget = limit_ms;
     mon_loading = 1;
@@ -444,9 +446,10 @@ static void sanitize_reason(const char *in, char *out, size_t n) {
  * its budget: a count hook slows the interpreter. The monitor thread arms
  * one when the budget passes. */
 static int watched_pcall(struct sl_rules *r, size_t step, int nargs, int nresults, int handler,
-                         const char *what) {
+                         const struct sl_input *in, const char *what) {
     lua_State *L = r->L;
-    mon_what = what ? what : "-";
+    mon_what = what;
+    mon_in = in;
     mon_step = r->cf->steps[step].name;
     mon_budget = r->cf->rules.budget_ms;
     mon_L = L;
@@ -465,12 +468,13 @@ void sl_rules_push_fn(struct sl_rules *r, size_t step, int slot) {
     lua_rawgeti(r->L, LUA_REGISTRYINDEX, r->params_refs[step]);
 }
 
-int sl_rules_pcall(struct sl_rules *r, size_t step, int nargs, int nresults, const char *what) {
+int sl_rules_pcall(struct sl_rules *r, size_t step, int nargs, int nresults,
+                   const struct sl_input *in) {
     lua_State *L = r->L;
     int fn = lua_gettop(L) - nargs;
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->traceback_ref);  /* fn args... tb */
     lua_insert(L, fn);                                     /* tb fn args... */
-    int rc = watched_pcall(r, step, nargs, nresults, fn, what);
+    int rc = watched_pcall(r, step, nargs, nresults, fn, in, NULL);
     lua_remove(L, fn);                                     /* results | error */
     return rc ? SL_ERR : SL_OK;
 }
@@ -528,7 +532,8 @@ static void bad_return(struct sl_rules *r, size_t step, int idx, size_t item,
 }
 
 enum sl_rules_result sl_rules_call(struct sl_rules *r, size_t step, int *ctx_ref,
-                                   const char *what, struct sl_rules_out *out) {
+                                   const struct sl_input *in, const char *what,
+                                   struct sl_rules_out *out) {
     lua_State *L = r->L;
     int top = lua_gettop(L);
     enum sl_rules_result res = SL_RULES_ERROR;
@@ -544,7 +549,7 @@ enum sl_rules_result sl_rules_call(struct sl_rules *r, size_t step, int *ctx_ref
     lua_rawgeti(L, LUA_REGISTRYINDEX, *ctx_ref);          /* tb fn ctx */
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->params_refs[step]); /* tb fn ctx params */
 
-    int rc = watched_pcall(r, step, 2, 2, top + 1, what); /* tb r1 r2 */
+    int rc = watched_pcall(r, step, 2, 2, top + 1, in, what); /* tb r1 r2 */
     if (rc) {
         const char *m = lua_tostring(L, -1);
         if (!m && lua_istable(L, -1)) {                   /* a failure object */
@@ -647,15 +652,24 @@ static void *monitor(void *arg) {
             _exit(SL_RULES_WATCHDOG_EXIT);
         }
         if (!wd_limit || ran < wd_limit || mon_started != started) continue;
+        /* The record is named here, not before every step; if the step
+         * ended meanwhile, its record may be gone: look again after. */
+        char name[256];
+        const char *what = mon_what;
+        const struct sl_input *in = mon_in;
+        if (what) snprintf(name, sizeof(name), "%s", what);
+        else if (in) sl_step_input_name(in, name, sizeof(name));
+        else snprintf(name, sizeof(name), "-");
+        if (mon_started != started) continue;
         FILE *f = fopen(wd_file, "a");    /* one line per stopped record */
         if (f) {
-            fprintf(f, "%s\t%s\n", mon_what, mon_step);
+            fprintf(f, "%s\t%s\n", name, mon_step);
             fclose(f);
         }
         sl_log(SL_LOG_ERROR, "rules",
                "watchdog: step %s has run %lld ms on record %s; exiting so a "
                "supervisor restarts sluice; the record will be dead-lettered (%s)",
-               mon_step, (long long)ran, mon_what, wd_file);
+               mon_step, (long long)ran, name, wd_file);
         _exit(SL_RULES_WATCHDOG_EXIT);
     }
     return NULL;

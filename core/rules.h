@@ -42,6 +42,7 @@
 #define SL_RULES_LOAD_GRACE_MS 1000 /* A load still running this long past 2x its bound ends the process. */
 
 struct sl_rules;
+struct sl_input;
 
 enum sl_rules_result {
     SL_RULES_NEXT,     /* the step returned a context: *ctx_ref now holds it */
@@ -75,10 +76,12 @@ const char *sl_rules_version(const struct sl_rules *r);
 
 /* Runs lua step `step` (index in cf->steps) on the context table referenced
  * by *ctx_ref. On SL_RULES_NEXT *ctx_ref refers to the returned table (the old
- * ref is released when it changed). `what` describes the record for the
- * watchdog ("topic/partition/offset"). out->error is reset by the call. */
+ * ref is released when it changed). `in` is the record, `what` how the
+ * watchdog names it when it stops the step: NULL for "topic/partition/offset"
+ * of in (formatted only then). out->error is reset by the call. */
 enum sl_rules_result sl_rules_call(struct sl_rules *r, size_t step, int *ctx_ref,
-                                   const char *what, struct sl_rules_out *out);
+                                   const struct sl_input *in, const char *what,
+                                   struct sl_rules_out *out);
 
 void sl_rules_out_free(struct sl_rules_out *out);
 
@@ -88,13 +91,13 @@ void sl_rules_out_free(struct sl_rules_out *out);
 void sl_rules_push_fn(struct sl_rules *r, size_t step, int slot);
 
 /* Calls the function below nargs arguments on the stack, as lua_pcall,
- * under the step's budget and the watchdog (what names the record). On
+ * under the step's budget and the watchdog (record in, as sl_rules_call). On
  * success leaves nresults values and returns SL_OK; on error leaves one
  * value and returns SL_ERR: a table raised by the rule as it was (a failure
  * object, lua/sluice/response.lua), anything else as a message with its
  * traceback. */
 int sl_rules_pcall(struct sl_rules *r, size_t step, int nargs, int nresults,
-                   const char *what);
+                   const struct sl_input *in);
 
 /* Starts the watchdog thread for the process (idempotent). */
 int sl_rules_watchdog_start(const struct sl_config *cf, char *err, size_t errlen);

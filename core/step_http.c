@@ -608,15 +608,14 @@ static int build(struct hreq *r) {
     struct http_step *st = r->st;
     struct sl_rules *rules = r->c->rules;
     lua_State *L = sl_rules_state(rules);
-    char what[192], jerr[256];
+    char jerr[256];
     int top = lua_gettop(L);
     int ret = SL_ERR;
 
-    sl_step_input_name(r->c->in, what, sizeof(what));
     sl_rules_push_fn(rules, st->index, 0);               /* fn params */
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->c->ref);         /* fn params ctx */
     lua_insert(L, -2);                                    /* fn ctx params */
-    if (sl_rules_pcall(rules, st->index, 2, 2, what)) {  /* err */
+    if (sl_rules_pcall(rules, st->index, 2, 2, r->c->in)) {  /* err */
         const char *m = lua_tostring(L, -1);
         if (!m && lua_istable(L, -1)) {
             lua_getfield(L, -1, "message");
@@ -814,7 +813,7 @@ static void judge(struct hreq *r, const struct sl_httpc_response *resp) {
     lua_State *L = sl_rules_state(rules);
     int top = lua_gettop(L);
     bool ok = accepted(st->h, resp->status);
-    char text[SL_ERRLEN * 2], jerr[256], what[192];
+    char text[SL_ERRLEN * 2], jerr[256];
     struct sl_step_result res = {.status = SL_STEP_NEXT};
 
     if (!st->s->rule_fn[1]) {
@@ -832,7 +831,6 @@ static void judge(struct hreq *r, const struct sl_httpc_response *resp) {
         lua_settop(L, top);
         return;
     }
-    sl_step_input_name(r->c->in, what, sizeof(what));
     sl_rules_push_fn(rules, st->index, 1);               /* fn params */
     lua_pop(L, 1);                                        /* fn */
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->c->ref);         /* fn ctx */
@@ -848,7 +846,7 @@ static void judge(struct hreq *r, const struct sl_httpc_response *resp) {
         lua_rawset(L, -3);
     }
     lua_pushlstring(L, resp->body, resp->len);            /* fn ctx status headers body */
-    if (sl_rules_pcall(rules, st->index, 4, 2, what)) {  /* err */
+    if (sl_rules_pcall(rules, st->index, 4, 2, r->c->in)) {  /* err */
         if (lua_istable(L, -1)) on_failure(r, L, resp);
         else {
             snprintf(text, sizeof(text), "%s: response: %s", st->name,

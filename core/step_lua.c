@@ -79,13 +79,11 @@ static void *create(const struct sl_step_env *env) {
 static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result *res) {
     struct lua_step *st = state;
     struct sl_rules_out *o = &st->out;
-    char what[192];
 
-    sl_step_input_name(c->in, what, sizeof(what));
     /* A restore record runs interpreted, where the budget always stops a
      * stuck rule: a restart never dies on the records it replays. */
     sl_rules_jit(c->rules, !c->in->restore);
-    switch (sl_rules_call(c->rules, st->index, &c->ref, what, o)) {
+    switch (sl_rules_call(c->rules, st->index, &c->ref, c->in, NULL, o)) {
     case SL_RULES_NEXT:
         res->status = SL_STEP_NEXT;
         break;

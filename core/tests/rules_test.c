@@ -69,31 +69,31 @@ int main(void) {
     TEST("version is 16 hex digits", strlen(sl_rules_version(r)) == 16);
 
     int ref = new_ctx(r);
-    TEST("a step returning its context goes on", sl_rules_call(r, 0, &ref, "t/0/0", &out) == SL_RULES_NEXT);
+    TEST("a step returning its context goes on", sl_rules_call(r, 0, &ref, NULL, "t/0/0", &out) == SL_RULES_NEXT);
     lua_rawgeti(sl_rules_state(r), LUA_REGISTRYINDEX, ref);
     lua_getfield(sl_rules_state(r), -1, "y");
     TEST("the step's change is visible", lua_tonumber(sl_rules_state(r), -1) == 1);
     lua_pop(sl_rules_state(r), 2);
 
-    TEST("nil, reason filters", sl_rules_call(r, 1, &ref, "t/0/0", &out) == SL_RULES_FILTERED);
+    TEST("nil, reason filters", sl_rules_call(r, 1, &ref, NULL, "t/0/0", &out) == SL_RULES_FILTERED);
     TEST("the reason is made safe for a metric label", !strcmp(out.reason, "not_wanted_"));
 
-    TEST("a list of contexts fans out", sl_rules_call(r, 2, &ref, "t/0/0", &out) == SL_RULES_MANY &&
+    TEST("a list of contexts fans out", sl_rules_call(r, 2, &ref, NULL, "t/0/0", &out) == SL_RULES_MANY &&
                                         out.nrefs == 2);
     for (size_t i = 0; i < out.nrefs; i++) luaL_unref(sl_rules_state(r), LUA_REGISTRYINDEX, out.refs[i]);
 
-    TEST("a Lua error is reported", sl_rules_call(r, 3, &ref, "t/0/0", &out) == SL_RULES_ERROR);
+    TEST("a Lua error is reported", sl_rules_call(r, 3, &ref, NULL, "t/0/0", &out) == SL_RULES_ERROR);
     TEST("the error names file:line", strstr(sl_buf_cstr(&out.error), "steps.lua:6: kaput") != NULL);
     TEST("the error has a traceback", strstr(sl_buf_cstr(&out.error), "stack traceback") != NULL);
 
     int64_t t0 = sl_mono_ms();
     TEST("an endless interpreted loop is stopped by the budget",
-         sl_rules_call(r, 4, &ref, "t/0/0", &out) == SL_RULES_ERROR &&
+         sl_rules_call(r, 4, &ref, NULL, "t/0/0", &out) == SL_RULES_ERROR &&
          strstr(sl_buf_cstr(&out.error), "budget of 100 ms"));
     TEST("...within a few budgets", sl_mono_ms() - t0 < 1000);
 
     TEST("a bad return value is an error naming the step",
-         sl_rules_call(r, 5, &ref, "t/0/0", &out) == SL_RULES_ERROR &&
+         sl_rules_call(r, 5, &ref, NULL, "t/0/0", &out) == SL_RULES_ERROR &&
          strstr(sl_buf_cstr(&out.error), "steps.lua:9: step bad (t.steps.bad) must return") &&
          strncmp(sl_buf_cstr(&out.error), "step ", 5) &&
          strstr(sl_buf_cstr(&out.error), "it returned a number: 42"));
@@ -133,7 +133,7 @@ int main(void) {
     struct sl_rules *after = sl_rules_create(cf, err, sizeof(err));
     int aref = after ? new_ctx(after) : LUA_NOREF;
     TEST("the next load works, with the JIT on again",
-         after && sl_rules_call(after, 0, &aref, "t/0/0", &out) == SL_RULES_NEXT);
+         after && sl_rules_call(after, 0, &aref, NULL, "t/0/0", &out) == SL_RULES_NEXT);
     if (after) {
         lua_rawgeti(sl_rules_state(after), LUA_REGISTRYINDEX, aref);
         lua_getfield(sl_rules_state(after), -1, "jit");
