@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "rules.h"
 #include "json.h"
+#include "lalloc.h"
 #include "lazy.h"
 #include "metrics.h"
 #include "step.h"
@@ -27,6 +28,7 @@ static void monitor_done(lua_State *L);
 
 struct sl_rules {
     lua_State *L;
+    struct sl_lalloc *alloc;  /* L's memory (lalloc.h), freed after L */
     int refcount;
     const struct sl_config *cf;
     int *fn_refs;            /* per step: the function, LUA_NOREF for non-lua steps */
@@ -310,16 +312,28 @@ static int load_rule_fns(struct sl_rules *r, size_t i, char *err, size_t errlen)
     return SL_OK;
 }
 
+/* An error outside any pcall (as luaL_newstate's VMs report it): the
+ * process cannot go on. */
+static int panic(lua_State *L) {
+    const char *m = lua_tostring(L, -1);
+    fprintf(stderr, "PANIC: unprotected error in call to Lua API (%s)\n", m ? m : "?");
+    fflush(stderr);
+    return 0;
+}
+
 struct sl_rules *sl_rules_create(const struct sl_config *cf, char *err, size_t errlen) {
     struct sl_rules *r = sl_calloc(1, sizeof(*r));
     r->cf = cf;
     r->refcount = 1;
-    r->L = luaL_newstate();
+    r->alloc = sl_lalloc_create();
+    r->L = r->alloc ? lua_newstate(sl_lalloc_fn, r->alloc) : NULL;
     if (!r->L) {
         sl_errf(err, errlen, "cannot create a Lua state");
+        sl_lalloc_destroy(r->alloc);
         free(r);
         return NULL;
     }
+    lua_atpanic(r->L, panic);
     luaL_openlibs(r->L);
     /* A full collection when the heap reaches 4x what the last left (Lua's
      * default: 2x). Records leave only garbage and the state lives in C, so
@@ -359,6 +373,7 @@ void sl_rules_retain(struct sl_rules *r) { r->refcount++; }
 void sl_rules_release(struct sl_rules *r) {
     if (!r || --r->refcount > 0) return;
     lua_close(r->L);
+    sl_lalloc_destroy(r->alloc);
     free(r->fn_refs);
     free(r->params_refs);
     free(r->rule_refs);

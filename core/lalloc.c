@@ -1,0 +1,118 @@
+/* lalloc.c -- the rules' Lua VMs' allocator: free lists per size class. */
+#include "lalloc.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FINE_MAX 1024          /* classes of 16 bytes up to here ... */
+#define FINE_STEP 16
+#define COARSE_STEP 256        /* ... then of 256 up to SL_LALLOC_SMALL */
+#define NCLASSES (FINE_MAX / FINE_STEP + (SL_LALLOC_SMALL - FINE_MAX) / COARSE_STEP + 1)
+#define CHUNK_BYTES (128 * 1024)
+
+/* A chunk's header, padded so that blocks stay 16-byte aligned. */
+struct chunk {
+    struct chunk *next;
+    char pad[8];
+};
+
+struct sl_lalloc {
+    void *free[NCLASSES];      /* freed blocks of each class, linked through their first word */
+    char *bump, *end;          /* the rest of the newest chunk */
+    struct chunk *chunks;
+    size_t held;
+};
+
+_Static_assert(sizeof(struct chunk) % 16 == 0, "blocks must stay 16-byte aligned");
+
+static inline unsigned class_of(size_t n) {
+    if (n <= FINE_MAX) return (unsigned)((n + FINE_STEP - 1) / FINE_STEP);
+    return (unsigned)(FINE_MAX / FINE_STEP + (n - FINE_MAX + COARSE_STEP - 1) / COARSE_STEP);
+}
+
+static inline size_t class_bytes(unsigned c) {
+    if (c <= FINE_MAX / FINE_STEP) return (size_t)c * FINE_STEP;
+    return FINE_MAX + (size_t)(c - FINE_MAX / FINE_STEP) * COARSE_STEP;
+}
+
+struct sl_lalloc *sl_lalloc_create(void) {
+    return calloc(1, sizeof(struct sl_lalloc));
+}
+
+void sl_lalloc_destroy(struct sl_lalloc *a) {
+    if (!a) return;
+    for (struct chunk *c = a->chunks, *next; c; c = next) {
+        next = c->next;
+        free(c);
+    }
+    free(a);
+}
+
+size_t sl_lalloc_held(const struct sl_lalloc *a) { return a->held; }
+
+/* A block of class c (n > 0 bytes, n <= SL_LALLOC_SMALL); NULL when out of memory. */
+static inline void small_put(struct sl_lalloc *a, unsigned c, void *p) {
+    memcpy(p, &a->free[c], sizeof(void *));
+    a->free[c] = p;
+}
+
+static void *small_get(struct sl_lalloc *a, unsigned c) {
+    void *p = a->free[c];
+    if (p) {
+        memcpy(&a->free[c], p, sizeof(void *));
+        return p;
+    }
+    size_t bytes = class_bytes(c);
+    if ((size_t)(a->end - a->bump) < bytes) {
+        struct chunk *ch = malloc(CHUNK_BYTES);
+        if (!ch) return NULL;
+        /* The old chunk's tail, less than one block of this class, is
+         * given to the largest class it holds. */
+        size_t tail = (size_t)(a->end - a->bump);
+        if (tail >= FINE_STEP) {
+            unsigned t = class_of(tail);
+            if (class_bytes(t) > tail) t--;
+            small_put(a, t, a->bump);
+        }
+        ch->next = a->chunks;
+        a->chunks = ch;
+        a->held += CHUNK_BYTES;
+        a->bump = (char *)(ch + 1);
+        a->end = (char *)ch + CHUNK_BYTES;
+    }
+    p = a->bump;
+    a->bump += bytes;
+    return p;
+}
+
+void *sl_lalloc_fn(void *ud, void *ptr, size_t osize, size_t nsize) {
+    struct sl_lalloc *a = ud;
+    if (!ptr) osize = 0;                               /* Lua 5.1: osize is 0 for a new block */
+    if (nsize == 0) {
+        if (!ptr) return NULL;
+        if (osize <= SL_LALLOC_SMALL) small_put(a, class_of(osize), ptr);
+        else {
+            a->held -= osize;
+            free(ptr);
+        }
+        return NULL;
+    }
+    if (osize > SL_LALLOC_SMALL && nsize > SL_LALLOC_SMALL) {   /* large to large */
+        void *q = realloc(ptr, nsize);
+        if (q) a->held = a->held - osize + nsize;
+        return q;
+    }
+    if (ptr && osize <= SL_LALLOC_SMALL && nsize <= SL_LALLOC_SMALL &&
+        class_of(osize) == class_of(nsize))
+        return ptr;                                    /* it fits where it is */
+    void *q;
+    if (nsize <= SL_LALLOC_SMALL) q = small_get(a, class_of(nsize));
+    else if ((q = malloc(nsize))) a->held += nsize;
+    if (!q) return NULL;                               /* ptr stays as it was */
+    if (ptr) {
+        memcpy(q, ptr, osize < nsize ? osize : nsize);
+        sl_lalloc_fn(a, ptr, osize, 0);
+    }
+    return q;
+}
