@@ -1,6 +1,7 @@
 /* lalloc.c -- the rules' Lua VMs' allocator: free lists per size class. */
 #include "lalloc.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,18 +52,15 @@ void sl_lalloc_destroy(struct sl_lalloc *a) {
 
 size_t sl_lalloc_held(const struct sl_lalloc *a) { return a->held; }
 
-/* A block of class c (n > 0 bytes, n <= SL_LALLOC_SMALL); NULL when out of memory. */
+/* Gives block p back to class c. */
 static inline void small_put(struct sl_lalloc *a, unsigned c, void *p) {
     memcpy(p, &a->free[c], sizeof(void *));
     a->free[c] = p;
 }
 
-static void *small_get(struct sl_lalloc *a, unsigned c) {
-    void *p = a->free[c];
-    if (p) {
-        memcpy(&a->free[c], p, sizeof(void *));
-        return p;
-    }
+/* A new block of class c, cut from the newest chunk (or a new one); NULL
+ * when out of memory. */
+static void *small_cut(struct sl_lalloc *a, unsigned c) {
     size_t bytes = class_bytes(c);
     if ((size_t)(a->end - a->bump) < bytes) {
         struct chunk *ch = malloc(CHUNK_BYTES);
@@ -81,33 +79,45 @@ static void *small_get(struct sl_lalloc *a, unsigned c) {
         a->bump = (char *)(ch + 1);
         a->end = (char *)ch + CHUNK_BYTES;
     }
-    p = a->bump;
+    void *p = a->bump;
     a->bump += bytes;
     return p;
 }
 
+/* A block of class c: the last one freed when the class has one. */
+static inline void *small_get(struct sl_lalloc *a, unsigned c) {
+    void *p = a->free[c];
+    if (__builtin_expect(p == NULL, 0)) return small_cut(a, c);
+    memcpy(&a->free[c], p, sizeof(void *));
+    return p;
+}
+
+static inline bool is_small(size_t n) { return n - 1 < SL_LALLOC_SMALL; } /* 0 < n <= SMALL */
+
 void *sl_lalloc_fn(void *ud, void *ptr, size_t osize, size_t nsize) {
     struct sl_lalloc *a = ud;
-    if (!ptr) osize = 0;                               /* Lua 5.1: osize is 0 for a new block */
-    if (nsize == 0) {
-        if (!ptr) return NULL;
-        if (osize <= SL_LALLOC_SMALL) small_put(a, class_of(osize), ptr);
+    /* First the two calls of almost every object: made, then freed. */
+    if (!ptr) {
+        if (__builtin_expect(is_small(nsize), 1)) return small_get(a, class_of(nsize));
+        osize = 0;                                     /* Lua 5.1: osize is 0 for a new block */
+    } else if (nsize == 0) {
+        if (__builtin_expect(is_small(osize), 1)) small_put(a, class_of(osize), ptr);
         else {
             a->held -= osize;
             free(ptr);
         }
         return NULL;
     }
-    if (osize > SL_LALLOC_SMALL && nsize > SL_LALLOC_SMALL) {   /* large to large */
+    if (nsize == 0) return NULL;                       /* nothing, freed */
+    if (ptr && !is_small(osize) && !is_small(nsize)) { /* large to large */
         void *q = realloc(ptr, nsize);
         if (q) a->held = a->held - osize + nsize;
         return q;
     }
-    if (ptr && osize <= SL_LALLOC_SMALL && nsize <= SL_LALLOC_SMALL &&
-        class_of(osize) == class_of(nsize))
+    if (ptr && is_small(osize) && is_small(nsize) && class_of(osize) == class_of(nsize))
         return ptr;                                    /* it fits where it is */
     void *q;
-    if (nsize <= SL_LALLOC_SMALL) q = small_get(a, class_of(nsize));
+    if (is_small(nsize)) q = small_get(a, class_of(nsize));
     else if ((q = malloc(nsize))) a->held += nsize;
     if (!q) return NULL;                               /* ptr stays as it was */
     if (ptr) {
