@@ -5,10 +5,12 @@
  * its object node under two light userdata keys (no rule's key can be one:
  * `T.x` and T[1] never see them, and whatever walks T expands it first, which
  * removes them), with the metatable M that every lazy value of the VM shares:
- * M = { [3] = sentinel, [4] = H, [5] = B, __index = lazy_index, __newindex = lazy_newindex },
+ * M = { [3] = sentinel, [4] = H, [5] = B, [6] = C, __index = lazy_index,
+ *       __newindex = lazy_newindex },
  * H holding the hot keys (below) as Lua strings: H[h + 1] spells hot[h]
  * (push_hot_strings), B a Lua function that makes a lazy value's table
- * (lazy_begin, push_builder).
+ * (lazy_begin, push_builder), C the builders of tables with a given set of
+ * hot members (push_shape_builder).
  * So everything a lazy object needs is reachable from it, making one costs a
  * table and two keys, and the garbage collector frees the tape with the last
  * value that refers to it. */
@@ -18,6 +20,7 @@
 
 #include <assert.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +32,8 @@
 #define LAZY_LISTS UINT32_MAX /* The node of a table of lists (no object node). */
 #define LAZY_HOT 16          /* Keys rules read through __index, made with each new lazy object. */
 #define LAZY_HOT_LEN 24      /* The longest such key. */
+#define LAZY_SHAPES 32       /* Builders of one set of hot keys (S, below) kept per VM. */
+#define LAZY_SHAPES_AFTER 64 /* Lazy objects made with hot[] unchanged before S is used. */
 
 static char meta_key;        /* Registry key: the shared metatable M. */
 static char scratch_key;     /* Registry key: the reusable parse buffer (userdata). */
@@ -50,6 +55,7 @@ static unsigned nhot, hot_next;
 #define HOT_SLOTS 64         /* hot_slot's size: a power of 2, four times LAZY_HOT */
 static uint8_t hot_slot[HOT_SLOTS]; /* open addressing by hot_hash: index in hot[] + 1, 0 empty */
 static uint32_t hot_gen = 1; /* changes with hot[] (push_hot_strings) */
+static uint32_t hot_steady;  /* lazy objects made since hot[] last changed (to LAZY_SHAPES_AFTER) */
 _Static_assert(LAZY_HOT < HOT_SLOTS / 2 && LAZY_HOT < 255, "hot_slot keeps empty slots");
 
 static inline unsigned hot_hash(const char *k, size_t kn) {
@@ -76,6 +82,7 @@ static void hot_learn(const char *k, size_t kn) {
     h->len = (uint8_t)kn;
     memcpy(h->s, k, kn);
     hot_gen++;
+    hot_steady = 0;
     memset(hot_slot, 0, sizeof(hot_slot));
     for (unsigned i = 0; i < nhot; i++) {
         unsigned at = hot_hash(hot[i].s, hot[i].len);
@@ -200,37 +207,39 @@ static void push_hot_key(lua_State *L, int h_idx, int h, const char *k, size_t k
     lua_rawseti(L, h_idx, h + 1);
 }
 
-/* Pushes the members of object node obj whose names are hot keys as key,
- * value pairs, as reading them would make them: of duplicates the last;
- * returns how many. One pass finds the last occurrence of each hot key (an
- * escaped key that spells one counts as an occurrence, so the member is left
- * to __index, which unescapes), then they are made in member order, the
- * keys' strings from H at h_idx (push_hot_strings). */
-static unsigned push_hot_pairs(lua_State *L, int tape_idx, int meta_idx, struct ltape *t,
-                               uint32_t obj, int h_idx) {
+/* Finds the members of object node obj whose names are hot keys, as
+ * reading them would make them: of duplicates the last. last[h] is the value
+ * node of hot key h + 1, 0 when there is none or its last occurrence is an
+ * escaped spelling (the member is left to __index, which unescapes).
+ * Returns how many were found. */
+static unsigned hot_scan(const struct ltape *t, uint32_t obj, uint32_t last[LAZY_HOT]) {
     const char *text = ltape_text(t);
-    uint32_t count = t->nodes[obj].u.count, last[LAZY_HOT] = { 0 };
-    bool any = false;
+    uint32_t count = t->nodes[obj].u.count;
     for (uint32_t m = 0, k = obj + 1; m < count; m++) {
         const struct sl_json_node *kn = &t->nodes[k];
         int h = kn->flags & SL_JSON_ESCAPED ? hot_find_escaped(t, kn)
                                             : hot_find(text + kn->u.str.off, kn->u.str.len);
-        if (h >= 0) {
-            last[h] = kn->flags & SL_JSON_ESCAPED ? 0 : k + 1;
-            any = true;
-        }
+        if (h >= 0) last[h] = kn->flags & SL_JSON_ESCAPED ? 0 : k + 1;
         k = t->nodes[k + 1].next;
     }
-    if (!any) return 0;
-    unsigned slot[LAZY_HOT];                          /* hot keys found, by value node */
     unsigned n = 0;
+    for (unsigned h = 0; h < nhot; h++) n += last[h] != 0;
+    return n;
+}
+
+/* Pushes the n hot members of last[] (hot_scan) as key, value pairs in
+ * member order, the keys' strings from H at h_idx (push_hot_strings). */
+static void push_hot_pairs(lua_State *L, int tape_idx, int meta_idx, struct ltape *t,
+                           const uint32_t *last, unsigned n, int h_idx) {
+    const char *text = ltape_text(t);
+    unsigned slot[LAZY_HOT];                          /* hot keys found, by value node */
+    unsigned found = 0;
     for (unsigned h = 0; h < nhot; h++) {
         if (!last[h]) continue;
-        unsigned j = n++;
+        unsigned j = found++;
         for (; j > 0 && last[slot[j - 1]] > last[h]; j--) slot[j] = slot[j - 1];
         slot[j] = h;
     }
-    luaL_checkstack(L, 2 * (int)n + 4, "JSON members");
     for (unsigned j = 0; j < n; j++) {
         uint32_t v = last[slot[j]];
         const struct sl_json_node *kn = &t->nodes[v - 1];
@@ -238,18 +247,129 @@ static unsigned push_hot_pairs(lua_State *L, int tape_idx, int meta_idx, struct 
         push_hot_key(L, h_idx, (int)slot[j], text + kn->u.str.off, kn->u.str.len); /* .. k */
         push_node(L, tape_idx, meta_idx, t, v);       /* .. k v */
     }
-    return n;
+}
+
+/* Pushes the source of S (push_shape_builder) for the hot keys of last[]:
+ *   local tk, nk = ...
+ *   return function(tape, node, v1, v2)
+ *   local t = {["\101"] = v1, ["\097\105\100"] = v2}
+ *   t[tk] = tape; t[nk] = node; return t end
+ * every byte of a key a decimal escape, whatever it is. */
+static void push_shape_source(lua_State *L, const uint32_t *last) {
+    luaL_Buffer b;
+    char num[16];
+    unsigned n = 0;
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, "local tk, nk = ...\nreturn function(tape, node");
+    for (unsigned h = 0; h < nhot; h++) {
+        if (!last[h]) continue;
+        snprintf(num, sizeof(num), ", v%u", ++n);
+        luaL_addstring(&b, num);
+    }
+    luaL_addstring(&b, ")\nlocal t = {");
+    n = 0;
+    for (unsigned h = 0; h < nhot; h++) {
+        if (!last[h]) continue;
+        luaL_addstring(&b, n ? ", [\"" : "[\"");
+        for (unsigned c = 0; c < hot[h].len; c++) {
+            snprintf(num, sizeof(num), "\\%03u", (unsigned char)hot[h].s[c]);
+            luaL_addstring(&b, num);
+        }
+        snprintf(num, sizeof(num), "\"] = v%u", ++n);
+        luaL_addstring(&b, num);
+    }
+    luaL_addstring(&b, "}\nt[tk] = tape\nt[nk] = node\nreturn t\nend\n");
+    luaL_pushresult(&b);
+}
+
+/* Pushes S(tape, node, v1, ..., vn), the builder of a lazy table whose hot
+ * members are those last[] (hot_scan) has, given their values in hot[]'s
+ * order: a Lua function made for that set of keys, whose table constructor
+ * names them, so the JIT makes the table from a template with the keys in
+ * place instead of inserting each (B, M[5]). The builders live in
+ * C = M[6], by hot_gen * 2^LAZY_HOT + the set's bits, C[0] the hot_gen
+ * they were made under (C is replaced when hot[] changed). Returns false,
+ * nothing pushed, while hot[] is new (a rule reading ever new members would
+ * make a builder per record) or the VM has LAZY_SHAPES builders of this
+ * hot[]. */
+static bool push_shape_builder(lua_State *L, int meta_idx, const uint32_t *last) {
+    if (hot_steady < LAZY_SHAPES_AFTER) {
+        hot_steady++;
+        return false;
+    }
+    lua_Number key = (lua_Number)hot_gen * (1 << LAZY_HOT);
+    for (unsigned h = 0; h < nhot; h++)
+        if (last[h]) key += (lua_Number)(1u << h);
+    lua_rawgeti(L, meta_idx, 6);                      /* C */
+    lua_pushnumber(L, key);
+    lua_rawget(L, -2);                                /* C S? */
+    if (lua_isfunction(L, -1)) {
+        lua_remove(L, -2);                            /* S */
+        return true;
+    }
+    lua_pop(L, 1);
+    lua_rawgeti(L, -1, 0);                            /* C gen */
+    bool fresh = lua_tonumber(L, -1) == (lua_Number)hot_gen;
+    lua_pop(L, 1);
+    if (!fresh) {
+        lua_pop(L, 1);
+        lua_createtable(L, 1, 4);                     /* C */
+        lua_pushnumber(L, (lua_Number)hot_gen);
+        lua_rawseti(L, -2, 0);
+        lua_pushinteger(L, 0);
+        lua_rawseti(L, -2, -1);                       /* C[-1]: how many builders */
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, meta_idx, 6);
+    }
+    lua_rawgeti(L, -1, -1);
+    lua_Integer made = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    if (made >= LAZY_SHAPES) {
+        lua_pop(L, 1);
+        return false;
+    }
+    push_shape_source(L, last);                       /* C src */
+    size_t len;
+    const char *src = lua_tolstring(L, -1, &len);
+    if (luaL_loadbuffer(L, src, len, "=sluice.lazy")) /* C src chunk | C src err */
+        lua_error(L);                                 /* out of memory: the source is ours */
+    lua_remove(L, -2);                                /* C chunk */
+    lua_pushlightuserdata(L, &tape_key);
+    lua_pushlightuserdata(L, &node_key);
+    lua_call(L, 2, 1);                                /* C S */
+    lua_pushnumber(L, key);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, -4);
+    lua_pushinteger(L, made + 1);
+    lua_rawseti(L, -3, -1);
+    lua_remove(L, -2);                                /* S */
+    return true;
 }
 
 /* Pushes object node i of the tape at tape_idx as a new lazy object, its
  * hot members made. */
 static void push_lazy_object(lua_State *L, int tape_idx, int meta_idx, struct ltape *t,
                              uint32_t i) {
-    luaL_checkstack(L, 8, "JSON nesting");
+    uint32_t last[LAZY_HOT] = { 0 };
+    unsigned n = nhot ? hot_scan(t, i, last) : 0;
+    luaL_checkstack(L, 2 * (int)n + 8, "JSON nesting");
+    if (n && push_shape_builder(L, meta_idx, last)) { /* S */
+        lua_pushvalue(L, tape_idx);
+        lua_pushnumber(L, (lua_Number)i);             /* S tape node */
+        for (unsigned h = 0; h < nhot; h++) {
+            if (!last[h]) continue;
+            t->nodes[last[h]].flags |= SL_JSON_TAKEN;
+            push_node(L, tape_idx, meta_idx, t, last[h]); /* S tape node v... */
+        }
+        lua_call(L, 2 + (int)n, 1);                   /* T */
+        lua_pushvalue(L, meta_idx);
+        lua_setmetatable(L, -2);
+        return;
+    }
     push_hot_strings(L, meta_idx);                    /* H */
     int h = lua_gettop(L);
     lazy_begin(L, tape_idx, meta_idx, i, LAZY_HASH_HINT); /* H B tape node hsize */
-    unsigned n = nhot ? push_hot_pairs(L, tape_idx, meta_idx, t, i, h) : 0; /* .. k v ... */
+    push_hot_pairs(L, tape_idx, meta_idx, t, last, n, h); /* .. k v ... */
     lazy_end(L, meta_idx, n);                         /* H T */
     lua_replace(L, h);                                /* T */
 }
@@ -775,6 +895,16 @@ int sl_lazy_push(lua_State *L, const char *s, size_t n, char *err, size_t errlen
     return SL_OK;
 }
 
+size_t sl_lazy_shape_builders(lua_State *L) {
+    push_meta(L);
+    lua_rawgeti(L, -1, 6);                            /* M C */
+    lua_rawgeti(L, -1, 0);
+    lua_rawgeti(L, -2, -1);                           /* M C gen made */
+    size_t made = lua_tonumber(L, -2) == (lua_Number)hot_gen ? (size_t)lua_tointeger(L, -1) : 0;
+    lua_pop(L, 4);
+    return made;
+}
+
 size_t sl_lazy_eager_members(size_t n) {
     size_t old = eager_members;
     eager_members = (uint32_t)n;
@@ -860,9 +990,13 @@ static void push_builder(lua_State *L) {
 
 void sl_lazy_init(lua_State *L) {
     lua_pushlightuserdata(L, &meta_key);
-    lua_createtable(L, 4, 2);                         /* key M */
+    lua_createtable(L, 6, 2);                         /* key M */
     push_builder(L);
     lua_rawseti(L, -2, 5);
+    lua_createtable(L, 1, 0);                         /* C, made under no hot_gen */
+    lua_pushinteger(L, 0);
+    lua_rawseti(L, -2, 0);
+    lua_rawseti(L, -2, 6);
     lua_pushlightuserdata(L, &sentinel);
     lua_rawseti(L, -2, 3);
     lua_createtable(L, LAZY_HOT, 0);

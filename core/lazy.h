@@ -53,6 +53,11 @@ int sl_lazy_push(lua_State *L, const char *s, size_t n, char *err, size_t errlen
  * lazy. */
 size_t sl_lazy_eager_members(size_t n);
 
+/* How many builders of lazy tables with a given set of hot members (the
+ * members rules read of every record, made with each new lazy object) the
+ * VM has made for the hot keys of now: for tests. */
+size_t sl_lazy_shape_builders(lua_State *L);
+
 /* True when the value at idx is a lazy object not yet expanded. */
 bool sl_lazy_is(lua_State *L, int idx);
 

@@ -447,6 +447,72 @@ static void test_hot(void) {
               "\"e\":\"\\u00e9\",\"x\":1,\"y\":2,\"z\":3}"));
 }
 
+/* shapes() -> the VM's builders for the hot keys of now. */
+static int l_shapes(lua_State *L1) {
+    lua_pushinteger(L1, (lua_Integer)sl_lazy_shape_builders(L1));
+    return 1;
+}
+
+/* Once the hot keys have stayed the same for a while, a lazy object is made
+ * by a builder for its set of hot members, whose table constructor names
+ * them: the keys are spelt in Lua source, whatever their bytes. */
+static void test_shapes(void) {
+    lua_register(L, "shapes", l_shapes);
+    /* Keys a template must spell byte for byte: quotes, what would end a
+     * long string or start a comment, UTF-8. A key JSON escapes (q"uote)
+     * is left to __index, built or not. */
+    static const char odd[] =
+        "keys = { \"it's\", ']]', '--[[x', '\\195\\169t\\195\\169', 'a=b%d', 'plain', 'q\"uote' }\n"
+        "function made(k, v) if k:find('\"', 1, true) then return nil end return v end\n"
+        "function text(round, mask)\n"
+        "  local t = { x = 1, y = 2, z = 3, w = 4, v = 5 }\n"
+        "  for i, k in ipairs(keys) do\n"
+        "    if not mask or mask % 2 ^ i >= 2 ^ (i - 1) then t[k] = k .. round end\n"
+        "  end\n"
+        "  return sluice.json_encode(t)\n"
+        "end\n"
+        "local o = lazy(text(0))\n"
+        "for _, k in ipairs(keys) do if o[k] ~= k .. 0 then return false end end\n"
+        "return true\n";
+    TEST("shapes: keys of odd bytes are read, so learnt", lua_true(odd));
+    TEST("shapes: 200 objects later, each has its hot members made, and equals the eager decoder's",
+         lua_true("for round = 1, 200 do\n"
+                  "  local s = text(round) local o = lazy(s)\n"
+                  "  for _, k in ipairs(keys) do\n"
+                  "    if raw(o, k) ~= made(k, k .. round) or o[k] ~= k .. round then\n"
+                  "      print('# ' .. round .. ': ' .. k) return false\n"
+                  "    end\n"
+                  "  end\n"
+                  "  if raw(o, 'y') ~= nil or sorted(o) ~= sorted(sluice.json_decode(s)) then return false end\n"
+                  "end\n"
+                  "return true"));
+    TEST("shapes: ... made by a builder for their keys", lua_true("return shapes() == 1"));
+    TEST("shapes: objects with each of 128 sets of the hot keys have those members made, no other",
+         lua_true("for mask = 0, 127 do\n"
+                  "  local o = lazy(text(mask, mask))\n"
+                  "  for i, k in ipairs(keys) do\n"
+                  "    local want = mask % 2 ^ i >= 2 ^ (i - 1) and k .. mask or nil\n"
+                  "    if raw(o, k) ~= made(k, want) or o[k] ~= want then print('# ' .. mask .. ': ' .. k) return false end\n"
+                  "  end\n"
+                  "end\n"
+                  "return true"));
+    TEST("shapes: a VM keeps at most 32 builders for one set of hot keys",
+         lua_true("return shapes() == 32"));
+    TEST("shapes: a hot member deleted, assigned or spelt escaped is as when read",
+         lua_true("local o = lazy(text(7)) o.plain = nil o[']]'] = 'set'\n"
+                  "local e = lazy('{\"pl\\\\u0061in\":\"escaped\",\"x\":1,\"y\":2,\"z\":3,\"w\":4}')\n"
+                  "return o.plain == nil and o[']]'] == 'set' and raw(e, 'plain') == nil\n"
+                  "  and e.plain == 'escaped' and sorted(o):find('plain', 1, true) == nil"));
+    TEST("shapes: a new hot key starts the builders over, and objects stay right meanwhile",
+         lua_true("local o = lazy('{\"fresh\":0,\"x\":1,\"y\":2,\"z\":3,\"w\":4}')\n"
+                  "if o.fresh ~= 0 or shapes() ~= 0 then return false end\n"
+                  "for round = 1, 100 do\n"
+                  "  local p = lazy('{\"fresh\":' .. round .. ',\"plain\":\"p\",\"x\":1,\"y\":2,\"z\":3}')\n"
+                  "  if raw(p, 'fresh') ~= round or raw(p, 'plain') ~= 'p' or p.y ~= 2 then return false end\n"
+                  "end\n"
+                  "return shapes() >= 1"));
+}
+
 /* A VM with the base library only (no require, so no table.new): lazy
  * objects are made, hot members included, in tables that grow. */
 static void test_no_package(void) {
@@ -525,6 +591,7 @@ int main(void) {
     test_walks();
     test_lists();
     test_hot();
+    test_shapes();
     test_record_lazy();
     test_no_package();
 
