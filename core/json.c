@@ -28,6 +28,7 @@
 #include <lauxlib.h>
 
 #include "json.h"
+#include "regs.h"
 #include "lazy.h"
 
 #define JSON_CHUNK_SHALLOW 64   /* Members of a container held on the stack before a flush, depth <= 16. */
@@ -41,7 +42,6 @@
 _Static_assert(SL_JSON_MAX_DEPTH == 256, "JSON_TOO_DEEP names the limit");
 #define JSON_SPARSE_SLACK 64    /* An array may have max index <= 2 * count + this; beyond, it is an error. */
 
-static char array_mt_key;  /* Registry key: the shared array metatable. */
 static char decoder_key;   /* Registry key: the protected decoder closure. */
 
 static locale_t c_locale;  /* "C" numeric locale for strtod_l and number printing. */
@@ -1515,18 +1515,16 @@ int sl_json_add_number(struct sl_buf *out, double x, char *err, size_t errlen) {
 }
 
 void sl_json_push_array_mt(lua_State *L) {
-    lua_pushlightuserdata(L, &array_mt_key);
-    lua_rawget(L, LUA_REGISTRYINDEX);                 /* mt */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, SL_REG_ARRAY_MT); /* mt */
     assert(lua_istable(L, -1) && "sl_json_init not called on this lua_State");
 }
 
 void sl_json_init(lua_State *L) {
     pthread_once(&c_locale_once, c_locale_create);
-    lua_pushlightuserdata(L, &array_mt_key);          /* key */
-    lua_createtable(L, 0, 1);                         /* key mt */
+    lua_createtable(L, 0, 1);                         /* mt */
     lua_pushliteral(L, "array");
     lua_setfield(L, -2, "__name");                    /* a name for debugging; no behaviour */
-    lua_rawset(L, LUA_REGISTRYINDEX);                 /* */
+    lua_rawseti(L, LUA_REGISTRYINDEX, SL_REG_ARRAY_MT); /* */
 
     lua_pushlightuserdata(L, &decoder_key);           /* key */
     sl_json_push_array_mt(L);                         /* key mt */
@@ -1569,8 +1567,7 @@ int sl_lua_array(lua_State *L) {
         luaL_checktype(L, 1, LUA_TTABLE);
         lua_settop(L, 1);
     }
-    lua_pushlightuserdata(L, &array_mt_key);
-    lua_rawget(L, LUA_REGISTRYINDEX);                 /* t mt */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, SL_REG_ARRAY_MT); /* t mt */
     if (!lua_istable(L, -1)) return luaL_error(L, "sluice.array: the JSON codec is not initialised");
     lua_setmetatable(L, 1);                           /* t */
     return 1;

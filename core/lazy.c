@@ -16,6 +16,7 @@
  * value that refers to it. */
 #include "lazy.h"
 #include "json.h"
+#include "regs.h"
 #include "sl.h"
 
 #include <assert.h>
@@ -35,8 +36,6 @@
 #define LAZY_SHAPES 32       /* Builders of one set of hot keys (S, below) kept per VM. */
 #define LAZY_SHAPES_AFTER 64 /* Lazy objects made with hot[] unchanged before S is used. */
 
-static char meta_key;        /* Registry key: the shared metatable M. */
-static char scratch_key;     /* Registry key: the reusable parse buffer (userdata). */
 static char sentinel;        /* M[3]: marks the metatable as ours. */
 static char tape_key;        /* T[&tape_key]: the tape (or snapshot) of a lazy value. */
 static char node_key;        /* T[&node_key]: its object node, LAZY_LISTS for lists. */
@@ -163,8 +162,7 @@ static void lazy_end(lua_State *L, int meta_idx, unsigned npairs) {
 
 /* Pushes the shared metatable. */
 static void push_meta(lua_State *L) {
-    lua_pushlightuserdata(L, &meta_key);
-    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, SL_REG_LAZY_META);
 }
 
 /* The hot key an escaped key node spells, -1 when none. No escape takes
@@ -863,8 +861,7 @@ static int scratch_gc(lua_State *L) {
 }
 
 int sl_lazy_push(lua_State *L, const char *s, size_t n, char *err, size_t errlen) {
-    lua_pushlightuserdata(L, &scratch_key);
-    lua_rawget(L, LUA_REGISTRYINDEX);                 /* scratch */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, SL_REG_LAZY_SCRATCH); /* scratch */
     struct sl_json_tape *sc = lua_touserdata(L, -1);
     assert(sc && "sl_lazy_init not called on this lua_State");
     lua_pop(L, 1);
@@ -989,8 +986,7 @@ static void push_builder(lua_State *L) {
 }
 
 void sl_lazy_init(lua_State *L) {
-    lua_pushlightuserdata(L, &meta_key);
-    lua_createtable(L, 6, 2);                         /* key M */
+    lua_createtable(L, 6, 2);                         /* M */
     push_builder(L);
     lua_rawseti(L, -2, 5);
     lua_createtable(L, 1, 0);                         /* C, made under no hot_gen */
@@ -1004,17 +1000,16 @@ void sl_lazy_init(lua_State *L) {
     if (luaL_loadbuffer(L, index_wrapper, sizeof(index_wrapper) - 1, "=sluice.lazy"))
         lua_error(L);                                 /* our own code: cannot fail */
     lua_pushcfunction(L, lazy_index);
-    lua_call(L, 1, 1);                                /* key M __index */
+    lua_call(L, 1, 1);                                /* M __index */
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, lazy_newindex);
     lua_setfield(L, -2, "__newindex");
-    lua_rawset(L, LUA_REGISTRYINDEX);
-    lua_pushlightuserdata(L, &scratch_key);
-    struct sl_json_tape *sc = lua_newuserdata(L, sizeof(*sc)); /* key scratch */
+    lua_rawseti(L, LUA_REGISTRYINDEX, SL_REG_LAZY_META);
+    struct sl_json_tape *sc = lua_newuserdata(L, sizeof(*sc)); /* scratch */
     memset(sc, 0, sizeof(*sc));
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, scratch_gc);
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
-    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_rawseti(L, LUA_REGISTRYINDEX, SL_REG_LAZY_SCRATCH);
 }

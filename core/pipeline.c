@@ -5,6 +5,7 @@
 #include "json.h"
 #include "lazy.h"
 #include "metrics.h"
+#include "regs.h"
 #include "sl.h"
 
 #include <assert.h>
@@ -565,9 +566,8 @@ static struct record *record_new(struct sl_pipeline *pl, struct sl_input *in) {
 }
 
 /* What building a context needs, made once per VM and kept in a registry
- * table: the function that builds it, and the last record's topic name as a
- * string. */
-static char ctx_kit_key;
+ * table (SL_REG_CTX_KIT): the function that builds it, and the last
+ * record's topic name as a string. */
 enum { KIT_MAKE = 1, KIT_TOPIC, KIT_N = KIT_TOPIC };
 
 /* The context of a record, built in Lua: the JIT compiles the table
@@ -587,8 +587,7 @@ static const char ctx_maker[] =
 
 /* Pushes the kit, made on first use. */
 static void push_ctx_kit(lua_State *L) {
-    lua_pushlightuserdata(L, &ctx_kit_key);
-    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, SL_REG_CTX_KIT);
     if (lua_istable(L, -1)) return;
     lua_pop(L, 1);
     lua_createtable(L, KIT_N, 0);                              /* kit */
@@ -596,9 +595,8 @@ static void push_ctx_kit(lua_State *L) {
         lua_error(L);                                          /* our own code: cannot fail */
     lua_call(L, 0, 1);                                         /* kit make */
     lua_rawseti(L, -2, KIT_MAKE);
-    lua_pushlightuserdata(L, &ctx_kit_key);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, LUA_REGISTRYINDEX, SL_REG_CTX_KIT);
 }
 
 /* Pushes topic as a Lua string: the one the kit (at kit_idx) keeps for the

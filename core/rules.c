@@ -35,6 +35,7 @@ struct sl_rules {
     int *params_refs;        /* per step: the params table */
     int *rule_refs;          /* per step and slot: functions rule_fn names */
     int traceback_ref;
+    int kafka_ref;           /* the string "kafka", made once (is_context) */
     bool interpreted;        /* JIT off and flushed (restore records) */
     char version[17];
     struct sl_config *owned_cf; /* a reload's config, freed with the VM */
@@ -352,6 +353,8 @@ struct sl_rules *sl_rules_create(const struct sl_config *cf, char *err, size_t e
     set_path(r->L, cf);
     lua_pushcfunction(r->L, traceback);
     r->traceback_ref = luaL_ref(r->L, LUA_REGISTRYINDEX);
+    lua_pushliteral(r->L, "kafka");
+    r->kafka_ref = luaL_ref(r->L, LUA_REGISTRYINDEX);
     monitor_start();
     r->fn_refs = sl_malloc((cf->nsteps + 1) * sizeof(int));
     r->params_refs = sl_malloc((cf->nsteps + 1) * sizeof(int));
@@ -499,8 +502,11 @@ int sl_rules_pcall(struct sl_rules *r, size_t step, int nargs, int nresults,
  * table built from it). A table without kafka is a rule's mistake, such as
  * returning ctx.product: an error naming the step, not a silent
  * missing_key at the next step. input may be dropped on purpose. */
-static bool is_context(lua_State *L, int idx) {
-    lua_getfield(L, idx, "kafka");
+static bool is_context(struct sl_rules *r, int idx) {
+    lua_State *L = r->L;
+    if (idx < 0) idx = lua_gettop(L) + idx + 1;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->kafka_ref);  /* "kafka", not hashed again */
+    lua_gettable(L, idx);
     bool ok = lua_istable(L, -1);
     lua_pop(L, 1);
     return ok;
@@ -579,7 +585,7 @@ enum sl_rules_result sl_rules_call(struct sl_rules *r, size_t step, int *ctx_ref
         int many = !lua_isnil(L, -1);
         lua_pop(L, 1);
         if (!many) {
-            if (!is_context(L, -2)) {
+            if (!is_context(r, -2)) {
                 bad_return(r, step, lua_gettop(L) - 1, 0, &out->error);
                 goto done;
             }
@@ -596,7 +602,7 @@ enum sl_rules_result sl_rules_call(struct sl_rules *r, size_t step, int *ctx_ref
         out->refs = sl_realloc(out->refs, (n + 1) * sizeof(int));
         for (size_t i = 1; i <= n; i++) {
             lua_rawgeti(L, -2, (int)i);
-            if (!lua_istable(L, -1) || !is_context(L, -1)) {
+            if (!lua_istable(L, -1) || !is_context(r, -1)) {
                 bad_return(r, step, lua_gettop(L), i, &out->error);
                 lua_pop(L, 1);
                 for (size_t j = 0; j < out->nrefs; j++) luaL_unref(L, LUA_REGISTRYINDEX, out->refs[j]);

@@ -3,6 +3,7 @@
 #include "step.h"
 #include "json.h"
 #include "pipeline.h"
+#include "regs.h"
 
 #include <assert.h>
 #include <limits.h>
@@ -23,9 +24,9 @@ const struct sl_step_kind *const sl_step_kinds[] = {
 
 /* ==================== Context paths ==================== */
 
-/* Registry key of each VM's cache of path segments: a table whose slot
- * path->slot + i holds segment i of that path as a string of the VM. */
-static char path_cache_key;
+/* Each VM's cache of path segments (registry slot SL_REG_PATH_CACHE): a
+ * table whose slot path->slot + i holds segment i of that path as a string
+ * of the VM. */
 /* Slots given out so far, process-wide: a slot is never given twice, so a
  * VM's cache can never answer a path with another's segment. */
 static unsigned path_slots;
@@ -68,16 +69,14 @@ static void path_intern(lua_State *L, int cache_idx, const struct sl_step_path *
 }
 
 int sl_step_push_path_cache(lua_State *L) {
-    lua_pushlightuserdata(L, &path_cache_key);
-    lua_rawget(L, LUA_REGISTRYINDEX);                 /* cache */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, SL_REG_PATH_CACHE); /* cache */
     if (!lua_istable(L, -1)) {                        /* the VM's first path */
         lua_pop(L, 1);
         lua_newtable(L);                              /* cache */
         lua_getglobal(L, "type");                     /* for getters (see sl_rules_create) */
         lua_rawseti(L, -2, 0);
-        lua_pushlightuserdata(L, &path_cache_key);
-        lua_pushvalue(L, -2);
-        lua_rawset(L, LUA_REGISTRYINDEX);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, LUA_REGISTRYINDEX, SL_REG_PATH_CACHE);
     }
     return lua_gettop(L);
 }

@@ -655,6 +655,27 @@ static void test_lua_api(void) {
                   " for i = 1, 200 do if d['k' .. i] ~= i then return false end end return true"));
 }
 
+/* The array metatable sits in a registry slot of its own (regs.h): refs
+ * made and freed around it never take or change it. */
+static void test_registry_slot(void) {
+    int refs[300];
+    for (int i = 0; i < 300; i++) {
+        lua_pushinteger(L, i);
+        refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    for (int i = 0; i < 300; i += 2) luaL_unref(L, LUA_REGISTRYINDEX, refs[i]);
+    bool positive = true;
+    for (int i = 0; i < 150; i++) {
+        lua_pushboolean(L, 1);
+        positive = positive && luaL_ref(L, LUA_REGISTRYINDEX) > 0;
+    }
+    sl_json_push_array_mt(L);                  /* mt */
+    lua_getfield(L, -1, "__name");
+    TEST("registry: 450 refs made and 150 freed leave the array metatable where it was",
+         positive && lua_isstring(L, -1) && !strcmp(lua_tostring(L, -1), "array"));
+    lua_pop(L, 2);
+}
+
 int main(void) {
     L = luaL_newstate();
     luaL_openlibs(L);
@@ -684,6 +705,7 @@ int main(void) {
     test_fixture("spec/fixtures/snowplow/tp2-post-product.body.raw", 1);
     test_fixture("spec/fixtures/snowplow/tp2-post-batch3.body.raw", 1);
     test_lua_api();
+    test_registry_slot();
 
     TEST("stack is balanced at the end", lua_gettop(L) == 0);
     lua_close(L);
