@@ -5,7 +5,7 @@
  * its object node under two light userdata keys (no rule's key can be one:
  * `T.x` and T[1] never see them, and whatever walks T expands it first, which
  * removes them), with the metatable M that every lazy value of the VM shares:
- * M = { [3] = sentinel, [4] = H, [5] = B, [6] = C, __index = lazy_index,
+ * M = { [3] = sentinel, [4] = H, [5] = B, [6] = C, [7] = B0, __index = lazy_index,
  *       __newindex = lazy_newindex },
  * H holding the hot keys (below) as Lua strings: H[h + 1] spells hot[h]
  * (push_hot_strings), B a Lua function that makes a lazy value's table
@@ -141,14 +141,18 @@ static bool push_scalar(lua_State *L, const struct sl_json_node *nd, const char 
 
 /* A lazy value's table is made by B, M[5] (push_builder), which sets its
  * two hidden keys and its first members in one call: the JIT compiles it,
- * cheaper than a C API call per key. lazy_begin pushes B and its first
- * arguments: data is the tape (or snapshot) at data_idx, node its object
- * node (LAZY_LISTS: a table of lists), hsize the table's hash slots, the
- * shared metatable at meta_idx (both indices absolute). The caller then
- * pushes npairs key, value pairs, and lazy_end makes the table T and gives
- * it the metatable: B tape node hsize [k v]... -> T. */
-static void lazy_begin(lua_State *L, int data_idx, int meta_idx, uint32_t node, int hsize) {
-    lua_rawgeti(L, meta_idx, 5);
+ * cheaper than a C API call per key; B0, M[7], is B for a table made
+ * without members (a table of lists), whose compiled code does not leave
+ * at the test for a first pair. lazy_begin pushes B (B0 when the caller
+ * pushes no pair) and its first arguments: data is the tape (or snapshot)
+ * at data_idx, node its object node (LAZY_LISTS: a table of lists), hsize
+ * the table's hash slots, the shared metatable at meta_idx (both indices
+ * absolute). The caller then pushes npairs key, value pairs, and lazy_end
+ * makes the table T and gives it the metatable: B tape node hsize [k v]...
+ * -> T. */
+static void lazy_begin(lua_State *L, int data_idx, int meta_idx, uint32_t node, int hsize,
+                       unsigned npairs) {
+    lua_rawgeti(L, meta_idx, npairs ? 5 : 7);
     lua_pushvalue(L, data_idx);
     lua_pushnumber(L, (lua_Number)node);
     lua_pushinteger(L, hsize);                        /* B tape node hsize */
@@ -366,7 +370,7 @@ static void push_lazy_object(lua_State *L, int tape_idx, int meta_idx, struct lt
     }
     push_hot_strings(L, meta_idx);                    /* H */
     int h = lua_gettop(L);
-    lazy_begin(L, tape_idx, meta_idx, i, LAZY_HASH_HINT); /* H B tape node hsize */
+    lazy_begin(L, tape_idx, meta_idx, i, LAZY_HASH_HINT, n); /* H B tape node hsize */
     push_hot_pairs(L, tape_idx, meta_idx, t, last, n, h); /* .. k v ... */
     lazy_end(L, meta_idx, n);                         /* H T */
     lua_replace(L, h);                                /* T */
@@ -690,7 +694,7 @@ void sl_lazy_push_lists(lua_State *L, const struct sl_lazy_list *lists, size_t n
     int snap = lua_gettop(L);
     push_meta(L);                                     /* snap M */
     /* Room for the lists, a count, the two hidden keys. */
-    lazy_begin(L, snap, snap + 1, LAZY_LISTS, (int)n + 3); /* snap M B snap node hsize */
+    lazy_begin(L, snap, snap + 1, LAZY_LISTS, (int)n + 3, 0); /* snap M B0 snap node hsize */
     lazy_end(L, snap + 1, 0);                         /* snap M T */
     lua_replace(L, snap);                             /* T M */
     lua_pop(L, 1);                                    /* T */
@@ -947,11 +951,11 @@ static const char index_wrapper[] =
     "local index, type = ..., type\n"
     "return function(t, k) if type(k) ~= 'string' then return nil end return index(t, k) end\n";
 
-/* Pushes B, M[5]: B(tape, node, hsize, k1, v1, ..., kn, vn) makes a lazy
- * value's table (no metatable yet) with its hidden keys and n <= LAZY_HOT
- * members, hsize hash slots made by table.new (a VM without the package
- * library grows it). */
-static void push_builder(lua_State *L) {
+/* Pushes B, M[5] (npairs LAZY_HOT), or B0, M[7] (npairs 0):
+ * B(tape, node, hsize, k1, v1, ..., kn, vn) makes a lazy value's table (no
+ * metatable yet) with its hidden keys and n <= npairs members, hsize hash
+ * slots made by table.new (a VM without the package library grows it). */
+static void push_builder(lua_State *L, int npairs) {
     struct sl_buf src = {0};
     lua_getglobal(L, "require");
     if (lua_isfunction(L, -1)) {
@@ -967,9 +971,9 @@ static void push_builder(lua_State *L) {
     sl_buf_adds(&src, "local tk, nk, tnew = ...\n"
                       "tnew = tnew or function() return {} end\n"
                       "return function(tape, node, hsize");
-    for (int i = 1; i <= LAZY_HOT; i++) sl_buf_printf(&src, ", k%d, v%d", i, i);
+    for (int i = 1; i <= npairs; i++) sl_buf_printf(&src, ", k%d, v%d", i, i);
     sl_buf_adds(&src, ")\nlocal t = tnew(0, hsize)\nt[tk] = tape\nt[nk] = node\n");
-    for (int i = 1; i <= LAZY_HOT; i++)
+    for (int i = 1; i <= npairs; i++)
         sl_buf_printf(&src, "if k%d == nil then return t end\nt[k%d] = v%d\n", i, i, i);
     sl_buf_adds(&src, "return t\nend\n");
     if (luaL_loadbuffer(L, src.data, src.len, "=sluice.lazy")) { /* tnew chunk */
@@ -986,9 +990,11 @@ static void push_builder(lua_State *L) {
 }
 
 void sl_lazy_init(lua_State *L) {
-    lua_createtable(L, 6, 2);                         /* M */
-    push_builder(L);
+    lua_createtable(L, 7, 2);                         /* M */
+    push_builder(L, LAZY_HOT);
     lua_rawseti(L, -2, 5);
+    push_builder(L, 0);
+    lua_rawseti(L, -2, 7);
     lua_createtable(L, 1, 0);                         /* C, made under no hot_gen */
     lua_pushinteger(L, 0);
     lua_rawseti(L, -2, 0);
