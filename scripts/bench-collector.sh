@@ -35,7 +35,7 @@ if [ -z "$URL" ]; then
     pids="$!"
     read -r brokers <"$tmp/broker.out"
     cat "$tmp/broker.out" >/dev/null &
-    port=$((20000 + $$ % 20000))
+    port=$((20000 + $$ % 12000))   # below the ephemeral ports (32768-), which connections hold
     cat >"$tmp/bench.lua" <<CONF
 return {
   kafka = { brokers = "$brokers" },

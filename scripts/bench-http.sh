@@ -69,7 +69,7 @@ run() {
         "$shop/_control"
     KEYED=1 luajit scripts/gen-events.lua "$N" 10 "$N" >"$tmp/events.tsv"
     kcat -b "$brokers" -P -t "$topic" -K"$(printf "\t")" <"$tmp/events.tsv"
-    port=$((20000 + ($$ + delay) % 20000))
+    port=$((20000 + ($$ + delay) % 12000))   # below the ephemeral ports, 32768-
     cat >"$tmp/bench-$delay.lua" <<CONF
 return {
   kafka = { brokers = "$brokers", group = "bench-$delay", input = "$topic",

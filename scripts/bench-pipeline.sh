@@ -48,7 +48,7 @@ if [ "$STEPS" = model ]; then
 fi
 KEYED=1 SLUGS_FROM="$slugs_from" luajit scripts/gen-events.lua "$N" 10 >"$tmp/events.tsv"
 kcat -b "$brokers" -P -t http.shopify-events -K"$(printf "\t")" <"$tmp/events.tsv"
-port=$((20000 + $$ % 20000))
+port=$((20000 + $$ % 12000))   # below the ephemeral ports (32768-), which connections hold
 # The steps after extract.
 steps() {
     window='{ name = "window", window = { key = "userId", time = "product.viewTimestamp", length = "5m",
