@@ -6,6 +6,7 @@
 #   window updates/s, bytes per key/entry    core/bench/window_bench.c
 #   HTTP client requests per CPU-second      core/bench/httpc_bench.c
 #   model training, bytes, us per request    core/bench/model_bench.c
+#   the record path without Kafka, per CPU-s  scripts/bench-record-path.sh
 #   sluice beside a C consumer and a plain
 #   Python job, per CPU-s; latency p50/p99    scripts/bench-compare.sh (bench/)
 #   (embedded broker and real Kafka)
@@ -18,7 +19,7 @@ set -eu
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
-    : "${BENCH_HTTP_RECORDS:=2000}" "${DURATION:=3s}"
+    : "${BENCH_HTTP_RECORDS:=2000}" "${DURATION:=3s}" "${BENCH_RECORD_PATH_RECORDS:=60000}"
 fi
 echo "# sluice bench, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -m)"
 echo "## json ($BUILD/bench/json_bench)"
@@ -29,6 +30,8 @@ echo "## http client ($BUILD/bench/httpc_bench)"
 "$BUILD/bench/httpc_bench"
 echo "## model ($BUILD/bench/model_bench)"
 "$BUILD/bench/model_bench"
+echo "## record path without Kafka (scripts/bench-record-path.sh)"
+scripts/bench-record-path.sh "${BENCH_RECORD_PATH_RECORDS:-200000}"
 echo "## pipeline: sluice, a C consumer and a plain Python job on the same records (scripts/bench-compare.sh)"
 scripts/bench-compare.sh
 echo "## http steps (scripts/bench-http.sh)"
