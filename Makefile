@@ -14,7 +14,7 @@ endif
 endif
 endif
 PKGS    := luajit rdkafka libevent libevent_pthreads libcurl hiredis
-CFLAGS  ?= -O2 -g
+CFLAGS  ?= -O3 -g
 # Truncated error messages are acceptable; truncation warnings are not errors.
 override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wstrict-prototypes -Wno-format-truncation -MMD -MP \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

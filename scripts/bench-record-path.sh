@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 N=${1:-200000}
 BUILD=${BUILD:-build}
 f="$BUILD/bench/events-$N.jsonl"
+mkdir -p "$BUILD/bench"
 if [ ! -s "$f" ] || [ scripts/gen-events.lua -nt "$f" ]; then
     SLUGS_FROM=examples/catalog.json luajit scripts/gen-events.lua "$N" 10 >"$f.tmp" && mv "$f.tmp" "$f"
 fi
