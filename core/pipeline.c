@@ -197,6 +197,10 @@ static void trace_line(struct record *rec, const char *part, const char *step,
     trace_top(rec, part, step, what, NULL, NULL);
 }
 
+bool sl_pipeline_tracing(const struct sl_pipeline_ctx *p) {
+    return ctx_of((struct sl_pipeline_ctx *)p)->rec->pl->conf.trace != NULL;
+}
+
 void sl_pipeline_trace(struct sl_pipeline_ctx *p, const char *what, const char *json) {
     struct ctx *c = ctx_of(p);
     trace_line(c->rec, c->part, c->rec->pl->steps[p->step].name, what, json);

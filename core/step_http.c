@@ -986,10 +986,12 @@ static void describe(struct http_step *st, struct hreq *r, struct sl_buf *out) {
 /* Runs r at once: traces its request, then answers it with the stub, or
  * ends the context there. */
 static void trace_run(struct http_step *st, struct hreq *r) {
-    struct sl_buf b = {0};
-    describe(st, r, &b);
-    sl_pipeline_trace(r->c, "request", sl_buf_cstr(&b));
-    sl_buf_free(&b);
+    if (sl_pipeline_tracing(r->c)) {
+        struct sl_buf b = {0};
+        describe(st, r, &b);
+        sl_pipeline_trace(r->c, "request", sl_buf_cstr(&b));
+        sl_buf_free(&b);
+    }
     if (!st->stub) {
         char note[256];
         snprintf(note, sizeof(note), "\"not sent: no --stub %s=FILE answers this step\"", st->name);
