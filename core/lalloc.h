@@ -6,7 +6,7 @@
  * free and ~55 on each allocation. This one keeps freed blocks on a list
  * per size class and hands them out again, a few instructions each way:
  * blocks of up to SL_LALLOC_SMALL bytes, in classes of 16 bytes (up to
- * 1 KiB) and of 256 bytes above, are cut from 64 KiB chunks taken from
+ * 1 KiB) and of 256 bytes above, are cut from 128 KiB chunks taken from
  * malloc; bigger ones are malloc's.
  *
  * Memory: a class keeps what it held at its peak until the VM is closed
