@@ -36,6 +36,10 @@
 #define LAZY_SHAPES 32       /* Builders of one set of hot keys (S, below) kept per VM. */
 #define LAZY_SHAPES_AFTER 64 /* Lazy objects made with hot[] unchanged before S is used. */
 
+/* The slots of the shared metatable M (top of file). env_wrappers spells
+ * M_SENTINEL as 3. */
+enum { M_SENTINEL = 3, M_HOT = 4, M_BUILDER = 5, M_SHAPES = 6, M_BUILDER0 = 7 };
+
 static char sentinel;        /* M[3]: marks the metatable as ours. */
 static char tape_key;        /* T[&tape_key]: the tape (or snapshot) of a lazy value. */
 static char node_key;        /* T[&node_key]: its object node, LAZY_LISTS for lists. */
@@ -149,17 +153,17 @@ static bool push_scalar(lua_State *L, const struct sl_json_node *nd, const char 
  * the table's hash slots, the shared metatable at meta_idx (both indices
  * absolute). The caller then pushes npairs key, value pairs, and lazy_end
  * makes the table T and gives it the metatable: B tape node hsize [k v]...
- * -> T. */
+ * -> T (lazy_end calls any builder, given its nargs). */
 static void lazy_begin(lua_State *L, int data_idx, int meta_idx, uint32_t node, int hsize,
                        unsigned npairs) {
-    lua_rawgeti(L, meta_idx, npairs ? 5 : 7);
+    lua_rawgeti(L, meta_idx, npairs ? M_BUILDER : M_BUILDER0);
     lua_pushvalue(L, data_idx);
     lua_pushnumber(L, (lua_Number)node);
     lua_pushinteger(L, hsize);                        /* B tape node hsize */
 }
 
-static void lazy_end(lua_State *L, int meta_idx, unsigned npairs) {
-    lua_call(L, 3 + 2 * (int)npairs, 1);              /* T */
+static void lazy_end(lua_State *L, int meta_idx, int nargs) {
+    lua_call(L, nargs, 1);                            /* T */
     lua_pushvalue(L, meta_idx);
     lua_setmetatable(L, -2);
 }
@@ -184,7 +188,7 @@ static int hot_find_escaped(const struct ltape *t, const struct sl_json_node *kn
  * empty one (every VM of the thread shares hot[], which changes seldom
  * once rules have run a few records). */
 static void push_hot_strings(lua_State *L, int meta_idx) {
-    lua_rawgeti(L, meta_idx, 4);                      /* H */
+    lua_rawgeti(L, meta_idx, M_HOT);                  /* H */
     lua_rawgeti(L, -1, 0);                            /* H gen */
     bool fresh = lua_tonumber(L, -1) == (lua_Number)hot_gen;
     lua_pop(L, 1);                                    /* H */
@@ -194,7 +198,7 @@ static void push_hot_strings(lua_State *L, int meta_idx) {
     lua_pushnumber(L, (lua_Number)hot_gen);
     lua_rawseti(L, -2, 0);
     lua_pushvalue(L, -1);
-    lua_rawseti(L, meta_idx, 4);
+    lua_rawseti(L, meta_idx, M_HOT);
 }
 
 /* Pushes hot key h, which k[0..kn) spells (unescaped in the tape), as a Lua
@@ -284,6 +288,16 @@ static void push_shape_source(lua_State *L, const uint32_t *last) {
     luaL_pushresult(&b);
 }
 
+/* How many builders C (M[6], at c_idx) holds for hot[] as it is now; -1
+ * when they were made for another hot[] (push_shape_builder). */
+static lua_Integer shapes_made(lua_State *L, int c_idx) {
+    lua_rawgeti(L, c_idx, 0);
+    lua_rawgeti(L, c_idx, -1);                        /* gen made */
+    lua_Integer made = lua_tonumber(L, -2) == (lua_Number)hot_gen ? lua_tointeger(L, -1) : -1;
+    lua_pop(L, 2);
+    return made;
+}
+
 /* Pushes S(tape, node, v1, ..., vn), the builder of a lazy table whose hot
  * members are those last[] (hot_scan) has, given their values in hot[]'s
  * order: a Lua function made for that set of keys, whose table constructor
@@ -302,7 +316,7 @@ static bool push_shape_builder(lua_State *L, int meta_idx, const uint32_t *last)
     lua_Number key = (lua_Number)hot_gen * (1 << LAZY_HOT);
     for (unsigned h = 0; h < nhot; h++)
         if (last[h]) key += (lua_Number)(1u << h);
-    lua_rawgeti(L, meta_idx, 6);                      /* C */
+    lua_rawgeti(L, meta_idx, M_SHAPES);               /* C */
     lua_pushnumber(L, key);
     lua_rawget(L, -2);                                /* C S? */
     if (lua_isfunction(L, -1)) {
@@ -310,10 +324,8 @@ static bool push_shape_builder(lua_State *L, int meta_idx, const uint32_t *last)
         return true;
     }
     lua_pop(L, 1);
-    lua_rawgeti(L, -1, 0);                            /* C gen */
-    bool fresh = lua_tonumber(L, -1) == (lua_Number)hot_gen;
-    lua_pop(L, 1);
-    if (!fresh) {
+    lua_Integer made = shapes_made(L, lua_gettop(L));
+    if (made < 0) {                                   /* made for another hot[] */
         lua_pop(L, 1);
         lua_createtable(L, 1, 4);                     /* C */
         lua_pushnumber(L, (lua_Number)hot_gen);
@@ -321,11 +333,9 @@ static bool push_shape_builder(lua_State *L, int meta_idx, const uint32_t *last)
         lua_pushinteger(L, 0);
         lua_rawseti(L, -2, -1);                       /* C[-1]: how many builders */
         lua_pushvalue(L, -1);
-        lua_rawseti(L, meta_idx, 6);
+        lua_rawseti(L, meta_idx, M_SHAPES);
+        made = 0;
     }
-    lua_rawgeti(L, -1, -1);
-    lua_Integer made = lua_tointeger(L, -1);
-    lua_pop(L, 1);
     if (made >= LAZY_SHAPES) {
         lua_pop(L, 1);
         return false;
@@ -363,16 +373,14 @@ static void push_lazy_object(lua_State *L, int tape_idx, int meta_idx, struct lt
             t->nodes[last[h]].flags |= SL_JSON_TAKEN;
             push_node(L, tape_idx, meta_idx, t, last[h]); /* S tape node v... */
         }
-        lua_call(L, 2 + (int)n, 1);                   /* T */
-        lua_pushvalue(L, meta_idx);
-        lua_setmetatable(L, -2);
+        lazy_end(L, meta_idx, 2 + (int)n);            /* T */
         return;
     }
     push_hot_strings(L, meta_idx);                    /* H */
     int h = lua_gettop(L);
     lazy_begin(L, tape_idx, meta_idx, i, LAZY_HASH_HINT, n); /* H B tape node hsize */
     push_hot_pairs(L, tape_idx, meta_idx, t, last, n, h); /* .. k v ... */
-    lazy_end(L, meta_idx, n);                         /* H T */
+    lazy_end(L, meta_idx, 3 + 2 * (int)n);            /* H T */
     lua_replace(L, h);                                /* T */
 }
 
@@ -483,7 +491,7 @@ static uint32_t take_member(struct ltape *t, uint32_t obj, const char *k, size_t
 static void *lazy_of(lua_State *L, int idx, uint32_t *obj) {
     if (idx < 0 && idx > LUA_REGISTRYINDEX) idx = lua_gettop(L) + idx + 1;
     if (!lua_getmetatable(L, idx)) return NULL;       /* M */
-    lua_rawgeti(L, -1, 3);
+    lua_rawgeti(L, -1, M_SENTINEL);
     bool ours = lua_touserdata(L, -1) == &sentinel;
     lua_pop(L, 1);
     if (!ours) {
@@ -695,7 +703,7 @@ void sl_lazy_push_lists(lua_State *L, const struct sl_lazy_list *lists, size_t n
     push_meta(L);                                     /* snap M */
     /* Room for the lists, a count, the two hidden keys. */
     lazy_begin(L, snap, snap + 1, LAZY_LISTS, (int)n + 3, 0); /* snap M B0 snap node hsize */
-    lazy_end(L, snap + 1, 0);                         /* snap M T */
+    lazy_end(L, snap + 1, 3);                         /* snap M T */
     lua_replace(L, snap);                             /* T M */
     lua_pop(L, 1);                                    /* T */
 }
@@ -898,12 +906,10 @@ int sl_lazy_push(lua_State *L, const char *s, size_t n, char *err, size_t errlen
 
 size_t sl_lazy_shape_builders(lua_State *L) {
     push_meta(L);
-    lua_rawgeti(L, -1, 6);                            /* M C */
-    lua_rawgeti(L, -1, 0);
-    lua_rawgeti(L, -2, -1);                           /* M C gen made */
-    size_t made = lua_tonumber(L, -2) == (lua_Number)hot_gen ? (size_t)lua_tointeger(L, -1) : 0;
-    lua_pop(L, 4);
-    return made;
+    lua_rawgeti(L, -1, M_SHAPES);                     /* M C */
+    lua_Integer made = shapes_made(L, lua_gettop(L));
+    lua_pop(L, 2);
+    return made > 0 ? (size_t)made : 0;
 }
 
 size_t sl_lazy_eager_members(size_t n) {
@@ -992,17 +998,17 @@ static void push_builder(lua_State *L, int npairs) {
 void sl_lazy_init(lua_State *L) {
     lua_createtable(L, 7, 2);                         /* M */
     push_builder(L, LAZY_HOT);
-    lua_rawseti(L, -2, 5);
+    lua_rawseti(L, -2, M_BUILDER);
     push_builder(L, 0);
-    lua_rawseti(L, -2, 7);
+    lua_rawseti(L, -2, M_BUILDER0);
     lua_createtable(L, 1, 0);                         /* C, made under no hot_gen */
     lua_pushinteger(L, 0);
     lua_rawseti(L, -2, 0);
-    lua_rawseti(L, -2, 6);
+    lua_rawseti(L, -2, M_SHAPES);
     lua_pushlightuserdata(L, &sentinel);
-    lua_rawseti(L, -2, 3);
+    lua_rawseti(L, -2, M_SENTINEL);
     lua_createtable(L, LAZY_HOT, 0);
-    lua_rawseti(L, -2, 4);
+    lua_rawseti(L, -2, M_HOT);
     if (luaL_loadbuffer(L, index_wrapper, sizeof(index_wrapper) - 1, "=sluice.lazy"))
         lua_error(L);                                 /* our own code: cannot fail */
     lua_pushcfunction(L, lazy_index);

@@ -197,8 +197,8 @@ static void trace_line(struct record *rec, const char *part, const char *step,
     trace_top(rec, part, step, what, NULL, NULL);
 }
 
-bool sl_pipeline_tracing(const struct sl_pipeline_ctx *p) {
-    return ctx_of((struct sl_pipeline_ctx *)p)->rec->pl->conf.trace != NULL;
+bool sl_pipeline_tracing(struct sl_pipeline_ctx *p) {
+    return ctx_of(p)->rec->pl->conf.trace != NULL;
 }
 
 void sl_pipeline_trace(struct sl_pipeline_ctx *p, const char *what, const char *json) {

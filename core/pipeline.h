@@ -124,7 +124,7 @@ void sl_pipeline_resume(struct sl_pipeline_ctx *c, const struct sl_step_result *
 void sl_pipeline_trace(struct sl_pipeline_ctx *c, const char *what, const char *json);
 /* True when there is a trace to write to (sluice test without --summary):
  * a step builds what it would trace only then. */
-bool sl_pipeline_tracing(const struct sl_pipeline_ctx *c);
+bool sl_pipeline_tracing(struct sl_pipeline_ctx *c);
 
 /* Dead-letters a record without running it (the watchdog's victim). */
 void sl_pipeline_reject(struct sl_pipeline *pl, struct sl_input *in,
