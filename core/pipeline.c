@@ -647,6 +647,7 @@ static int make_ctx(struct record *rec) {
 
     if (sl_pipeline_push_ctx(L, in, err, sizeof(err))) {      /* ctx */
         sl_metrics_inc("sluice_input_not_json_total", NULL, 1);
+        if (rec->pl->conf.on_not_json) rec->pl->conf.on_not_json(rec->pl->conf.arg, in, err);
         if (rec->pl->conf.trace) {
             char line[32];
             lua_pushstring(L, err);                            /* ctx err */

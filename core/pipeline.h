@@ -68,6 +68,9 @@ typedef void sl_pipeline_done_fn(void *arg, struct sl_input *in);
 /* The record is being dead-lettered by step with error (for sluice test). */
 typedef void sl_pipeline_dead_fn(void *arg, const struct sl_input *in, const char *step,
                                  const char *error);
+/* The record's value is not JSON: error is the decoder's (for sluice test).
+ * The record goes on with its input as a string. */
+typedef void sl_pipeline_not_json_fn(void *arg, const struct sl_input *in, const char *error);
 /* A sink failed for good: the process must stop without committing. */
 typedef void sl_pipeline_fatal_fn(void *arg, const char *why);
 
@@ -83,6 +86,7 @@ struct sl_pipeline_conf {
     sl_pipeline_fatal_fn *on_fatal;
     sl_pipeline_done_fn *on_drop;       /* destroy drops a record in flight */
     sl_pipeline_dead_fn *on_dead_letter; /* may be NULL */
+    sl_pipeline_not_json_fn *on_not_json; /* may be NULL */
     void *arg;
 };
 

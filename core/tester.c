@@ -99,6 +99,7 @@ struct outcome {
     struct { char step[64]; size_t n; } steps[16];
     size_t nsteps;
     size_t dead, not_json;
+    const char *input;           /* the input file's name, as given */
     int64_t first_line;          /* input line of the first dead letter */
     char first_step[64];
     char first_error[512];       /* its error, first line */
@@ -117,6 +118,14 @@ static void on_dead_letter(void *arg, const struct sl_input *in, const char *ste
     if (i == o->nsteps && i < sizeof(o->steps) / sizeof(o->steps[0]))
         snprintf(o->steps[o->nsteps++].step, sizeof(o->steps[0].step), "%s", step);
     if (i < o->nsteps) o->steps[i].n++;
+}
+
+/* A line that is not JSON, on stderr with its line number: the pipeline's
+ * decoder found it (each line is parsed once, by the pipeline). */
+static void on_not_json(void *arg, const struct sl_input *in, const char *error) {
+    struct outcome *o = arg;
+    o->not_json++;
+    fprintf(stderr, "%s:%lld: not JSON: %s\n", o->input, (long long)in->line, error);
 }
 
 /* The summary on stderr of a run that dead-lettered records. */
@@ -191,15 +200,13 @@ static void capture_free(struct capture *c) {
 
 int sl_tester_run(const struct sl_tester_opts *t) {
     int status = 1;
-    struct outcome o = {0};
+    struct outcome o = {.input = t->input};
     struct capture cap = {0};
     FILE *in = NULL, *out = t->out;
     char *line = NULL;
     size_t linecap = 0;
     ssize_t n;
     int64_t lineno = 0;
-    char err[256];
-    struct sl_json_tape tape = {0};         /* checks that each line is JSON, no Lua value made */
     struct sl_pipeline *pl = NULL;
     struct sl_config *cf;
     struct sl_rules *r;
@@ -222,7 +229,8 @@ int sl_tester_run(const struct sl_tester_opts *t) {
     }
     struct sl_pipeline_conf pc = {.cf = cf, .trace = t->summary ? NULL : t->emit_spec ? cap.trace : out,
                                   .on_fatal = nothing_fatal, .stubs = t->stubs, .nstubs = t->nstubs,
-                                  .on_dead_letter = on_dead_letter, .arg = &o};
+                                  .on_dead_letter = on_dead_letter, .on_not_json = on_not_json,
+                                  .arg = &o};
     int64_t t0 = sl_mono_ms();
     pl = sl_pipeline_create(&pc, r);          /* r is now owned by the pipeline */
     while ((n = getline(&line, &linecap, in)) >= 0) {
@@ -233,10 +241,6 @@ int sl_tester_run(const struct sl_tester_opts *t) {
             .topic = cf->kafka.input[0], .partition = 0, .offset = lineno - 1,
             .timestamp = sl_now_ms(), .value = line, .len = (size_t)n, .line = lineno,
         };
-        if (sl_json_tape_parse(&tape, line, (size_t)n, err, sizeof(err))) { /* sl_json_decode's words */
-            o.not_json++;
-            fprintf(stderr, "%s:%lld: not JSON: %s\n", t->input, (long long)lineno, err);
-        }
         if (t->emit_spec) capture_line(&cap, line, lineno);
         sl_pipeline_push(pl, &rec);
         if (!t->summary && !t->emit_spec) fflush(out);
@@ -262,7 +266,6 @@ int sl_tester_run(const struct sl_tester_opts *t) {
     status = o.dead && !t->allow_errors ? 1 : 0;
 done:
     sl_log_flush(1);
-    free(tape.nodes);
     free(line);
     if (in && in != stdin) fclose(in);
     sl_pipeline_destroy(pl);
