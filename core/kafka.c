@@ -496,6 +496,7 @@ struct sl_kafka_consumer {
     struct event *idle;        /* timer: polls a quiet queue (max.poll.interval.ms) */
     struct event *again;       /* zero timer: the next batch, after pending I/O */
     struct sl_kafka_consumer_conf conf;
+    char **topics;             /* conf.topics, copied: records' topic names */
     bool paused;
     bool held;                 /* records are not taken from the queue */
 };
@@ -552,6 +553,15 @@ static void consumer_rearm(struct sl_kafka_consumer *c) {
     event_add(c->again, &now);
 }
 
+/* The record's topic name: the consumer's own copy when it names one of
+ * its topics, which outlives the message (sl_kafka_record_release). */
+static const char *topic_name(const struct sl_kafka_consumer *c, rd_kafka_topic_t *rkt) {
+    const char *t = rd_kafka_topic_name(rkt);
+    for (size_t i = 0; i < c->conf.ntopics; i++)
+        if (!strcmp(c->topics[i], t)) return c->topics[i];
+    return t;
+}
+
 /* Serves the consumer queue: up to one batch of records and events. */
 static void consumer_drain(struct sl_kafka_consumer *c) {
     size_t n = 0, batch = c->conf.batch ? c->conf.batch : SL_KAFKA_DRAIN_MAX;
@@ -568,7 +578,7 @@ static void consumer_drain(struct sl_kafka_consumer *c) {
         }
         struct sl_kafka_record *rec = sl_pool_get(&record_pool);
         rd_kafka_timestamp_type_t tstype;
-        rec->topic = rd_kafka_topic_name(m->rkt);
+        rec->topic = topic_name(c, m->rkt);
         rec->partition = m->partition;
         rec->offset = m->offset;
         rec->timestamp = rd_kafka_message_timestamp(m, &tstype);
@@ -608,9 +618,17 @@ static void consumer_idle(evutil_socket_t fd, short what, void *arg) {
     if (!c->held) consumer_drain(c);
 }
 
+void sl_kafka_record_release(struct sl_kafka_record *rec) {
+    if (!rec || !rec->msg) return;
+    rd_kafka_message_destroy(rec->msg);
+    rec->msg = NULL;
+    rec->key = rec->value = NULL;
+    rec->keylen = rec->len = 0;
+}
+
 void sl_kafka_record_free(struct sl_kafka_record *rec) {
     if (!rec) return;
-    rd_kafka_message_destroy(rec->msg);
+    if (rec->msg) rd_kafka_message_destroy(rec->msg);
     sl_pool_put(&record_pool, rec);
 }
 
@@ -627,6 +645,8 @@ struct sl_kafka_consumer *sl_kafka_consumer_create(struct event_base *base,
         goto fail;
     }
     c->conf = *conf;
+    c->topics = sl_calloc(conf->ntopics, sizeof(*c->topics));
+    for (size_t i = 0; i < conf->ntopics; i++) c->topics[i] = sl_strdup(conf->topics[i]);
     c->wake.fds[0] = c->wake.fds[1] = -1;
     if (conf_set(rc, "group.id", conf->group, err, errlen) ||
         conf_set(rc, "enable.auto.offset.store", "false", err, errlen) ||
@@ -692,6 +712,8 @@ void sl_kafka_consumer_destroy(struct sl_kafka_consumer *c) {
     if (c->rk) rd_kafka_consumer_close(c->rk);
     if (c->q) rd_kafka_queue_destroy(c->q);
     if (c->rk) rd_kafka_destroy(c->rk);
+    for (size_t i = 0; c->topics && i < c->conf.ntopics; i++) free(c->topics[i]);
+    free(c->topics);
     free(c);
 }
 

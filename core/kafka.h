@@ -121,7 +121,8 @@ struct rd_kafka_s *sl_kafka_producer_handle(struct sl_kafka_producer *p);
 /* One consumed record. The message stays owned by the consumer's caller:
  * record_fn receives it and must pass it to sl_kafka_record_free. */
 struct sl_kafka_record {
-    const char *topic;
+    const char *topic;   /* one of the consumer's topics when it names one, else
+                            librdkafka's: both live as long as the consumer */
     int32_t partition;
     int64_t offset;
     int64_t timestamp;   /* ms, -1 if none */
@@ -129,7 +130,7 @@ struct sl_kafka_record {
     size_t keylen;
     const void *value;   /* may be NULL (tombstone) */
     size_t len;
-    void *msg;           /* the rd_kafka_message_t behind it */
+    void *msg;           /* the rd_kafka_message_t behind it; NULL once released */
 };
 
 /* Hands one record to the application; ownership of rec moves to it. */
@@ -166,6 +167,12 @@ struct sl_kafka_consumer *sl_kafka_consumer_create(struct event_base *base,
 void sl_kafka_consumer_destroy(struct sl_kafka_consumer *c);
 
 void sl_kafka_record_free(struct sl_kafka_record *rec);
+/* Frees the message behind rec (key and value become NULL) and keeps the
+ * rest (topic, partition, offset, timestamp) until sl_kafka_record_free:
+ * for a record whose bytes nothing reads again while it waits for its
+ * sink's acknowledgement. Its memory goes back while it is still in the
+ * cache, and librdkafka's fetch buffers are not held for a linger. */
+void sl_kafka_record_release(struct sl_kafka_record *rec);
 
 /* Stores next_offset (last done + 1) as the partition's commit position. */
 int sl_kafka_consumer_store(struct sl_kafka_consumer *c, const char *topic,

@@ -66,6 +66,8 @@ struct record {
     struct sl_input *in;
     struct sl_rules *rules;      /* retained for the record's lifetime */
     int pending;                 /* contexts not finished */
+    int spent;                   /* ...of which past the last step (sl_pipeline_spent) */
+    bool released;               /* on_spent was called */
     bool sunk;                   /* a sink finished one of its contexts */
     long seq;                    /* position in the trace */
     struct record *prev, *next;  /* in pl->live */
@@ -76,6 +78,7 @@ struct ctx {
     struct sl_pipeline_ctx pub;
     struct record *rec;
     bool held;                   /* a step keeps it until sl_pipeline_resume */
+    bool spent;                  /* counted in rec->spent */
     char part[32];               /* ".2" (".2.1", ...): which context of a split record */
     struct ctx *hprev, *hnext;   /* in pl->held while held */
 };
@@ -100,13 +103,29 @@ static struct ctx *ctx_new(struct record *rec, int ref, size_t step, const char 
     c->pub.step = step;
     c->rec = rec;
     c->held = false;
+    c->spent = false;
     return c;
 }
 
 /* ==================== Helpers ==================== */
 
+/* Hands the record's input back (on_spent) once every context still in
+ * flight is past the last step. */
+static void maybe_spent(struct record *rec) {
+    struct sl_pipeline *pl = rec->pl;
+    if (rec->released || rec->pending == 0 || rec->spent < rec->pending || !pl->conf.on_spent)
+        return;
+    rec->released = true;
+    pl->conf.on_spent(pl->conf.arg, rec->in);
+    rec->in->key = rec->in->value = NULL;
+    rec->in->keylen = rec->in->len = 0;
+}
+
 static void record_release(struct record *rec) {
-    if (--rec->pending > 0) return;
+    if (--rec->pending > 0) {
+        maybe_spent(rec);
+        return;
+    }
     struct sl_pipeline *pl = rec->pl;
     pl->inflight--;
     if (rec->prev) rec->prev->next = rec->next;
@@ -127,6 +146,7 @@ static void record_release(struct record *rec) {
 
 static void ctx_finish(struct ctx *c) {
     struct record *rec = c->rec;
+    if (c->spent) rec->spent--;
     luaL_unref(sl_rules_state(rec->rules), LUA_REGISTRYINDEX, c->pub.ref);
     sl_pool_put(&ctx_pool, c);
     record_release(rec);
@@ -199,6 +219,14 @@ static void trace_line(struct record *rec, const char *part, const char *step,
 
 bool sl_pipeline_tracing(struct sl_pipeline_ctx *p) {
     return ctx_of(p)->rec->pl->conf.trace != NULL;
+}
+
+void sl_pipeline_spent(struct sl_pipeline_ctx *p) {
+    struct ctx *c = ctx_of(p);
+    if (c->spent) return;
+    c->spent = true;
+    c->rec->spent++;
+    maybe_spent(c->rec);
 }
 
 void sl_pipeline_trace(struct sl_pipeline_ctx *p, const char *what, const char *json) {
@@ -559,6 +587,8 @@ static struct record *record_new(struct sl_pipeline *pl, struct sl_input *in) {
     rec->rules = pl->rules;
     sl_rules_retain(rec->rules);
     rec->pending = 1;
+    rec->spent = 0;
+    rec->released = false;
     rec->seq = ++trace_seq;
     rec->next = pl->live;
     if (pl->live) pl->live->prev = rec;

@@ -70,6 +70,13 @@ typedef void sl_pipeline_dead_fn(void *arg, const struct sl_input *in, const cha
                                  const char *error);
 /* The record's value is not JSON: error is the decoder's (for sluice test).
  * The record goes on with its input as a string. */
+/* No step reads the record's input (key and value) again, nor can
+ * dead-letter it: every context still in flight has passed the job's last
+ * step and waits only for its acknowledgement. The caller may free the
+ * bytes now (in->key and in->value are NULL after), rather than when the
+ * record is done. Called at most once per record, and not for a record
+ * that is done at once. */
+typedef void sl_pipeline_spent_fn(void *arg, struct sl_input *in);
 typedef void sl_pipeline_not_json_fn(void *arg, const struct sl_input *in, const char *error);
 /* A sink failed for good: the process must stop without committing. */
 typedef void sl_pipeline_fatal_fn(void *arg, const char *why);
@@ -87,6 +94,7 @@ struct sl_pipeline_conf {
     sl_pipeline_done_fn *on_drop;       /* destroy drops a record in flight */
     sl_pipeline_dead_fn *on_dead_letter; /* may be NULL */
     sl_pipeline_not_json_fn *on_not_json; /* may be NULL */
+    sl_pipeline_spent_fn *on_spent;      /* may be NULL */
     void *arg;
 };
 
@@ -129,6 +137,9 @@ void sl_pipeline_trace(struct sl_pipeline_ctx *c, const char *what, const char *
 /* True when there is a trace to write to (sluice test without --summary):
  * a step builds what it would trace only then. */
 bool sl_pipeline_tracing(struct sl_pipeline_ctx *c);
+/* The step at c is the job's last and has handed its context on (a sink
+ * waiting for the broker): the context reads its input no more. */
+void sl_pipeline_spent(struct sl_pipeline_ctx *c);
 
 /* Dead-letters a record without running it (the watchdog's victim). */
 void sl_pipeline_reject(struct sl_pipeline *pl, struct sl_input *in,

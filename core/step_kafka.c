@@ -202,6 +202,7 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
          * the garbage collector to traverse. */
         luaL_unref(L, LUA_REGISTRYINDEX, c->ref);
         c->ref = LUA_NOREF;
+        sl_pipeline_spent(c);     /* nor the input: a failed report stops the process */
     }
     res->status = SL_STEP_PENDING;
     return;

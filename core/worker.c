@@ -124,6 +124,14 @@ static void on_done(void *arg, struct sl_input *in) {
     maybe_resume(w);
 }
 
+/* The record waits only for its sink's acknowledgement: its message goes
+ * back to librdkafka now (the pipeline clears in's key and value). */
+static void on_spent(void *arg, struct sl_input *in) {
+    struct inrec *r = in->owner;
+    (void)arg;
+    sl_kafka_record_release(r->krec);
+}
+
 static void on_drop(void *arg, struct sl_input *in) {
     struct inrec *r = in->owner;
     (void)arg;
@@ -636,7 +644,7 @@ static int setup(struct worker *w, char *err, size_t errlen) {
         struct sl_pipeline_conf pc = {
             .cf = cf, .producer = w->producer, .base = w->base, .on_done = on_done,
             .store = w->recs ? sl_recs_store(w->recs) : NULL,
-            .on_fatal = on_fatal, .on_drop = on_drop, .arg = w,
+            .on_fatal = on_fatal, .on_drop = on_drop, .on_spent = on_spent, .arg = w,
         };
         w->pipeline = sl_pipeline_create(&pc, rules);   /* rules now owned by it */
         if (sl_rules_watchdog_start(cf, err, errlen)) return SL_ERR;

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <lauxlib.h>
+
 /* ==================== A step that answers later ==================== */
 
 static struct sl_pipeline_ctx *held;  /* the context the step keeps */
@@ -41,6 +43,65 @@ static void answer(enum sl_step_status status, const char *text) {
     sl_pipeline_resume(c, &res);
 }
 
+/* ==================== A sink that waits for its broker ==================== */
+
+/* "split" makes two contexts of one (the same table twice); "sink" keeps
+ * each context it starts, calling sl_pipeline_spent as the last kafka sink
+ * does unless sink_spends is false, or filters every sink_filter_nth one. */
+static struct sl_pipeline_ctx *sunk[8];
+static int nsunk, spent_calls, spent_at_start[8], sink_filter_nth;
+static bool sink_spends = true, sink_spend_first_only, spent_saw_value;
+
+static void *plain_create(const struct sl_step_env *env) { (void)env; return &sunk; }
+static void split_start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result *res) {
+    static int refs[2];
+    lua_State *L = sl_rules_state(c->rules);
+    (void)state;
+    for (int i = 0; i < 2; i++) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+        refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    res->status = SL_STEP_MANY;
+    res->refs = refs;
+    res->nrefs = 2;
+}
+static void sink_start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result *res) {
+    (void)state;
+    spent_at_start[nsunk] = spent_calls;
+    if (sink_filter_nth && (nsunk + 1) % sink_filter_nth == 0) {
+        nsunk++;
+        res->status = SL_STEP_FILTERED;
+        res->reason = "not_this_one";
+        return;
+    }
+    sunk[nsunk++] = c;
+    if (sink_spends && !(sink_spend_first_only && nsunk > 1)) sl_pipeline_spent(c);
+    res->status = SL_STEP_PENDING;
+}
+static const struct sl_step_kind split_kind = {
+    .name = "split", .synopsis = "split", .keys = no_keys, .type = SL_STEP_LUA,
+    .create = plain_create, .start = split_start, .destroy = held_destroy,
+};
+static const struct sl_step_kind sink_kind = {
+    .name = "sink", .synopsis = "sink", .keys = no_keys, .type = SL_STEP_LUA,
+    .create = plain_create, .start = sink_start, .destroy = held_destroy,
+};
+
+static void on_spent(void *arg, struct sl_input *in) {
+    (void)arg;
+    spent_calls++;
+    spent_saw_value = in->value != NULL;   /* still there for the callee to free */
+}
+
+/* Resumes every kept context with next, in order. */
+static void acknowledge(void) {
+    struct sl_step_result next = {.status = SL_STEP_NEXT};
+    for (int i = 0; i < nsunk; i++)
+        if (sunk[i]) sl_pipeline_resume(sunk[i], &next);
+    memset(sunk, 0, sizeof(sunk));
+    nsunk = 0;
+}
+
 /* ==================== Harness ==================== */
 
 static int done, dropped;
@@ -59,6 +120,93 @@ static struct sl_config *load(const char *text) {
     if (!c) printf("# %s\n", err);
     unlink(path);
     return c;
+}
+
+/* on_spent: once per record, when every context still in flight is past
+ * the last step; never for a record done at once or not spent. */
+static void test_spent(void) {
+    struct sl_config *cf = load(
+        "return { pipeline = { { name = 'split', kafka = { topic = 'a' } },\n"
+        "                      { name = 'sink', kafka = { topic = 'b' } } } }\n");
+    char err[SL_ERRLEN];
+    if (!cf) return;
+    const struct sl_step_kind *kafka = cf->steps[0].kind;
+    struct sl_rules *rules = sl_rules_create(cf, err, sizeof(err));
+    struct sl_pipeline_conf pc = {.cf = cf, .on_done = on_done, .on_fatal = on_fatal,
+                                  .on_drop = on_drop, .on_spent = on_spent};
+    cf->steps[1].kind = &sink_kind;
+    struct sl_pipeline *pl = sl_pipeline_create(&pc, rules);
+    struct sl_input in = {.topic = "in", .partition = 1, .offset = 2, .timestamp = 1000,
+                          .key = "k", .keylen = 1, .value = "{\"a\":1}", .len = 7};
+    int done0 = done;
+
+    sl_pipeline_push(pl, &in);
+    TEST("spent: a context past the last step hands its record's input back at once",
+         spent_calls == 1 && spent_saw_value && !in.value && !in.key && in.len == 0 &&
+         in.keylen == 0 && in.offset == 2 && !strcmp(in.topic, "in") && done == done0);
+    acknowledge();
+    TEST("spent: acknowledged, the record is done, and on_spent is not called again",
+         spent_calls == 1 && done == done0 + 1 && sl_pipeline_inflight(pl) == 0);
+    sl_pipeline_destroy(pl);
+
+    /* Two contexts of one record: the input goes back after the second. */
+    cf->steps[0].kind = &split_kind;
+    pl = sl_pipeline_create(&pc, sl_rules_create(cf, err, sizeof(err)));
+    in.value = "{\"a\":1}";
+    in.len = 7;
+    spent_calls = 0;
+    sl_pipeline_push(pl, &in);
+    TEST("spent: of a split record, only once both contexts are past the last step",
+         nsunk == 2 && spent_at_start[0] == 0 && spent_at_start[1] == 0 && spent_calls == 1);
+    acknowledge();
+    TEST("spent: the split record is done once, on_spent called once",
+         spent_calls == 1 && done == done0 + 2);
+
+    in.value = "{\"a\":1}";
+    in.len = 7;
+    spent_calls = 0;
+    sink_filter_nth = 2;                      /* the second context ends at the sink */
+    sl_pipeline_push(pl, &in);
+    TEST("spent: a context that ends counts as past the last step",
+         nsunk == 2 && spent_calls == 1 && done == done0 + 2 && in.value == NULL);
+    acknowledge();
+    TEST("spent: ... and the record is done when the other is acknowledged", done == done0 + 3);
+
+    in.value = "{\"a\":1}";
+    in.len = 7;
+    spent_calls = 0;
+    sink_filter_nth = 0;
+    sink_spends = false;                      /* a sink that is not the last step */
+    sl_pipeline_push(pl, &in);
+    acknowledge();
+    TEST("spent: never for contexts that do not pass the last step; the input stays",
+         spent_calls == 0 && done == done0 + 4 && in.value != NULL);
+
+    /* The first context passes the last step and is acknowledged while the
+     * second still reads the input (it has not passed it). */
+    in.value = "{\"a\":1}";
+    in.len = 7;
+    sink_spend_first_only = true;
+    sink_spends = true;
+    sl_pipeline_push(pl, &in);
+    struct sl_step_result next = {.status = SL_STEP_NEXT};
+    sl_pipeline_resume(sunk[0], &next);
+    sunk[0] = NULL;
+    TEST("spent: not while another context of the record may still read the input",
+         spent_calls == 0 && in.value != NULL && sl_pipeline_inflight(pl) == 1);
+    acknowledge();
+    TEST("spent: ... which is done when that one is", spent_calls == 0 && done == done0 + 5);
+    sink_spend_first_only = false;
+
+    sink_filter_nth = 1;                      /* every context ends at once */
+    sl_pipeline_push(pl, &in);
+    TEST("spent: never for a record done at once", spent_calls == 0 && done == done0 + 6);
+    sl_pipeline_destroy(pl);
+    TEST("spent: nothing in flight is dropped", dropped == 0);
+
+    cf->steps[0].kind = kafka;
+    cf->steps[1].kind = kafka;
+    sl_config_destroy(cf);
 }
 
 int main(void) {
@@ -176,6 +324,7 @@ int main(void) {
 
     cf->steps[0].kind = kafka;                /* its unload frees the kafka part */
     sl_config_destroy(cf);
+    test_spent();
     fclose(t);
     free(trace);
     return TEST_DONE();
