@@ -213,23 +213,47 @@ static void push_hot_key(lua_State *L, int h_idx, int h, const char *k, size_t k
     lua_rawseti(L, h_idx, h + 1);
 }
 
+/* The hot key that key node kn spells, or -1. */
+static inline int hot_of(const struct ltape *t, const struct sl_json_node *kn) {
+    return kn->flags & SL_JSON_ESCAPED ? hot_find_escaped(t, kn)
+                                       : hot_find(ltape_text(t) + kn->u.str.off, kn->u.str.len);
+}
+
+/* Marks the earlier occurrences of the hot members about to be made (the
+ * last of each, in last[]) taken, as reading a member takes every
+ * occurrence: if the rule deletes one, an expansion (pairs) must not make
+ * it again from an earlier duplicate. Only for an object with a duplicate
+ * hot key, which hot_scan notices. */
+static void hot_take_earlier(struct ltape *t, uint32_t obj, const uint32_t last[LAZY_HOT]) {
+    uint32_t count = t->nodes[obj].u.count;
+    for (uint32_t m = 0, k = obj + 1; m < count; m++) {
+        int h = hot_of(t, &t->nodes[k]);
+        if (h >= 0 && last[h] && last[h] != k + 1) t->nodes[k + 1].flags |= SL_JSON_TAKEN;
+        k = t->nodes[k + 1].next;
+    }
+}
+
 /* Finds the members of object node obj whose names are hot keys, as
  * reading them would make them: of duplicates the last. last[h] is the value
  * node of hot key h + 1, 0 when there is none or its last occurrence is an
  * escaped spelling (the member is left to __index, which unescapes).
- * Returns how many were found. */
-static unsigned hot_scan(const struct ltape *t, uint32_t obj, uint32_t last[LAZY_HOT]) {
-    const char *text = ltape_text(t);
+ * Returns how many were found. Earlier duplicates of the members found are
+ * taken (hot_take_earlier). */
+static unsigned hot_scan(struct ltape *t, uint32_t obj, uint32_t last[LAZY_HOT]) {
     uint32_t count = t->nodes[obj].u.count;
+    bool dups = false;
     for (uint32_t m = 0, k = obj + 1; m < count; m++) {
         const struct sl_json_node *kn = &t->nodes[k];
-        int h = kn->flags & SL_JSON_ESCAPED ? hot_find_escaped(t, kn)
-                                            : hot_find(text + kn->u.str.off, kn->u.str.len);
-        if (h >= 0) last[h] = kn->flags & SL_JSON_ESCAPED ? 0 : k + 1;
+        int h = hot_of(t, kn);
+        if (h >= 0) {
+            dups |= last[h] != 0;
+            last[h] = kn->flags & SL_JSON_ESCAPED ? 0 : k + 1;
+        }
         k = t->nodes[k + 1].next;
     }
     unsigned n = 0;
     for (unsigned h = 0; h < nhot; h++) n += last[h] != 0;
+    if (dups) hot_take_earlier(t, obj, last);
     return n;
 }
 
@@ -442,29 +466,6 @@ static inline bool key_is(const struct ltape *t, uint32_t i, const char *k, size
     return same;
 }
 
-/* True when key nodes i and j spell the same key. */
-static bool keys_equal(lua_State *L, const struct ltape *t, uint32_t i, uint32_t j) {
-    const struct sl_json_node *a = &t->nodes[i], *b = &t->nodes[j];
-    if (!((a->flags | b->flags) & SL_JSON_ESCAPED))
-        return a->u.str.len == b->u.str.len &&
-               !memcmp(ltape_text(t) + a->u.str.off, ltape_text(t) + b->u.str.off, a->u.str.len);
-    size_t n;
-    push_string(L, a, ltape_text(t));
-    const char *s = lua_tolstring(L, -1, &n);
-    bool same = key_is(t, j, s, n);
-    lua_pop(L, 1);
-    return same;
-}
-
-/* True when one of the left members from key node next on has key node
- * key's name: that later one is the member (the last duplicate wins). */
-static bool later_dup(lua_State *L, const struct ltape *t, uint32_t key, uint32_t next,
-                      uint32_t left) {
-    for (uint32_t r = 0, j = next; r < left; r++, j = t->nodes[j + 1].next)
-        if (keys_equal(L, t, key, j)) return true;
-    return false;
-}
-
 /* Finds member k of object node obj: returns the value node of its last
  * occurrence (the last duplicate wins), 0 when there is none. Every
  * occurrence is marked taken; *was_taken says whether the last one already
@@ -612,20 +613,32 @@ void sl_lazy_expand(lua_State *L, int idx) {
     push_data(L, idx);                                /* M tape */
     int tape_idx = lua_gettop(L);
     uint32_t i = obj + 1, count = t->nodes[obj].u.count;
+    uint32_t small[64], *keys = count <= 64 ? small : sl_malloc(count * sizeof(*keys));
     for (uint32_t m = 0; m < count; m++) {
-        uint32_t v = i + 1, next = t->nodes[v].next;
-        if (!(t->nodes[v].flags & SL_JSON_TAKEN)) {
-            t->nodes[v].flags |= SL_JSON_TAKEN;
-            /* A later occurrence of the same key wins: skip this one (a
-             * later one is untaken too: taking marks every occurrence). */
-            if (!later_dup(L, t, i, next, count - m - 1)) {
-                push_string(L, &t->nodes[i], ltape_text(t)); /* M tape k */
-                push_node(L, tape_idx, meta_idx, t, v); /* M tape k v */
-                lua_rawset(L, idx);                   /* M tape */
-            }
-        }
-        i = next;
+        keys[m] = i;
+        i = t->nodes[i + 1].next;
     }
+    /* Last member first: the last duplicate of a key wins. A key already in
+     * the table is a member made before (a hot one is its last occurrence)
+     * or set by a later duplicate; one the rule assigned or deleted has
+     * every occurrence taken. One hash lookup per member, where looking for
+     * a later duplicate of each took count^2 / 2 key comparisons. */
+    for (uint32_t m = count; m-- > 0;) {
+        uint32_t k = keys[m], v = k + 1;
+        if (t->nodes[v].flags & SL_JSON_TAKEN) continue;
+        t->nodes[v].flags |= SL_JSON_TAKEN;
+        push_string(L, &t->nodes[k], ltape_text(t));  /* M tape k */
+        lua_pushvalue(L, -1);
+        lua_rawget(L, idx);                           /* M tape k old */
+        if (!lua_isnil(L, -1)) {
+            lua_pop(L, 2);                            /* M tape */
+            continue;
+        }
+        lua_pop(L, 1);                                /* M tape k */
+        push_node(L, tape_idx, meta_idx, t, v);       /* M tape k v */
+        lua_rawset(L, idx);                           /* M tape */
+    }
+    if (keys != small) free(keys);
     lua_pop(L, 2);                                    /* */
     make_plain(L, idx);
 }

@@ -270,6 +270,13 @@ static void test_changes(void) {
     TEST("a deleted duplicate key stays deleted",
          lua_true("local v = lazy('{\"a\":1,\"a\":2,\"b\":3}') v.a = nil"
                   " local n = 0 for _ in pairs(v) do n = n + 1 end return v.a == nil and n == 1"));
+    TEST("an object of 20000 members, 500 of them duplicated later, expands as the eager decoder's",
+         lua_true("local parts = {} for i = 1, 20000 do parts[i] = string.format('\"k%d\":%d', i, i) end"
+                  " for i = 1, 500 do parts[#parts + 1] = string.format('\"k%d\":\"again%d\"', i * 40, i) end"
+                  " local text = '{' .. table.concat(parts, ',') .. '}'"
+                  " local o = lazy(text) local n = 0 for _ in pairs(o) do n = n + 1 end"
+                  " return n == 20000 and o.k40 == 'again1' and o.k41 == 41"
+                  " and sorted(o) == sorted(sluice.json_decode(text))"));
     TEST("the unsorted encoder writes a changed record",
          lua_true("local v = lazy('{\"a\":{\"b\":1},\"c\":[1]}') v.a.b = 'x' v.c[2] = 2"
                   " local d = sluice.json_decode(sluice.json_encode(v))"
@@ -416,6 +423,18 @@ static void test_hot(void) {
          lua_true("local o = lazy('{\"aid\":\"first\",\"x\":1,\"aid\":\"last\",\"y\":2,\"z\":3}')"
                   " local n = 0 for k, v in pairs(o) do if k == 'aid' then n = n + 1 end end"
                   " return o.aid == 'last' and n == 1"));
+    TEST("hot keys: a duplicate hot member deleted stays deleted, through pairs and encoders",
+         lua_true("local o = lazy('{\"aid\":\"first\",\"x\":1,\"aid\":\"last\",\"y\":2,\"z\":3}')"
+                  " if raw(o, 'aid') ~= 'last' then return false end"
+                  " o.aid = nil local n = 0 for k in pairs(o) do n = n + 1 end"
+                  " local d = sluice.json_decode(sluice.json_encode(o))"
+                  " return o.aid == nil and n == 3 and d.aid == nil and d.x == 1"
+                  " and sorted(o) == '{\"x\":1,\"y\":2,\"z\":3}'"));
+    TEST("hot keys: a duplicate hot member assigned keeps its new value through pairs",
+         lua_true("local o = lazy('{\"aid\":\"first\",\"x\":1,\"aid\":\"last\",\"y\":2,\"z\":3}')"
+                  " o.aid = 'new' local seen = {} for k, v in pairs(o) do seen[#seen + 1] = k .. '=' .. tostring(v) end"
+                  " table.sort(seen)"
+                  " return table.concat(seen, ',') == 'aid=new,x=1,y=2,z=3'"));
     TEST("hot keys: a later escaped spelling of a hot key wins, made on read",
          lua_true("local o = lazy('{\"aid\":\"plain\",\"x\":1,\"a\\\\u0069d\":\"escaped\",\"y\":2,\"z\":3}')"
                   " return raw(o, 'aid') == nil and o.aid == 'escaped' and raw(o, 'aid') == 'escaped'"));
@@ -503,6 +522,11 @@ static void test_shapes(void) {
                   "local e = lazy('{\"pl\\\\u0061in\":\"escaped\",\"x\":1,\"y\":2,\"z\":3,\"w\":4}')\n"
                   "return o.plain == nil and o[']]'] == 'set' and raw(e, 'plain') == nil\n"
                   "  and e.plain == 'escaped' and sorted(o):find('plain', 1, true) == nil"));
+    TEST("shapes: a duplicate hot member deleted stays deleted through pairs",
+         lua_true("local o = lazy('{\"plain\":\"a\",\"x\":1,\"plain\":\"b\",\"y\":2,\"z\":3}')\n"
+                  "if raw(o, 'plain') ~= 'b' then return false end\n"
+                  "o.plain = nil local n = 0 for _ in pairs(o) do n = n + 1 end\n"
+                  "return n == 3 and o.plain == nil and sorted(o) == '{\"x\":1,\"y\":2,\"z\":3}'"));
     TEST("shapes: a new hot key starts the builders over, and objects stay right meanwhile",
          lua_true("local o = lazy('{\"fresh\":0,\"x\":1,\"y\":2,\"z\":3,\"w\":4}')\n"
                   "if o.fresh ~= 0 or shapes() ~= 0 then return false end\n"
