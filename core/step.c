@@ -232,6 +232,27 @@ void sl_step_json_str(lua_State *L, struct sl_buf *b, const char *s, size_t n) {
     lua_pop(L, 1);
 }
 
+void sl_step_trace_write(struct sl_pipeline_ctx *c, lua_State *L, const char *what,
+                         const char *topic, const char *key, size_t keylen,
+                         const struct sl_buf *value) {
+    if (!sl_pipeline_tracing(c)) return;
+    struct sl_buf t = {0};
+    sl_buf_addc(&t, '{');
+    if (topic) {
+        sl_buf_adds(&t, "\"topic\":");
+        sl_step_json_str(L, &t, topic, strlen(topic));
+        sl_buf_addc(&t, ',');
+    }
+    sl_buf_adds(&t, "\"key\":");
+    if (key) sl_step_json_str(L, &t, key, keylen);
+    else sl_buf_adds(&t, "null");
+    sl_buf_adds(&t, ",\"value\":");
+    sl_buf_add(&t, value->data ? value->data : "", value->len);
+    sl_buf_addc(&t, '}');
+    sl_pipeline_trace(c, what, sl_buf_cstr(&t));
+    sl_buf_free(&t);
+}
+
 void sl_step_input_name(const struct sl_input *in, char *out, size_t n) {
     const char *topic = in->topic ? in->topic : "-";
     size_t len = strlen(topic), room = n - 48;   /* 48: '/', two integers, NUL */

@@ -192,6 +192,12 @@ void sl_step_push_getter(lua_State *L, int cache_idx, int ctx_idx, const struct 
 int sl_step_encode_vars(lua_State *L, int idx, struct sl_buf *out, char *err, size_t errlen);
 /* Appends the JSON string literal of s (or "(not UTF-8)"). */
 void sl_step_json_str(lua_State *L, struct sl_buf *b, const char *s, size_t n);
+/* In trace mode, what a sink would write, as the trace line's `what`:
+ * {"topic":T,"key":K,"value":V}, topic left out when NULL, key null when
+ * NULL, value the JSON text in value. Nothing when nothing is traced. */
+void sl_step_trace_write(struct sl_pipeline_ctx *c, lua_State *L, const char *what,
+                         const char *topic, const char *key, size_t keylen,
+                         const struct sl_buf *value);
 /* Writes "topic/partition/offset" of the input into out[n], n >= 64, without
  * printf (it runs for every Lua step). */
 void sl_step_input_name(const struct sl_input *in, char *out, size_t n);

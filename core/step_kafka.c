@@ -171,17 +171,7 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
     if (st->key && (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER))
         key = lua_tolstring(L, -1, &keylen);              /* stays on the stack */
     if (!st->producer) {                                  /* sluice test */
-        if (sl_pipeline_tracing(c)) {
-            struct sl_buf t = {0};
-            sl_buf_printf(&t, "{\"topic\":\"%s\",\"key\":", s->topic);
-            if (key) sl_step_json_str(L, &t, key, keylen);
-            else sl_buf_adds(&t, "null");
-            sl_buf_adds(&t, ",\"value\":");
-            sl_buf_add(&t, b->data ? b->data : "", b->len);
-            sl_buf_addc(&t, '}');
-            sl_pipeline_trace(c, "produce", sl_buf_cstr(&t));
-            sl_buf_free(&t);
-        }
+        sl_step_trace_write(c, L, "produce", s->topic, key, keylen, b);
         lua_settop(L, top);
         res->status = SL_STEP_NEXT;
         return;

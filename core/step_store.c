@@ -219,16 +219,7 @@ static void start(void *state, struct sl_pipeline_ctx *c, struct sl_step_result 
     }
     lua_settop(L, top);
     if (!st->store) {                                     /* sluice test */
-        if (sl_pipeline_tracing(c)) {
-            struct sl_buf t = {0};
-            sl_buf_adds(&t, "{\"key\":");
-            sl_step_json_str(L, &t, key, klen);
-            sl_buf_adds(&t, ",\"value\":");
-            sl_buf_add(&t, b->data ? b->data : "", b->len);
-            sl_buf_addc(&t, '}');
-            sl_pipeline_trace(c, "store", sl_buf_cstr(&t));
-            sl_buf_free(&t);
-        }
+        sl_step_trace_write(c, L, "store", NULL, key, klen, b);
         res->status = SL_STEP_NEXT;
         return;
     }

@@ -222,6 +222,24 @@ return { rules = { path = "lua" }, pipeline = {
     assert.matches('sluice_window_entries{step="window"} 2\n', out, 1, true)
   end)
 
+  it("traces what the kafka and store steps would write: topic, key and value", function()
+    H.write(dir .. "/sinks.lua", [[
+return { pipeline = {
+  { name = "out", kafka = { topic = "t.out", key = "input.userId", fields = { "input" } } },
+  { name = "keep", store = { key = "input.userId", value = "input.ids" } } } }
+]])
+    H.write(dir .. "/sinks.jsonl", '{"userId":"U1","ids":["gid://shopify/Product/1"]}\n{"ids":[]}\n')
+    local rc, out, err = sluice("test -c " .. H.q(dir .. "/sinks.lua") .. " -i " .. H.q(dir .. "/sinks.jsonl"))
+    assert.are.equal(0, rc, err)
+    local lines = trace(out)
+    assert.are.same({ topic = "t.out", key = "U1", value = { input = { userId = "U1",
+      ids = { "gid://shopify/Product/1" } } } }, lines[1].produce)
+    assert.are.same({ key = "u1", value = { "gid://shopify/Product/1" } }, lines[2].store,
+      "the store's key is lowercased")
+    assert.are.equal(cjson.null, lines[3].produce.key, "no key: null")
+    assert.are.equal("no_store_key", lines[4].filtered)
+  end)
+
   it("exits 0 with nothing on stderr when no record is dead-lettered", function()
     H.write(dir .. "/fine.jsonl", H.page_view(9).value .. "\n" .. H.page_view(10).value .. "\n")
     local rc, out, err = sluice("test -c " .. FIX .. "good.lua -i " .. H.q(dir .. "/fine.jsonl"))
