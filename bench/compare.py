@@ -3,6 +3,7 @@
 
     bench/compare.py throughput --brokers ADDR|embedded --events F --records N
     bench/compare.py latency --brokers ADDR|embedded --events F --rates 5000,20000 --seconds S
+    bench/compare.py ab --brokers ADDR|embedded --events F --a OLD/sluice --b ./sluice [--rounds 8]
 
 Run from the project root after `make sluice build/bench/consume build/bench/produce`
 (scripts/bench-compare.sh does all of it, for `make bench`). With --brokers
@@ -27,6 +28,11 @@ their first record to the end (getrusage); sluice's is read from
 /proc/PID/stat when its /metrics first shows records done and again when all
 N are done (every thread of the process in all cases; start-up and group join
 are left out of all).
+
+ab: the same job (--steps, the whole job by default) with two sluice binaries
+(--a, --b), alternating within each of --rounds rounds on the same records:
+the median of the paired ratios B/A, the figure to judge a change of a few
+per cent by on a machine whose speed moves between runs.
 
 latency: for each rate and fetch wait (the shipped config's, and librdkafka's
 default when the shipped config sets one), starts sluice's whole job on a fresh
@@ -163,12 +169,12 @@ class Sluice:
     # client's connection holds cannot be listened on (it happened, 37562).
     port = 20000 + os.getpid() % 12000
 
-    def __init__(self, tmp, name, env):
+    def __init__(self, tmp, name, env, binary="./sluice"):
         Sluice.port += 1
         self.admin = "127.0.0.1:%d" % Sluice.port
         self.errfile = os.path.join(tmp, name + ".err")
         e = dict(os.environ, BENCH_ADMIN=self.admin, **env)
-        self.proc = subprocess.Popen(["./sluice", "run", "-c", "bench/job.lua"], env=e,
+        self.proc = subprocess.Popen([binary, "run", "-c", "bench/job.lua"], env=e,
                                      stdout=subprocess.DEVNULL, stderr=open(self.errfile, "w"))
 
     def fail(self, why):
@@ -213,7 +219,7 @@ LINE_NAMES = {"extract": "extract only", "window": "extract → window",
               "python": "Python extract → window → sink"}
 
 
-def run_sluice(args, broker, tmp, steps, group, output):
+def run_sluice(args, broker, tmp, steps, group, output, binary="./sluice"):
     """One sluice job over the whole topic. Its CPU counts from the last
     /metrics answer that showed no record taken yet (start-up and group join
     left out) to the one that shows all N done. /metrics is served by the
@@ -222,7 +228,7 @@ def run_sluice(args, broker, tmp, steps, group, output):
     s = Sluice(tmp, group, {"BENCH_BROKERS": broker.addr,
                             "BENCH_KAFKA_AS": "embedded" if broker.embedded else broker.addr,
                             "BENCH_STEPS": steps, "BENCH_INPUT": args.input,
-                            "BENCH_OUTPUT": output, "BENCH_GROUP": group})
+                            "BENCH_OUTPUT": output, "BENCH_GROUP": group}, binary)
     base = (0.0, time.monotonic())
     deadline = time.monotonic() + DONE_TIMEOUT_S
     while True:
@@ -345,6 +351,57 @@ def throughput_on(args, broker, tmp):
                                                   kilo(walls[len(walls) // 2]), m / whole))
     rss = max(x["rss_mb"] for x in results["sink"])
     print("\nsluice's whole job: peak RSS %.0f MB" % rss)
+    return 0
+
+
+# ==================== Two builds, paired ====================
+
+def ab(args):
+    """The same job with two sluice binaries, alternating within each round
+    (A then B, then B then A), on one broker and the same records: per
+    round the two rates and B's ratio to A. On a shared machine the rate of
+    one build moves by a fifth between runs; adjacent runs move together, so
+    the median of the paired ratios shows a change of a few per cent where
+    the medians of the rates do not."""
+    for b in (args.a, args.b):
+        if not os.access(b, os.X_OK):
+            sys.exit("compare: %s is not an executable sluice" % b)
+    rounds = range(1, args.rounds + 1)
+    outputs = ["bench-ab-%s-%d-%s" % (w, r, RUN) for r in rounds for w in "ab"]
+    tmp = tempfile.mkdtemp(prefix="sluice-bench.")
+    broker = Broker(args.brokers, args.partitions, [args.input, "sluice.dead-letter"] + outputs, tmp)
+    try:
+        with open(args.events, "rb") as f:
+            head = b"".join(line for _, line in zip(range(args.records), f))
+        subprocess.run(["kcat", "-b", broker.addr, "-P", "-t", args.input, "-K", "\t",
+                        "-X", "linger.ms=20"], input=head, check=True)
+        rates = {"a": [], "b": []}
+        ratios = []
+        for r in rounds:
+            got = {}
+            for w in ("ab" if r % 2 else "ba"):
+                group = "bench-ab-%s-%d-%s" % (w, r, RUN)
+                res = run_sluice(args, broker, tmp, args.steps, group,
+                                 "bench-ab-%s-%d-%s" % (w, r, RUN), getattr(args, w))
+                got[w] = res["records"] / res["cpu_s"]
+                rates[w].append(got[w])
+            ratios.append(got["b"] / got["a"])
+            log("compare: round %d A %.0f B %.0f records per CPU-second, B/A %.3f"
+                % (r, got["a"], got["b"], ratios[-1]))
+    finally:
+        broker.close()
+
+    def median(xs):
+        xs = sorted(xs)
+        return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+    print("### %s, BENCH_STEPS=%s, %d records, %d rounds: A %s, B %s"
+          % (args.brokers, args.steps, args.records, args.rounds, args.a, args.b))
+    for w in "ab":
+        print("%s: %d records per CPU-second (median, spread %d-%d)"
+              % (w.upper(), median(rates[w]), min(rates[w]), max(rates[w])))
+    print("B/A: median of the paired ratios %.3f (spread %.3f-%.3f), B ahead in %d of %d rounds"
+          % (median(ratios), min(ratios), max(ratios), sum(x > 1 for x in ratios), len(ratios)))
     return 0
 
 
@@ -521,7 +578,7 @@ def latency_on(args, broker, tmp, runs):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
-    for name in ("throughput", "latency"):
+    for name in ("throughput", "latency", "ab"):
         p = sub.add_parser(name)
         p.add_argument("--brokers", required=True, help="embedded, or host:port of a cluster")
         p.add_argument("--events", required=True, help="scripts/gen-events.lua output, KEYED=1")
@@ -530,6 +587,13 @@ def main():
     t.add_argument("--records", type=int, default=200000)
     t.add_argument("--rounds", type=int, default=3)
     t.add_argument("--input", default="bench-in-" + RUN)
+    a = sub.choices["ab"]
+    a.add_argument("--a", required=True, help="the first sluice binary (e.g. a worktree's ./sluice)")
+    a.add_argument("--b", required=True, help="the second")
+    a.add_argument("--steps", default="sink", choices=("extract", "window", "sink"))
+    a.add_argument("--records", type=int, default=200000)
+    a.add_argument("--rounds", type=int, default=8)
+    a.add_argument("--input", default="bench-ab-in-" + RUN)
     lt = sub.choices["latency"]
     lt.add_argument("--rates", default="5000,20000")
     lt.add_argument("--seconds", type=float, default=10)
@@ -543,6 +607,8 @@ def main():
                     help="the offering producer's linger.ms (default: 5 on a real cluster, "
                          "0 on the embedded broker)")
     args = ap.parse_args()
+    if args.what == "ab":
+        return ab(args)
     return throughput(args) if args.what == "throughput" else latency(args)
 
 
