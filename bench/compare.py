@@ -284,17 +284,23 @@ def throughput(args):
         broker.close()
 
 
-def throughput_on(args, broker, tmp):
-    label = "embedded broker, %d partitions" % args.partitions if broker.embedded \
-        else "Kafka at %s, %d partitions" % (broker.addr, args.partitions)
-    log("compare: loading %d records into %s (%s)" % (args.records, args.input, label))
+def load_input(args, broker):
+    """Produces the first --records lines of --events into --input; returns
+    their bytes."""
     with open(args.events, "rb") as f:
         head = b"".join(line for _, line in zip(range(args.records), f))
     if head.count(b"\n") < args.records:
         sys.exit("compare: %s has fewer than %d records" % (args.events, args.records))
     subprocess.run(["kcat", "-b", broker.addr, "-P", "-t", args.input, "-K", "\t",
                     "-X", "linger.ms=20"], input=head, check=True)
-    size = len(head) / args.records
+    return len(head)
+
+
+def throughput_on(args, broker, tmp):
+    label = "embedded broker, %d partitions" % args.partitions if broker.embedded \
+        else "Kafka at %s, %d partitions" % (broker.addr, args.partitions)
+    log("compare: loading %d records into %s (%s)" % (args.records, args.input, label))
+    size = load_input(args, broker) / args.records
     store_url = "http://127.0.0.1:8080"
     results = collections.defaultdict(list)
     for r in range(1, args.rounds + 1):
@@ -367,22 +373,20 @@ def ab(args):
         if not os.access(b, os.X_OK):
             sys.exit("compare: %s is not an executable sluice" % b)
     rounds = range(1, args.rounds + 1)
-    outputs = ["bench-ab-%s-%d-%s" % (w, r, RUN) for r in rounds for w in "ab"]
+    def name(w, r):                  # the run's consumer group and sink topic
+        return "bench-ab-%s-%d-%s" % (w, r, RUN)
+    outputs = [name(w, r) for r in rounds for w in "ab"]
     tmp = tempfile.mkdtemp(prefix="sluice-bench.")
     broker = Broker(args.brokers, args.partitions, [args.input, "sluice.dead-letter"] + outputs, tmp)
     try:
-        with open(args.events, "rb") as f:
-            head = b"".join(line for _, line in zip(range(args.records), f))
-        subprocess.run(["kcat", "-b", broker.addr, "-P", "-t", args.input, "-K", "\t",
-                        "-X", "linger.ms=20"], input=head, check=True)
+        load_input(args, broker)
         rates = {"a": [], "b": []}
         ratios = []
         for r in rounds:
             got = {}
             for w in ("ab" if r % 2 else "ba"):
-                group = "bench-ab-%s-%d-%s" % (w, r, RUN)
-                res = run_sluice(args, broker, tmp, args.steps, group,
-                                 "bench-ab-%s-%d-%s" % (w, r, RUN), getattr(args, w))
+                res = run_sluice(args, broker, tmp, args.steps, name(w, r), name(w, r),
+                                 getattr(args, w))
                 got[w] = res["records"] / res["cpu_s"]
                 rates[w].append(got[w])
             ratios.append(got["b"] / got["a"])

@@ -68,8 +68,6 @@ typedef void sl_pipeline_done_fn(void *arg, struct sl_input *in);
 /* The record is being dead-lettered by step with error (for sluice test). */
 typedef void sl_pipeline_dead_fn(void *arg, const struct sl_input *in, const char *step,
                                  const char *error);
-/* The record's value is not JSON: error is the decoder's (for sluice test).
- * The record goes on with its input as a string. */
 /* No step reads the record's input (key and value) again, nor can
  * dead-letter it: every context still in flight has passed the job's last
  * step and waits only for its acknowledgement. The caller may free the
@@ -77,6 +75,8 @@ typedef void sl_pipeline_dead_fn(void *arg, const struct sl_input *in, const cha
  * record is done. Called at most once per record, and not for a record
  * that is done at once. */
 typedef void sl_pipeline_spent_fn(void *arg, struct sl_input *in);
+/* The record's value is not JSON: error is the decoder's (for sluice test).
+ * The record goes on with its input as a string. */
 typedef void sl_pipeline_not_json_fn(void *arg, const struct sl_input *in, const char *error);
 /* A sink failed for good: the process must stop without committing. */
 typedef void sl_pipeline_fatal_fn(void *arg, const char *why);
