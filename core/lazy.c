@@ -35,6 +35,8 @@
 #define LAZY_HOT_LEN 24      /* The longest such key. */
 #define LAZY_SHAPES 32       /* Builders of one set of hot keys (S, below) kept per VM. */
 #define LAZY_SHAPES_AFTER 64 /* Lazy objects made with hot[] unchanged before S is used. */
+#define LAZY_SCAN_MEMBERS 256 /* Members read one by one from the tape at most; a larger
+                               * object is made whole at its first read or assignment. */
 
 /* The slots of the shared metatable M (top of file). env_wrappers spells
  * M_SENTINEL as 3. */
@@ -538,6 +540,12 @@ static int lazy_index(lua_State *L) {
     if (!t) return 0;
     const char *k = lua_tolstring(L, 2, &kn);
     if (obj == LAZY_LISTS) return lists_index(L, (struct lsnap *)t, k, kn);
+    if (t->nodes[obj].u.count > LAZY_SCAN_MEMBERS) {  /* made whole: no scan per read */
+        lua_pop(L, 1);                                /* T k */
+        sl_lazy_expand(L, 1);
+        lua_rawget(L, 1);
+        return 1;
+    }
     if (!(v = take_member(t, obj, k, kn, &was_taken)) || was_taken) return 0;
     hot_learn(k, kn);
     push_data(L, 1);                                  /* T k M tape */
@@ -558,6 +566,7 @@ static int lazy_newindex(lua_State *L) {
     if (t && lua_type(L, 2) == LUA_TSTRING) {
         const char *k = lua_tolstring(L, 2, &kn);
         if (obj == LAZY_LISTS) lists_take((struct lsnap *)t, k, kn);
+        else if (t->nodes[obj].u.count > LAZY_SCAN_MEMBERS) sl_lazy_expand(L, 1);
         else take_member(t, obj, k, kn, &was_taken);
     }
     lua_settop(L, 3);

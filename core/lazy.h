@@ -20,7 +20,11 @@
  * made, the metatable removed, leaving the plain table the eager decoder
  * would have made. The sorted encoder (sinks, traces) does not: it writes
  * the members not made straight from the tape (sl_lazy_view_tape), the same
- * bytes as the table made whole would give.
+ * bytes as the table made whole would give. Finding a member on the tape
+ * scans the object's members, so an object of more than 256 members is
+ * expanded at its first read or assignment instead: a rule that reads
+ * every member of a large object by name costs one expansion, not a scan
+ * per read.
  *
  * Window aggregates are handed over the same way: a table whose lists are
  * made when read, and written by the encoder straight from their copy.

@@ -277,6 +277,23 @@ static void test_changes(void) {
                   " local o = lazy(text) local n = 0 for _ in pairs(o) do n = n + 1 end"
                   " return n == 20000 and o.k40 == 'again1' and o.k41 == 41"
                   " and sorted(o) == sorted(sluice.json_decode(text))"));
+    TEST("an object of more than 256 members is made whole at its first read, not scanned per read",
+         lua_true("local parts = {} for i = 1, 300 do parts[i] = string.format('\"k%d\":%d', i, i) end"
+                  " local text = '{' .. table.concat(parts, ',') .. ',\"k7\":\"last\"}'"
+                  " local o = lazy(text) local first = o.k1"
+                  " return first == 1 and raw(o, 'k300') == 300 and raw(o, 'k7') == 'last'"
+                  " and o.k7 == 'last' and o.k301 == nil and sorted(o) == sorted(sluice.json_decode(text))"));
+    TEST("an object of 256 members stays lazy after a read",
+         lua_true("local parts = {} for i = 1, 256 do parts[i] = string.format('\"k%d\":%d', i, i) end"
+                  " local o = lazy('{' .. table.concat(parts, ',') .. '}') local first = o.k1"
+                  " return first == 1 and raw(o, 'k2') == nil and o.k2 == 2"));
+    TEST("assigning to an object of more than 256 members: the change, the deletion and the rest are kept",
+         lua_true("local parts = {} for i = 1, 300 do parts[i] = string.format('\"k%d\":%d', i, i) end"
+                  " local o = lazy('{' .. table.concat(parts, ',') .. '}')"
+                  " o.k5 = nil o.k6 = 'x' o.new = true"
+                  " local d = sluice.json_decode(sorted(o)) local n = 0 for _ in pairs(d) do n = n + 1 end"
+                  " return n == 300 and d.k5 == nil and d.k6 == 'x' and d.new == true and d.k300 == 300"
+                  " and o.k5 == nil and raw(o, 'k7') == 7"));
     TEST("the unsorted encoder writes a changed record",
          lua_true("local v = lazy('{\"a\":{\"b\":1},\"c\":[1]}') v.a.b = 'x' v.c[2] = 2"
                   " local d = sluice.json_decode(sluice.json_encode(v))"
