@@ -471,7 +471,7 @@ def latency_runs(args, shipped_wait, shipped_linger):
     runs = []
     for rate in (int(x) for x in args.rates.split(",")):
         for w, wl in waits:
-            runs.append((rate, w, "shipped", wl, shipped_linger or "50 (sluice's default for sinks)"))
+            runs.append((rate, w, "shipped", wl, shipped_linger or "5 (sluice's default for sinks)"))
         for ln in (x for x in args.lingers.split(",") if x):
             runs.append((rate, "shipped", str(int(ln)), waits[0][1], ln))
     return runs

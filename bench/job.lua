@@ -18,7 +18,7 @@
 --                     default: without fetch.wait.max.ms (librdkafka's 500 ms);
 --                     a number: fetch.wait.max.ms in ms
 --   BENCH_LINGER      shipped (default): the producer properties as shipped
---                     (sinks linger 50 ms unless they say otherwise); a
+--                     (sinks linger 5 ms unless they say otherwise); a
 --                     number: the sink producer's linger.ms
 --   BENCH_INPUT, BENCH_OUTPUT, BENCH_GROUP, BENCH_ADMIN
 --                     input topic, sink topic, consumer group, admin listener

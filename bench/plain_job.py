@@ -222,8 +222,8 @@ def main():
         conf["fetch.wait.max.ms"] = int(args.fetch_wait_ms)
     consumer = Consumer(conf)
     # The sink's delivery settings as sluice's (core/kafka.c, core/worker.c):
-    # idempotent, batches lingering 50 ms.
-    producer = Producer({"bootstrap.servers": args.brokers, "linger.ms": 50,
+    # idempotent, batches lingering 5 ms.
+    producer = Producer({"bootstrap.servers": args.brokers, "linger.ms": 5,
                          "enable.idempotence": True})
     consumer.subscribe([args.input])
 

@@ -28,7 +28,7 @@
 #define SL_WORKER_PAUSE_AFTER_MS 5000 /* A hold this long becomes a partition pause. */
 #define SL_WORKER_RESTORE_SLACK_MS 60000 /* Restore this much more than a window length. */
 #define SL_WORKER_KAFKA_TIMEOUT_MS 10000 /* Bound on the blocking offset lookups of a rebalance. */
-#define SL_WORKER_SINK_LINGER_MS 50   /* Sinks batch for throughput (halves CPU per record). */
+#define SL_WORKER_SINK_LINGER_MS 5    /* Sinks batch: a few ms, as librdkafka does by default. */
 #define SL_WORKER_COLLECTOR_LINGER_MS 1 /* The collector's tracker waits for the ack. */
 
 struct worker {
