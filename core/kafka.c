@@ -499,7 +499,56 @@ struct sl_kafka_consumer {
     char **topics;             /* conf.topics, copied: records' topic names */
     bool paused;
     bool held;                 /* records are not taken from the queue */
+    struct store *stores;      /* positions to store, by partition (store_flush) */
+    size_t nstores, capstores, ndirty;
 };
+
+/* A partition's position given to sl_kafka_consumer_store, handed to
+ * librdkafka by store_flush: one list and one call a batch of records,
+ * not one a record. */
+struct store {
+    char *topic;               /* owned */
+    int32_t partition;
+    int64_t offset;
+    bool dirty;                /* not handed to librdkafka yet */
+};
+
+/* Hands the positions stored since the last flush to librdkafka, which
+ * commits them (auto commit, sl_kafka_consumer_commit, a revoke). */
+static int store_flush(struct sl_kafka_consumer *c) {
+    if (!c->ndirty) return SL_OK;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)c->ndirty);
+    for (size_t i = 0; i < c->nstores; i++) {
+        struct store *st = &c->stores[i];
+        if (!st->dirty) continue;
+        rd_kafka_topic_partition_list_add(l, st->topic, st->partition)->offset = st->offset;
+        st->dirty = false;
+    }
+    c->ndirty = 0;
+    rd_kafka_resp_err_t e = rd_kafka_offsets_store(c->rk, l);
+    for (int i = 0; e && i < l->cnt; i++)
+        if (l->elems[i].err)
+            sl_log(SL_LOG_WARN, "kafka", "cannot store offset %lld of %s [%d]: %s",
+                   (long long)l->elems[i].offset, l->elems[i].topic, l->elems[i].partition,
+                   rd_kafka_err2str(l->elems[i].err));
+    rd_kafka_topic_partition_list_destroy(l);
+    return e ? SL_ERR : SL_OK;
+}
+
+/* Forgets the positions of the partitions in parts (revoked: stored and
+ * committed already, or another consumer's to store now). */
+static void store_forget(struct sl_kafka_consumer *c, const rd_kafka_topic_partition_list_t *parts) {
+    for (size_t i = 0; i < c->nstores;) {
+        struct store *st = &c->stores[i];
+        if (!rd_kafka_topic_partition_list_find(parts, st->topic, st->partition)) {
+            i++;
+            continue;
+        }
+        if (st->dirty) c->ndirty--;
+        free(st->topic);
+        *st = c->stores[--c->nstores];
+    }
+}
 
 static void pause_assigned(struct sl_kafka_consumer *c, bool pause) {
     rd_kafka_topic_partition_list_t *parts = NULL;
@@ -522,7 +571,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
     } else {
         sl_log(SL_LOG_INFO, "kafka", "revoking %d partition(s)", parts->cnt);
         if (c->conf.on_rebalance) c->conf.on_rebalance(c->conf.arg, false, parts);
+        store_flush(c);
         rd_kafka_commit(rk, NULL, 0);
+        store_forget(c, parts);
         rd_kafka_assign(rk, NULL);
     }
 }
@@ -567,9 +618,9 @@ static void consumer_drain(struct sl_kafka_consumer *c) {
     size_t n = 0, batch = c->conf.batch ? c->conf.batch : SL_KAFKA_DRAIN_MAX;
 
     while (n < batch) {
-        if (c->held) return;      /* sl_kafka_consumer_hold(false) wakes us */
+        if (c->held) break;       /* sl_kafka_consumer_hold(false) wakes us */
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 0);
-        if (!m) return;           /* empty: the next non-empty write wakes us */
+        if (!m) break;            /* empty: the next non-empty write wakes us */
         n++;
         if (m->err) {
             consumer_error(c, m);
@@ -589,10 +640,11 @@ static void consumer_drain(struct sl_kafka_consumer *c) {
         rec->msg = m;
         c->conf.on_record(c->conf.arg, rec);   /* rec is now owned by the callee */
     }
+    store_flush(c);
     /* Stopped early for fairness: the queue may still hold records and will
      * not write to the pipe again, so wake ourselves once the loop has
      * served what else is ready. */
-    consumer_rearm(c);
+    if (n == batch) consumer_rearm(c);
 }
 
 static void consumer_wake(evutil_socket_t fd, short what, void *arg) {
@@ -709,24 +761,40 @@ void sl_kafka_consumer_destroy(struct sl_kafka_consumer *c) {
     if (c->idle) event_free(c->idle);
     if (c->again) event_free(c->again);
     qwake_close(&c->wake, c->q);
+    if (c->rk) store_flush(c);              /* closing commits what is stored */
     if (c->rk) rd_kafka_consumer_close(c->rk);
     if (c->q) rd_kafka_queue_destroy(c->q);
     if (c->rk) rd_kafka_destroy(c->rk);
     for (size_t i = 0; c->topics && i < c->conf.ntopics; i++) free(c->topics[i]);
     free(c->topics);
+    for (size_t i = 0; i < c->nstores; i++) free(c->stores[i].topic);
+    free(c->stores);
     free(c);
 }
 
-int sl_kafka_consumer_store(struct sl_kafka_consumer *c, const char *topic,
-                            int32_t partition, int64_t next_offset) {
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, topic, partition)->offset = next_offset;
-    rd_kafka_resp_err_t e = rd_kafka_offsets_store(c->rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    return e ? SL_ERR : SL_OK;
+void sl_kafka_consumer_store(struct sl_kafka_consumer *c, const char *topic,
+                             int32_t partition, int64_t next_offset) {
+    struct store *st = NULL;
+    for (size_t i = 0; i < c->nstores && !st; i++)
+        if (c->stores[i].partition == partition && !strcmp(c->stores[i].topic, topic))
+            st = &c->stores[i];
+    if (!st) {
+        if (c->nstores == c->capstores) {
+            c->capstores = c->capstores ? 2 * c->capstores : 8;
+            c->stores = sl_realloc(c->stores, c->capstores * sizeof(*c->stores));
+        }
+        st = &c->stores[c->nstores++];
+        *st = (struct store){.topic = sl_strdup(topic), .partition = partition};
+    }
+    if (!st->dirty) c->ndirty++;
+    st->dirty = true;
+    st->offset = next_offset;
 }
 
+int sl_kafka_consumer_store_flush(struct sl_kafka_consumer *c) { return store_flush(c); }
+
 int sl_kafka_consumer_commit(struct sl_kafka_consumer *c, bool sync) {
+    store_flush(c);
     rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, NULL, sync ? 0 : 1);
     return (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET) ? SL_ERR : SL_OK;
 }

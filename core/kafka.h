@@ -174,9 +174,17 @@ void sl_kafka_record_free(struct sl_kafka_record *rec);
  * cache, and librdkafka's fetch buffers are not held for a linger. */
 void sl_kafka_record_release(struct sl_kafka_record *rec);
 
-/* Stores next_offset (last done + 1) as the partition's commit position. */
-int sl_kafka_consumer_store(struct sl_kafka_consumer *c, const char *topic,
-                            int32_t partition, int64_t next_offset);
+/* Stores next_offset (last done + 1) as the partition's commit position.
+ * librdkafka gets the positions stored since the last time in one call:
+ * after each batch of records the consumer takes from its queue, at
+ * sl_kafka_consumer_store_flush, before a commit, a revoke and the close. */
+void sl_kafka_consumer_store(struct sl_kafka_consumer *c, const char *topic,
+                             int32_t partition, int64_t next_offset);
+/* Hands the positions stored since the last flush to librdkafka now (its
+ * auto commit commits what it has): for positions stored outside the
+ * consumer's batches, such as at a sink's acknowledgement. SL_ERR when
+ * librdkafka refused one (logged; a partition no longer assigned). */
+int sl_kafka_consumer_store_flush(struct sl_kafka_consumer *c);
 /* Commits stored offsets now; sync blocks until the broker answered. */
 int sl_kafka_consumer_commit(struct sl_kafka_consumer *c, bool sync);
 

@@ -453,6 +453,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
     check_hold(w);
     if (w->consumer && (sl_kafka_consumer_held(w->consumer) || sl_kafka_consumer_paused(w->consumer)))
         maybe_resume(w);
+    /* Positions of records done at a sink's acknowledgement, between the
+     * consumer's batches (which hand theirs over themselves). */
+    if (w->consumer) sl_kafka_consumer_store_flush(w->consumer);
     sl_log_flush(0);
     if (w->pipeline && ++w->ticks % (1000 / SL_WORKER_TICK_MS) == 0) {
         sl_pipeline_tick(w->pipeline);

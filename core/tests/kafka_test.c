@@ -6,7 +6,9 @@
  * producer here runs on a loop against the embedded broker (librdkafka's mock
  * cluster); rd_kafka_test_fatal_error() raises the fatal error on the real
  * handle, as the broker would, and the checks say what the application sees:
- * every record acknowledged once, the handle replaced and counted. */
+ * every record acknowledged once, the handle replaced and counted. Last, a
+ * consumer's stored positions: handed to librdkafka after each batch, at a
+ * flush and at the close. */
 #define _GNU_SOURCE
 #include "broker.h"
 #include "kafka.h"
@@ -221,10 +223,117 @@ done:
     event_base_free(base);
 }
 
+/* ==================== Stored positions ==================== */
+
+#define STORED "stored"
+#define PER_PART 10
+
+struct consumed {
+    struct sl_kafka_consumer *c;
+    int n;
+};
+
+/* Stores each record's position as the worker does when it is done: every
+ * record of partition 1, the first 5 of partition 0. */
+static void store_some(void *arg, struct sl_kafka_record *rec) {
+    struct consumed *k = arg;
+    k->n++;
+    if (rec->partition == 1 || rec->offset < 5)
+        sl_kafka_consumer_store(k->c, rec->topic, rec->partition, rec->offset + 1);
+    sl_kafka_record_free(rec);
+}
+
+/* The group's committed offsets of partitions 0 and 1, read through a
+ * handle of its own (-1: none, -2: the read failed). */
+static void committed(const char *brokers, const char *group, int64_t out[2]) {
+    char err[256];
+    rd_kafka_conf_t *rc = rd_kafka_conf_new();
+    out[0] = out[1] = -2;
+    if (rd_kafka_conf_set(rc, "bootstrap.servers", brokers, err, sizeof(err)) ||
+        rd_kafka_conf_set(rc, "group.id", group, err, sizeof(err))) {
+        rd_kafka_conf_destroy(rc);
+        return;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, rc, err, sizeof(err));
+    if (!rk) return;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(2);
+    rd_kafka_topic_partition_list_add(l, STORED, 0);
+    rd_kafka_topic_partition_list_add(l, STORED, 1);
+    if (!rd_kafka_committed(rk, l, 10000))
+        for (int i = 0; i < 2; i++)
+            out[l->elems[i].partition] = l->elems[i].offset < 0 ? -1 : l->elems[i].offset;
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(rk);
+}
+
+static void test_stored_positions(void) {
+    const char *topics[] = {STORED};
+    char err[SL_ERRLEN] = "";
+    struct event_base *base = event_base_new();
+    struct reports r = {0};
+    struct slot slots[2 * PER_PART];
+    int64_t got[2];
+
+    struct sl_broker *b = sl_broker_create(1, 2, topics, 1, err, sizeof(err));
+    TEST("stored positions: the embedded broker starts", b != NULL);
+    if (!b) goto done;
+    const char *brokers = sl_broker_address(b);
+    struct sl_kafka_conf kc = {.brokers = brokers, .linger_ms = 5, .name = "stored"};
+    struct sl_kafka_producer *p = sl_kafka_producer_create(base, &kc, err, sizeof(err));
+    for (int i = 0; p && i < 2 * PER_PART; i++) {
+        slots[i] = (struct slot){&r, i};
+        sl_kafka_produce(p, STORED, i % 2, "k", 1, "{}", 2, 0, delivered, &slots[i], err,
+                         sizeof(err));
+    }
+    if (p) run_until(base, &r, 2 * PER_PART);
+    sl_kafka_producer_destroy(p);
+    TEST("stored positions: 10 records in each of 2 partitions", r.ok == 2 * PER_PART);
+
+    struct consumed k = {0};
+    struct sl_kafka_consumer_conf cc = {.kafka = {.brokers = brokers, .name = "stored"},
+        .group = "g-stored", .topics = topics, .ntopics = 1, .batch = 3,
+        .on_record = store_some, .arg = &k};
+    k.c = sl_kafka_consumer_create(base, &cc, err, sizeof(err));
+    TEST("stored positions: the consumer is created", k.c != NULL);
+    if (!k.c) goto done;
+    int64_t end = sl_mono_ms() + 15000;
+    struct timeval tick = {0, 10000};
+    while (k.n < 2 * PER_PART && sl_mono_ms() < end) {
+        event_base_loopexit(base, &tick);
+        event_base_dispatch(base);
+    }
+    TEST("stored positions: every record is consumed, in batches of 3", k.n == 2 * PER_PART);
+    TEST("stored positions: a commit commits the last position stored of each partition",
+         sl_kafka_consumer_commit(k.c, true) == SL_OK &&
+         (committed(brokers, "g-stored", got), got[0] == 5 && got[1] == PER_PART));
+    if (got[0] != 5 || got[1] != PER_PART)
+        printf("#   committed %lld and %lld\n", (long long)got[0], (long long)got[1]);
+
+    /* A position stored between batches (at a sink's acknowledgement)
+     * waits for the next flush: librdkafka's commit does not see it before. */
+    rd_kafka_t *rk = sl_kafka_consumer_handle(k.c);
+    sl_kafka_consumer_store(k.c, STORED, 0, 8);
+    rd_kafka_commit(rk, NULL, 0);
+    committed(brokers, "g-stored", got);
+    TEST("stored positions: a position stored between batches waits for a flush", got[0] == 5);
+    rd_kafka_resp_err_t e = sl_kafka_consumer_store_flush(k.c) == SL_OK ?
+                            rd_kafka_commit(rk, NULL, 0) : RD_KAFKA_RESP_ERR__FAIL;
+    committed(brokers, "g-stored", got);
+    TEST("stored positions: after the flush librdkafka commits it", !e && got[0] == 8);
+    sl_kafka_consumer_store(k.c, STORED, 1, 3);      /* not flushed: the close hands it over */
+    sl_kafka_consumer_destroy(k.c);
+    committed(brokers, "g-stored", got);
+    TEST("stored positions: closing commits a position not flushed yet", got[1] == 3 && got[0] == 8);
+done:
+    sl_broker_destroy(b);
+    event_base_free(base);
+}
+
 int main(void) {
     sl_log_set_level(SL_LOG_ERROR);
     test_fatal_error_replaces_the_producer();
     test_many_topics();
+    test_stored_positions();
     sl_kafka_producer_destroy(NULL);
     sl_metrics_reset();
     return TEST_DONE();
