@@ -522,8 +522,9 @@ def latency_on(args, broker, tmp, runs):
           "second, %s; the offering producer's linger.ms is %d" % (label, what, offer_linger))
     print()
     print("| offered load | consumer fetch.wait.max.ms | sink linger.ms | records | p50 | p99 | p99.9 | max |"
-          " sluice_end_to_end_seconds p50 / p99 (bucket bound) | send → Kafka p50 / p99 |")
-    print("|---:|---|---|---:|---:|---:|---:|---:|---|---|")
+          " sluice_end_to_end_seconds p50 / p99 (bucket bound) | send → Kafka p50 / p99 |"
+          " sluice CPU per record |")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---|---|---:|")
     for i, (rate, wait, linger, wait_label, linger_label) in enumerate(runs):
         tin, tout = lat_topic("in", i), lat_topic("out", i)
         reader = None
@@ -538,11 +539,15 @@ def latency_on(args, broker, tmp, runs):
                               "BENCH_GROUP": tin, "BENCH_FETCH_WAIT": wait, "BENCH_LINGER": linger})
         s.wait_assigned(args.partitions)
         time.sleep(1)                       # its first fetches are out
+        cpu0, done0 = proc_cpu(s.proc.pid), s.done()
         prod = run_program(["build/bench/produce", broker.addr, tin, args.events, str(rate),
                             str(args.seconds), str(offer_linger)])
         deadline = time.monotonic() + 60
         while s.done() < prod["sent"] and time.monotonic() < deadline:
             time.sleep(0.1)
+        # sluice's CPU over the offered load, idle moments included: a steady
+        # stream's cost, where the throughput runs read a backlog.
+        cpu, done = proc_cpu(s.proc.pid) - cpu0, s.done() - done0
         m = metrics(s.admin)
         s.stop()
         appended = input_times(broker, tin)
@@ -573,14 +578,15 @@ def latency_on(args, broker, tmp, runs):
             sys.exit("compare: %d sink records on %s match no input record" % (unmatched, tout))
         ahead = sorted(tin_ms - v for (_, v), tin_ms in appended.items())
         h50, h99 = histogram_quantile(m, 0.5), histogram_quantile(m, 0.99)
-        print("| %d/s | %s | %s | %d | %d ms | %d ms | %d ms | %d ms | %s / %s ms | %s |"
+        print("| %d/s | %s | %s | %d | %d ms | %d ms | %d ms | %d ms | %s / %s ms | %s | %s |"
               % (rate, wait_label, linger_label, len(lat), percentile(lat, 50), percentile(lat, 99),
                  percentile(lat, 99.9), lat[-1], "≤ %g" % h50 if h50 else "-",
                  "≤ %g" % h99 if h99 else "-",
-                 "-" if broker.embedded else "%d / %d ms" % (percentile(ahead, 50), percentile(ahead, 99))))
+                 "-" if broker.embedded else "%d / %d ms" % (percentile(ahead, 50), percentile(ahead, 99)),
+                 "%.1f µs" % (cpu / done * 1e6) if done > 0 else "-"))
         if prod["late_ms_max"] > 100:
             print("|  | the offering producer fell %.0f ms behind its schedule at worst |"
-                  "  |  |  |  |  |  |  |  |" % prod["late_ms_max"])
+                  "  |  |  |  |  |  |  |  |  |" % prod["late_ms_max"])
         sys.stdout.flush()
     return 0
 
