@@ -255,7 +255,10 @@ static void committed(const char *brokers, const char *group, int64_t out[2]) {
         return;
     }
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, rc, err, sizeof(err));
-    if (!rk) return;
+    if (!rk) {                                   /* rc is still ours on failure */
+        rd_kafka_conf_destroy(rc);
+        return;
+    }
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(2);
     rd_kafka_topic_partition_list_add(l, STORED, 0);
     rd_kafka_topic_partition_list_add(l, STORED, 1);
