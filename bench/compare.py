@@ -15,6 +15,10 @@ into one topic, then, in --rounds interleaved rounds, consumes all of it from
 the start with each job under a fresh group:
 
     C librdkafka consumer, count only       build/bench/consume
+    C consume -> produce, no processing     build/bench/consume -f (one record of 195 B
+                                            produced per record read, with the sinks'
+                                            settings: the Kafka client's share of the
+                                            whole job's shape)
     sluice extract only                     bench/job.lua, BENCH_STEPS=extract
     sluice extract -> window                BENCH_STEPS=window
     sluice extract -> window -> sink        BENCH_STEPS=sink (the shipped job's shape)
@@ -215,6 +219,7 @@ class Sluice:
 
 JOBS = [
     ("c", "C librdkafka consumer, count only"),
+    ("cfwd", "C consume → produce, no processing"),
     ("extract", "sluice extract only"),
     ("window", "sluice extract → window"),
     ("sink", "sluice extract → window → sink"),
@@ -222,6 +227,7 @@ JOBS = [
 ]
 LINE_NAMES = {"extract": "extract only", "window": "extract → window",
               "sink": "extract → window → sink", "c": "C consume only",
+              "cfwd": "C consume → produce",
               "python": "Python extract → window → sink"}
 
 
@@ -281,7 +287,7 @@ def out_topic(job, r):
 
 def throughput(args):
     rounds = range(1, args.rounds + 1)
-    outputs = [out_topic(j, r) for r in rounds for j in ("sink", "python")]
+    outputs = [out_topic(j, r) for r in rounds for j in ("sink", "python", "cfwd")]
     tmp = tempfile.mkdtemp(prefix="sluice-bench.")
     broker = Broker(args.brokers, args.partitions, [args.input, "sluice.dead-letter"] + outputs, tmp)
     try:
@@ -308,6 +314,8 @@ def throughput_on(args, broker, tmp):
     log("compare: loading %d records into %s (%s)" % (args.records, args.input, label))
     size = load_input(args, broker) / args.records
     store_url = "http://127.0.0.1:8080"
+    # The sinks' linger as shipped for this broker (5 ms, sluice's default, when unset).
+    linger = shipped_kafka("embedded" if broker.embedded else broker.addr)[1] or "5"
     results = collections.defaultdict(list)
     for r in range(1, args.rounds + 1):
         order = JOBS[r - 1:] + JOBS[:r - 1]        # rotate: no job always goes first
@@ -316,6 +324,12 @@ def throughput_on(args, broker, tmp):
             if job == "c":
                 res = run_program(["build/bench/consume", broker.addr, args.input, group,
                                    str(args.records)])
+            elif job == "cfwd":
+                res = run_program(["build/bench/consume", "-f", out_topic("cfwd", r), "-l", linger,
+                                   broker.addr, args.input, group, str(args.records)])
+                if res["forwarded"] != args.records:
+                    sys.exit("compare: round %d: %s delivered %d of %d records"
+                             % (r, name, res["forwarded"], args.records))
             elif job == "python":
                 res = run_program(["/usr/bin/python3", "bench/plain_job.py", broker.addr,
                                    args.input, group, str(args.records),

@@ -2,6 +2,7 @@
  *
  *   build/bench/consume [-w FETCH_WAIT_MS] BROKERS TOPIC GROUP N
  *   build/bench/consume -t IDLE_MS [-w FETCH_WAIT_MS] BROKERS TOPIC GROUP 0
+ *   build/bench/consume -f OUT_TOPIC [-s BYTES] [-l LINGER_MS] [-w ...] BROKERS TOPIC GROUP N
  *
  * Joins GROUP (a fresh one: it reads TOPIC from the start), takes records
  * until N have arrived, touching each value's first and last byte so the
@@ -20,7 +21,16 @@
  * arrives (wall clock in ms; VIEW_MS the value's first "viewTimestamp", the
  * sink record's product.viewTimestamp, or -1), then the JSON line. With a
  * short fetch wait a record is seen about when its broker acknowledged it,
- * which a broker that keeps producers' timestamps does not tell. */
+ * which a broker that keeps producers' timestamps does not tell.
+ *
+ * -f: the ceiling of a job of the pipeline's shape (consume, produce one
+ * record each): also produces every record to OUT_TOPIC, its key and the
+ * first BYTES of its value (default 195, the mean of the bench job's sink
+ * records), with the settings sluice's sinks use (idempotence, murmur2_random,
+ * linger.ms LINGER_MS, default 5, librdkafka copying the payload), serving
+ * delivery reports every 64 records as a loop would. The run ends when all N
+ * are acknowledged, and "forwarded" counts them; a delivery that fails exits 1.
+ * It commits no offsets (nor does the count-only run). */
 #define _GNU_SOURCE
 #include <librdkafka/rdkafka.h>
 
@@ -35,6 +45,59 @@
 
 #define IDLE_LIMIT_MS 60000 /* Give up when no record came for this long. */
 #define POLL_MS 200         /* One poll's wait when nothing is there. */
+#define DR_EVERY 64         /* -f: delivery reports served every this many records */
+
+static int set(rd_kafka_conf_t *c, const char *k, const char *v) {
+    char err[256];
+    if (rd_kafka_conf_set(c, k, v, err, sizeof(err)) == RD_KAFKA_CONF_OK) return 0;
+    fprintf(stderr, "consume: %s=%s: %s\n", k, v, err);
+    return -1;
+}
+
+static long long delivered, failed; /* -f: delivery reports */
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *arg) {
+    (void)rk; (void)arg;
+    if (m->err) {
+        if (!failed++) fprintf(stderr, "consume: delivery failed: %s\n", rd_kafka_err2str(m->err));
+    } else {
+        delivered++;
+    }
+}
+
+/* -f: a producer set as sluice's sinks are, NULL (said why) when it cannot be made. */
+static rd_kafka_t *forwarder(const char *brokers, const char *linger) {
+    char err[512];
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    if (set(c, "bootstrap.servers", brokers) || set(c, "enable.idempotence", "true") ||
+        set(c, "partitioner", "murmur2_random") || set(c, "linger.ms", linger)) {
+        rd_kafka_conf_destroy(c);
+        return NULL;
+    }
+    rd_kafka_conf_set_dr_msg_cb(c, on_delivery);
+    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof(err));
+    if (!p) {
+        fprintf(stderr, "consume: %s\n", err);
+        rd_kafka_conf_destroy(c);
+    }
+    return p;
+}
+
+/* -f: produces the record's key and the first bytes of its value; 0, or -1 said why. */
+static int forward(rd_kafka_t *p, const char *topic, const rd_kafka_message_t *m, size_t bytes) {
+    for (;;) {
+        rd_kafka_resp_err_t e = rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic),
+            RD_KAFKA_V_KEY(m->key, m->key_len),
+            RD_KAFKA_V_VALUE(m->payload, m->len < bytes ? m->len : bytes),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        if (!e) return 0;
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            fprintf(stderr, "consume: produce to %s: %s\n", topic, rd_kafka_err2str(e));
+            return -1;
+        }
+        rd_kafka_poll(p, 10);
+    }
+}
 
 static double cpu_now(void) {
     struct rusage ru;
@@ -83,16 +146,12 @@ static rd_kafka_topic_partition_list_t *partitions_of(rd_kafka_t *rk, const char
     return l;
 }
 
-static int set(rd_kafka_conf_t *c, const char *k, const char *v) {
-    char err[256];
-    if (rd_kafka_conf_set(c, k, v, err, sizeof(err)) == RD_KAFKA_CONF_OK) return 0;
-    fprintf(stderr, "consume: %s=%s: %s\n", k, v, err);
-    return -1;
-}
-
 int main(int argc, char **argv) {
     rd_kafka_conf_t *conf = NULL;
     rd_kafka_t *rk = NULL;
+    rd_kafka_t *fwd = NULL;       /* -f: the producer */
+    const char *fwd_topic = NULL, *linger = "5";
+    size_t fwd_bytes = 195;
     rd_kafka_topic_partition_list_t *topics = NULL;
     char err[512];
     int ret = 1;
@@ -105,17 +164,21 @@ int main(int argc, char **argv) {
     long idle_ms = 0;             /* -t: tail until this long without a record */
     int opt;
 
-    while ((opt = getopt(argc, argv, "w:t:")) != -1) {
+    while ((opt = getopt(argc, argv, "w:t:f:s:l:")) != -1) {
         switch (opt) {
         case 'w': wait = optarg; break;
         case 't': idle_ms = atol(optarg); break;
+        case 'f': fwd_topic = optarg; break;
+        case 's': fwd_bytes = strtoul(optarg, NULL, 10); break;
+        case 'l': linger = optarg; break;
         default: goto usage;
         }
     }
     if (argc - optind != 4) goto usage;
     argv += optind;
     want = atoll(argv[3]);
-    if (idle_ms ? want != 0 || idle_ms < POLL_MS : want < 2) goto usage;
+    if (idle_ms ? want != 0 || idle_ms < POLL_MS || fwd_topic : want < 2) goto usage;
+    if (fwd_topic && !(fwd = forwarder(argv[0], linger))) goto done;
     conf = rd_kafka_conf_new();
     if (set(conf, "bootstrap.servers", argv[0]) || set(conf, "group.id", argv[2]) ||
         set(conf, "auto.offset.reset", "earliest") || set(conf, "enable.auto.commit", "false") ||
@@ -174,15 +237,31 @@ int main(int argc, char **argv) {
         bytes += (long long)m->len;
         got++;
         idle_polls = 0;
+        if (fwd && forward(fwd, fwd_topic, m, fwd_bytes)) {
+            rd_kafka_message_destroy(m);
+            goto done;
+        }
+        if (fwd && got % DR_EVERY == 0) rd_kafka_poll(fwd, 0);
         rd_kafka_message_destroy(m);
     }
-    printf("{\"records\": %lld, \"cpu_s\": %.4f, \"wall_s\": %.4f, \"bytes\": %lld, \"check\": %u}\n",
-           got, cpu_now() - cpu0, wall_now() - wall0, bytes, sink & 1);
+    if (fwd) {
+        rd_kafka_flush(fwd, IDLE_LIMIT_MS);
+        if (failed || delivered != got) {
+            fprintf(stderr, "consume: %lld of %lld records delivered to %s, %lld failed\n",
+                    delivered, got, fwd_topic, failed);
+            goto done;
+        }
+    }
+    printf("{\"records\": %lld, \"cpu_s\": %.4f, \"wall_s\": %.4f, \"bytes\": %lld, \"check\": %u, "
+           "\"forwarded\": %lld}\n", got, cpu_now() - cpu0, wall_now() - wall0, bytes, sink & 1,
+           delivered);
     ret = 0;
     goto done;
 usage:
     fprintf(stderr, "usage: consume [-w FETCH_WAIT_MS] BROKERS TOPIC GROUP N (N >= 2)\n"
-                    "       consume -t IDLE_MS [-w FETCH_WAIT_MS] BROKERS TOPIC GROUP 0\n");
+                    "       consume -t IDLE_MS [-w FETCH_WAIT_MS] BROKERS TOPIC GROUP 0\n"
+                    "       consume -f OUT_TOPIC [-s BYTES] [-l LINGER_MS] [-w FETCH_WAIT_MS] "
+                    "BROKERS TOPIC GROUP N\n");
     ret = 2;
 done:
     if (topics) rd_kafka_topic_partition_list_destroy(topics);
@@ -192,5 +271,6 @@ done:
         rd_kafka_destroy(rk);
     }
     if (conf) rd_kafka_conf_destroy(conf);
+    if (fwd) rd_kafka_destroy(fwd);
     return ret;
 }
