@@ -51,7 +51,11 @@ sluice's own histogram of Kafka timestamp to acknowledgement
 (sluice_end_to_end_seconds, by bucket). The offering producer batches with
 --offer-linger ms (default: 5 on a real cluster, where its batching is not
 in the measured time but its request rate loads the broker; 0 on the
-embedded broker, where the measured time starts at its send).
+embedded broker, where the measured time starts at its send). --batches adds
+runs whose consumer waits for bigger fetches (fetch.min.bytes), which cost
+latency and save CPU in a steady stream. Each run also prints sluice's CPU per
+record over the offered load, and after the table the C consume -> produce
+ceiling's at each rate (build/bench/consume -f): the Kafka client's share.
 """
 import argparse
 import collections
@@ -470,8 +474,9 @@ def lat_topic(what, n):
 
 
 def latency_runs(args, shipped_wait, shipped_linger):
-    """(rate, fetch wait, linger, label) of each run: BENCH_FETCH_WAIT and
-    BENCH_LINGER values for bench/job.lua and how the table names them."""
+    """(rate, fetch wait, linger, wait label, linger label, fetch.min.bytes) of
+    each run: BENCH_FETCH_WAIT, BENCH_LINGER and BENCH_FETCH_MIN_BYTES values for
+    bench/job.lua ("" for the last: as shipped) and how the table names them."""
     waits = []
     for w in args.waits.split(","):
         if w == "shipped":
@@ -484,10 +489,14 @@ def latency_runs(args, shipped_wait, shipped_linger):
             waits.append((str(int(w)), w))
     runs = []
     for rate in (int(x) for x in args.rates.split(",")):
+        shipped_ln = shipped_linger or "5 (sluice's default for sinks)"
         for w, wl in waits:
-            runs.append((rate, w, "shipped", wl, shipped_linger or "5 (sluice's default for sinks)"))
+            runs.append((rate, w, "shipped", wl, shipped_ln, ""))
         for ln in (x for x in args.lingers.split(",") if x):
-            runs.append((rate, "shipped", str(int(ln)), waits[0][1], ln))
+            runs.append((rate, "shipped", str(int(ln)), waits[0][1], ln, ""))
+        for b in (x for x in args.batches.split(",") if x):
+            mb, w = (str(int(v)) for v in b.split(":"))
+            runs.append((rate, w, "shipped", "%s, fetch.min.bytes %s" % (w, mb), shipped_ln, mb))
     return runs
 
 
@@ -496,11 +505,12 @@ def latency(args):
     shipped_wait, shipped_linger = shipped_kafka(kafka_as)
     runs = latency_runs(args, shipped_wait, shipped_linger)
     topics = [lat_topic(w, i) for i in range(len(runs)) for w in ("in", "out")]
+    topics += [lat_topic(w, i) for i in range(len(args.rates.split(","))) for w in ("cin", "cout")]
     tmp = tempfile.mkdtemp(prefix="sluice-bench.")
     broker = Broker(args.brokers, args.partitions, topics + ["sluice.dead-letter"], tmp,
                     append_time=topics)
     try:
-        return latency_on(args, broker, tmp, runs)
+        return latency_on(args, broker, tmp, runs, shipped_linger)
     finally:
         broker.close()
 
@@ -518,7 +528,7 @@ def input_times(broker, topic):
     return out
 
 
-def latency_on(args, broker, tmp, runs):
+def latency_on(args, broker, tmp, runs, shipped_linger):
     label = "embedded broker, %d partitions" % args.partitions if broker.embedded \
         else "Kafka at %s, %d partitions" % (broker.addr, args.partitions)
     if broker.embedded:
@@ -539,7 +549,7 @@ def latency_on(args, broker, tmp, runs):
           " sluice_end_to_end_seconds p50 / p99 (bucket bound) | send → Kafka p50 / p99 |"
           " sluice CPU per record |")
     print("|---:|---|---|---:|---:|---:|---:|---:|---|---|---:|")
-    for i, (rate, wait, linger, wait_label, linger_label) in enumerate(runs):
+    for i, (rate, wait, linger, wait_label, linger_label, min_bytes) in enumerate(runs):
         tin, tout = lat_topic("in", i), lat_topic("out", i)
         reader = None
         if broker.embedded:
@@ -550,7 +560,8 @@ def latency_on(args, broker, tmp, runs):
         s = Sluice(tmp, tin, {"BENCH_BROKERS": broker.addr,
                               "BENCH_KAFKA_AS": "embedded" if broker.embedded else broker.addr,
                               "BENCH_STEPS": "sink", "BENCH_INPUT": tin, "BENCH_OUTPUT": tout,
-                              "BENCH_GROUP": tin, "BENCH_FETCH_WAIT": wait, "BENCH_LINGER": linger})
+                              "BENCH_GROUP": tin, "BENCH_FETCH_WAIT": wait, "BENCH_LINGER": linger,
+                              "BENCH_FETCH_MIN_BYTES": min_bytes})
         s.wait_assigned(args.partitions)
         time.sleep(1)                       # its first fetches are out
         cpu0, done0 = proc_cpu(s.proc.pid), s.done()
@@ -602,7 +613,32 @@ def latency_on(args, broker, tmp, runs):
             print("|  | the offering producer fell %.0f ms behind its schedule at worst |"
                   "  |  |  |  |  |  |  |  |  |" % prod["late_ms_max"])
         sys.stdout.flush()
+    latency_ceiling(args, broker, offer_linger, shipped_linger or "5")
     return 0
+
+
+def latency_ceiling(args, broker, offer_linger, linger):
+    """The Kafka client's own cost of a steady stream: build/bench/consume -f
+    (consume, produce one record each, the sinks' settings) at each offered
+    load, CPU per record from its first record to its last acknowledgement."""
+    print()
+    for i, rate in enumerate(int(x) for x in args.rates.split(",")):
+        tin, tout = lat_topic("cin", i), lat_topic("cout", i)
+        n = int(rate * args.seconds)
+        c = subprocess.Popen(["build/bench/consume", "-f", tout, "-l", linger, broker.addr, tin,
+                              "ceiling-" + tin, str(n)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(3)                       # joined, its first fetches out
+        run_program(["build/bench/produce", broker.addr, tin, args.events, str(rate),
+                     str(args.seconds), str(offer_linger)])
+        out, err = c.communicate(timeout=DONE_TIMEOUT_S)
+        if c.returncode != 0:
+            sys.exit("compare: the C consume -> produce ceiling failed: %s" % err[-1000:])
+        res = json.loads(out.strip().splitlines()[-1])
+        print("C consume → produce (no processing, the sinks' settings, linger.ms %s) at %d/s: "
+              "%.1f µs of CPU a record over %d records" % (linger, rate, res["cpu_s"] / res["records"] * 1e6,
+                                                           res["records"]))
+        sys.stdout.flush()
 
 
 def main():
@@ -633,6 +669,10 @@ def main():
     lt.add_argument("--lingers", default="1",
                     help="sink linger.ms values to run too (with the first fetch wait), "
                          "beside the shipped one")
+    lt.add_argument("--batches", default="",
+                    help="MIN_BYTES:WAIT_MS pairs, comma-separated: runs whose consumer has "
+                         "fetch.min.bytes MIN_BYTES and fetch.wait.max.ms WAIT_MS (bigger "
+                         "batches for less CPU a record in a steady stream), beside the others")
     lt.add_argument("--offer-linger", type=int, default=None,
                     help="the offering producer's linger.ms (default: 5 on a real cluster, "
                          "0 on the embedded broker)")

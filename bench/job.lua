@@ -17,6 +17,10 @@
 --   BENCH_FETCH_WAIT  shipped (default): the consumer properties as shipped;
 --                     default: without fetch.wait.max.ms (librdkafka's 500 ms);
 --                     a number: fetch.wait.max.ms in ms
+--   BENCH_FETCH_MIN_BYTES
+--                     unset (default): fetch.min.bytes as shipped; a number:
+--                     the consumer's fetch.min.bytes (a broker holds a fetch
+--                     until that much is there or the fetch wait passes)
 --   BENCH_LINGER      shipped (default): the producer properties as shipped
 --                     (sinks linger 5 ms unless they say otherwise); a
 --                     number: the sink producer's linger.ms
@@ -75,6 +79,14 @@ elseif fetch_wait:match("^%d+$") then
 elseif fetch_wait ~= "shipped" then
   error("bench/job.lua: BENCH_FETCH_WAIT must be shipped, default or a number of ms, not "
     .. fetch_wait, 0)
+end
+
+local min_bytes = real_env("BENCH_FETCH_MIN_BYTES", "")
+if min_bytes:match("^%d+$") then
+  job.kafka.consumer = job.kafka.consumer or {}
+  job.kafka.consumer["fetch.min.bytes"] = min_bytes
+elseif min_bytes ~= "" then
+  error("bench/job.lua: BENCH_FETCH_MIN_BYTES must be a number of bytes, not " .. min_bytes, 0)
 end
 
 local linger = real_env("BENCH_LINGER", "shipped")

@@ -3,7 +3,9 @@
 # broker and on real Kafka (bench/compare.py does the measuring):
 #
 #   records per CPU-second of each consuming process, on the same records in
-#   the same run: a C librdkafka consumer that only counts (the ceiling);
+#   the same run: a C librdkafka consumer that only counts (the ceiling), and
+#   one that produces a record for each it reads with the sinks' settings
+#   (the Kafka client's share of the pipeline's shape);
 #   sluice extract, extract -> window, extract -> window -> sink (the shipped
 #   job's shape, bench/job.lua); a plain Python job doing the same rules,
 #   window and sink (bench/plain_job.py); median of BENCH_ROUNDS interleaved
@@ -11,7 +13,9 @@
 #
 #   end-to-end latency p50/p99/p99.9 of the whole job at offered loads of
 #   BENCH_RATES records/s, with the shipped config's consumer fetch wait and
-#   with librdkafka's default.
+#   with librdkafka's default (and on real Kafka with fetches of at least
+#   64 KiB or 10 ms, for less CPU), sluice's CPU per record over each load and
+#   the C consume -> produce ceiling's at each rate.
 #
 #   scripts/bench-compare.sh            (make bench runs it)
 #   BENCH_QUICK=1 scripts/bench-compare.sh      a short run (a minute or two)
@@ -74,4 +78,4 @@ echo "# real Kafka: $(find .cache/kafka/libs/ -name 'kafka_2.13-*.jar' | sed -n 
 run throughput --brokers "$brokers" --partitions 4 \
     --events "$tput" --records "$BENCH_RECORDS" --rounds "$BENCH_ROUNDS"
 run latency --brokers "$brokers" --partitions 4 \
-    --events "$lat" --rates "$BENCH_RATES" --seconds "$BENCH_SECONDS"
+    --events "$lat" --rates "$BENCH_RATES" --seconds "$BENCH_SECONDS" --batches 65536:10
