@@ -70,32 +70,29 @@ else
   error("bench/job.lua: BENCH_STEPS must be extract, window or sink, not " .. steps, 0)
 end
 
-local fetch_wait = real_env("BENCH_FETCH_WAIT", "shipped")
-if fetch_wait == "default" then
-  if job.kafka.consumer then job.kafka.consumer["fetch.wait.max.ms"] = nil end
-elseif fetch_wait:match("^%d+$") then
-  job.kafka.consumer = job.kafka.consumer or {}
-  job.kafka.consumer["fetch.wait.max.ms"] = fetch_wait
-elseif fetch_wait ~= "shipped" then
-  error("bench/job.lua: BENCH_FETCH_WAIT must be shipped, default or a number of ms, not "
-    .. fetch_wait, 0)
+-- Sets job.kafka[side][prop] from the environment variable name when it holds
+-- a number; `keep` (or unset) leaves the shipped value; anything else but the
+-- values of `also` (handled by the caller) is an error.
+local function number_prop(name, keep, side, prop, unit, also)
+  local v = real_env(name, keep)
+  if v:match("^%d+$") then
+    job.kafka[side] = job.kafka[side] or {}
+    job.kafka[side][prop] = v
+  elseif v ~= keep and v ~= also then
+    local allowed = { keep ~= "" and keep or nil, also }
+    allowed[#allowed + 1] = "a number of " .. unit
+    error(("bench/job.lua: %s must be %s, not %s")
+      :format(name, table.concat(allowed, ", ", 1, #allowed - 1) .. (#allowed > 1 and " or " or "") .. allowed[#allowed], v), 0)
+  end
+  return v
 end
 
-local min_bytes = real_env("BENCH_FETCH_MIN_BYTES", "")
-if min_bytes:match("^%d+$") then
-  job.kafka.consumer = job.kafka.consumer or {}
-  job.kafka.consumer["fetch.min.bytes"] = min_bytes
-elseif min_bytes ~= "" then
-  error("bench/job.lua: BENCH_FETCH_MIN_BYTES must be a number of bytes, not " .. min_bytes, 0)
+if number_prop("BENCH_FETCH_WAIT", "shipped", "consumer", "fetch.wait.max.ms", "ms", "default")
+    == "default" and job.kafka.consumer then
+  job.kafka.consumer["fetch.wait.max.ms"] = nil
 end
-
-local linger = real_env("BENCH_LINGER", "shipped")
-if linger:match("^%d+$") then
-  job.kafka.producer = job.kafka.producer or {}
-  job.kafka.producer["linger.ms"] = linger
-elseif linger ~= "shipped" then
-  error("bench/job.lua: BENCH_LINGER must be shipped or a number of ms, not " .. linger, 0)
-end
+number_prop("BENCH_FETCH_MIN_BYTES", "", "consumer", "fetch.min.bytes", "bytes")
+number_prop("BENCH_LINGER", "shipped", "producer", "linger.ms", "ms")
 
 job.kafka.brokers = brokers
 job.kafka.input = need("BENCH_INPUT")
