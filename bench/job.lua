@@ -79,10 +79,12 @@ local function number_prop(name, keep, side, prop, unit, also)
     job.kafka[side] = job.kafka[side] or {}
     job.kafka[side][prop] = v
   elseif v ~= keep and v ~= also then
-    local allowed = { keep ~= "" and keep or nil, also }
-    allowed[#allowed + 1] = "a number of " .. unit
-    error(("bench/job.lua: %s must be %s, not %s")
-      :format(name, table.concat(allowed, ", ", 1, #allowed - 1) .. (#allowed > 1 and " or " or "") .. allowed[#allowed], v), 0)
+    local allowed = {}
+    if keep ~= "" then allowed[#allowed + 1] = keep end
+    if also then allowed[#allowed + 1] = also end
+    local last = "a number of " .. unit
+    local list = #allowed > 0 and table.concat(allowed, ", ") .. " or " .. last or last
+    error(("bench/job.lua: %s must be %s, not %s"):format(name, list, v), 0)
   end
   return v
 end
