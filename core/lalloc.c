@@ -84,11 +84,16 @@ static void *small_cut(struct sl_lalloc *a, unsigned c) {
     return p;
 }
 
-/* A block of class c: the last one freed when the class has one. */
+/* A block of class c: the last one freed when the class has one. The
+ * class's next block is prefetched: the free list links blocks the garbage
+ * collector freed anywhere in the chunks, and reading the link of a block
+ * that left the cache (a steady stream's records come in small batches
+ * between other threads' work) would stall the allocation after this one. */
 static inline void *small_get(struct sl_lalloc *a, unsigned c) {
     void *p = a->free[c];
     if (__builtin_expect(p == NULL, 0)) return small_cut(a, c);
     memcpy(&a->free[c], p, sizeof(void *));
+    if (a->free[c]) __builtin_prefetch(a->free[c], 1);
     return p;
 }
 
