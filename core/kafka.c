@@ -128,6 +128,7 @@ struct sl_kafka_producer {
     sl_kafka_restart_fn *on_restart;
     void *restart_arg;
     size_t inflight;         /* produced, not yet reported */
+    size_t queue_max;        /* librdkafka's queue.buffering.max.messages */
     struct topic_ref topics[PRODUCER_TOPICS]; /* handles of rk, made on first produce */
     size_t ntopics;
     bool up;                 /* a broker is reachable, as far as we know */
@@ -350,6 +351,10 @@ struct sl_kafka_producer *sl_kafka_producer_create(struct event_base *base,
         sl_kafka_conf_apply(rc, conf, err, errlen))
         goto fail;
     rd_kafka_conf_set_opaque(rc, p);
+    char qmax[32];
+    size_t qlen = sizeof(qmax);
+    p->queue_max = rd_kafka_conf_get(rc, "queue.buffering.max.messages", qmax, &qlen) ==
+                   RD_KAFKA_CONF_OK ? strtoul(qmax, NULL, 10) : 0;
     rd_kafka_conf_set_dr_msg_cb(rc, dr_msg_cb);
     rd_kafka_conf_set_error_cb(rc, producer_error_cb);
     rd_kafka_conf_set_stats_cb(rc, producer_stats_cb);
@@ -476,6 +481,10 @@ size_t sl_kafka_producer_max_bytes(struct sl_kafka_producer *p) {
 
 size_t sl_kafka_producer_inflight(const struct sl_kafka_producer *p) {
     return p->inflight;
+}
+
+bool sl_kafka_producer_full(const struct sl_kafka_producer *p) {
+    return p->queue_max && p->inflight >= p->queue_max / 2;
 }
 
 bool sl_kafka_producer_up(const struct sl_kafka_producer *p) { return p->up; }

@@ -102,6 +102,13 @@ const char *sl_kafka_producer_fault(const struct sl_kafka_producer *p);
 
 /* Records queued and not yet reported. */
 size_t sl_kafka_producer_inflight(const struct sl_kafka_producer *p);
+/* True while the records produced and not yet reported fill half of
+ * librdkafka's queue (queue.buffering.max.messages, 100,000 by default):
+ * sinks then report busy and the worker takes no more input until they
+ * drain, rather than have a produce refused ("Queue full"), which stops the
+ * process. Input records that each make many sink records (a tracker POST
+ * of 50 events) fill the queue long before max_inflight input records. */
+bool sl_kafka_producer_full(const struct sl_kafka_producer *p);
 
 /* False while no broker is reachable (librdkafka reported all brokers down
  * and none has come back since). */

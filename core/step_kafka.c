@@ -224,6 +224,12 @@ static const char *const kafka_keys[] = {NULL};
 
 /* Reports of contexts pending at destroy are muted by the caller, who
  * destroys the producer right after the pipeline: nothing to cancel. */
+/* Busy while the producer's queue is half full (sl_kafka_producer_full). */
+static bool busy(void *state) {
+    const struct kafka_step *st = state;
+    return st->producer && sl_kafka_producer_full(st->producer);
+}
+
 const struct sl_step_kind sl_step_kafka = {
     .name = "kafka",
     .synopsis = "kafka = {...}",
@@ -234,5 +240,6 @@ const struct sl_step_kind sl_step_kafka = {
     .unload = unload_conf,
     .create = create,
     .start = start,
+    .busy = busy,
     .destroy = destroy,
 };

@@ -223,6 +223,46 @@ done:
     event_base_free(base);
 }
 
+/* ==================== A full queue ==================== */
+
+/* The producer reports full at half of queue.buffering.max.messages, and
+ * not full again once its records are acknowledged, so sinks stop taking
+ * input before librdkafka refuses a produce. */
+static void test_full_queue(void) {
+    const char *topics[] = {"full"};
+    char err[SL_ERRLEN] = "";
+    struct event_base *base = event_base_new();
+    struct reports r = {0};
+    struct slot slots[NRECS];
+    bool ok = true, full_at_4 = true;
+
+    struct sl_broker *b = sl_broker_create(1, 1, topics, 1, err, sizeof(err));
+    TEST("full queue: the embedded broker starts", b != NULL);
+    if (!b) goto done;
+    const struct sl_kafka_prop props[] = {{"queue.buffering.max.messages", "10"}};
+    struct sl_kafka_conf kc = {.brokers = sl_broker_address(b), .props = props, .nprops = 1,
+                               .linger_ms = 50, .name = "full"};
+    struct sl_kafka_producer *p = sl_kafka_producer_create(base, &kc, err, sizeof(err));
+    TEST("full queue: the producer is created", p != NULL);
+    if (!p) goto done;
+    TEST("full queue: an empty producer is not full", !sl_kafka_producer_full(p));
+    for (int i = 0; i < 5; i++) {
+        slots[i] = (struct slot){&r, i};
+        if (i == 4) full_at_4 = sl_kafka_producer_full(p);
+        if (sl_kafka_produce(p, "full", -1, "k", 1, "{}", 2, 0, delivered, &slots[i], err,
+                             sizeof(err)))
+            ok = false;
+    }
+    TEST("full queue: 4 of 10 records in flight are not full", ok && !full_at_4);
+    TEST("full queue: 5 of 10 are", sl_kafka_producer_full(p));
+    run_until(base, &r, 5);
+    TEST("full queue: once acknowledged it is not full", r.ok == 5 && !sl_kafka_producer_full(p));
+    sl_kafka_producer_destroy(p);
+done:
+    sl_broker_destroy(b);
+    event_base_free(base);
+}
+
 /* ==================== Stored positions ==================== */
 
 #define STORED "stored"
@@ -336,6 +376,7 @@ int main(void) {
     sl_log_set_level(SL_LOG_ERROR);
     test_fatal_error_replaces_the_producer();
     test_many_topics();
+    test_full_queue();
     test_stored_positions();
     sl_kafka_producer_destroy(NULL);
     sl_metrics_reset();
