@@ -222,14 +222,14 @@ static void destroy(void *state) {
 
 static const char *const kafka_keys[] = {NULL};
 
-/* Reports of contexts pending at destroy are muted by the caller, who
- * destroys the producer right after the pipeline: nothing to cancel. */
 /* Busy while the producer's queue is half full (sl_kafka_producer_full). */
 static bool busy(void *state) {
     const struct kafka_step *st = state;
     return st->producer && sl_kafka_producer_full(st->producer);
 }
 
+/* Reports of contexts pending at destroy are muted by the caller, who
+ * destroys the producer right after the pipeline: nothing to cancel. */
 const struct sl_step_kind sl_step_kafka = {
     .name = "kafka",
     .synopsis = "kafka = {...}",
