@@ -72,6 +72,7 @@ import urllib.request
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RUN = "%d-%d" % (os.getpid(), int(time.time()))   # in topic and group names: a rerun starts clean
 DONE_TIMEOUT_S = 300
+SINK_LINGER_DEFAULT = "5"   # sluice's sinks' linger.ms when the config sets none (worker.c)
 DTM = re.compile(r'"dtm":"([0-9]+)"')
 
 
@@ -319,7 +320,7 @@ def throughput_on(args, broker, tmp):
     size = load_input(args, broker) / args.records
     store_url = "http://127.0.0.1:8080"
     # The sinks' linger as shipped for this broker (5 ms, sluice's default, when unset).
-    linger = shipped_kafka("embedded" if broker.embedded else broker.addr)[1] or "5"
+    linger = shipped_kafka("embedded" if broker.embedded else broker.addr)[1] or SINK_LINGER_DEFAULT
     results = collections.defaultdict(list)
     for r in range(1, args.rounds + 1):
         order = JOBS[r - 1:] + JOBS[:r - 1]        # rotate: no job always goes first
@@ -469,6 +470,10 @@ def histogram_quantile(m, q):
     return None
 
 
+def lat_rates(args):
+    return [int(x) for x in args.rates.split(",")]
+
+
 def lat_topic(what, n):
     return "lat-%s-%d-%s" % (what, n, RUN)
 
@@ -488,8 +493,8 @@ def latency_runs(args, shipped_wait, shipped_linger):
         else:
             waits.append((str(int(w)), w))
     runs = []
-    for rate in (int(x) for x in args.rates.split(",")):
-        shipped_ln = shipped_linger or "5 (sluice's default for sinks)"
+    for rate in lat_rates(args):
+        shipped_ln = shipped_linger or "%s (sluice's default for sinks)" % SINK_LINGER_DEFAULT
         for w, wl in waits:
             runs.append((rate, w, "shipped", wl, shipped_ln, ""))
         for ln in (x for x in args.lingers.split(",") if x):
@@ -505,7 +510,7 @@ def latency(args):
     shipped_wait, shipped_linger = shipped_kafka(kafka_as)
     runs = latency_runs(args, shipped_wait, shipped_linger)
     topics = [lat_topic(w, i) for i in range(len(runs)) for w in ("in", "out")]
-    topics += [lat_topic(w, i) for i in range(len(args.rates.split(","))) for w in ("cin", "cout")]
+    topics += [lat_topic(w, i) for i in range(len(lat_rates(args))) for w in ("cin", "cout")]
     tmp = tempfile.mkdtemp(prefix="sluice-bench.")
     broker = Broker(args.brokers, args.partitions, topics + ["sluice.dead-letter"], tmp,
                     append_time=topics)
@@ -613,7 +618,7 @@ def latency_on(args, broker, tmp, runs, shipped_linger):
             print("|  | the offering producer fell %.0f ms behind its schedule at worst |"
                   "  |  |  |  |  |  |  |  |  |" % prod["late_ms_max"])
         sys.stdout.flush()
-    latency_ceiling(args, broker, offer_linger, shipped_linger or "5")
+    latency_ceiling(args, broker, offer_linger, shipped_linger or SINK_LINGER_DEFAULT)
     return 0
 
 
@@ -622,7 +627,7 @@ def latency_ceiling(args, broker, offer_linger, linger):
     (consume, produce one record each, the sinks' settings) at each offered
     load, CPU per record from its first record to its last acknowledgement."""
     print()
-    for i, rate in enumerate(int(x) for x in args.rates.split(",")):
+    for i, rate in enumerate(lat_rates(args)):
         tin, tout = lat_topic("cin", i), lat_topic("cout", i)
         n = int(rate * args.seconds)
         c = subprocess.Popen(["build/bench/consume", "-f", tout, "-l", linger, broker.addr, tin,
