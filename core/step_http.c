@@ -38,6 +38,7 @@
  * stub (--stub STEP=FILE, a JSON file {status, headers, body}) answers. */
 #define _GNU_SOURCE
 #include "step_http.h"
+#include "costbucket.h"
 #include "json.h"
 #include "metrics.h"
 #include "pipeline.h"
@@ -385,14 +386,6 @@ struct hkey {
     struct hkey *next;           /* bucket chain */
 };
 
-/* Shopify-style cost bucket learnt from responses. */
-struct bucket {
-    bool known;
-    double avail, max, rate;     /* points, points, points/s */
-    double cost;                 /* a request's requested cost */
-    int64_t at_ms;               /* when avail was right */
-};
-
 struct http_step {
     const struct sl_step_conf *s;
     const struct sl_http_conf *h;
@@ -409,7 +402,7 @@ struct http_step {
     size_t nsent;
     struct hkey **buckets;
     size_t nbuckets, nkeys;
-    struct bucket cost;
+    struct sl_cost_bucket cost;  /* learnt from responses */
     struct event gate;           /* the cost bucket's wait */
     bool gate_armed, pumping;
     struct hreq *starting;       /* the context start is running for */
@@ -704,33 +697,11 @@ static void cost_learn(struct http_step *st, lua_State *L, int idx) {
     lua_getfield(L, idx, "throttleStatus");
     if (lua_istable(L, -1)) {
         int t = lua_gettop(L);
-        double avail = num_field(L, t, "currentlyAvailable");
-        double max = num_field(L, t, "maximumAvailable");
-        double rate = num_field(L, t, "restoreRate");
-        if (avail >= 0 && rate > 0) {
-            struct bucket *b = &st->cost;
-            if (requested > 0) b->cost = requested;
-            else if (b->cost <= 0) b->cost = 1;
-            b->known = true;
-            b->rate = rate;
-            b->max = max > 0 ? max : (b->max > 0 ? b->max : avail);
-            b->avail = avail - b->cost * (double)st->nsent;
-            b->at_ms = sl_mono_ms();
-        }
+        sl_cost_bucket_learn(&st->cost, requested, num_field(L, t, "currentlyAvailable"),
+                             num_field(L, t, "maximumAvailable"), num_field(L, t, "restoreRate"),
+                             st->nsent, sl_mono_ms());
     }
     lua_pop(L, 1);
-}
-
-/* Milliseconds until the bucket holds one request's cost; 0: go now. */
-static int64_t cost_wait(struct http_step *st) {
-    struct bucket *b = &st->cost;
-    if (!b->known) return 0;
-    int64_t now = sl_mono_ms();
-    b->avail += b->rate * (double)(now - b->at_ms) / 1000.0;
-    if (b->avail > b->max) b->avail = b->max;
-    b->at_ms = now;
-    if (b->avail >= b->cost) return 0;
-    return (int64_t)((b->cost - b->avail) / b->rate * 1000.0) + 1;
 }
 
 static void gate_cb(evutil_socket_t fd, short what, void *arg) {
@@ -906,7 +877,7 @@ static void pump(struct http_step *st) {
     if (st->pumping || !st->ep) return;
     st->pumping = true;
     while (st->rhead) {
-        int64_t wait = cost_wait(st);
+        int64_t wait = sl_cost_bucket_wait(&st->cost, sl_mono_ms());
         if (wait > 0) {
             if (!st->gate_armed) {
                 struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)(wait % 1000) * 1000};
@@ -929,7 +900,7 @@ static void pump(struct http_step *st) {
         }
         r->state = HREQ_SENT;
         st->nsent++;
-        if (st->cost.known) st->cost.avail -= st->cost.cost;
+        sl_cost_bucket_take(&st->cost);
     }
     st->pumping = false;
 }
