@@ -1,6 +1,7 @@
 /* canary.c -- a reload's sample run (see canary.h). */
 #define _GNU_SOURCE
 #include "canary.h"
+#include "json.h"
 #include "sl.h"
 #include "step.h"
 
@@ -13,68 +14,92 @@
 
 /* ==================== The last records ==================== */
 
-/* A kept record: its key then its value in buf. */
+/* A kept record: its key, then its value, then (a context sampled after a
+ * step) the JSON object of its variables, in buf. */
 struct slot {
     char topic[256];         /* Kafka topic names are at most 249 bytes */
     int32_t partition;
     int64_t offset, timestamp;
-    char *buf;               /* key bytes, then value bytes */
+    char *buf;               /* key bytes, value bytes, vars bytes */
     size_t cap;              /* bytes allocated for buf */
-    size_t keylen, len;
+    size_t keylen, len, varslen;
     bool has_key, has_value;
     bool used;
 };
 
-struct sl_canary {
+/* The last records kept at one point: the input (step SIZE_MAX) or the
+ * contexts leaving one step. */
+struct ring {
     struct slot *slots;      /* a ring of n */
     size_t n;
     size_t next;             /* the slot the next record goes to (the oldest) */
     size_t bytes;            /* sum of the slots' cap */
-    size_t max_bytes;
+    size_t step;             /* SIZE_MAX: input records; else the step they left */
+    uint64_t seen;           /* contexts offered (sl_canary_wants) */
 };
+
+struct sl_canary {
+    struct ring in;          /* the input records */
+    struct ring *after;      /* contexts sampled after steps, by first use */
+    size_t nafter;
+    size_t last, max_bytes;  /* each ring's bounds */
+};
+
+static void ring_init(struct ring *r, size_t n, size_t step) {
+    r->slots = sl_calloc(n, sizeof(*r->slots));
+    r->n = n;
+    r->step = step;
+}
+
+static void ring_free(struct ring *r) {
+    for (size_t i = 0; i < r->n; i++) free(r->slots[i].buf);
+    free(r->slots);
+}
 
 struct sl_canary *sl_canary_create(size_t last, size_t max_bytes) {
     if (!last) return NULL;
     struct sl_canary *c = sl_calloc(1, sizeof(*c));
-    c->slots = sl_calloc(last, sizeof(*c->slots));
-    c->n = last;
+    ring_init(&c->in, last, SIZE_MAX);
+    c->last = last;
     c->max_bytes = max_bytes;
     return c;
 }
 
 void sl_canary_destroy(struct sl_canary *c) {
     if (!c) return;
-    for (size_t i = 0; i < c->n; i++) free(c->slots[i].buf);
-    free(c->slots);
+    ring_free(&c->in);
+    for (size_t i = 0; i < c->nafter; i++) ring_free(&c->after[i]);
+    free(c->after);
     free(c);
 }
 
-static void slot_free(struct sl_canary *c, struct slot *s) {
-    c->bytes -= s->cap;
+static void slot_free(struct ring *r, struct slot *s) {
+    r->bytes -= s->cap;
     free(s->buf);
     s->buf = NULL;
     s->cap = 0;
     s->used = false;
 }
 
-void sl_canary_keep(struct sl_canary *c, const struct sl_input *in) {
-    if (!c) return;
+/* Keeps in (and vars) in r's oldest slot, within max_bytes. */
+static void ring_keep(struct ring *r, size_t max_bytes, const struct sl_input *in,
+                      const char *vars, size_t varslen) {
     size_t keylen = in->key ? in->keylen : 0, len = in->value ? in->len : 0;
-    size_t need = keylen + len;
-    if (need > c->max_bytes) return;
-    struct slot *s = &c->slots[c->next];
-    c->next = (c->next + 1) % c->n;
+    size_t need = keylen + len + varslen;
+    if (need > max_bytes) return;
+    struct slot *s = &r->slots[r->next];
+    r->next = (r->next + 1) % r->n;
     if (s->cap < need) {
         size_t cap = need < 256 ? 256 : need + need / 4;
-        if (cap > c->max_bytes) cap = need;
-        c->bytes += cap - s->cap;
+        if (cap > max_bytes) cap = need;
+        r->bytes += cap - s->cap;
         s->buf = sl_realloc(s->buf, cap);
         s->cap = cap;
     }
     /* Over the bound: the oldest records give their memory back. */
-    for (size_t i = 0; c->bytes > c->max_bytes && i < c->n; i++) {
-        struct slot *o = &c->slots[(c->next + i) % c->n];
-        if (o != s && o->cap) slot_free(c, o);
+    for (size_t i = 0; r->bytes > max_bytes && i < r->n; i++) {
+        struct slot *o = &r->slots[(r->next + i) % r->n];
+        if (o != s && o->cap) slot_free(r, o);
     }
     sl_strcpy_cut(s->topic, sizeof(s->topic), in->topic ? in->topic : "");
     s->partition = in->partition;
@@ -84,15 +109,61 @@ void sl_canary_keep(struct sl_canary *c, const struct sl_input *in) {
     s->has_value = in->value != NULL;
     s->keylen = keylen;
     s->len = len;
+    s->varslen = varslen;
     if (keylen) memcpy(s->buf, in->key, keylen);
     if (len) memcpy(s->buf + keylen, in->value, len);
+    if (varslen) memcpy(s->buf + keylen + len, vars, varslen);
     s->used = true;
 }
 
-size_t sl_canary_size(const struct sl_canary *c) {
+void sl_canary_keep(struct sl_canary *c, const struct sl_input *in) {
+    if (c) ring_keep(&c->in, c->max_bytes, in, NULL, 0);
+}
+
+static size_t ring_size(const struct ring *r) {
     size_t n = 0;
-    for (size_t i = 0; c && i < c->n; i++) n += c->slots[i].used;
+    for (size_t i = 0; i < r->n; i++) n += r->slots[i].used;
     return n;
+}
+
+size_t sl_canary_size(const struct sl_canary *c) {
+    return c ? ring_size(&c->in) : 0;
+}
+
+/* The index in c->after of the ring of contexts leaving step; nafter when
+ * there is none. */
+static size_t after_index(const struct sl_canary *c, size_t step) {
+    size_t i = 0;
+    while (i < c->nafter && c->after[i].step != step) i++;
+    return i;
+}
+
+/* The ring of contexts leaving step, made on first use. */
+static struct ring *after_ring(struct sl_canary *c, size_t step) {
+    size_t i = after_index(c, step);
+    if (i < c->nafter) return &c->after[i];
+    c->after = sl_realloc(c->after, (c->nafter + 1) * sizeof(*c->after));
+    struct ring *r = &c->after[c->nafter++];
+    memset(r, 0, sizeof(*r));
+    ring_init(r, c->last, step);
+    return r;
+}
+
+bool sl_canary_wants(struct sl_canary *c, size_t step) {
+    if (!c) return false;
+    struct ring *r = after_ring(c, step);
+    uint64_t k = r->seen++;
+    return k < r->n || k % SL_CANARY_SAMPLE_EVERY == 0;
+}
+
+void sl_canary_keep_ctx(struct sl_canary *c, size_t step, const struct sl_input *in,
+                        const char *vars, size_t varslen) {
+    if (c) ring_keep(after_ring(c, step), c->max_bytes, in, vars, varslen);
+}
+
+size_t sl_canary_size_after(const struct sl_canary *c, size_t step) {
+    size_t i = c ? after_index(c, step) : 0;
+    return c && i < c->nafter ? ring_size(&c->after[i]) : 0;
 }
 
 /* ==================== Running a record ==================== */
@@ -118,11 +189,11 @@ static void walk(struct sl_rules *r, const struct sl_config *cf, int ref, size_t
                  struct result *res) {
     lua_State *L = sl_rules_state(r);
     for (size_t i = from; i < cf->nsteps; i++) {
-        if (cf->steps[i].type != SL_STEP_LUA) {
-            if (cf->steps[i].kind->flags & SL_STEP_SINK) continue;
+        if (sl_step_holds(&cf->steps[i])) {
             if (i < res->stopped) res->stopped = i;
             break;
         }
+        if (cf->steps[i].type != SL_STEP_LUA) continue;     /* a sink passes it on */
         switch (sl_rules_call(r, i, &ref, in, what, out)) {
         case SL_RULES_NEXT:
             continue;
@@ -158,17 +229,47 @@ static void walk(struct sl_rules *r, const struct sl_config *cf, int ref, size_t
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
 }
 
-/* Runs one record through r's lua steps: raised if any of its contexts
- * raised, else passed if any reached the end, else filtered. */
-static void run_record(struct sl_rules *r, const struct sl_config *cf, const struct sl_input *in,
-                       const char *what, struct sl_rules_out *out, struct result *res) {
-    lua_State *L = sl_rules_state(r);
+/* One sample: a record and where its contexts start. */
+struct sample {
+    const struct sl_input *in;
+    const char *vars;        /* the JSON object of a sampled context's variables, or NULL */
+    size_t varslen;
+    size_t from;             /* the first step it runs */
+    const char *where;       /* the record's name in the summary */
+};
+
+/* Pushes the context a sample starts with: the record's, with the sampled
+ * variables set in it. False (nothing pushed) when they do not decode. */
+static bool push_sample(lua_State *L, const struct sample *sm) {
     char err[256];
+    sl_pipeline_push_ctx(L, sm->in, err, sizeof(err));    /* ctx (input raw if not JSON) */
+    if (!sm->vars) return true;
+    if (sl_json_decode(L, sm->vars, sm->varslen, err, sizeof(err)) || !lua_istable(L, -1)) {
+        lua_pop(L, 2);
+        return false;
+    }
+    lua_pushnil(L);                                       /* ctx vars nil */
+    while (lua_next(L, -2)) {                             /* ctx vars k v */
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);                                /* ctx vars k k v */
+        lua_rawset(L, -5);                                /* ctx vars k */
+    }
+    lua_pop(L, 1);                                        /* ctx */
+    return true;
+}
+
+/* Runs one sample through r's lua steps: raised if any of its contexts
+ * raised, else passed if any reached the end, else filtered. False when a
+ * sampled context's variables do not decode (not judged). */
+static bool run_record(struct sl_rules *r, const struct sl_config *cf, const struct sample *sm,
+                       struct sl_rules_out *out, struct result *res) {
+    lua_State *L = sl_rules_state(r);
     memset(res, 0, sizeof(*res));
     res->stopped = cf->nsteps;
-    sl_pipeline_push_ctx(L, in, err, sizeof(err));        /* ctx (input raw if not JSON) */
-    walk(r, cf, luaL_ref(L, LUA_REGISTRYINDEX), 0, in, what, out, res);
+    if (!push_sample(L, sm)) return false;
+    walk(r, cf, luaL_ref(L, LUA_REGISTRYINDEX), sm->from, sm->in, sm->where, out, res);
     if (res->o != RAISED) res->o = res->any_passed ? PASSED : FILTERED;
+    return true;
 }
 
 /* ==================== Judging ==================== */
@@ -187,31 +288,32 @@ struct judge {
     size_t passed, filtered, raised; /* the new rules' outcomes */
     size_t held, held_at;            /* records whose contexts stopped at a step the canary
                                         does not run; the first such step */
+    size_t *sampled;                 /* per config step: contexts sampled after it, judged */
     char first_error[768];   /* "<error> (record <where>)" */
     int64_t deadline;        /* monotonic ms */
     bool stopped;            /* the time ran out */
     struct sl_canary_verdict *v;
 };
 
-/* Runs one sample record in both VMs and tallies the difference. */
-static void judge_one(struct judge *j, const struct sl_input *in, const char *where) {
+/* Runs one sample in both VMs and tallies the difference. */
+static void judge_one(struct judge *j, const struct sample *sm) {
     struct result o = {.o = PASSED}, n;
     if (sl_mono_ms() > j->deadline) {
         j->stopped = true;
         return;
     }
-    if (j->old) run_record(j->old, j->cf, in, where, &j->out, &o);
-    run_record(j->new_rules, j->cf, in, where, &j->out, &n);
+    if (j->old && !run_record(j->old, j->cf, sm, &j->out, &o)) return;
+    if (!run_record(j->new_rules, j->cf, sm, &j->out, &n)) return;
     j->v->records++;
-    if (n.stopped < j->cf->nsteps) {
-        if (!j->held++ || n.stopped < j->held_at) j->held_at = n.stopped;
-    }
+    if (sm->from) j->sampled[sm->from - 1]++;
+    else if (n.stopped < j->cf->nsteps && (!j->held++ || n.stopped < j->held_at))
+        j->held_at = n.stopped;
     if (n.o == PASSED) j->passed++;
     else if (n.o == FILTERED) j->filtered++;
     else j->raised++;
     if (n.o == RAISED && o.o != RAISED) {
         if (!j->v->raised++)
-            snprintf(j->first_error, sizeof(j->first_error), "%s (record %s)", n.error, where);
+            snprintf(j->first_error, sizeof(j->first_error), "%s (record %s)", n.error, sm->where);
         j->steps[n.step].raised++;
     } else if (j->old && n.o == FILTERED && o.o == PASSED) {
         struct tally *t = &j->steps[n.step];
@@ -241,7 +343,7 @@ static int judge_file(struct judge *j, const char *file, char *err, size_t errle
             .value = line, .len = (size_t)n, .line = lineno,
         };
         snprintf(where, sizeof(where), "%s:%lld", file, (long long)lineno);
-        judge_one(j, &in, where);
+        judge_one(j, &(struct sample){.in = &in, .where = where});
         j->v->from_file += !j->stopped;
     }
     free(line);
@@ -249,21 +351,36 @@ static int judge_file(struct judge *j, const char *file, char *err, size_t errle
     return SL_OK;
 }
 
-/* Runs the kept records, oldest first. */
-static void judge_kept(struct judge *j, const struct sl_canary *c) {
-    for (size_t i = 0; c && i < c->n && !j->stopped; i++) {
-        const struct slot *s = &c->slots[(c->next + i) % c->n];
-        char where[320];
+/* Runs the records of ring r, oldest first: input records from the first
+ * step, sampled contexts from the step after the one they left. */
+static void judge_ring(struct judge *j, const struct ring *r) {
+    bool after = r->step != SIZE_MAX;
+    if (after && r->step + 1 >= j->cf->nsteps) return;
+    for (size_t i = 0; i < r->n && !j->stopped; i++) {
+        const struct slot *s = &r->slots[(r->next + i) % r->n];
+        char where[400];
         if (!s->used) continue;
         struct sl_input in = {
             .topic = s->topic, .partition = s->partition, .offset = s->offset,
             .timestamp = s->timestamp, .key = s->has_key ? s->buf : NULL, .keylen = s->keylen,
             .value = s->has_value ? s->buf + s->keylen : NULL, .len = s->len,
         };
-        snprintf(where, sizeof(where), "%s/%d/%lld", s->topic, (int)s->partition,
-                 (long long)s->offset);
-        judge_one(j, &in, where);
+        int n = snprintf(where, sizeof(where), "%s/%d/%lld", s->topic, (int)s->partition,
+                         (long long)s->offset);
+        if (after && n > 0 && (size_t)n < sizeof(where))
+            snprintf(where + n, sizeof(where) - (size_t)n, " after step %s",
+                     j->cf->steps[r->step].name);
+        judge_one(j, &(struct sample){.in = &in, .where = where, .from = after ? r->step + 1 : 0,
+                                      .vars = after ? s->buf + s->keylen + s->len : NULL,
+                                      .varslen = s->varslen});
     }
+}
+
+/* Runs the kept records, then the contexts sampled after steps. */
+static void judge_kept(struct judge *j, const struct sl_canary *c) {
+    if (!c) return;
+    judge_ring(j, &c->in);
+    for (size_t i = 0; i < c->nafter; i++) judge_ring(j, &c->after[i]);
 }
 
 /* Appends "step S: n, ..." for the steps with a count of what. */
@@ -305,13 +422,24 @@ static void verdict(struct judge *j) {
                                   v->allowed);
     }
     if (j->held) {
-        size_t later = 0;
-        for (size_t i = j->held_at + 1; i < j->cf->nsteps; i++)
-            later += j->cf->steps[i].type == SL_STEP_LUA;
+        /* The lua steps after the first step that held a record: checked
+         * when contexts sampled after the step holding them before ran. */
+        size_t later = 0, checked = 0, contexts = 0, holder = j->held_at;
+        for (size_t i = j->held_at + 1; i < j->cf->nsteps; i++) {
+            if (sl_step_holds(&j->cf->steps[i])) holder = i;
+            if (j->cf->steps[i].type != SL_STEP_LUA) continue;
+            later++;
+            checked += j->sampled[holder] > 0;
+        }
+        for (size_t i = j->held_at; i < j->cf->nsteps; i++) contexts += j->sampled[i];
         sl_buf_printf(&b, " [%zu record(s) stopped at step %s (%s), which the canary does not run",
                       j->held, j->cf->steps[j->held_at].name, j->cf->steps[j->held_at].kind->name);
-        if (later) sl_buf_printf(&b, ": the %zu lua step(s) after it are not checked (sluice test "
-                                 "--stub checks them)", later);
+        if (checked) sl_buf_printf(&b, "; %zu context(s) sampled after such steps ran the %zu lua "
+                                   "step(s) after it", contexts, checked);
+        if (later > checked)
+            sl_buf_printf(&b, "%s the %zu lua step(s) after it %sare not checked (sluice test "
+                          "--stub checks them)", checked ? ";" : ":", later - checked,
+                          checked ? "that no sampled context reached " : "");
         sl_buf_adds(&b, "]");
     }
     if (j->stopped)
@@ -328,6 +456,7 @@ int sl_canary_judge(const struct sl_canary *c, const char *file, struct sl_rules
     struct judge j = {
         .old = old, .new_rules = new_rules, .cf = cf, .v = v,
         .steps = sl_calloc(cf->nsteps + 1, sizeof(*j.steps)),
+        .sampled = sl_calloc(cf->nsteps + 1, sizeof(*j.sampled)),
         .deadline = sl_mono_ms() + SL_CANARY_MAX_MS,
     };
     memset(v, 0, sizeof(*v));
@@ -344,5 +473,6 @@ done:
     sl_rules_jit(new_rules, true);
     sl_rules_out_free(&j.out);
     free(j.steps);
+    free(j.sampled);
     return ret;
 }

@@ -8,9 +8,15 @@
  * the Lua steps of the pipeline in the old rules' VM and in the new one;
  * a sink step (kafka, store) passes the context on unchanged (nothing
  * produced or stored), and any other step (window, model, http) holds it:
- * it would add a variable the canary cannot make, so the lua steps after
- * it are not run (the summary says how many records stopped where). Both
- * VMs see the same contexts and only a difference between them counts. The new rules are refused when they raise
+ * it would add a variable the canary cannot make, so the record stops
+ * there (the summary says how many records stopped where). The lua steps
+ * after such a step run on contexts sampled as they left it in the running
+ * pipeline (sl_canary_wants, sl_canary_keep_ctx): the variables the step
+ * and those before it added, set in the context of the record they came
+ * from, run from the step after it. They are what the running rules made:
+ * new rules that change what an earlier lua step gives a later one are
+ * judged on the old shape. Both VMs see the same contexts and only a
+ * difference between them counts. The new rules are refused when they raise
  * on a record the old rules did not raise on, or filter more records that
  * the old rules let through than the slack allows: the larger of
  * rules.canary_filter_slack records and rules.canary_filter_slack_pct % of
@@ -33,6 +39,7 @@
 
 #define SL_CANARY_MAX_MS 2000    /* Bound on running one sample (the loop waits). */
 #define SL_CANARY_MAX_LINES 10000 /* Lines of the canary file run at most. */
+#define SL_CANARY_SAMPLE_EVERY 64 /* A full ring of contexts takes one in this many. */
 
 struct sl_canary;
 
@@ -45,8 +52,20 @@ void sl_canary_destroy(struct sl_canary *c);
  * A record larger than max_bytes is not kept. O(1) but for a copy of its
  * bytes, and no allocation once the slots have grown to the records' size. */
 void sl_canary_keep(struct sl_canary *c, const struct sl_input *in);
-/* Records kept now. */
+/* Input records kept now. */
 size_t sl_canary_size(const struct sl_canary *c);
+
+/* Whether a context leaving step should be kept: every one until the
+ * step's ring is full, then one in SL_CANARY_SAMPLE_EVERY (false when c is
+ * NULL). O(steps). */
+bool sl_canary_wants(struct sl_canary *c, size_t step);
+/* Keeps a context that left step: the record it came from and the JSON
+ * object of its variables (sl_step_encode_vars), in a ring of its own per
+ * step with the same bounds as the input records'. */
+void sl_canary_keep_ctx(struct sl_canary *c, size_t step, const struct sl_input *in,
+                        const char *vars, size_t varslen);
+/* Contexts kept after step now. */
+size_t sl_canary_size_after(const struct sl_canary *c, size_t step);
 
 /* What one sample run found. */
 struct sl_canary_verdict {

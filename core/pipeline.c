@@ -1,6 +1,7 @@
 /* pipeline.c -- records through steps (see pipeline.h). */
 #define _GNU_SOURCE
 #include "pipeline.h"
+#include "canary.h"
 #include "deadletter.h"
 #include "json.h"
 #include "lazy.h"
@@ -38,6 +39,7 @@ struct step {
     const struct sl_step_kind *kind;
     void *state;
     const char *name;
+    bool sample;                 /* contexts leaving it are offered to conf.canary */
     struct step_metrics m;
 };
 
@@ -488,6 +490,19 @@ static void fan_out(struct ctx *c, struct step *s, const int *from, size_t n) {
 /* Acts on a step's outcome for the context at it. Returns true when the
  * context goes on with the next step (c->pub.step advanced), false when it
  * ended, was handed on, or waits. */
+/* Keeps the variables of c, leaving its step, for a reload's canary. A
+ * context whose variables do not encode is not kept. */
+static void sample(struct ctx *c) {
+    struct sl_pipeline *pl = c->rec->pl;
+    lua_State *L = sl_rules_state(c->rec->rules);
+    char err[256];
+    sl_buf_reset(&pl->buf);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->pub.ref);         /* ctx */
+    if (lua_istable(L, -1) && !sl_step_encode_vars(L, lua_gettop(L), &pl->buf, err, sizeof(err)))
+        sl_canary_keep_ctx(pl->conf.canary, c->pub.step, c->rec->in, pl->buf.data, pl->buf.len);
+    lua_pop(L, 1);
+}
+
 static bool settle(struct ctx *c, const struct sl_step_result *res) {
     struct record *rec = c->rec;
     struct sl_pipeline *pl = rec->pl;
@@ -500,6 +515,7 @@ static bool settle(struct ctx *c, const struct sl_step_result *res) {
             count_out(s);
             if (s->kind->flags & SL_STEP_SINK) rec->sunk = true;
             else trace_ctx(rec, c->part, s->name, c->pub.ref, NULL);
+            if (s->sample && sl_canary_wants(pl->conf.canary, c->pub.step)) sample(c);
         }
         c->pub.step++;
         return true;
@@ -735,6 +751,12 @@ struct sl_pipeline *sl_pipeline_create(const struct sl_pipeline_conf *conf,
         s->m.errors = sl_metrics_counter("sluice_step_errors_total", labels);
         sl_metrics_counter("sluice_step_dead_letters_total", labels);
         if (s->kind->history) pl->last_restore = (int)i;
+        /* A lua step before the next step that holds a context: the canary
+         * can run it on contexts that left this one. */
+        for (size_t k = i + 1; conf->canary && sl_step_holds(sc) && k < pl->nsteps; k++) {
+            if (sl_step_holds(&pl->cf->steps[k])) break;
+            if (pl->cf->steps[k].type == SL_STEP_LUA) s->sample = true;
+        }
     }
     return pl;
 }

@@ -81,6 +81,8 @@ typedef void sl_pipeline_not_json_fn(void *arg, const struct sl_input *in, const
 /* A sink failed for good: the process must stop without committing. */
 typedef void sl_pipeline_fatal_fn(void *arg, const char *why);
 
+struct sl_canary;
+
 struct sl_pipeline_conf {
     const struct sl_config *cf;
     struct sl_kafka_producer *producer; /* NULL: trace mode */
@@ -95,6 +97,9 @@ struct sl_pipeline_conf {
     sl_pipeline_dead_fn *on_dead_letter; /* may be NULL */
     sl_pipeline_not_json_fn *on_not_json; /* may be NULL */
     sl_pipeline_spent_fn *on_spent;      /* may be NULL */
+    struct sl_canary *canary;            /* offered the contexts leaving a step that holds
+                                            them (sl_step_holds) with lua steps after it;
+                                            may be NULL */
     void *arg;
 };
 

@@ -188,6 +188,14 @@ void sl_step_push_getter(lua_State *L, int cache_idx, int ctx_idx, const struct 
 
 /* ==================== Other helpers ==================== */
 
+/* A step that adds a variable only a running pipeline can make (window,
+ * model, http): neither lua nor a sink. A reload's canary stops a record's
+ * contexts there and runs the lua steps after it on contexts sampled as
+ * they left it (canary.h). */
+static inline bool sl_step_holds(const struct sl_step_conf *s) {
+    return s->type != SL_STEP_LUA && !(s->kind->flags & SL_STEP_SINK);
+}
+
 /* Encodes the context at idx as JSON: every variable but input, keys in byte order. */
 int sl_step_encode_vars(lua_State *L, int idx, struct sl_buf *out, char *err, size_t errlen);
 /* Appends the JSON string literal of s (or "(not UTF-8)"). */

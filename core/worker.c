@@ -647,7 +647,8 @@ static int setup(struct worker *w, char *err, size_t errlen) {
         struct sl_pipeline_conf pc = {
             .cf = cf, .producer = w->producer, .base = w->base, .on_done = on_done,
             .store = w->recs ? sl_recs_store(w->recs) : NULL,
-            .on_fatal = on_fatal, .on_drop = on_drop, .on_spent = on_spent, .arg = w,
+            .on_fatal = on_fatal, .on_drop = on_drop, .on_spent = on_spent,
+            .canary = w->canary, .arg = w,
         };
         w->pipeline = sl_pipeline_create(&pc, rules);   /* rules now owned by it */
         if (sl_rules_watchdog_start(cf, err, errlen)) return SL_ERR;

@@ -96,6 +96,14 @@ int main(void) {
     put("lua/t/few.lua", "local M = {}\n"
         "function M.f(ctx) if ctx.input.ok and ctx.input.n ~= 2 then return ctx end return nil, 'x' end\n"
         "function M.g(ctx) return ctx end\nreturn M\n");
+    /* After the window step: ctx.agg.ns, a list the window made. */
+    put("lua/t/agg.lua", "local M = {}\n"
+        "function M.f(ctx) return ctx end\n"
+        "function M.g(ctx) assert(type(ctx.agg.ns[1]) == 'number') return ctx end\nreturn M\n");
+    put("lua/t/aggbad.lua", "local M = {}\n"
+        "function M.f(ctx) return ctx end\n"
+        "function M.g(ctx) if ctx.agg.ns[2] == 3 then error('agg three') end return ctx end\n"
+        "return M\n");
     put("lua/t/many.lua", "local M = {}\n"
         "function M.f(ctx) return { ctx, { kafka = ctx.kafka, input = { n = 9 } } } end\n"
         "function M.g(ctx) if ctx.input.n == 9 then error('nine') end return ctx end\nreturn M\n");
@@ -169,6 +177,52 @@ int main(void) {
     if (v.refused || !strstr(v.summary, "stopped at")) printf("# %s\n", v.summary);
     sl_rules_release(wmany);
     sl_config_destroy(cf_wmany);
+
+    /* Contexts sampled as they left the window step run step two. */
+    struct sl_config *cf_agg, *cf_aggbad;
+    struct sl_rules *agg = rules_with("agg", WINDOW_STEP, &cf_agg),
+                    *aggbad = rules_with("aggbad", WINDOW_STEP, &cf_aggbad);
+    if (!agg || !aggbad) return 1;
+    c = sl_canary_create(4, 1 << 20);
+    TEST("the first contexts after a step are all wanted",
+         sl_canary_wants(c, 1) && sl_canary_wants(c, 1) && sl_canary_wants(c, 1) &&
+         sl_canary_wants(c, 1));
+    size_t wanted = 0;
+    for (int i = 4; i < 132; i++) wanted += sl_canary_wants(c, 1);
+    TEST("then one in SL_CANARY_SAMPLE_EVERY", wanted == 2);
+    in.value = "{\"n\":3,\"ok\":true}";
+    in.len = strlen(in.value);
+    static const char vars[] = "{\"agg\":{\"ns\":[1,3]}}";
+    sl_canary_keep_ctx(c, 1, &in, vars, strlen(vars));
+    TEST("a sampled context is kept apart from the input records",
+         sl_canary_size_after(c, 1) == 1 && sl_canary_size(c) == 0 &&
+         sl_canary_size_after(c, 0) == 0);
+    sl_canary_judge(c, NULL, agg, agg, cf_agg, &v, err, sizeof(err));
+    TEST("the same rules pass a sampled context, which ran the lua step after the window",
+         !v.refused && v.records == 1 && strstr(v.summary, "pass 1"));
+    if (v.refused || !strstr(v.summary, "pass 1")) printf("# %s\n", v.summary);
+    sl_canary_judge(c, NULL, agg, aggbad, cf_aggbad, &v, err, sizeof(err));
+    TEST("a later step that raises on a sampled context refuses, naming it",
+         v.refused && v.raised == 1 && strstr(v.summary, "step two: 1") &&
+         strstr(v.summary, "aggbad.lua:3: agg three") &&
+         strstr(v.summary, "(record in/2/41 after step w)"));
+    if (!v.refused) printf("# %s\n", v.summary);
+    sl_canary_keep(c, &in);
+    sl_canary_judge(c, NULL, agg, agg, cf_agg, &v, err, sizeof(err));
+    TEST("a record held at the window says the lua step after it ran on sampled contexts",
+         !v.refused && v.records == 2 &&
+         strstr(v.summary, "1 record(s) stopped at step w (window)") &&
+         strstr(v.summary, "1 context(s) sampled after such steps ran the 1 lua step(s) after it") &&
+         !strstr(v.summary, "not checked"));
+    if (!strstr(v.summary, "context(s) sampled")) printf("# %s\n", v.summary);
+    sl_canary_keep_ctx(c, 1, &in, "{not json", 9);
+    sl_canary_judge(c, NULL, agg, aggbad, cf_aggbad, &v, err, sizeof(err));
+    TEST("a sampled context whose variables do not decode is not judged", v.records == 2);
+    sl_canary_destroy(c);
+    sl_rules_release(agg);
+    sl_rules_release(aggbad);
+    sl_config_destroy(cf_agg);
+    sl_config_destroy(cf_aggbad);
 
     sl_rules_release(old);
     sl_rules_release(raise);

@@ -41,27 +41,36 @@ local function write_config(c)
   assert(os.rename(worker.config .. ".new", worker.config))
 end
 
-local function sink()
+-- The sink records of job names (default n) by eventId.
+local function sink(names)
   local out = {}
-  for _, r in ipairs(H.records(brokers, n.output)) do
+  for _, r in ipairs(H.records(brokers, (names or n).output)) do
     local eid = r.json and r.json.eventId
     if eid then out[eid] = r.json end
   end
   return out
 end
 
--- Produces count views and waits until all reached the sink; returns the
--- tags they carry ({tag = count}).
-local function send(count)
+-- Produces count views to the job of names (default n, run by w, default
+-- worker) and waits until all reached its sink; returns them and the sink.
+local function deliver(count, names, w)
+  names, w = names or n, w or worker
   local list = views(count)
-  H.produce(brokers, n.input, list)
+  H.produce(brokers, names.input, list)
   local s
   local ok = H.wait_for(function()
-    s = sink()
+    s = sink(names)
     for _, v in ipairs(list) do if not s[v.eid] then return false end end
     return true
   end, 30, 0.3)
-  assert.is_truthy(ok, "every record reaches the sink; stderr:\n" .. worker:stderr())
+  assert.is_truthy(ok, "every record reaches the sink; stderr:\n" .. w:stderr())
+  return list, s
+end
+
+-- Produces count views and waits until all reached the sink; returns the
+-- tags they carry ({tag = count}).
+local function send(count)
+  local list, s = deliver(count)
   local tags = {}
   for _, v in ipairs(list) do
     local t = s[v.eid].tag
@@ -180,6 +189,71 @@ describe("deploy", function()
     assert.matches("reload refused: pipeline%[4%] added %(needs a restart%)", got)
     assert.are.equal(0, dead_letters(), "nothing dead-lettered over the whole run")
     assert.is_true(worker:alive())
+  end)
+end)
+
+describe("deploy past a window step", function()
+  -- extract, the window, deploy.late (reads the window's lists), a sink:
+  -- records stop at the window, and deploy.late runs on contexts sampled as
+  -- they left it.
+  local w, wn, wcfg
+  local LATE_OK = [[
+local M = {}
+function M.late(ctx)
+  ctx.views = #ctx.aggregatedProducts.slugs
+  return ctx
+end
+return M
+]]
+
+  local function late_rule(src) H.save(rules .. "/deploy/late.lua", src) end
+
+  local function wsend(count) deliver(count, wn, w) end
+
+  local function whup(pattern)
+    local from = #w:stderr() + 1
+    w:signal("HUP")
+    return w:wait_log(pattern, 15, from), w:stderr():sub(from)
+  end
+
+  lazy_setup(function()
+    late_rule(LATE_OK)
+    wn = H.job_names("deploy-w", brokers, dir)
+    wn.rules = rules
+    wn.fields = { "userId", "eventId", "views" }
+    wcfg = H.pipeline_config(wn)
+    table.insert(wcfg.pipeline, 2, { name = "window", window = { key = "userId",
+      time = "product.viewTimestamp", length = "5m",
+      aggregate = { slugs = { "list", "product.slug" } }, as = "aggregatedProducts" } })
+    table.insert(wcfg.pipeline, 3, { lua = "deploy.late" })
+    wcfg.rules.canary_last = 50
+    w = H.start_sluice(dir, "worker-w", wcfg, { admin_port = wn.admin_port })
+  end)
+
+  lazy_teardown(function() if w then w:stop() end end)
+
+  it("refuses a rule after the window that raises on what the window made", function()
+    wsend(20)
+    late_rule(LATE_OK:gsub("#ctx%.aggregatedProducts%.slugs", "#ctx.aggregatedProducts.slug"))
+    local got, log = whup("reload refused: ([^\n]*)")
+    assert.is_truthy(got, "the log says the reload was refused:\n" .. log)
+    assert.matches("raise on 20 of 40 sample record%(s%) that the old rules handled", got)
+    assert.matches("step late: 20", got, 1, true)
+    assert.matches("first: [^ ]*deploy/late%.lua:3: ", got)
+    assert.matches("%(record [^)]* after step window%)", got)
+    assert.is_nil(log:find("rules reloaded", 1, true), "no swap")
+    wsend(5)
+    assert.are.equal(0, #H.records(brokers, wn.dead_letter), "nothing dead-lettered")
+  end)
+
+  it("lets a good one in, saying the contexts sampled after the window ran it", function()
+    late_rule(LATE_OK:gsub("ctx%.views = ", "ctx.views = 0 + "))
+    local got, log = whup("canary: ([^\n]*)")
+    assert.is_truthy(got, "the canary ran:\n" .. log)
+    assert.matches("stopped at step window %(window%), which the canary does not run; %d+ "
+      .. "context%(s%) sampled after such steps ran the 1 lua step%(s%) after it", got)
+    assert.is_nil(got:find("not checked", 1, true), got)
+    assert.truthy(w:wait_log("rules reloaded", 15))
   end)
 end)
 
