@@ -133,11 +133,27 @@ struct sl_kafka_producer {
     size_t ntopics;
     bool up;                 /* a broker is reachable, as far as we know */
     bool closing;            /* destroy: reports free their op, call nothing */
+    bool park;               /* park_when_full */
+    struct parked *phead, **ptail; /* records the full queue refused, oldest first */
+    size_t nparked;
 };
 
 struct produce_op {
     sl_kafka_delivery_fn *cb;
     void *opaque;
+};
+
+/* A record the full queue refused, copied, waiting for room. */
+struct parked {
+    struct parked *next;
+    struct produce_op *op;   /* NULL: no report wanted */
+    char *topic;
+    int32_t partition;
+    int64_t ts_ms;
+    bool has_key;
+    size_t keylen, vallen, hlen;
+    char *hname;             /* the header's name, NULL: none */
+    char bytes[];            /* key, value, header value */
 };
 
 /* Produce reports and consumed records come and go with every record;
@@ -146,6 +162,8 @@ static struct sl_pool op_pool = SL_POOL_INIT(struct produce_op, 4096);
 static struct sl_pool record_pool = SL_POOL_INIT(struct sl_kafka_record, 4096);
 
 static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *arg);
+static void unpark(struct sl_kafka_producer *p);
+static void parked_drop(struct sl_kafka_producer *p);
 static void producer_error_cb(rd_kafka_t *rk, int err, const char *reason, void *arg);
 
 /* Queues the record of a report from a replaced handle on the current one,
@@ -330,6 +348,7 @@ static void producer_wake(evutil_socket_t fd, short what, void *arg) {
     qwake_drain_pipe(&p->wake);
     sl_metrics_inc("sluice_producer_wakeups_total", NULL, 1);
     while (rd_kafka_poll(p->rk, 0) > 0) {}
+    unpark(p);
 }
 
 struct sl_kafka_producer *sl_kafka_producer_create(struct event_base *base,
@@ -343,6 +362,8 @@ struct sl_kafka_producer *sl_kafka_producer_create(struct event_base *base,
     snprintf(labels, sizeof(labels), "producer=\"%s\"", p->name);
     sl_metrics_counter("sluice_kafka_producer_restarts_total", labels);   /* at 0 */
     p->up = true;
+    p->park = conf->park_when_full;
+    p->ptail = &p->phead;
     p->wake.fds[0] = p->wake.fds[1] = -1;
     if (conf_set(rc, "enable.idempotence", "true", err, errlen) ||
         conf_set(rc, "partitioner", "murmur2_random", err, errlen) ||
@@ -382,6 +403,7 @@ fail:
 
 void sl_kafka_producer_destroy(struct sl_kafka_producer *p) {
     if (!p) return;
+    parked_drop(p);
     if (p->rk) {
         p->closing = true;
         producer_reap(p);
@@ -426,20 +448,13 @@ int sl_kafka_produce(struct sl_kafka_producer *p, const char *topic,
                                    &none, cb, opaque, err, errlen);
 }
 
-int sl_kafka_produce_header(struct sl_kafka_producer *p, const char *topic,
-                            int32_t partition, const void *key, size_t keylen,
-                            const void *value, size_t vallen, int64_t ts_ms,
-                            const struct sl_kafka_header *h, sl_kafka_delivery_fn *cb,
-                            void *opaque, char *err, size_t errlen) {
-    struct produce_op *op = NULL;
+/* Hands one record to librdkafka (which copies it). */
+static rd_kafka_resp_err_t produce_now(struct sl_kafka_producer *p, const char *topic,
+                                       int32_t partition, const void *key, size_t keylen,
+                                       const void *value, size_t vallen, int64_t ts_ms,
+                                       const struct sl_kafka_header *h, struct produce_op *op) {
     rd_kafka_headers_t *hdrs = NULL;
     rd_kafka_resp_err_t e;
-
-    if (cb) {
-        op = sl_pool_get(&op_pool);
-        op->cb = cb;
-        op->opaque = opaque;
-    }
     if (h->name) {
         hdrs = rd_kafka_headers_new(1);
         rd_kafka_header_add(hdrs, h->name, -1, h->value, (ssize_t)h->len);
@@ -461,9 +476,98 @@ int sl_kafka_produce_header(struct sl_kafka_producer *p, const char *topic,
                 RD_KAFKA_V_END);
         if (own) rd_kafka_topic_destroy(rkt);
     }
+    if (e && hdrs) rd_kafka_headers_destroy(hdrs);   /* owned by the message only on success */
+    return e;
+}
+
+/* Keeps a copy of a record the full queue refused, after the others. */
+static void park(struct sl_kafka_producer *p, const char *topic, int32_t partition,
+                 const void *key, size_t keylen, const void *value, size_t vallen,
+                 int64_t ts_ms, const struct sl_kafka_header *h, struct produce_op *op) {
+    keylen = key ? keylen : 0;
+    size_t hlen = h->name ? h->len : 0;
+    struct parked *k = sl_malloc(sizeof(*k) + keylen + vallen + hlen);
+    *k = (struct parked){.op = op, .topic = sl_strdup(topic), .partition = partition,
+                         .ts_ms = ts_ms ? ts_ms : sl_now_ms(), .has_key = key != NULL,
+                         .keylen = keylen, .vallen = vallen, .hlen = hlen,
+                         .hname = h->name ? sl_strdup(h->name) : NULL};
+    if (keylen) memcpy(k->bytes, key, keylen);
+    if (vallen) memcpy(k->bytes + keylen, value, vallen);
+    if (hlen) memcpy(k->bytes + keylen + vallen, h->value, hlen);
+    if (!p->phead) {
+        p->ptail = &p->phead;
+        sl_log(SL_LOG_WARN, "kafka", "producer %s: queue full; records wait for the broker's "
+               "acknowledgements", p->name);
+    }
+    *p->ptail = k;
+    p->ptail = &k->next;
+    p->nparked++;
+    sl_metrics_inc("sluice_kafka_producer_parked_total", NULL, 1);
+}
+
+static void parked_free(struct parked *k) {
+    free(k->topic);
+    free(k->hname);
+    free(k);
+}
+
+/* Sends the parked records, oldest first, while the queue takes them. A
+ * record refused for another reason is reported failed to its op. */
+static void unpark(struct sl_kafka_producer *p) {
+    while (p->phead) {
+        struct parked *k = p->phead;
+        struct sl_kafka_header h = {k->hname, k->bytes + k->keylen + k->vallen, k->hlen};
+        rd_kafka_resp_err_t e = produce_now(p, k->topic, k->partition,
+                                            k->has_key ? k->bytes : NULL, k->keylen,
+                                            k->bytes + k->keylen, k->vallen, k->ts_ms, &h, k->op);
+        if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) return;
+        p->phead = k->next;
+        p->nparked--;
+        if (e) {
+            p->inflight--;
+            if (k->op) {
+                char why[SL_ERRLEN];
+                snprintf(why, sizeof(why), "produce to %s: %s", k->topic, rd_kafka_err2str(e));
+                k->op->cb(k->op->opaque, why, -1, -1);
+                sl_pool_put(&op_pool, k->op);
+            }
+        }
+        parked_free(k);
+    }
+}
+
+/* destroy: the parked records are dropped, their ops freed uncalled. */
+static void parked_drop(struct sl_kafka_producer *p) {
+    while (p->phead) {
+        struct parked *k = p->phead;
+        p->phead = k->next;
+        sl_pool_put(&op_pool, k->op);
+        parked_free(k);
+    }
+    p->nparked = 0;
+}
+
+int sl_kafka_produce_header(struct sl_kafka_producer *p, const char *topic,
+                            int32_t partition, const void *key, size_t keylen,
+                            const void *value, size_t vallen, int64_t ts_ms,
+                            const struct sl_kafka_header *h, sl_kafka_delivery_fn *cb,
+                            void *opaque, char *err, size_t errlen) {
+    struct produce_op *op = NULL;
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR__QUEUE_FULL;
+
+    if (cb) {
+        op = sl_pool_get(&op_pool);
+        op->cb = cb;
+        op->opaque = opaque;
+    }
+    if (!p->phead)               /* parked records go first: they keep their order */
+        e = produce_now(p, topic, partition, key, keylen, value, vallen, ts_ms, h, op);
+    if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL && p->park) {
+        park(p, topic, partition, key, keylen, value, vallen, ts_ms, h, op);
+        e = RD_KAFKA_RESP_ERR_NO_ERROR;
+    }
     if (e) {
         sl_pool_put(&op_pool, op);
-        if (hdrs) rd_kafka_headers_destroy(hdrs);   /* owned by the message only on success */
         sl_errf(err, errlen, "produce to %s: %s", topic, rd_kafka_err2str(e));
         return SL_ERR;
     }
@@ -484,7 +588,7 @@ size_t sl_kafka_producer_inflight(const struct sl_kafka_producer *p) {
 }
 
 bool sl_kafka_producer_full(const struct sl_kafka_producer *p) {
-    return p->queue_max && p->inflight >= p->queue_max / 2;
+    return p->phead || (p->queue_max && p->inflight >= p->queue_max / 2);
 }
 
 bool sl_kafka_producer_up(const struct sl_kafka_producer *p) { return p->up; }
@@ -494,6 +598,7 @@ size_t sl_kafka_producer_flush(struct sl_kafka_producer *p, int timeout_ms) {
     while (p->inflight > 0 && sl_mono_ms() < end) {
         if (p->old) producer_reap(p);   /* replaced meanwhile: its records come here */
         rd_kafka_poll(p->rk, 50);
+        unpark(p);
     }
     return p->inflight;
 }

@@ -28,6 +28,9 @@ struct sl_kafka_conf {
     size_t nprops;
     int linger_ms;                    /* producer batching delay; 0: 2 ms */
     const char *name;                 /* producer's metric label; NULL: "producer" */
+    bool park_when_full;              /* producer: a record librdkafka's full queue refuses
+                                         is kept and sent once reports made room, not an
+                                         error (sl_kafka_produce) */
 };
 
 /* ==================== Producer ==================== */
@@ -67,7 +70,10 @@ void sl_kafka_producer_warm(struct sl_kafka_producer *p, const char *topic);
  * (murmur2, as the Java client, so a key always lands in one partition).
  * ts_ms 0 means now. key/value are copied. On SL_OK, cb is called exactly once
  * later on the loop; on SL_ERR (queue full, unknown topic...) cb is never
- * called and err says why. */
+ * called and err says why. With park_when_full a full queue is not an error:
+ * the record (and every one after it, to keep their order) waits in the
+ * producer and goes out as delivery reports make room; the memory it takes
+ * is the caller's to bound, by stopping while sl_kafka_producer_full. */
 int sl_kafka_produce(struct sl_kafka_producer *p, const char *topic,
                      int32_t partition, const void *key, size_t keylen,
                      const void *value, size_t vallen, int64_t ts_ms,
@@ -107,7 +113,8 @@ size_t sl_kafka_producer_inflight(const struct sl_kafka_producer *p);
  * sinks then report busy and the worker takes no more input until they
  * drain, rather than have a produce refused ("Queue full"), which stops the
  * process. Input records that each make many sink records (a tracker POST
- * of 50 events) fill the queue long before max_inflight input records. */
+ * of 50 events) fill the queue long before max_inflight input records.
+ * Also true while records wait for room (park_when_full). */
 bool sl_kafka_producer_full(const struct sl_kafka_producer *p);
 
 /* False while no broker is reachable (librdkafka reported all brokers down

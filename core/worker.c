@@ -606,7 +606,7 @@ static int start_broker(struct worker *w, char *err, size_t errlen) {
 
 static int setup(struct worker *w, char *err, size_t errlen) {
     const struct sl_config *cf = w->cf;
-    struct sl_kafka_conf kc;
+    struct sl_kafka_conf kc = {0};
 
     w->base = event_base_new();
     if (!w->base) {
@@ -625,9 +625,14 @@ static int setup(struct worker *w, char *err, size_t errlen) {
     kc.props = w->pprops;
     kc.linger_ms = SL_WORKER_SINK_LINGER_MS;
     kc.name = "sink";
+    /* A record the full queue refuses waits in the producer: the sinks are
+     * busy meanwhile, so it is what one input record makes past half the
+     * queue, not a crash-loop of the worker. */
+    kc.park_when_full = true;
     w->producer = sl_kafka_producer_create(w->base, &kc, err, errlen);
     if (!w->producer) return SL_ERR;
     kc.linger_ms = 0;
+    kc.park_when_full = false;
     w->offsets = sl_offsets_create();
 
     if (cf->nsteps) {

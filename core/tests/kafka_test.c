@@ -263,6 +263,89 @@ done:
     event_base_free(base);
 }
 
+/* With park_when_full, records the full queue refuses wait in the producer
+ * and go out, in order, as reports make room; without it the produce fails
+ * ("Queue full"). */
+struct ordered {
+    int next, out_of_order, failed;
+    int64_t last_offset;
+};
+
+struct oslot {
+    struct ordered *o;
+    int i;
+};
+
+static void in_order(void *opaque, const char *err, int32_t partition, int64_t offset) {
+    struct oslot *s = opaque;
+    (void)partition;
+    if (err || offset < 0) {
+        s->o->failed++;
+        return;
+    }
+    if (s->i != s->o->next || offset <= s->o->last_offset) s->o->out_of_order++;
+    s->o->next = s->i + 1;
+    s->o->last_offset = offset;
+}
+
+#define NPARK 40
+static void test_park_when_full(void) {
+    const char *topics[] = {"park"};
+    char err[SL_ERRLEN] = "";
+    struct event_base *base = event_base_new();
+    struct ordered o = {.last_offset = -1};
+    struct oslot slots[NPARK];
+    int refused = 0;
+
+    struct sl_broker *b = sl_broker_create(1, 1, topics, 1, err, sizeof(err));
+    TEST("park: the embedded broker starts", b != NULL);
+    if (!b) goto done;
+    const struct sl_kafka_prop props[] = {{"queue.buffering.max.messages", "10"}};
+    struct sl_kafka_conf kc = {.brokers = sl_broker_address(b), .props = props, .nprops = 1,
+                               .linger_ms = 20, .name = "park"};
+    struct sl_kafka_producer *strict = sl_kafka_producer_create(base, &kc, err, sizeof(err));
+    kc.park_when_full = true;
+    struct sl_kafka_producer *p = sl_kafka_producer_create(base, &kc, err, sizeof(err));
+    TEST("park: the producers are created", p && strict);
+    if (!p || !strict) goto done;
+    for (int i = 0; i < 11; i++)
+        refused += sl_kafka_produce(strict, "park", -1, "k", 1, "{}", 2, 0, NULL, NULL, err,
+                                    sizeof(err)) != SL_OK;
+    TEST("park: without it the 11th record of a queue of 10 is refused",
+         refused == 1 && strstr(err, "Queue full"));
+    refused = 0;
+    for (int i = 0; i < NPARK; i++) {
+        slots[i] = (struct oslot){&o, i};
+        char v[16];
+        int n = snprintf(v, sizeof(v), "{\"i\":%d}", i);
+        refused += sl_kafka_produce(p, "park", -1, "k", 1, v, (size_t)n, 0, in_order, &slots[i],
+                                    err, sizeof(err)) != SL_OK;
+    }
+    TEST("park: with it 40 records into a queue of 10 are all taken", refused == 0);
+    TEST("park: the producer is full while records wait", sl_kafka_producer_full(p));
+    TEST("park: ...and counts them in flight", sl_kafka_producer_inflight(p) == NPARK);
+    int64_t end = sl_mono_ms() + 15000;
+    struct timeval tick = {0, 10000};
+    while (o.next + o.failed < NPARK && sl_mono_ms() < end) {
+        event_base_loopexit(base, &tick);
+        event_base_dispatch(base);
+    }
+    TEST("park: every record is acknowledged once, in the order produced",
+         o.next == NPARK && o.failed == 0 && o.out_of_order == 0);
+    TEST("park: then nothing waits", !sl_kafka_producer_full(p) && sl_kafka_producer_inflight(p) == 0);
+    /* Records still waiting at destroy are dropped, their reports uncalled. */
+    for (int i = 0; i < NPARK; i++)
+        sl_kafka_produce(p, "park", -1, "k", 1, "{}", 2, 0, in_order, &slots[i], err, sizeof(err));
+    int before = o.next + o.failed;
+    sl_kafka_producer_destroy(p);
+    TEST("park: destroy with records waiting calls none of their reports",
+         o.next + o.failed == before);
+    sl_kafka_producer_destroy(strict);
+done:
+    sl_broker_destroy(b);
+    event_base_free(base);
+}
+
 /* ==================== Stored positions ==================== */
 
 #define STORED "stored"
@@ -377,6 +460,7 @@ int main(void) {
     test_fatal_error_replaces_the_producer();
     test_many_topics();
     test_full_queue();
+    test_park_when_full();
     test_stored_positions();
     sl_kafka_producer_destroy(NULL);
     sl_metrics_reset();

@@ -217,6 +217,46 @@ describe("pipeline: a rule that raises", function()
   end)
 end)
 
+describe("pipeline: one record that makes more sink records than the producer's queue holds", function()
+  local n, worker
+  local FAN, QUEUE = 3000, 200
+
+  lazy_setup(function()
+    n = names("fan")
+    local cfg = H.pipeline_config(n)
+    cfg.rules.path = { FIXRULES, "lua" }
+    cfg.kafka.producer = { ["queue.buffering.max.messages"] = tostring(QUEUE) }
+    cfg.pipeline = { { lua = "itest.fan", params = { n = FAN } },
+      { name = "out", kafka = { topic = n.output, key = "userId", fields = { "n" } } } }
+    worker = H.start_sluice(dir, "fan", cfg, { admin_port = n.admin_port })
+  end)
+
+  lazy_teardown(function() if worker then worker:stop() end end)
+
+  it("writes them all, each once, and finishes both records: what the full queue refused waits", function()
+    H.produce(brokers, n.input, { H.page_view(1), H.page_view(2) })
+    local done = H.wait_for(function()
+      return (H.metric(H.metrics(n.admin_port), "sluice_records_done_total") or 0) >= 2
+    end, 60)
+    assert.is_truthy(done, "both records done; stderr:\n" .. worker:stderr())
+    local seen, dups = {}, 0
+    for _, r in ipairs(H.records(brokers, n.output)) do
+      local i = r.json and r.json.n
+      if seen[i] then dups = dups + 1 end
+      if i then seen[i] = (seen[i] or 0) + 1 end
+    end
+    local missing = 0
+    for i = 1, FAN do if seen[i] ~= 2 then missing = missing + 1 end end
+    assert.are.equal(0, missing, "every n written once per input record")
+    local m = H.metrics(n.admin_port)
+    assert.is_true((H.metric(m, "sluice_kafka_producer_parked_total") or 0) > 0,
+      "records waited for room in the queue")
+    assert.are.equal(0, H.metric(m, "sluice_dead_letters_total") or 0)
+    assert.is_true(worker:alive(), "the worker is still running")
+    assert.is_nil(worker:stderr():find("Queue full", 1, true), worker:stderr())
+  end)
+end)
+
 describe("pipeline: a rule that never returns", function()
   local n, cfg, worker, worker2
 
