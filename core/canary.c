@@ -180,16 +180,64 @@ struct result {
     bool any_passed, any_filtered;
 };
 
+/* Notes the first error of a context that raised at step i: its message's
+ * first line (a raised table's message). Pops nothing. */
+static void raised_at(lua_State *L, size_t i, struct result *res) {
+    if (res->o == RAISED) return;
+    const char *e = lua_tostring(L, -1);
+    if (!e && lua_istable(L, -1)) {
+        lua_getfield(L, -1, "message");
+        e = lua_tostring(L, -1);
+        lua_pop(L, 1);
+    }
+    e = e ? e : "(error object)";
+    res->o = RAISED;
+    res->step = i;
+    snprintf(res->error, sizeof(res->error), "%.*s", (int)strcspn(e, "\n"), e);
+}
+
+/* Runs the request rule of step i (an http or MLflow model step: what it
+ * would send, never sent) on context ref. False when the rule raised or
+ * filtered the context, noted in res as a lua step's would be. */
+static bool run_request(struct sl_rules *r, size_t i, int ref, const struct sl_input *in,
+                        struct result *res) {
+    lua_State *L = sl_rules_state(r);
+    int top = lua_gettop(L);
+    bool ok = false;
+    sl_rules_push_fn(r, i, 0);                            /* fn params */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);               /* fn params ctx */
+    lua_insert(L, -2);                                    /* fn ctx params */
+    if (sl_rules_pcall(r, i, 2, 2, in)) {                 /* err */
+        raised_at(L, i, res);
+    } else if (lua_isnil(L, -2)) {                        /* nil reason */
+        if (!res->any_filtered) {
+            const char *why = lua_tostring(L, -1);
+            res->step = i;
+            snprintf(res->reason, sizeof(res->reason), "%s", why && *why ? why : "no_request");
+        }
+        res->any_filtered = true;
+    } else {
+        ok = true;
+    }
+    lua_settop(L, top);
+    return ok;
+}
+
 /* Runs context ref from step `from` on through the lua steps. A sink step
  * passes it on; any other step (window, model, http) would add a variable
- * the canary cannot make, so the context stops there, as passed: the lua
- * steps after it would only see a context they never get. Takes ref. */
+ * the canary cannot make, so the context stops there, as passed, once the
+ * step's request rule (http, MLflow model) took it: the lua steps after it
+ * run on contexts sampled as they left it (judge_ring). Takes ref. */
 static void walk(struct sl_rules *r, const struct sl_config *cf, int ref, size_t from,
                  const struct sl_input *in, const char *what, struct sl_rules_out *out,
                  struct result *res) {
     lua_State *L = sl_rules_state(r);
     for (size_t i = from; i < cf->nsteps; i++) {
         if (sl_step_holds(&cf->steps[i])) {
+            if (cf->steps[i].rule_fn[0] && !run_request(r, i, ref, in, res)) {
+                luaL_unref(L, LUA_REGISTRYINDEX, ref);
+                return;
+            }
             if (i < res->stopped) res->stopped = i;
             break;
         }
@@ -432,8 +480,10 @@ static void verdict(struct judge *j) {
             checked += j->sampled[holder] > 0;
         }
         for (size_t i = j->held_at; i < j->cf->nsteps; i++) contexts += j->sampled[i];
-        sl_buf_printf(&b, " [%zu record(s) stopped at step %s (%s), which the canary does not run",
-                      j->held, j->cf->steps[j->held_at].name, j->cf->steps[j->held_at].kind->name);
+        const struct sl_step_conf *at = &j->cf->steps[j->held_at];
+        sl_buf_printf(&b, " [%zu record(s) stopped at step %s (%s), which the canary does not run%s",
+                      j->held, at->name, at->kind->name,
+                      at->rule_fn[0] ? " (its request rule ran)" : "");
         if (checked) sl_buf_printf(&b, "; %zu context(s) sampled after such steps ran the %zu lua "
                                    "step(s) after it", contexts, checked);
         if (later > checked)

@@ -9,7 +9,9 @@
  * a sink step (kafka, store) passes the context on unchanged (nothing
  * produced or stored), and any other step (window, model, http) holds it:
  * it would add a variable the canary cannot make, so the record stops
- * there (the summary says how many records stopped where). The lua steps
+ * there (the summary says how many records stopped where), once the
+ * step's request rule (http, MLflow model: what it would send, never sent)
+ * took it, judged as a lua step is. The lua steps
  * after such a step run on contexts sampled as they left it in the running
  * pipeline (sl_canary_wants, sl_canary_keep_ctx): the variables the step
  * and those before it added, set in the context of the record they came

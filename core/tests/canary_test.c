@@ -104,6 +104,15 @@ int main(void) {
         "function M.f(ctx) return ctx end\n"
         "function M.g(ctx) if ctx.agg.ns[2] == 3 then error('agg three') end return ctx end\n"
         "return M\n");
+    /* An http step between: its request rule runs, nothing is sent. */
+    put("lua/t/req.lua", "local M = {}\n"
+        "function M.f(ctx) return ctx end\n"
+        "function M.req(ctx) return { q = ctx.input.n } end\n"
+        "function M.g(ctx) return ctx end\nreturn M\n");
+    put("lua/t/reqbad.lua", "local M = {}\n"
+        "function M.f(ctx) return ctx end\n"
+        "function M.req(ctx) if ctx.input.n == 3 then error('bad body') end return {} end\n"
+        "function M.g(ctx) return ctx end\nreturn M\n");
     put("lua/t/many.lua", "local M = {}\n"
         "function M.f(ctx) return { ctx, { kafka = ctx.kafka, input = { n = 9 } } } end\n"
         "function M.g(ctx) if ctx.input.n == 9 then error('nine') end return ctx end\nreturn M\n");
@@ -177,6 +186,28 @@ int main(void) {
     if (v.refused || !strstr(v.summary, "stopped at")) printf("# %s\n", v.summary);
     sl_rules_release(wmany);
     sl_config_destroy(cf_wmany);
+
+    /* An http step's request rule runs on the contexts that reach it. */
+    struct sl_config *cf_req, *cf_reqbad;
+    struct sl_rules *req = rules_with("req", "{ name = 'h', http = { url = 'http://127.0.0.1:1/', "
+                                      "request = 't.req.req' } }", &cf_req),
+                    *reqbad = rules_with("reqbad", "{ name = 'h', http = { url = "
+                                         "'http://127.0.0.1:1/', request = 't.reqbad.req' } }",
+                                         &cf_reqbad);
+    if (!req || !reqbad) return 1;
+    sl_canary_judge(NULL, p, req, req, cf_req, &v, err, sizeof(err));
+    TEST("an http step's request rule that takes every context: records stop at the step",
+         !v.refused && strstr(v.summary, "stopped at step h (http)"));
+    if (v.refused) printf("# %s\n", v.summary);
+    sl_canary_judge(NULL, p, req, reqbad, cf_reqbad, &v, err, sizeof(err));
+    TEST("a request rule that raises where the old one did not refuses, naming the step",
+         v.refused && v.raised == 1 && strstr(v.summary, "step h: 1") &&
+         strstr(v.summary, "reqbad.lua:3: bad body") && strstr(v.summary, "sample.jsonl:3)"));
+    if (!v.refused) printf("# %s\n", v.summary);
+    sl_rules_release(req);
+    sl_rules_release(reqbad);
+    sl_config_destroy(cf_req);
+    sl_config_destroy(cf_reqbad);
 
     /* Contexts sampled as they left the window step run step two. */
     struct sl_config *cf_agg, *cf_aggbad;
