@@ -108,6 +108,7 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac,
 /* ==================== Producer ==================== */
 
 #define PRODUCER_TOPICS 8 /* Topic handles a producer keeps (a job writes a few topics). */
+#define PRODUCER_PARK_LOG_MS 10000 /* At most one "queue full" line this often. */
 
 /* A topic handle of the current rk, kept so that a produce names its topic
  * without librdkafka looking the name up under its handle's lock. */
@@ -135,7 +136,7 @@ struct sl_kafka_producer {
     bool closing;            /* destroy: reports free their op, call nothing */
     bool park;               /* park_when_full */
     struct parked *phead, **ptail; /* records the full queue refused, oldest first */
-    size_t nparked;
+    int64_t park_logged;     /* monotonic ms of the last "queue full" line */
 };
 
 struct produce_op {
@@ -496,12 +497,15 @@ static void park(struct sl_kafka_producer *p, const char *topic, int32_t partiti
     if (hlen) memcpy(k->bytes + keylen + vallen, h->value, hlen);
     if (!p->phead) {
         p->ptail = &p->phead;
-        sl_log(SL_LOG_WARN, "kafka", "producer %s: queue full; records wait for the broker's "
-               "acknowledgements", p->name);
+        int64_t now = sl_mono_ms();
+        if (!p->park_logged || now - p->park_logged >= PRODUCER_PARK_LOG_MS) {
+            p->park_logged = now;
+            sl_log(SL_LOG_WARN, "kafka", "producer %s: queue full; records wait for the "
+                   "broker's acknowledgements (sluice_kafka_producer_parked_total)", p->name);
+        }
     }
     *p->ptail = k;
     p->ptail = &k->next;
-    p->nparked++;
     sl_metrics_inc("sluice_kafka_producer_parked_total", NULL, 1);
 }
 
@@ -522,7 +526,6 @@ static void unpark(struct sl_kafka_producer *p) {
                                             k->bytes + k->keylen, k->vallen, k->ts_ms, &h, k->op);
         if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) return;
         p->phead = k->next;
-        p->nparked--;
         if (e) {
             p->inflight--;
             if (k->op) {
@@ -544,7 +547,6 @@ static void parked_drop(struct sl_kafka_producer *p) {
         sl_pool_put(&op_pool, k->op);
         parked_free(k);
     }
-    p->nparked = 0;
 }
 
 int sl_kafka_produce_header(struct sl_kafka_producer *p, const char *topic,

@@ -487,9 +487,6 @@ static void fan_out(struct ctx *c, struct step *s, const int *from, size_t n) {
     free(refs);
 }
 
-/* Acts on a step's outcome for the context at it. Returns true when the
- * context goes on with the next step (c->pub.step advanced), false when it
- * ended, was handed on, or waits. */
 /* Keeps the variables of c, leaving its step, for a reload's canary. A
  * context whose variables do not encode is not kept. */
 static void sample(struct ctx *c) {
@@ -503,6 +500,9 @@ static void sample(struct ctx *c) {
     lua_pop(L, 1);
 }
 
+/* Acts on a step's outcome for the context at it. Returns true when the
+ * context goes on with the next step (c->pub.step advanced), false when it
+ * ended, was handed on, or waits. */
 static bool settle(struct ctx *c, const struct sl_step_result *res) {
     struct record *rec = c->rec;
     struct sl_pipeline *pl = rec->pl;
