@@ -4,6 +4,7 @@
     bench/compare.py throughput --brokers ADDR|embedded --events F --records N
     bench/compare.py latency --brokers ADDR|embedded --events F --rates 5000,20000 --seconds S
     bench/compare.py ab --brokers ADDR|embedded --events F --a OLD/sluice --b ./sluice [--rounds 8]
+                        [--b-extract noread]
 
 Run from the project root after `make sluice build/bench/consume build/bench/produce`
 (scripts/bench-compare.sh does all of it, for `make bench`). With --brokers
@@ -36,7 +37,9 @@ are left out of all).
 ab: the same job (--steps, the whole job by default) with two sluice binaries
 (--a, --b), alternating within each of --rounds rounds on the same records:
 the median of the paired ratios B/A, the figure to judge a change of a few
-per cent by on a machine whose speed moves between runs.
+per cent by on a machine whose speed moves between runs. --b-extract noread
+gives B a stand-in extract rule that reads nothing of the record (the same
+binary twice: what the rule and its reads cost the whole job).
 
 latency: for each rate and fetch wait (the shipped config's, and librdkafka's
 default when the shipped config sets one), starts sluice's whole job on a fresh
@@ -236,7 +239,7 @@ LINE_NAMES = {"extract": "extract only", "window": "extract → window",
               "python": "Python extract → window → sink"}
 
 
-def run_sluice(args, broker, tmp, steps, group, output, binary="./sluice"):
+def run_sluice(args, broker, tmp, steps, group, output, binary="./sluice", env=None):
     """One sluice job over the whole topic. Its CPU counts from the last
     /metrics answer that showed no record taken yet (start-up and group join
     left out) to the one that shows all N done. /metrics is served by the
@@ -245,7 +248,7 @@ def run_sluice(args, broker, tmp, steps, group, output, binary="./sluice"):
     s = Sluice(tmp, group, {"BENCH_BROKERS": broker.addr,
                             "BENCH_KAFKA_AS": "embedded" if broker.embedded else broker.addr,
                             "BENCH_STEPS": steps, "BENCH_INPUT": args.input,
-                            "BENCH_OUTPUT": output, "BENCH_GROUP": group}, binary)
+                            "BENCH_OUTPUT": output, "BENCH_GROUP": group, **(env or {})}, binary)
     base = (0.0, time.monotonic())
     deadline = time.monotonic() + DONE_TIMEOUT_S
     while True:
@@ -411,7 +414,8 @@ def ab(args):
             got = {}
             for w in ("ab" if r % 2 else "ba"):
                 res = run_sluice(args, broker, tmp, args.steps, name(w, r), name(w, r),
-                                 getattr(args, w))
+                                 getattr(args, w),
+                                 {"BENCH_EXTRACT": args.b_extract} if w == "b" else None)
                 got[w] = res["records"] / res["cpu_s"]
                 rates[w].append(got[w])
             ratios.append(got["b"] / got["a"])
@@ -424,8 +428,9 @@ def ab(args):
         xs = sorted(xs)
         return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
 
-    print("### %s, BENCH_STEPS=%s, %d records, %d rounds: A %s, B %s"
-          % (args.brokers, args.steps, args.records, args.rounds, args.a, args.b))
+    print("### %s, BENCH_STEPS=%s, %d records, %d rounds: A %s, B %s%s"
+          % (args.brokers, args.steps, args.records, args.rounds, args.a, args.b,
+             "" if args.b_extract == "shipped" else " with BENCH_EXTRACT=" + args.b_extract))
     for w in "ab":
         print("%s: %d records per CPU-second (median, spread %d-%d)"
               % (w.upper(), median(rates[w]), min(rates[w]), max(rates[w])))
@@ -662,6 +667,9 @@ def main():
     a.add_argument("--a", required=True, help="the first sluice binary (e.g. a worktree's ./sluice)")
     a.add_argument("--b", required=True, help="the second")
     a.add_argument("--steps", default="sink", choices=("extract", "window", "sink"))
+    a.add_argument("--b-extract", default="shipped", choices=("shipped", "noread"),
+                   help="B's extract rule: noread, a stand-in that reads nothing of the record "
+                        "(bench/job.lua)")
     a.add_argument("--records", type=int, default=200000)
     a.add_argument("--rounds", type=int, default=8)
     a.add_argument("--input", default="bench-ab-in-" + RUN)

@@ -24,6 +24,9 @@
 --   BENCH_LINGER      shipped (default): the producer properties as shipped
 --                     (sinks linger 5 ms unless they say otherwise); a
 --                     number: the sink producer's linger.ms
+--   BENCH_EXTRACT     shipped (default): the shipped extract rule; noread:
+--                     bench/lua/bench/noread.lua, a stand-in that reads
+--                     nothing of the record (what the rest of the job costs)
 --   BENCH_INPUT, BENCH_OUTPUT, BENCH_GROUP, BENCH_ADMIN
 --                     input topic, sink topic, consumer group, admin listener
 --
@@ -56,6 +59,16 @@ end
 local extract = step(function(s) return s.lua == "recommendations.extract" end, "extract")
 local window = step(function(s) return s.window ~= nil end, "window")
 local sink = step(function(s) return s.kafka ~= nil end, "kafka sink")
+
+local how = real_env("BENCH_EXTRACT", "shipped")
+if how == "noread" then
+  extract = { lua = "bench.noread", fn = "extract" }
+  local path = job.rules.path
+  job.rules.path = type(path) == "table" and path or { path }
+  table.insert(job.rules.path, 1, "bench/lua")
+elseif how ~= "shipped" then
+  error("bench/job.lua: BENCH_EXTRACT must be shipped or noread, not " .. how, 0)
+end
 
 local steps = need("BENCH_STEPS")
 local pipeline
