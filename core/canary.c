@@ -292,7 +292,11 @@ static bool push_sample(lua_State *L, const struct sample *sm) {
     char err[256];
     sl_pipeline_push_ctx(L, sm->in, err, sizeof(err));    /* ctx (input raw if not JSON) */
     if (!sm->vars) return true;
-    if (sl_json_decode(L, sm->vars, sm->varslen, err, sizeof(err)) || !lua_istable(L, -1)) {
+    if (sl_json_decode(L, sm->vars, sm->varslen, err, sizeof(err))) {   /* pushes nothing */
+        lua_pop(L, 1);
+        return false;
+    }
+    if (!lua_istable(L, -1)) {                            /* ctx vars */
         lua_pop(L, 2);
         return false;
     }

@@ -246,9 +246,15 @@ int main(void) {
          strstr(v.summary, "1 context(s) sampled after such steps ran the 1 lua step(s) after it") &&
          !strstr(v.summary, "not checked"));
     if (!strstr(v.summary, "context(s) sampled")) printf("# %s\n", v.summary);
+    lua_State *L_new = sl_rules_state(aggbad), *L_old = sl_rules_state(agg);
+    int top_new = lua_gettop(L_new), top_old = lua_gettop(L_old);
     sl_canary_keep_ctx(c, 1, &in, "{not json", 9);
+    sl_canary_keep_ctx(c, 1, &in, "3", 1);
     sl_canary_judge(c, NULL, agg, aggbad, cf_aggbad, &v, err, sizeof(err));
-    TEST("a sampled context whose variables do not decode is not judged", v.records == 2);
+    TEST("a sampled context whose variables do not decode, or are no object, is not judged",
+         v.records == 2);
+    TEST("...and both VMs' stacks are left as found",
+         lua_gettop(L_new) == top_new && lua_gettop(L_old) == top_old);
     sl_canary_destroy(c);
     sl_rules_release(agg);
     sl_rules_release(aggbad);
