@@ -180,17 +180,10 @@ struct result {
     bool any_passed, any_filtered;
 };
 
-/* Notes the first error of a context that raised at step i: its message's
- * first line (a raised table's message). Pops nothing. */
-static void raised_at(lua_State *L, size_t i, struct result *res) {
+/* Notes the first error of a context: it raised e at step i (its first
+ * line is kept). */
+static void raised_at(struct result *res, size_t i, const char *e) {
     if (res->o == RAISED) return;
-    const char *e = lua_tostring(L, -1);
-    if (!e && lua_istable(L, -1)) {
-        lua_getfield(L, -1, "message");
-        e = lua_tostring(L, -1);
-        lua_pop(L, 1);
-    }
-    e = e ? e : "(error object)";
     res->o = RAISED;
     res->step = i;
     snprintf(res->error, sizeof(res->error), "%.*s", (int)strcspn(e, "\n"), e);
@@ -208,7 +201,8 @@ static bool run_request(struct sl_rules *r, size_t i, int ref, const struct sl_i
     lua_rawgeti(L, LUA_REGISTRYINDEX, ref);               /* fn params ctx */
     lua_insert(L, -2);                                    /* fn ctx params */
     if (sl_rules_pcall(r, i, 2, 2, in)) {                 /* err */
-        raised_at(L, i, res);
+        const char *e = sl_rules_error_message(L);
+        raised_at(res, i, e ? e : "(error object)");
     } else if (lua_isnil(L, -2)) {                        /* nil reason */
         if (!res->any_filtered) {
             const char *why = lua_tostring(L, -1);
@@ -263,12 +257,7 @@ static void walk(struct sl_rules *r, const struct sl_config *cf, int ref, size_t
             return;
         }
         case SL_RULES_ERROR:
-            if (res->o != RAISED) {
-                const char *e = sl_buf_cstr(&out->error);
-                res->o = RAISED;
-                res->step = i;
-                snprintf(res->error, sizeof(res->error), "%.*s", (int)strcspn(e, "\n"), e);
-            }
+            raised_at(res, i, sl_buf_cstr(&out->error));
             luaL_unref(L, LUA_REGISTRYINDEX, ref);
             return;
         }

@@ -753,10 +753,9 @@ struct sl_pipeline *sl_pipeline_create(const struct sl_pipeline_conf *conf,
         if (s->kind->history) pl->last_restore = (int)i;
         /* A lua step before the next step that holds a context: the canary
          * can run it on contexts that left this one. */
-        for (size_t k = i + 1; conf->canary && sl_step_holds(sc) && k < pl->nsteps; k++) {
-            if (sl_step_holds(&pl->cf->steps[k])) break;
-            if (pl->cf->steps[k].type == SL_STEP_LUA) s->sample = true;
-        }
+        if (conf->canary && sl_step_holds(sc))
+            for (size_t k = i + 1; k < pl->nsteps && !sl_step_holds(&pl->cf->steps[k]); k++)
+                if (pl->cf->steps[k].type == SL_STEP_LUA) s->sample = true;
     }
     return pl;
 }

@@ -552,6 +552,16 @@ static void bad_return(struct sl_rules *r, size_t step, int idx, size_t item,
     show_value(L, idx, out);
 }
 
+const char *sl_rules_error_message(lua_State *L) {
+    const char *m = lua_tostring(L, -1);
+    if (!m && lua_istable(L, -1)) {                       /* a failure object */
+        lua_getfield(L, -1, "message");
+        m = lua_tostring(L, -1);                          /* anchored by the table */
+        lua_pop(L, 1);
+    }
+    return m;
+}
+
 enum sl_rules_result sl_rules_call(struct sl_rules *r, size_t step, int *ctx_ref,
                                    const struct sl_input *in, const char *what,
                                    struct sl_rules_out *out) {
@@ -572,11 +582,7 @@ enum sl_rules_result sl_rules_call(struct sl_rules *r, size_t step, int *ctx_ref
 
     int rc = watched_pcall(r, step, 2, 2, top + 1, in, what); /* tb r1 r2 */
     if (rc) {
-        const char *m = lua_tostring(L, -1);
-        if (!m && lua_istable(L, -1)) {                   /* a failure object */
-            lua_getfield(L, -1, "message");
-            m = lua_tostring(L, -1);
-        }
+        const char *m = sl_rules_error_message(L);
         sl_buf_adds(&out->error, m ? m : "error object is not a string");
         goto done;
     }

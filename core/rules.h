@@ -98,6 +98,11 @@ void sl_rules_push_fn(struct sl_rules *r, size_t step, int slot);
  * traceback. */
 int sl_rules_pcall(struct sl_rules *r, size_t step, int nargs, int nresults,
                    const struct sl_input *in);
+/* The message of the error value at the top of L (as sl_rules_pcall leaves
+ * it): the string, or a raised table's (a failure object's) message; NULL
+ * when it has neither. The stack is left as found; the text lives as long
+ * as the value. */
+const char *sl_rules_error_message(lua_State *L);
 
 /* Starts the watchdog thread for the process (idempotent). */
 int sl_rules_watchdog_start(const struct sl_config *cf, char *err, size_t errlen);

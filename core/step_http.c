@@ -609,11 +609,7 @@ static int build(struct hreq *r) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->c->ref);         /* fn params ctx */
     lua_insert(L, -2);                                    /* fn ctx params */
     if (sl_rules_pcall(rules, st->index, 2, 2, r->c->in)) {  /* err */
-        const char *m = lua_tostring(L, -1);
-        if (!m && lua_istable(L, -1)) {
-            lua_getfield(L, -1, "message");
-            m = lua_tostring(L, -1);
-        }
+        const char *m = sl_rules_error_message(L);
         char text[SL_ERRLEN * 2];
         snprintf(text, sizeof(text), "%s: request: %s", st->name, m ? m : "(error object)");
         lua_settop(L, top);
